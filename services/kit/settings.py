@@ -1,0 +1,97 @@
+"""Typed settings read once from environment variables.
+
+Every component's settings class derives from `KitSettings`. A missing or malformed required value stops the
+process at start with the variable's name (`load_settings`), never later at first use.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PARCOURS_"
+
+
+class KitSettings(BaseSettings):
+    """Settings every Parcours server shares."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # The component's name: service name in spans, audit chain, logs and its client certificate's CN.
+    component: str = "parcours"
+    # PostgreSQL URI (postgresql://user@host:port/db).
+    database_url: str
+    db_pool_min_size: int = Field(default=2, ge=1)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    # The gRPC listen host; the port is the component's own setting.
+    grpc_host: str = "[::]"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+
+    # Mutual TLS. The server certificate also serves as this component's client identity towards other
+    # services (it carries both serverAuth and clientAuth usages and CN=parcours-<component>).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    # Development only: plaintext gRPC, and calls without a token act as a development principal. Off by
+    # default; never set in production (the Helm chart has no value for it).
+    insecure_dev_mode: bool = False
+
+    # Bearer tokens shaped like Pro Santé Connect access tokens.
+    token_issuer: str = "https://auth.parcours.invalid/realms/dev"
+    token_audience: str = "parcours-hub"
+    # A JWKS file with the public keys tokens are verified against (kid → key).
+    token_jwks_file: Path | None = None
+    token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    # Seconds in-flight RPCs get to finish after SIGTERM.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _security_material(self) -> KitSettings:
+        if not self.insecure_dev_mode:
+            missing = [
+                ENV_PREFIX + name.upper()
+                for name in ("tls_cert_file", "tls_key_file", "tls_ca_file", "token_jwks_file")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"required unless PARCOURS_INSECURE_DEV_MODE=true: {', '.join(missing)}"
+                )
+        return self
+
+
+class TemporalSettings(BaseSettings):
+    """Settings of components that talk to Temporal."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    # Payload encryption keyring: comma-separated `key_id:base64url(32 bytes)`; the first key encrypts,
+    # every key decrypts, so keys can rotate.
+    payload_keys: str
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read settings from the environment; exit with the offending variable names when one is wrong."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = ENV_PREFIX + loc.upper() if loc else "(settings)"
+            if err["type"] == "missing":
+                lines.append(f"missing required setting {name}")
+            else:
+                lines.append(f"invalid setting {name}: {err['msg']}")
+        sys.stderr.write("parcours: cannot start:\n  " + "\n  ".join(lines) + "\n")
+        raise SystemExit(2) from None
