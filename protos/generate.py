@@ -4,8 +4,8 @@ Third-party schemas come from installed packages, never from copies in this repo
 - google/protobuf/*: grpcio-tools' bundled include folder;
 - google/api, google/rpc, google/type: googleapis-common-protos ships the sources (and their Python modules);
 - buf/validate/validate.proto: no package ships its source, but protovalidate embeds its serialized
-  FileDescriptorProto; we extract it into a FileDescriptorSet that protoc reads with --descriptor_set_in, and we
-  generate the classic `buf.validate.validate_pb2` module from it so our generated code can import it.
+  FileDescriptorProto; we extract it into a FileDescriptorSet that protoc reads with --descriptor_set_in,
+  and generate the classic `buf.validate.validate_pb2` module from it so our generated code can import it.
 
 Also writes build/image.binpb (a buf image with source info) for `buf lint`.
 """
@@ -65,7 +65,9 @@ def _our_protos() -> list[str]:
 
 
 def _protoc(*args: str) -> None:
-    googleapis = Path(next(iter(google.rpc.__path__))).parent.parent  # site-packages holding google/rpc/*.proto
+    googleapis = Path(
+        next(iter(google.rpc.__path__))
+    ).parent.parent  # site-packages holding google/rpc/*.proto
     wkt = Path(grpc_tools.__file__).parent / "_proto"
     cmd = [
         sys.executable,
@@ -91,12 +93,12 @@ def main() -> None:
     _protoc(
         f"--python_out={OUT}",
         f"--grpc_python_out={OUT}",
-        f"--mypy_out={OUT}",
-        f"--mypy_grpc_out={OUT}",
+        f"--mypy_out=quiet:{OUT}",
+        f"--mypy_grpc_out=quiet:{OUT}",
         *sources,
     )
     # The classic module for buf.validate, generated from the extracted descriptor.
-    _protoc(f"--python_out={OUT}", f"--mypy_out={OUT}", "buf/validate/validate.proto")
+    _protoc(f"--python_out={OUT}", f"--mypy_out=quiet:{OUT}", "buf/validate/validate.proto")
     for folder in [p for p in OUT.rglob("*") if p.is_dir()]:
         (folder / "__init__.py").touch()
     _protoc("--include_imports", "--include_source_info", f"--descriptor_set_out={IMAGE}", *sources)

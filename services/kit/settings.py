@@ -19,7 +19,9 @@ ENV_PREFIX = "PARCOURS_"
 class KitSettings(BaseSettings):
     """Settings every Parcours server shares."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
 
     # The component's name: service name in spans, audit chain, logs and its client certificate's CN.
     component: str = "parcours"
@@ -30,6 +32,8 @@ class KitSettings(BaseSettings):
     # The gRPC listen host; the port is the component's own setting.
     grpc_host: str = "[::]"
     grpc_port: int = Field(default=0, ge=0, le=65535)
+    # Optional plaintext listener serving only grpc.health.v1 (kubelet's native gRPC probes speak no TLS).
+    health_port: int | None = Field(default=None, ge=0, le=65535)
 
     # Mutual TLS. The server certificate also serves as this component's client identity towards other
     # services (it carries both serverAuth and clientAuth usages and CN=parcours-<component>).
@@ -41,8 +45,8 @@ class KitSettings(BaseSettings):
     insecure_dev_mode: bool = False
 
     # Bearer tokens shaped like Pro Santé Connect access tokens.
-    token_issuer: str = "https://auth.parcours.invalid/realms/dev"
-    token_audience: str = "parcours-hub"
+    token_issuer: str = "https://auth.parcours.invalid/realms/dev"  # noqa: S105 (an issuer URL, not a secret)
+    token_audience: str = "parcours-hub"  # noqa: S105
     # A JWKS file with the public keys tokens are verified against (kid → key).
     token_jwks_file: Path | None = None
     token_leeway_seconds: int = Field(default=30, ge=0, le=300)
@@ -59,16 +63,16 @@ class KitSettings(BaseSettings):
                 if getattr(self, name) is None
             ]
             if missing:
-                raise ValueError(
-                    f"required unless PARCOURS_INSECURE_DEV_MODE=true: {', '.join(missing)}"
-                )
+                raise ValueError(f"required unless PARCOURS_INSECURE_DEV_MODE=true: {', '.join(missing)}")
         return self
 
 
 class TemporalSettings(BaseSettings):
     """Settings of components that talk to Temporal."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -88,8 +92,10 @@ def load_settings(cls: type[S]) -> S:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            name = ENV_PREFIX + loc.upper() if loc else "(settings)"
-            if err["type"] == "missing":
+            name = ENV_PREFIX + loc.upper()
+            if not loc:
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+            elif err["type"] == "missing":
                 lines.append(f"missing required setting {name}")
             else:
                 lines.append(f"invalid setting {name}: {err['msg']}")

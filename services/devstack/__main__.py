@@ -1,0 +1,574 @@
+"""`make run`: the whole hub on this machine, with demo data, in one foreground process.
+
+Order: development PKI → PostgreSQL and Temporal (with its Web UI) → migrations → demo data → every service
+and worker that exists in the tree, each a child process with its log in `.data/logs/` → wait until every gRPC
+server answers its health check over mTLS → print where everything is. Ctrl-C (or SIGTERM) stops the children
+in reverse order, then Temporal, then PostgreSQL. Everything lives in `.data/` (PARCOURS_DATA_DIR) and a
+second run picks up where the first stopped. Ports come from PARCOURS_*_PORT variables (see PORT_DEFAULTS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fcntl
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.devstack import log_tail
+from services.devstack.postgres import PostgresHandle, start_postgres
+from services.devstack.temporal import TemporalHandle, start_temporal
+from services.kit.pki import DEFAULT_COMPONENTS, DevPki, ensure_dev_pki
+
+logger = logging.getLogger("services.devstack")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GRPC_SERVICES = ("directory", "scheduling", "expertise", "billing", "contracts")
+CONSOLE = "console"
+PORT_DEFAULTS: Mapping[str, int] = {
+    "PARCOURS_PG_PORT": 5432,
+    "PARCOURS_TEMPORAL_PORT": 7233,
+    "PARCOURS_TEMPORAL_UI_PORT": 8233,
+    "PARCOURS_DIRECTORY_GRPC_PORT": 50051,
+    "PARCOURS_SCHEDULING_GRPC_PORT": 50052,
+    "PARCOURS_EXPERTISE_GRPC_PORT": 50053,
+    "PARCOURS_BILLING_GRPC_PORT": 50054,
+    "PARCOURS_CONTRACTS_GRPC_PORT": 50055,
+    "PARCOURS_CONSOLE_PORT": 8080,
+}
+# Five Python servers importing grpc, OpenTelemetry and protos at once on 2 cores take a while.
+READY_TIMEOUT_SECONDS = float(os.environ.get("PARCOURS_READY_TIMEOUT_SECONDS", "120"))
+# A child gets the servers' own shutdown grace (10 s by default) plus a margin before SIGKILL.
+CHILD_STOP_TIMEOUT_SECONDS = 15.0
+STEP_TIMEOUT_SECONDS = 300.0
+_FAST_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+class StackFailure(Exception):
+    """Something did not start or died: the message says what, with the end of its log."""
+
+
+class ShutdownRequested(Exception):
+    """SIGINT or SIGTERM: stop everything and exit 0."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int
+    temporal: int
+    temporal_ui: int
+    grpc: Mapping[str, int]
+    console: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Ports:
+        values: dict[str, int] = {}
+        for name, default in PORT_DEFAULTS.items():
+            raw = env.get(name, "")
+            try:
+                values[name] = int(raw) if raw else default
+            except ValueError:
+                raise StackFailure(f"{name}={raw!r} is not a port number") from None
+        return cls(
+            postgres=values["PARCOURS_PG_PORT"],
+            temporal=values["PARCOURS_TEMPORAL_PORT"],
+            temporal_ui=values["PARCOURS_TEMPORAL_UI_PORT"],
+            grpc={s: values[f"PARCOURS_{s.upper()}_GRPC_PORT"] for s in GRPC_SERVICES},
+            console=values["PARCOURS_CONSOLE_PORT"],
+        )
+
+
+@dataclass
+class Child:
+    name: str
+    module: str
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    # gRPC servers are ready when their health check says SERVING; the console when its port accepts.
+    grpc_port: int | None = None
+    http_port: int | None = None
+
+
+class _Signals:
+    """SIGINT/SIGTERM become ShutdownRequested, except inside `deferred()` where they wait for its end.
+
+    Deferring keeps a handle from being lost half-created (a server started but not yet recorded would
+    outlive the stack). Signals are not blocked instead: a blocked mask is inherited by child processes.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._deferred = 0
+        self._stopping = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def stopping(self) -> None:
+        self._stopping = True
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+        self.raise_if_requested()
+
+    def raise_if_requested(self) -> None:
+        if self.received is not None and not self._stopping and self._deferred == 0:
+            raise ShutdownRequested(self.received)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            logger.info("%s received: already stopping", signal.Signals(signum).name)
+            return
+        if self.received is None:
+            self.received = signum
+        self.raise_if_requested()
+
+
+class Stack:
+    def __init__(self, data_dir: Path, ports: Ports, signals: _Signals) -> None:
+        self.data_dir = data_dir
+        self.logs_dir = data_dir / "logs"
+        self.ports = ports
+        self.signals = signals
+        self.postgres: PostgresHandle | None = None
+        self.temporal: TemporalHandle | None = None
+        self.children: list[Child] = []
+        self.pki: DevPki | None = None
+        self.demo_establishments: list[str] = []
+        self.demo_gp_rpps: str | None = None
+
+    # -- start ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_orphans()
+        self._load_demo()
+        pki = ensure_dev_pki(
+            self.data_dir / "pki", components=DEFAULT_COMPONENTS, establishments=self.demo_establishments
+        )
+        self.pki = pki
+        payload_keys = _ensure_payload_keys(pki.directory / "payload-keys")
+
+        logger.info("starting PostgreSQL on 127.0.0.1:%d", self.ports.postgres)
+        with self.signals.deferred():
+            self.postgres = postgres = start_postgres(
+                self.data_dir / "postgres",
+                port=self.ports.postgres,
+                log_file=self.logs_dir / "postgres.log",
+            )
+        logger.info("starting Temporal on 127.0.0.1:%d", self.ports.temporal)
+        with self.signals.deferred():
+            self.temporal = temporal = start_temporal(
+                self.data_dir / "temporal",
+                port=self.ports.temporal,
+                ui_port=self.ports.temporal_ui,
+                log_file=self.logs_dir / "temporal.log",
+            )
+
+        env = self._child_env(postgres, temporal, pki, payload_keys)
+        self._run_step("migrate", "services.kit.migrate", env)
+        self._run_step("seed", "services.directory.seed", env)
+
+        for name in (*GRPC_SERVICES, CONSOLE):
+            if (REPO_ROOT / "services" / name / "__main__.py").exists():
+                self._spawn(name, f"services.{name}", env, pki)
+            else:
+                logger.info("services/%s has no __main__.py yet: not started", name)
+        workflows_dir = REPO_ROOT / "workflows"
+        for package in sorted(p for p in workflows_dir.iterdir() if (p / "__main__.py").exists()):
+            self._spawn(f"workflows-{package.name}", f"workflows.{package.name}", env, pki)
+        self._record_children()
+        self._wait_ready(pki)
+
+    def _load_demo(self) -> None:
+        try:
+            demo = importlib.import_module("services.directory.demo")
+        except ModuleNotFoundError as exc:
+            if exc.name != "services.directory.demo":
+                raise
+            logger.warning("services/directory/demo.py does not exist yet: no establishment certificates")
+            return
+        self.demo_establishments = [e.finess for e in demo.DEMO_ESTABLISHMENTS]
+        practitioners: Sequence[Any] = demo.DEMO_PRACTITIONERS
+        gps = [p for p in practitioners if p.specialty == "SPECIALTY_GENERAL_MEDICINE"]
+        chosen = gps or list(practitioners)
+        self.demo_gp_rpps = chosen[0].rpps if chosen else None
+
+    def _child_env(
+        self, postgres: PostgresHandle, temporal: TemporalHandle, pki: DevPki, payload_keys: str
+    ) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PARCOURS_DATABASE_URL": postgres.url,
+                "PARCOURS_TEMPORAL_ADDRESS": temporal.address,
+                "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
+                "PARCOURS_PAYLOAD_KEYS": payload_keys,
+                "PARCOURS_GRPC_HOST": "127.0.0.1",
+                # Logs reach the files as they are written, not when a buffer fills.
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for service, port in self.ports.grpc.items():
+            env[f"PARCOURS_{service.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+        return env
+
+    def _run_step(self, name: str, module: str, env: Mapping[str, str]) -> None:
+        if importlib.util.find_spec(module) is None:
+            logger.warning("%s does not exist yet: step %s skipped", module, name)
+            return
+        log_file = self.logs_dir / f"{name}.log"
+        logger.info("running %s (log %s)", module, _display(log_file))
+        with log_file.open("ab") as log:
+            result = subprocess.run(
+                [sys.executable, "-m", module],
+                env={**env, "PARCOURS_COMPONENT": name},
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=STEP_TIMEOUT_SECONDS,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise StackFailure(
+                f"{module} failed with exit code {result.returncode}:\n"
+                f"--- {_display(log_file)} ---\n{log_tail(log_file)}"
+            )
+
+    def _spawn(self, name: str, module: str, env: Mapping[str, str], pki: DevPki) -> None:
+        # Workers have no certificate of their own: they share the `workflows` one (CN parcours-workflows).
+        cert_name = "workflows" if name.startswith("workflows-") else name
+        child_env = {
+            **env,
+            "PARCOURS_COMPONENT": name,
+            "PARCOURS_TLS_CERT_FILE": str(pki.cert_file(cert_name)),
+            "PARCOURS_TLS_KEY_FILE": str(pki.key_file(cert_name)),
+            "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
+        }
+        grpc_port: int | None = None
+        http_port: int | None = None
+        if name in self.ports.grpc:
+            grpc_port = self.ports.grpc[name]
+            child_env["PARCOURS_GRPC_PORT"] = str(grpc_port)
+        elif name == CONSOLE:
+            http_port = self.ports.console
+            child_env["PARCOURS_HTTP_HOST"] = "127.0.0.1"
+            child_env["PARCOURS_HTTP_PORT"] = str(http_port)
+        log_file = self.logs_dir / f"{name}.log"
+        with self.signals.deferred(), log_file.open("ab") as log:
+            # Own session: the terminal's Ctrl-C reaches this orchestrator only, which then stops the
+            # children one by one in reverse order.
+            process = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env=child_env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.children.append(Child(name, module, process, log_file, grpc_port, http_port))
+        logger.info("started %s (pid %d, log %s)", name, process.pid, _display(log_file))
+
+    def _wait_ready(self, pki: DevPki) -> None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki.ca_file.read_bytes(),
+            private_key=pki.key_file("cli").read_bytes(),
+            certificate_chain=pki.cert_file("cli").read_bytes(),
+        )
+        pending = [c for c in self.children if c.grpc_port is not None or c.http_port is not None]
+        channels = {
+            c.name: grpc.secure_channel(f"127.0.0.1:{c.grpc_port}", credentials, options=_FAST_RECONNECT)
+            for c in pending
+            if c.grpc_port is not None
+        }
+        last_answer: dict[str, str] = {}
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        try:
+            while pending:
+                for child in list(pending):
+                    self._check_alive(child, "before it was ready")
+                    channel = channels.get(child.name)
+                    if channel is not None:
+                        ready, last_answer[child.name] = _serving(channel)
+                    else:
+                        ready = _accepts(child.http_port)
+                    if ready:
+                        logger.info("%s is ready", child.name)
+                        pending.remove(child)
+                if pending and time.monotonic() > deadline:
+                    details = "\n".join(
+                        f"--- {c.name}: last health answer {last_answer.get(c.name, 'none')}; "
+                        f"{_display(c.log_file)} ---\n{log_tail(c.log_file)}"
+                        for c in pending
+                    )
+                    raise StackFailure(
+                        f"not ready after {READY_TIMEOUT_SECONDS:.0f} s: "
+                        f"{', '.join(c.name for c in pending)}\n{details}"
+                    )
+                if pending:
+                    time.sleep(0.2)
+        finally:
+            for channel in channels.values():
+                channel.close()
+        # Workers have nothing to probe; one that fails at import has exited by now.
+        for child in self.children:
+            self._check_alive(child, "during start")
+
+    def _check_alive(self, child: Child, when: str) -> None:
+        code = child.process.poll()
+        if code is not None:
+            raise StackFailure(
+                f"{child.name} exited with code {code} {when}:\n"
+                f"--- {_display(child.log_file)} ---\n{log_tail(child.log_file)}"
+            )
+
+    # -- run --------------------------------------------------------------------------------------------
+    def watch(self) -> None:
+        """Return never; raise StackFailure when a component dies (signals raise ShutdownRequested)."""
+        while True:
+            for child in self.children:
+                self._check_alive(child, "unexpectedly")
+            if self.temporal is not None and not self.temporal.is_running():
+                raise StackFailure(
+                    f"Temporal exited unexpectedly:\n--- {_display(self.temporal.log_file)} ---\n"
+                    f"{log_tail(self.temporal.log_file)}"
+                )
+            if self.postgres is not None and not self.postgres.is_running():
+                raise StackFailure(
+                    f"PostgreSQL exited unexpectedly:\n--- {_display(self.postgres.log_file)} ---\n"
+                    f"{log_tail(self.postgres.log_file)}"
+                )
+            time.sleep(0.5)
+
+    # -- stop -------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            _stop_process_group(child)
+        self.children.clear()
+        self._record_children()
+        if self.temporal is not None:
+            self.temporal.stop()
+            self.temporal = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+    def _record_children(self) -> None:
+        # So that a run killed with SIGKILL (children survive it) is cleaned up by the next one.
+        record = {c.name: {"pid": c.process.pid, "module": c.module} for c in self.children}
+        (self.data_dir / "children.json").write_text(json.dumps(record) + "\n")
+
+    def _stop_orphans(self) -> None:
+        try:
+            record = json.loads((self.data_dir / "children.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        for name, entry in record.items():
+            try:
+                process = psutil.Process(int(entry["pid"]))
+                if entry["module"] not in process.cmdline():
+                    continue  # the PID now belongs to something else
+                logger.warning("stopping %s (pid %d) left running by a previous run", name, process.pid)
+                process.terminate()
+                process.wait(CHILD_STOP_TIMEOUT_SECONDS)
+            except psutil.TimeoutExpired:
+                process.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError, TypeError):
+                continue
+
+    # -- summary ----------------------------------------------------------------------------------------
+    def summary(self, elapsed: float) -> str:
+        if self.postgres is None or self.temporal is None or self.pki is None:
+            raise RuntimeError("summary() before start()")
+        pki_dir = _display(self.pki.directory)
+        python = _display(Path(sys.executable))
+        grpcurl_path = Path(sys.executable).parent / "grpcurl"
+        grpcurl = _display(grpcurl_path) if grpcurl_path.exists() else "grpcurl"
+        lines = [
+            "",
+            f"Parcours is running (ready in {elapsed:.1f} s). Ctrl-C stops everything.",
+            "",
+            f"  PostgreSQL     {self.postgres.url}",
+            f"  Temporal       {self.temporal.address}   Web UI {self.temporal.ui_url}",
+        ]
+        for child in self.children:
+            if child.grpc_port is not None:
+                where = f"127.0.0.1:{child.grpc_port} (gRPC, mTLS)"
+            elif child.http_port is not None:
+                where = f"http://127.0.0.1:{child.http_port}"
+            else:
+                where = "Temporal worker"
+            lines.append(f"  {child.name:<14} {where}")
+        missing = [s for s in (*GRPC_SERVICES, CONSOLE) if s not in {c.name for c in self.children}]
+        if missing:
+            lines.append(f"  (not in the tree yet: {', '.join(missing)})")
+        lines += [f"  Logs           {_display(self.logs_dir)}/", f"  PKI            {pki_dir}/", ""]
+
+        directory_port = self.ports.grpc["directory"]
+        if any(c.name == "directory" for c in self.children):
+            cli_tls = f"-cacert {pki_dir}/ca.pem -cert {pki_dir}/cli.pem -key {pki_dir}/cli-key.pem"
+            lines += [
+                "Try it:",
+                f"  {grpcurl} {cli_tls} 127.0.0.1:{directory_port} grpc.health.v1.Health/Check",
+            ]
+            if self.demo_establishments and self.demo_gp_rpps:
+                finess = self.demo_establishments[0]
+                establishment_tls = (
+                    f"-cacert {pki_dir}/ca.pem -cert {pki_dir}/establishment-{finess}.pem "
+                    f"-key {pki_dir}/establishment-{finess}-key.pem"
+                )
+                token = (
+                    f'-H "authorization: Bearer $({python} -m services.kit.tokens mint '
+                    f'--pki-dir {pki_dir} --rpps {self.demo_gp_rpps})"'
+                )
+                lines += [
+                    f"  {grpcurl} {establishment_tls} {token} 127.0.0.1:{directory_port} list",
+                    f"  {grpcurl} {establishment_tls} {token} -d '{{\"page_size\": 5}}' "
+                    f"127.0.0.1:{directory_port} parcours.directory.v1.DirectoryService/ListEstablishments",
+                    f"  {python} -m services.kit.tokens demo    # the demo practitioners",
+                ]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _serving(channel: grpc.Channel) -> tuple[bool, str]:
+    """Whether the server's overall health is SERVING, and if not, why (shown if it never becomes so)."""
+    try:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=1.0
+        )
+    except grpc.RpcError as exc:
+        return False, f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return response.status == health_pb2.HealthCheckResponse.SERVING, status
+
+
+def _accepts(port: int | None) -> bool:
+    assert port is not None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _stop_process_group(child: Child) -> None:
+    if child.process.poll() is not None:
+        return
+    logger.info("stopping %s", child.name)
+    # The whole group: a server may have children of its own.
+    _signal_group(child.process.pid, signal.SIGTERM)
+    try:
+        child.process.wait(CHILD_STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop within %.0f s: killing it", child.name, CHILD_STOP_TIMEOUT_SECONDS)
+        _signal_group(child.process.pid, signal.SIGKILL)
+        child.process.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def _ensure_payload_keys(path: Path) -> str:
+    """The payload encryption keyring of the dev stack: one key, created once (histories stay readable)."""
+    if not path.exists():
+        key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"k1:{key}\n")
+    return path.read_text().strip()
+
+
+def _display(path: Path) -> str:
+    """A path relative to the current folder when it is inside it (shorter lines to paste)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    lock_file = data_dir / "devstack.lock"
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackFailure(f"another `make run` is already using {data_dir}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.devstack", description=__doc__)
+    parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"
+    )
+    started = time.monotonic()
+    data_dir = Path(os.environ.get("PARCOURS_DATA_DIR") or REPO_ROOT / ".data").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    signals = _Signals()
+    signals.install()
+    stack: Stack | None = None
+    code = 0
+    try:
+        with _exclusive(data_dir):
+            stack = Stack(data_dir, Ports.from_env(os.environ), signals)
+            try:
+                stack.start()
+                print(stack.summary(time.monotonic() - started), flush=True)
+                stack.watch()
+            finally:
+                signals.stopping()
+                logger.info("stopping the stack")
+                stack.stop()
+    except ShutdownRequested as request:
+        logger.info("%s received: stopped", request)
+    except (StackFailure, RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as failure:
+        # Start failures already say what failed and carry the log's end: no traceback needed.
+        logger.error("%s", failure)
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

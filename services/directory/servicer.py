@@ -1,0 +1,561 @@
+"""RPC handlers of parcours.directory.v1.DirectoryService.
+
+Reference data (regions, GHTs, establishments, practitioners, expertise offers) is readable by any
+authenticated caller; writes are for hub operators (the proto's access policies say so and the kit enforces
+them). Patient data is visible to Parcours components and hub operators, and otherwise only to callers whose
+establishment shares a GHT with an establishment that knows the patient (local IPP). That is checked before
+existence: a patient the caller may not see and a patient that does not exist get the same PERMISSION_DENIED,
+so no id of another GHT can be probed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import date
+from typing import TypeVar
+
+import asyncpg
+import grpc
+from google.protobuf.message import Message
+from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
+from parcours.options.v1 import options_pb2
+
+from services.directory.identifiers import nir_violations
+from services.directory.store import DirectoryStore, EstablishmentChanges, PractitionerChanges
+from services.kit.audit import audit_target
+from services.kit.auth import Principal, current_principal
+from services.kit.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from services.kit.pagination import decode_token, encode_token, page_size
+
+SERVICE_NAME = directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name
+_PRIVILEGED = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
+
+R = TypeVar("R", bound=Message)
+
+
+def _id(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix)
+
+
+def _opt(name: str, prefix: str) -> str | None:
+    return name.removeprefix(prefix) or None
+
+
+def _patient_uuid(name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(name.removeprefix("patients/"))
+    except ValueError:
+        raise InvalidArgument.one("name", "is not a patient name (patients/{uuid})") from None
+
+
+def _require_masked(patch: Message, paths: Iterable[str], required: Iterable[str], prefix: str) -> None:
+    """A field named in update_mask that cannot be empty must be given (an empty GHT clears the GHT)."""
+    missing = [
+        FieldViolation(f"{prefix}.{name}", "is in update_mask but empty")
+        for name in required
+        if name in paths and not _populated(patch, name)
+    ]
+    if missing:
+        raise InvalidArgument(missing)
+
+
+def _populated(message: Message, name: str) -> bool:
+    value = getattr(message, name)
+    return len(value) > 0 if not isinstance(value, (int, str)) else bool(value)
+
+
+def _denied() -> PermissionDenied:
+    return PermissionDenied(
+        "PATIENT_NOT_VISIBLE", "the patient is not known in the caller's GHT (or does not exist)"
+    )
+
+
+class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
+    def __init__(self, store: DirectoryStore) -> None:
+        self._store = store
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    async def _idempotent(
+        self,
+        request_id: str,
+        method: str,
+        response_type: type[R],
+        work: Callable[[asyncpg.Connection], Awaitable[R]],
+    ) -> R:
+        async with self._store.transaction() as tx:
+            cached = await self._store.idempotent_response(request_id, method, tx=tx)
+            if cached is not None:
+                return response_type.FromString(cached)
+            response = await work(tx)
+            await self._store.store_idempotent_response(tx, request_id, method, response.SerializeToString())
+            return response
+
+    async def _scope_of(self, establishment: str) -> tuple[str, str | None]:
+        """(FINESS, GHT id or None) of an establishment name."""
+        finess = establishment.removeprefix("establishments/")
+        found = await self._store.get_establishment(finess)
+        ght = found.ght.removeprefix("ghts/") if found is not None and found.ght else None
+        return finess, ght
+
+    async def _may_see_establishment(self, principal: Principal, establishment: str) -> bool:
+        if principal.has_any(_PRIVILEGED):
+            return True
+        if not principal.establishment:
+            return False
+        if principal.establishment == establishment:
+            return True
+        _, mine = await self._scope_of(principal.establishment)
+        _, theirs = await self._scope_of(establishment)
+        return mine is not None and mine == theirs
+
+    async def _may_see_patient(self, principal: Principal, patient: directory_pb2.Patient) -> bool:
+        if principal.has_any(_PRIVILEGED):
+            return True
+        for local in patient.local_identifiers:
+            if await self._may_see_establishment(principal, local.establishment):
+                return True
+        return False
+
+    async def _visible_patient(self, patient: directory_pb2.Patient | None) -> directory_pb2.Patient:
+        principal = current_principal()
+        if patient is None:
+            if principal.has_any(_PRIVILEGED):
+                raise NotFound("PATIENT_NOT_FOUND", "no such patient")
+            raise _denied()
+        if not await self._may_see_patient(principal, patient):
+            raise _denied()
+        audit_target(resource=patient.name, patient=patient.name)
+        return patient
+
+    # --- regions -----------------------------------------------------------------------------------------
+
+    async def GetRegion(
+        self, request: directory_pb2.GetRegionRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.GetRegionResponse:
+        region = await self._store.get_region(_id(request.name, "regions/"))
+        if region is None:
+            raise NotFound("REGION_NOT_FOUND", f"no region {request.name}")
+        return directory_pb2.GetRegionResponse(region=region)
+
+    async def ListRegions(
+        self, request: directory_pb2.ListRegionsRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ListRegionsResponse:
+        filters: dict[str, object] = {}
+        items, next_key = await self._store.list_regions(
+            page_size(request.page_size), decode_token(request.page_token, filters)
+        )
+        return directory_pb2.ListRegionsResponse(
+            regions=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+        )
+
+    # --- GHTs --------------------------------------------------------------------------------------------
+
+    async def GetGht(
+        self, request: directory_pb2.GetGhtRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.GetGhtResponse:
+        ght = await self._store.get_ght(_id(request.name, "ghts/"))
+        if ght is None:
+            raise NotFound("GHT_NOT_FOUND", f"no GHT {request.name}")
+        return directory_pb2.GetGhtResponse(ght=ght)
+
+    async def ListGhts(
+        self, request: directory_pb2.ListGhtsRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ListGhtsResponse:
+        filters: dict[str, object] = {"region": request.region}
+        items, next_key = await self._store.list_ghts(
+            page_size(request.page_size),
+            decode_token(request.page_token, filters),
+            region=_opt(request.region, "regions/"),
+        )
+        return directory_pb2.ListGhtsResponse(
+            ghts=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+        )
+
+    async def CreateGht(
+        self, request: directory_pb2.CreateGhtRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.CreateGhtResponse:
+        if not request.ght.display_name:
+            raise InvalidArgument.one("ght.display_name", "is required")
+        if not request.ght.region.startswith("regions/"):
+            raise InvalidArgument.one("ght.region", "must be regions/{code}")
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.CreateGhtResponse:
+            ght = await self._store.create_ght(
+                request.ght_id,
+                display_name=request.ght.display_name,
+                region=_id(request.ght.region, "regions/"),
+                support_finess=_opt(request.ght.support_establishment, "establishments/"),
+                tx=tx,
+            )
+            return directory_pb2.CreateGhtResponse(ght=ght)
+
+        return await self._idempotent(request.request_id, "CreateGht", directory_pb2.CreateGhtResponse, work)
+
+    # --- establishments ----------------------------------------------------------------------------------
+
+    async def GetEstablishment(
+        self, request: directory_pb2.GetEstablishmentRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.GetEstablishmentResponse:
+        found = await self._store.get_establishment(_id(request.name, "establishments/"))
+        if found is None:
+            raise NotFound("ESTABLISHMENT_NOT_FOUND", f"no establishment {request.name}")
+        return directory_pb2.GetEstablishmentResponse(establishment=found)
+
+    async def ListEstablishments(
+        self, request: directory_pb2.ListEstablishmentsRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ListEstablishmentsResponse:
+        filters: dict[str, object] = {"ght": request.ght, "region": request.region}
+        items, next_key = await self._store.list_establishments(
+            page_size(request.page_size),
+            decode_token(request.page_token, filters),
+            ght=_opt(request.ght, "ghts/"),
+            region=_opt(request.region, "regions/"),
+        )
+        return directory_pb2.ListEstablishmentsResponse(
+            establishments=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+        )
+
+    async def CreateEstablishment(
+        self, request: directory_pb2.CreateEstablishmentRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.CreateEstablishmentResponse:
+        given = request.establishment
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.CreateEstablishmentResponse:
+            created = await self._store.create_establishment(
+                given.finess,
+                display_name=given.display_name,
+                kind=given.kind,
+                ght=_opt(given.ght, "ghts/"),
+                region=_id(given.region, "regions/"),
+                time_zone=given.time_zone,
+                tx=tx,
+            )
+            return directory_pb2.CreateEstablishmentResponse(establishment=created)
+
+        return await self._idempotent(
+            request.request_id, "CreateEstablishment", directory_pb2.CreateEstablishmentResponse, work
+        )
+
+    async def UpdateEstablishment(
+        self, request: directory_pb2.UpdateEstablishmentRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.UpdateEstablishmentResponse:
+        paths = list(request.update_mask.paths) or ["display_name", "ght", "time_zone"]
+        _require_masked(request.establishment, paths, ("display_name", "time_zone"), "establishment")
+        changes: EstablishmentChanges = {}
+        if "display_name" in paths:
+            changes["display_name"] = request.establishment.display_name
+        if "ght" in paths:
+            changes["ght"] = _opt(request.establishment.ght, "ghts/")
+        if "time_zone" in paths:
+            changes["time_zone"] = request.establishment.time_zone
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.UpdateEstablishmentResponse:
+            updated = await self._store.update_establishment(
+                _id(request.name, "establishments/"), changes, tx=tx
+            )
+            if updated is None:
+                raise NotFound("ESTABLISHMENT_NOT_FOUND", f"no establishment {request.name}")
+            return directory_pb2.UpdateEstablishmentResponse(establishment=updated)
+
+        return await self._idempotent(
+            request.request_id, "UpdateEstablishment", directory_pb2.UpdateEstablishmentResponse, work
+        )
+
+    # --- practitioners -----------------------------------------------------------------------------------
+
+    async def GetPractitioner(
+        self, request: directory_pb2.GetPractitionerRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.GetPractitionerResponse:
+        found = await self._store.get_practitioner(_id(request.name, "practitioners/"))
+        if found is None:
+            raise NotFound("PRACTITIONER_NOT_FOUND", f"no practitioner {request.name}")
+        return directory_pb2.GetPractitionerResponse(practitioner=found)
+
+    async def ListPractitioners(
+        self, request: directory_pb2.ListPractitionersRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ListPractitionersResponse:
+        filters: dict[str, object] = {
+            "profession": request.profession,
+            "specialty": request.specialty,
+            "establishment": request.establishment,
+            "ght": request.ght,
+            "region": request.region,
+        }
+        items, next_key = await self._store.list_practitioners(
+            page_size(request.page_size),
+            decode_token(request.page_token, filters),
+            profession=request.profession or None,
+            specialty=request.specialty or None,
+            establishment=_opt(request.establishment, "establishments/"),
+            ght=_opt(request.ght, "ghts/"),
+            region=_opt(request.region, "regions/"),
+        )
+        return directory_pb2.ListPractitionersResponse(
+            practitioners=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+        )
+
+    async def CreatePractitioner(
+        self, request: directory_pb2.CreatePractitionerRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.CreatePractitionerResponse:
+        given = request.practitioner
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.CreatePractitionerResponse:
+            created = await self._store.create_practitioner(
+                given.rpps,
+                family_name=given.family_name,
+                given_name=given.given_name,
+                profession=given.profession,
+                specialty=given.specialty,
+                sector=given.sector,
+                practice_places=[_id(p.establishment, "establishments/") for p in given.practice_places],
+                active=given.active,
+                tx=tx,
+            )
+            return directory_pb2.CreatePractitionerResponse(practitioner=created)
+
+        return await self._idempotent(
+            request.request_id, "CreatePractitioner", directory_pb2.CreatePractitionerResponse, work
+        )
+
+    async def UpdatePractitioner(
+        self, request: directory_pb2.UpdatePractitionerRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.UpdatePractitionerResponse:
+        given = request.practitioner
+        paths = set(request.update_mask.paths) or {
+            "family_name",
+            "given_name",
+            "specialty",
+            "sector",
+            "practice_places",
+            "active",
+        }
+        _require_masked(
+            given,
+            paths,
+            ("family_name", "given_name", "specialty", "sector", "practice_places"),
+            "practitioner",
+        )
+        changes: PractitionerChanges = {}
+        if "family_name" in paths:
+            changes["family_name"] = given.family_name
+        if "given_name" in paths:
+            changes["given_name"] = given.given_name
+        if "specialty" in paths:
+            changes["specialty"] = given.specialty
+        if "sector" in paths:
+            changes["sector"] = given.sector
+        if "practice_places" in paths:
+            changes["practice_places"] = [
+                _id(p.establishment, "establishments/") for p in given.practice_places
+            ]
+        if "active" in paths:
+            changes["active"] = given.active
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.UpdatePractitionerResponse:
+            updated = await self._store.update_practitioner(
+                _id(request.name, "practitioners/"), changes, tx=tx
+            )
+            if updated is None:
+                raise NotFound("PRACTITIONER_NOT_FOUND", f"no practitioner {request.name}")
+            return directory_pb2.UpdatePractitionerResponse(practitioner=updated)
+
+        return await self._idempotent(
+            request.request_id, "UpdatePractitioner", directory_pb2.UpdatePractitionerResponse, work
+        )
+
+    # --- expertise offers --------------------------------------------------------------------------------
+
+    async def GetExpertiseOffer(
+        self, request: directory_pb2.GetExpertiseOfferRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.GetExpertiseOfferResponse:
+        found = await self._store.get_expertise_offer(_id(request.name, "expertiseOffers/"))
+        if found is None:
+            raise NotFound("EXPERTISE_OFFER_NOT_FOUND", f"no expertise offer {request.name}")
+        return directory_pb2.GetExpertiseOfferResponse(expertise_offer=found)
+
+    async def ListExpertiseOffers(
+        self, request: directory_pb2.ListExpertiseOffersRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ListExpertiseOffersResponse:
+        filters: dict[str, object] = {
+            "specialty": request.specialty,
+            "ght": request.ght,
+            "region": request.region,
+            "member": request.member,
+        }
+        items, next_key = await self._store.list_expertise_offers(
+            page_size(request.page_size),
+            decode_token(request.page_token, filters),
+            specialty=request.specialty or None,
+            ght=_opt(request.ght, "ghts/"),
+            region=_opt(request.region, "regions/"),
+            member=_opt(request.member, "practitioners/"),
+        )
+        return directory_pb2.ListExpertiseOffersResponse(
+            expertise_offers=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+        )
+
+    async def CreateExpertiseOffer(
+        self, request: directory_pb2.CreateExpertiseOfferRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.CreateExpertiseOfferResponse:
+        async def work(tx: asyncpg.Connection) -> directory_pb2.CreateExpertiseOfferResponse:
+            created = await self._store.create_expertise_offer(
+                request.offer_id,
+                display_name=request.display_name,
+                specialty=request.specialty,
+                ght=_opt(request.ght, "ghts/"),
+                region=_opt(request.region, "regions/"),
+                members=[_id(m, "practitioners/") for m in request.members],
+                backup_rpps=_opt(request.backup_expert, "practitioners/"),
+                tx=tx,
+            )
+            return directory_pb2.CreateExpertiseOfferResponse(expertise_offer=created)
+
+        return await self._idempotent(
+            request.request_id, "CreateExpertiseOffer", directory_pb2.CreateExpertiseOfferResponse, work
+        )
+
+    # --- patients ----------------------------------------------------------------------------------------
+
+    async def GetPatient(
+        self, request: directory_pb2.GetPatientRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.GetPatientResponse:
+        patient = await self._store.get_patient(_patient_uuid(request.name))
+        return directory_pb2.GetPatientResponse(patient=await self._visible_patient(patient))
+
+    async def ListPatients(
+        self, request: directory_pb2.ListPatientsRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ListPatientsResponse:
+        if not await self._may_see_establishment(current_principal(), request.establishment):
+            raise PermissionDenied(
+                "ESTABLISHMENT_NOT_VISIBLE", "the establishment is outside the caller's GHT"
+            )
+        audit_target(resource=request.establishment)
+        filters: dict[str, object] = {"establishment": request.establishment}
+        after = decode_token(request.page_token, filters)
+        items, next_key = await self._store.list_patients(
+            page_size(request.page_size),
+            uuid.UUID(after) if after else None,
+            finess=_id(request.establishment, "establishments/"),
+        )
+        return directory_pb2.ListPatientsResponse(
+            patients=items, next_page_token=encode_token(str(next_key), filters) if next_key else ""
+        )
+
+    async def CreatePatient(
+        self, request: directory_pb2.CreatePatientRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.CreatePatientResponse:
+        ins = request.ins
+        violations = nir_violations(ins.matricule, "ins.matricule")
+        if violations:
+            raise InvalidArgument(violations)
+        try:
+            birth_date = date(ins.birth_date.year, ins.birth_date.month, ins.birth_date.day)
+        except ValueError:
+            raise InvalidArgument.one("ins.birth_date", "is not a calendar date") from None
+        local: tuple[str, str] | None = None
+        if request.HasField("local_identifier"):
+            establishment = request.local_identifier.establishment
+            if not establishment.startswith("establishments/") or not request.local_identifier.ipp:
+                raise InvalidArgument.one("local_identifier", "needs establishments/{finess} and an ipp")
+            if not await self._may_see_establishment(current_principal(), establishment):
+                raise PermissionDenied(
+                    "ESTABLISHMENT_NOT_VISIBLE", "a local identifier can only be set for the caller's GHT"
+                )
+            local = (_id(establishment, "establishments/"), request.local_identifier.ipp)
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.CreatePatientResponse:
+            creation = await self._store.create_patient(
+                matricule=ins.matricule,
+                oid=ins.oid,
+                birth_family_name=ins.birth_family_name,
+                birth_given_names=ins.birth_given_names,
+                birth_date=birth_date,
+                sex=ins.sex,
+                birth_place_code=ins.birth_place_code,
+                identity_status=request.identity_status,
+                local_identifier=local,
+                tx=tx,
+            )
+            if not creation.traits_match:
+                # Identity vigilance: the INS is known with other strict traits; never merge silently.
+                raise FailedPrecondition(
+                    "IDENTITY_TRAITS_MISMATCH",
+                    "this INS is already known with other strict traits; check the identity (INSi)",
+                )
+            audit_target(resource=creation.patient.name, patient=creation.patient.name)
+            return directory_pb2.CreatePatientResponse(patient=creation.patient)
+
+        return await self._idempotent(
+            request.request_id, "CreatePatient", directory_pb2.CreatePatientResponse, work
+        )
+
+    async def UpdatePatient(
+        self, request: directory_pb2.UpdatePatientRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.UpdatePatientResponse:
+        patient_id = _patient_uuid(request.name)
+        await self._visible_patient(await self._store.get_patient(patient_id))
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.UpdatePatientResponse:
+            updated = await self._store.update_patient_status(patient_id, request.identity_status, tx=tx)
+            if updated is None:
+                raise NotFound("PATIENT_NOT_FOUND", "no such patient")
+            return directory_pb2.UpdatePatientResponse(patient=updated)
+
+        return await self._idempotent(
+            request.request_id, "UpdatePatient", directory_pb2.UpdatePatientResponse, work
+        )
+
+    async def LinkLocalIdentifier(
+        self, request: directory_pb2.LinkLocalIdentifierRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.LinkLocalIdentifierResponse:
+        principal = current_principal()
+        if not await self._may_see_establishment(principal, request.establishment):
+            raise PermissionDenied(
+                "ESTABLISHMENT_NOT_VISIBLE", "a local identifier can only be set for the caller's GHT"
+            )
+        patient_id = _patient_uuid(request.name)
+        patient = await self._store.get_patient(patient_id)
+        if patient is None and not principal.has_any(_PRIVILEGED):
+            raise _denied()
+        if patient is None:
+            raise NotFound("PATIENT_NOT_FOUND", "no such patient")
+        audit_target(resource=patient.name, patient=patient.name)
+
+        async def work(tx: asyncpg.Connection) -> directory_pb2.LinkLocalIdentifierResponse:
+            linked = await self._store.link_local_identifier(
+                patient_id, _id(request.establishment, "establishments/"), request.ipp, tx=tx
+            )
+            if linked is None:
+                raise NotFound("PATIENT_NOT_FOUND", "no such patient")
+            return directory_pb2.LinkLocalIdentifierResponse(patient=linked)
+
+        return await self._idempotent(
+            request.request_id, "LinkLocalIdentifier", directory_pb2.LinkLocalIdentifierResponse, work
+        )
+
+    async def ResolvePatient(
+        self, request: directory_pb2.ResolvePatientRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ResolvePatientResponse:
+        if request.HasField("local_identifier"):
+            establishment = request.local_identifier.establishment
+            if not establishment.startswith("establishments/"):
+                raise InvalidArgument.one("local_identifier.establishment", "must be establishments/{finess}")
+            if not await self._may_see_establishment(current_principal(), establishment):
+                raise _denied()
+            patient = await self._store.resolve_by_local_identifier(
+                _id(establishment, "establishments/"), request.local_identifier.ipp
+            )
+        else:
+            violations = nir_violations(request.matricule, "matricule")
+            if violations:
+                raise InvalidArgument(violations)
+            patient = await self._store.resolve_by_matricule(request.matricule)
+        return directory_pb2.ResolvePatientResponse(patient=await self._visible_patient(patient))

@@ -1,0 +1,19 @@
+"""Settings of the directory service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from services.kit.settings import KitSettings
+
+DEFAULT_PORT = 50051
+
+
+class DirectorySettings(KitSettings):
+    component: str = "directory"
+    grpc_port: int = Field(
+        default=DEFAULT_PORT,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("PARCOURS_DIRECTORY_GRPC_PORT", "PARCOURS_GRPC_PORT"),
+    )

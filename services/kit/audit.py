@@ -1,0 +1,271 @@
+"""The append-only, hash-chained audit log.
+
+The audit interceptor appends one record for every RPC whose access policy says it touches patient data:
+who (practitioner, establishment), action, resource, patient reference, time, outcome. Handlers name the
+resource and patient with `audit_target()`; the interceptor does the rest, including for refused calls.
+
+Each row's hash is SHA-256(previous row's hash || canonical row bytes); `audit.chain_heads` holds the newest
+(seq, hash) of each chain, so a changed, removed or reordered row — even the last one — breaks verification.
+`python -m services.kit.audit verify` walks every chain and names the first broken row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+GENESIS = bytes(32)
+
+
+@dataclass
+class AuditTarget:
+    """What a handler acted on, filled in during the call."""
+
+    resource: str = ""
+    patient: str = ""
+
+
+_target: contextvars.ContextVar[AuditTarget | None] = contextvars.ContextVar(
+    "parcours_audit_target", default=None
+)
+
+
+def begin_call() -> AuditTarget:
+    target = AuditTarget()
+    _target.set(target)
+    return target
+
+
+def audit_target(*, resource: str = "", patient: str = "") -> None:
+    """Name the resource and the patient (an opaque `patients/{id}`, never an INS) of the current call."""
+    target = _target.get()
+    if target is None:
+        return
+    if resource:
+        target.resource = resource
+    if patient:
+        target.patient = patient
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    recorded_at: datetime
+    practitioner: str
+    establishment: str
+    roles: Sequence[str]
+    action: str
+    method: str
+    resource: str
+    patient: str
+    outcome: str
+    outcome_reason: str
+    trace_id: str = ""
+
+    def canonical(self, chain: str, seq: int) -> bytes:
+        # A fixed field order and an exact UTC instant: the bytes are rebuilt identically from the row.
+        body = [
+            chain,
+            seq,
+            self.recorded_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            self.practitioner,
+            self.establishment,
+            list(self.roles),
+            self.action,
+            self.method,
+            self.resource,
+            self.patient,
+            self.outcome,
+            self.outcome_reason,
+            self.trace_id,
+        ]
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(prev_hash: bytes, record: AuditRecord, chain: str, seq: int) -> bytes:
+    return hashlib.sha256(prev_hash + record.canonical(chain, seq)).digest()
+
+
+_APPEND_HEAD = """
+INSERT INTO audit.chain_heads (chain, seq, hash) VALUES ($1, 0, $2)
+ON CONFLICT (chain) DO NOTHING
+"""
+_LOCK_HEAD = "SELECT seq, hash FROM audit.chain_heads WHERE chain = $1 FOR UPDATE"
+_INSERT_EVENT = """
+INSERT INTO audit.events (chain, seq, recorded_at, practitioner, establishment, roles, action, method,
+                          resource, patient, outcome, outcome_reason, trace_id, prev_hash, hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+"""
+_MOVE_HEAD = "UPDATE audit.chain_heads SET seq = $2, hash = $3 WHERE chain = $1"
+
+
+class AuditLog:
+    """Appends records to one chain. Appends of one chain are serialised by the lock on its head row."""
+
+    def __init__(self, pool: asyncpg.Pool, chain: str) -> None:
+        self._pool = pool
+        self.chain = chain
+
+    async def append(self, record: AuditRecord) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_APPEND_HEAD, self.chain, GENESIS)
+            head = await conn.fetchrow(_LOCK_HEAD, self.chain)
+            assert head is not None
+            seq = int(head["seq"]) + 1
+            prev = bytes(head["hash"])
+            digest = chain_hash(prev, record, self.chain, seq)
+            await conn.execute(
+                _INSERT_EVENT,
+                self.chain,
+                seq,
+                record.recorded_at,
+                record.practitioner,
+                record.establishment,
+                list(record.roles),
+                record.action,
+                record.method,
+                record.resource,
+                record.patient,
+                record.outcome,
+                record.outcome_reason,
+                record.trace_id,
+                prev,
+                digest,
+            )
+            await conn.execute(_MOVE_HEAD, self.chain, seq, digest)
+            return seq
+
+
+@dataclass
+class ChainReport:
+    chain: str
+    rows: int
+    first_broken_seq: int | None = None
+    problem: str = ""
+
+    @property
+    def intact(self) -> bool:
+        return self.first_broken_seq is None
+
+
+@dataclass
+class VerifyReport:
+    chains: list[ChainReport] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return all(c.intact for c in self.chains)
+
+
+async def verify(conn: asyncpg.Connection | asyncpg.Pool, batch: int = 5000) -> VerifyReport:
+    """Walk every chain in order and report the first broken row of each."""
+    report = VerifyReport()
+    heads = await conn.fetch("SELECT chain, seq, hash FROM audit.chain_heads ORDER BY chain")
+    chains = {r["chain"]: r for r in heads}
+    for row in await conn.fetch("SELECT DISTINCT chain FROM audit.events"):
+        chains.setdefault(row["chain"], None)
+    for chain in sorted(chains):
+        report.chains.append(await _verify_chain(conn, chain, chains[chain], batch))
+    return report
+
+
+async def _verify_chain(
+    conn: asyncpg.Connection | asyncpg.Pool, chain: str, head: asyncpg.Record | None, batch: int
+) -> ChainReport:
+    result = ChainReport(chain=chain, rows=0)
+    expected_seq = 1
+    prev = GENESIS
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            "SELECT * FROM audit.events WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            chain,
+            after,
+            batch,
+        )
+        if not rows:
+            break
+        for row in rows:
+            seq = int(row["seq"])
+            result.rows += 1
+            if seq != expected_seq:
+                result.first_broken_seq = expected_seq
+                result.problem = f"row {expected_seq} is missing (next row is {seq})"
+                return result
+            if bytes(row["prev_hash"]) != prev:
+                result.first_broken_seq = seq
+                result.problem = f"row {seq} does not follow row {seq - 1} (previous hash differs)"
+                return result
+            record = AuditRecord(
+                recorded_at=row["recorded_at"],
+                practitioner=row["practitioner"],
+                establishment=row["establishment"],
+                roles=list(row["roles"]),
+                action=row["action"],
+                method=row["method"],
+                resource=row["resource"],
+                patient=row["patient"],
+                outcome=row["outcome"],
+                outcome_reason=row["outcome_reason"],
+                trace_id=row["trace_id"],
+            )
+            digest = chain_hash(prev, record, chain, seq)
+            if digest != bytes(row["hash"]):
+                result.first_broken_seq = seq
+                result.problem = f"row {seq} was altered (its content no longer matches its hash)"
+                return result
+            prev = digest
+            expected_seq = seq + 1
+            after = seq
+    last_seq = expected_seq - 1
+    if head is None:
+        if last_seq:
+            result.first_broken_seq = 1
+            result.problem = "the chain has rows but no head"
+        return result
+    if int(head["seq"]) != last_seq or bytes(head["hash"]) != prev:
+        result.first_broken_seq = last_seq + 1
+        result.problem = (
+            f"the chain ends at row {last_seq} but its head records row {head['seq']}: "
+            "the newest rows were removed or the head was altered"
+        )
+    return result
+
+
+async def _main_async(args: argparse.Namespace) -> int:
+    conn = await asyncpg.connect(args.database_url)
+    try:
+        report = await verify(conn)
+    finally:
+        await conn.close()
+    for chain in report.chains:
+        if chain.intact:
+            print(f"chain {chain.chain}: {chain.rows} rows, intact")
+        else:
+            print(f"chain {chain.chain}: BROKEN at row {chain.first_broken_seq}: {chain.problem}")
+    if not report.chains:
+        print("no audit records yet")
+    return 0 if report.intact else 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Parcours audit log tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify_cmd = sub.add_parser("verify", help="verify every hash chain; exit 1 naming the first broken row")
+    verify_cmd.add_argument("--database-url", default=os.environ.get("PARCOURS_DATABASE_URL"))
+    args = parser.parse_args(argv)
+    if not args.database_url:
+        parser.error("missing required setting PARCOURS_DATABASE_URL (or --database-url)")
+    raise SystemExit(asyncio.run(_main_async(args)))
+
+
+if __name__ == "__main__":
+    main()

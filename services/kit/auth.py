@@ -1,0 +1,170 @@
+"""Who is calling: the establishment (client certificate) and the acting person (bearer token).
+
+Hospital systems present a client certificate whose CN is their FINESS; Parcours components present a
+hub-issued certificate whose CN is `parcours-<component>`. The acting practitioner is named by a signed
+bearer token shaped like a Pro Santé Connect access token (see services/kit/tokens.py). Handlers read one
+`Principal` with `current_principal()`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from parcours.options.v1 import options_pb2
+
+from services.kit.errors import Unauthenticated
+from services.kit.tokens import TokenVerifier, VerifiedToken
+
+Role = options_pb2.Role
+
+FINESS_RE = re.compile(r"^(?:[0-9]{2}|2[AB])[0-9]{7}$")
+COMPONENT_PREFIX = "parcours-"
+
+_TOKEN_ROLES: Mapping[str, int] = {
+    "hub_operator": options_pb2.ROLE_HUB_OPERATOR,
+    "billing": options_pb2.ROLE_BILLING,
+    "ars_officer": options_pb2.ROLE_ARS_OFFICER,
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of an RPC."""
+
+    # `establishments/{finess}` for a hospital system; '' for a hub component.
+    establishment: str
+    # The hub component for a Parcours component's certificate ('' otherwise).
+    component: str
+    # `practitioners/{rpps}` when the token names a health professional.
+    practitioner: str
+    # The token subject ("8"+RPPS or "staff:<id>"); '' without a token.
+    subject: str
+    profession: str | None
+    specialty: str | None
+    roles: frozenset[int]  # parcours.options.v1.Role values
+    # ARS region code for an ARS officer.
+    region: str | None = None
+
+    def has_any(self, roles: Iterable[int]) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    @property
+    def rpps(self) -> str | None:
+        return self.practitioner.removeprefix("practitioners/") if self.practitioner else None
+
+    def role_names(self) -> list[str]:
+        return sorted(options_pb2.Role.Name(options_pb2.Role.ValueType(r)) for r in self.roles)
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "parcours_principal", default=None
+)
+
+
+def current_principal() -> Principal:
+    principal = _current.get()
+    if principal is None:
+        # Only reachable if a handler runs outside the kit's interceptors.
+        raise Unauthenticated("NO_PRINCIPAL", "the call carries no authenticated principal")
+    return principal
+
+
+def set_principal(principal: Principal) -> contextvars.Token[Principal | None]:
+    return _current.set(principal)
+
+
+def reset_principal(token: contextvars.Token[Principal | None]) -> None:
+    _current.reset(token)
+
+
+def bearer_token(metadata: Mapping[str, str]) -> str | None:
+    value = metadata.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("TOKEN_MALFORMED", "the authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    establishment: str
+    component: str
+
+
+def peer_identity(common_name: str | None) -> PeerIdentity:
+    """The establishment or hub component a verified client certificate names."""
+    if common_name is None:
+        raise Unauthenticated("CLIENT_CERTIFICATE_REQUIRED", "a client certificate is required")
+    if FINESS_RE.match(common_name):
+        return PeerIdentity(establishment=f"establishments/{common_name}", component="")
+    if common_name.startswith(COMPONENT_PREFIX) and len(common_name) > len(COMPONENT_PREFIX):
+        return PeerIdentity(establishment="", component=common_name.removeprefix(COMPONENT_PREFIX))
+    raise Unauthenticated(
+        "CLIENT_CERTIFICATE_UNRECOGNISED",
+        "the client certificate names neither an establishment (FINESS) nor a Parcours component",
+    )
+
+
+def _token_roles(token: VerifiedToken) -> set[int]:
+    roles: set[int] = set()
+    if token.rpps:
+        roles.add(options_pb2.ROLE_PRACTITIONER)
+    for name in token.roles:
+        role = _TOKEN_ROLES.get(name)
+        if role is not None:
+            roles.add(role)
+    return roles
+
+
+class Authenticator:
+    """Builds the principal of a call from its certificate and its token."""
+
+    def __init__(self, verifier: TokenVerifier | None, *, insecure_dev_mode: bool = False) -> None:
+        self._verifier = verifier
+        self._insecure = insecure_dev_mode
+
+    def authenticate(self, common_name: str | None, metadata: Mapping[str, str]) -> Principal:
+        if self._insecure and common_name is None:
+            peer = PeerIdentity(
+                establishment=metadata.get("x-parcours-dev-establishment", ""), component="dev"
+            )
+        else:
+            peer = peer_identity(common_name)
+        raw = bearer_token(metadata)
+        if raw is None:
+            if peer.component:
+                # A Parcours component acting on its own behalf (a workflow worker recording a charge).
+                roles: set[int] = {options_pb2.ROLE_HUB_SERVICE}
+                if self._insecure and peer.component == "dev":
+                    roles = {int(r) for r in options_pb2.Role.values()} - {options_pb2.ROLE_UNSPECIFIED}
+                return Principal(
+                    establishment=peer.establishment,
+                    component=peer.component,
+                    practitioner="",
+                    subject="",
+                    profession=None,
+                    specialty=None,
+                    roles=frozenset(roles),
+                )
+            raise Unauthenticated("TOKEN_MISSING", "a bearer token naming the acting person is required")
+        if self._verifier is None:
+            raise Unauthenticated("TOKEN_UNVERIFIABLE", "this server has no token keys configured")
+        token = self._verifier.verify(raw)
+        roles = _token_roles(token)
+        if peer.component:
+            roles.add(options_pb2.ROLE_HUB_SERVICE)
+        return Principal(
+            establishment=peer.establishment,
+            component=peer.component,
+            practitioner=f"practitioners/{token.rpps}" if token.rpps else "",
+            subject=token.subject,
+            profession=token.profession,
+            specialty=token.specialty,
+            roles=frozenset(roles),
+            region=token.region,
+        )

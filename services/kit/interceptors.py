@@ -1,0 +1,388 @@
+"""The kit's server interceptors, outermost first:
+
+1. `ErrorInterceptor` — domain errors → canonical codes with google.rpc.Status details (BadRequest field
+   violations, ErrorInfo with a stable reason); anything unexpected → INTERNAL with no detail, logged with
+   its trace id. Also records RED metrics per method.
+2. `AuthenticationInterceptor` — the client certificate and bearer token → `Principal`.
+3. `AuditInterceptor` — for methods whose policy says `patient_data`, appends an audit record with the
+   outcome, including refusals.
+4. `AuthorizationInterceptor` — the method's roles (from its proto `access` option) → PERMISSION_DENIED.
+5. `ValidationInterceptor` — the request's protovalidate rules → INVALID_ARGUMENT naming each field.
+
+OpenTelemetry's own server interceptor runs before all of them, so every span and log line carries the
+trace. The policies come from the proto method options, so the contract and the check are one thing; a
+method without a policy is refused at server start, not at call time.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import protovalidate
+from google.protobuf import any_pb2, descriptor_pool
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import metrics, trace
+from parcours.options.v1 import options_pb2
+
+from services.kit import audit
+from services.kit.auth import Authenticator, Principal, reset_principal, set_principal
+from services.kit.errors import (
+    ERROR_DOMAIN,
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+# Services every server exposes without a principal: probes and reflection (mTLS still applies).
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+_AUDIT_CODES: dict[int, str] = {
+    options_pb2.AUDIT_ACTION_CREATE: "C",
+    options_pb2.AUDIT_ACTION_READ: "R",
+    options_pb2.AUDIT_ACTION_UPDATE: "U",
+    options_pb2.AUDIT_ACTION_DELETE: "D",
+    options_pb2.AUDIT_ACTION_EXECUTE: "E",
+}
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    full_method: str  # "/pkg.Service/Method"
+    service: str
+    policy: options_pb2.AccessPolicy | None
+
+    @property
+    def open(self) -> bool:
+        return self.service in OPEN_SERVICES
+
+
+def method_info(full_method: str) -> MethodInfo:
+    service, _, name = full_method.lstrip("/").partition("/")
+    if service in OPEN_SERVICES:
+        return MethodInfo(full_method, service, None)
+    try:
+        descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
+    except KeyError:
+        return MethodInfo(full_method, service, None)
+    options = descriptor.GetOptions()
+    policy = options.Extensions[options_pb2.access] if options.HasExtension(options_pb2.access) else None
+    return MethodInfo(full_method, service, policy)
+
+
+def require_policies(service_names: Sequence[str]) -> None:
+    """Refuse to start a server exposing a method that declares no access policy."""
+    missing: list[str] = []
+    for service_name in service_names:
+        service = descriptor_pool.Default().FindServiceByName(service_name)
+        for method in service.methods:
+            if not method.GetOptions().HasExtension(options_pb2.access):
+                missing.append(method.full_name)
+    if missing:
+        raise RuntimeError(f"methods without a (parcours.options.v1.access) policy: {', '.join(missing)}")
+
+
+class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """Wraps the behaviour of unary-unary methods; Parcours exposes no streaming methods."""
+
+    def __init__(self) -> None:
+        self._infos: dict[str, MethodInfo] = {}
+
+    def _info(self, full_method: str) -> MethodInfo:
+        info = self._infos.get(full_method)
+        if info is None:
+            info = self._infos[full_method] = method_info(full_method)
+        return info
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        info = self._info(handler_call_details.method)
+        if info.open and not self.applies_to_open_services:
+            return handler
+        inner: Behavior = handler.unary_unary
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.around(info, request, context, inner)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    applies_to_open_services = False
+
+    @abc.abstractmethod
+    async def around(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    ) -> Any:
+        """Run the call through this interceptor's concern."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. errors and RED metrics
+
+
+def status_for(error: DomainError) -> status_pb2.Status:
+    """The google.rpc.Status a domain error becomes."""
+    details: list[any_pb2.Any] = []
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad_request)
+        details.append(packed)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    details.append(packed)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+
+
+def _internal_status() -> status_pb2.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN))
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[info])
+
+
+class ErrorInterceptor(_UnaryInterceptor):
+    applies_to_open_services = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        meter = metrics.get_meter("parcours.kit")
+        self._duration = meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="Duration of Parcours RPCs by method and code"
+        )
+
+    async def around(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    ) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await call_next(request, context)
+        except DomainError as error:
+            code = error.code
+            await context.abort_with_status(rpc_status.to_status(status_for(error)))
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            # The exception's text may quote request content: keep it in the server log, tied to the trace.
+            log.exception("unexpected error in %s", info.full_method)
+            await context.abort_with_status(rpc_status.to_status(_internal_status()))
+        finally:
+            self._duration.record(
+                (time.perf_counter() - started) * 1000,
+                {"rpc.method": info.full_method, "rpc.grpc.status_code": code.name},
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. authentication
+
+
+def _common_name(context: grpc.aio.ServicerContext) -> str | None:
+    values = context.auth_context().get("x509_common_name")
+    if not values:
+        return None
+    value = values[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> Mapping[str, str]:
+    found: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, str):
+            found.setdefault(key.lower(), value)
+    return found
+
+
+class AuthenticationInterceptor(_UnaryInterceptor):
+    def __init__(self, authenticator: Authenticator) -> None:
+        super().__init__()
+        self._authenticator = authenticator
+
+    async def around(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    ) -> Any:
+        principal = self._authenticator.authenticate(_common_name(context), _metadata(context))
+        span = trace.get_current_span()
+        # Roles and the establishment only: never the practitioner's or patient's identity in spans.
+        span.set_attribute("parcours.roles", principal.role_names())
+        if principal.establishment:
+            span.set_attribute("parcours.establishment", principal.establishment)
+        token = set_principal(principal)
+        try:
+            return await call_next(request, context)
+        finally:
+            reset_principal(token)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. audit
+
+
+def _outcome(error: BaseException | None, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    if error is None:
+        return "OK", ""
+    if isinstance(error, DomainError):
+        return error.code.name, error.reason
+    if isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), ""
+    return "INTERNAL", "INTERNAL"
+
+
+class AuditInterceptor(_UnaryInterceptor):
+    def __init__(self, audit_log: audit.AuditLog) -> None:
+        super().__init__()
+        self._log = audit_log
+
+    async def around(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    ) -> Any:
+        if info.policy is None or not info.policy.patient_data:
+            return await call_next(request, context)
+        target = audit.begin_call()
+        failure: BaseException | None = None
+        try:
+            return await call_next(request, context)
+        except BaseException as error:
+            failure = error
+            raise
+        finally:
+            await self._append(info, context, target, failure)
+
+    async def _append(
+        self,
+        info: MethodInfo,
+        context: grpc.aio.ServicerContext,
+        target: audit.AuditTarget,
+        failure: BaseException | None,
+    ) -> None:
+        from services.kit.auth import current_principal
+
+        principal: Principal = current_principal()
+        outcome, reason = _outcome(failure, context)
+        span_context = trace.get_current_span().get_span_context()
+        record = audit.AuditRecord(
+            recorded_at=datetime.now(UTC),
+            practitioner=principal.practitioner or principal.subject,
+            establishment=principal.establishment or (f"component/{principal.component}"),
+            roles=principal.role_names(),
+            action=_AUDIT_CODES.get(info.policy.audit_action if info.policy else 0, "E"),
+            method=info.full_method,
+            resource=target.resource,
+            patient=target.patient,
+            outcome=outcome,
+            outcome_reason=reason,
+            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
+        )
+        try:
+            await self._log.append(record)
+        except Exception as exc:
+            # Fail closed: a read that cannot be audited is not answered.
+            log.exception("audit append failed for %s", info.full_method)
+            raise Unavailable(
+                "AUDIT_UNAVAILABLE", "the audit log cannot record this call; retry later"
+            ) from exc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. authorization
+
+
+class AuthorizationInterceptor(_UnaryInterceptor):
+    async def around(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    ) -> Any:
+        from services.kit.auth import current_principal
+
+        if info.policy is None:
+            raise PermissionDenied("METHOD_HAS_NO_POLICY", "this method is not open to any caller")
+        allowed = list(info.policy.roles)
+        if allowed and not current_principal().has_any(allowed):
+            names = ", ".join(options_pb2.Role.Name(r) for r in allowed)
+            raise PermissionDenied("ROLE_REQUIRED", f"this method requires one of the roles: {names}")
+        return await call_next(request, context)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. validation
+
+
+def _field_path(violation: protovalidate.Violation) -> str:
+    parts: list[str] = []
+    path = violation.proto.field
+    for element in path.elements if path is not None else ():
+        part = element.field_name
+        subscript = element.subscript  # a protobuf-py Oneof(field=..., value=...) or None
+        if subscript is not None:
+            value = subscript.value
+            part += f"[{value}]" if subscript.field == "index" else f"[{value!r}]"
+        parts.append(part)
+    return ".".join(parts)
+
+
+def violations_of(request: Message) -> list[FieldViolation]:
+    return [
+        FieldViolation(field=_field_path(v) or "(request)", description=v.proto.message or v.proto.rule_id)
+        for v in protovalidate.collect_violations(request)
+    ]
+
+
+class ValidationInterceptor(_UnaryInterceptor):
+    async def around(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    ) -> Any:
+        if isinstance(request, Message):
+            found = violations_of(request)
+            if found:
+                raise InvalidArgument(found)
+        return await call_next(request, context)
+
+
+def kit_interceptors(
+    authenticator: Authenticator, audit_log: audit.AuditLog
+) -> list[grpc.aio.ServerInterceptor]:
+    """The kit's interceptors in order (outermost first), after OpenTelemetry's."""
+    return [
+        ErrorInterceptor(),
+        AuthenticationInterceptor(authenticator),
+        AuditInterceptor(audit_log),
+        AuthorizationInterceptor(),
+        ValidationInterceptor(),
+    ]

@@ -1,0 +1,49 @@
+"""AIP-158 pagination: page sizes and opaque page tokens bound to the request's filters.
+
+A token carries the last key of the previous page and a digest of the filters it was issued for; a token
+replayed with other filters, or altered, is refused as INVALID_ARGUMENT on `page_token`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+
+from services.kit.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(requested: int) -> int:
+    """0 → the default; above the maximum → the maximum (AIP-158 coerces rather than refuses)."""
+    if requested <= 0:
+        return DEFAULT_PAGE_SIZE
+    return min(requested, MAX_PAGE_SIZE)
+
+
+def _filters_digest(filters: Mapping[str, object]) -> str:
+    canonical = json.dumps(filters, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def encode_token(last_key: str, filters: Mapping[str, object]) -> str:
+    payload = json.dumps({"k": last_key, "f": _filters_digest(filters)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, filters: Mapping[str, object]) -> str | None:
+    """The last key of the previous page, or None for the first page."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        key, digest = payload["k"], payload["f"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument.one("page_token", "is not a token this service issued") from None
+    if not isinstance(key, str) or digest != _filters_digest(filters):
+        raise InvalidArgument.one("page_token", "was issued for other filters; start again without it")
+    return key

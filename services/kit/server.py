@@ -1,0 +1,176 @@
+"""The gRPC server every Parcours service runs: mTLS, health, reflection, the kit's interceptors, SIGTERM.
+
+`build_server(settings, ...)` binds the configured port (`0` in tests picks a free one) and returns a
+`KitServer`; `serve(settings, bind)` is the whole life of a service process: telemetry, the pool, the server,
+SERVING once the pool and downstream channels are ready, and on SIGTERM NOT_SERVING then a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+
+from services.kit.audit import AuditLog
+from services.kit.auth import Authenticator
+from services.kit.db import open_pool
+from services.kit.interceptors import kit_interceptors, require_policies
+from services.kit.settings import KitSettings
+from services.kit.telemetry import configure_telemetry
+from services.kit.tokens import TokenVerifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer to expose: its full proto service name and the generated `add_..._to_server`."""
+
+    name: str
+    add: Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class KitServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    services: list[str]
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    _started: bool = field(default=False, repr=False)
+
+    async def start(self) -> None:
+        await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
+        self._started = True
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.services]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None) -> None:
+        await self.set_serving(False)
+        if self.health_server is not None:
+            await self.health_server.stop(grace)
+        await self.server.stop(grace)
+
+
+def _read(path: object) -> bytes:
+    from pathlib import Path
+
+    assert isinstance(path, Path)
+    return path.read_bytes()
+
+
+def server_credentials(settings: KitSettings) -> grpc.ServerCredentials:
+    """mTLS: a client certificate signed by the hub's CA is required (no certificate, no connection)."""
+    return grpc.ssl_server_credentials(
+        [(_read(settings.tls_key_file), _read(settings.tls_cert_file))],
+        root_certificates=_read(settings.tls_ca_file),
+        require_client_auth=True,
+    )
+
+
+def channel_credentials(settings: KitSettings) -> grpc.ChannelCredentials:
+    """This component's client identity (its own certificate) towards other Parcours services."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(settings.tls_ca_file),
+        private_key=_read(settings.tls_key_file),
+        certificate_chain=_read(settings.tls_cert_file),
+    )
+
+
+def open_channel(settings: KitSettings, target: str) -> grpc.aio.Channel:
+    """A traced channel to another Parcours service; await `channel_ready()` before reporting SERVING."""
+    interceptors = aio_client_interceptors()
+    if settings.insecure_dev_mode:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, channel_credentials(settings), interceptors=interceptors)
+
+
+def build_authenticator(settings: KitSettings) -> Authenticator:
+    verifier = None
+    if settings.token_jwks_file is not None:
+        verifier = TokenVerifier(
+            jwks_file=settings.token_jwks_file,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            leeway_seconds=settings.token_leeway_seconds,
+        )
+    return Authenticator(verifier, insecure_dev_mode=settings.insecure_dev_mode)
+
+
+async def build_server(
+    settings: KitSettings, *, pool: asyncpg.Pool, services: Sequence[ServiceBinding]
+) -> KitServer:
+    """Build (not start) the server with every service, health and reflection, bound to its port."""
+    names = [s.name for s in services]
+    require_policies(names)
+    interceptors = [
+        aio_server_interceptor(),
+        *kit_interceptors(build_authenticator(settings), AuditLog(pool, settings.component)),
+    ]
+    server = grpc.aio.server(interceptors=interceptors)
+    for binding in services:
+        binding.add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if settings.insecure_dev_mode:
+        log.warning("INSECURE DEVELOPMENT MODE: plaintext gRPC on %s", address)
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(settings))
+    kit = KitServer(server=server, port=port, health=health_servicer, services=names)
+    if settings.health_port is not None:
+        # Kubelet's native gRPC probes speak plaintext: a health-only listener, no data behind it.
+        kit.health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, kit.health_server)
+        kit.health_port = kit.health_server.add_insecure_port(f"{settings.grpc_host}:{settings.health_port}")
+    await kit.set_serving(False)
+    return kit
+
+
+Binder = Callable[[asyncpg.Pool], Awaitable[tuple[Sequence[ServiceBinding], Sequence[grpc.aio.Channel]]]]
+
+
+async def serve(settings: KitSettings, bind: Binder) -> None:
+    """Run a service process until SIGTERM/SIGINT."""
+    configure_telemetry(settings.component)
+    pool = await open_pool(settings)
+    channels: Sequence[grpc.aio.Channel] = ()
+    try:
+        services, channels = await bind(pool)
+        kit = await build_server(settings, pool=pool, services=services)
+        await kit.start()
+        # SERVING only once the pool answers and every downstream channel is connected.
+        await pool.fetchval("SELECT 1")
+        for channel in channels:
+            await channel.channel_ready()
+        await kit.set_serving(True)
+        log.info("%s serving on port %s", settings.component, kit.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("%s stopping (grace %ss)", settings.component, settings.shutdown_grace_seconds)
+        await kit.stop(settings.shutdown_grace_seconds)
+    finally:
+        for channel in channels:
+            await channel.close()
+        await pool.close()

@@ -1,0 +1,160 @@
+"""Temporal client and worker construction shared by every Parcours component.
+
+Every client built here encrypts payloads (`services.kit.codec`) and carries the OpenTelemetry tracing
+interceptor, so one trace flows from the gRPC handler that starts a workflow through the workflow to its
+activities. Workers take their interceptors and data converter from the client they are built on: build
+workers with `build_worker(client, ...)` on a client from `connect_client` and never pass interceptors again
+(they would run twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import opentelemetry.trace
+import temporalio.client
+import temporalio.common
+import temporalio.worker
+from temporalio.contrib.opentelemetry import TracingInterceptor
+
+from services.kit.codec import Keyring, data_converter
+from services.kit.settings import TemporalSettings
+
+logger = logging.getLogger(__name__)
+
+# Time in-flight activities get to finish after SIGTERM before they are cancelled; below Kubernetes' default
+# 30 s termination grace period so the worker still reports the cancellations before it is killed.
+DEFAULT_GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+
+
+async def connect_client(
+    settings: TemporalSettings,
+    *,
+    tracing: bool = True,
+    tracer: opentelemetry.trace.Tracer | None = None,
+) -> temporalio.client.Client:
+    """Connect to Temporal with payload encryption and (unless `tracing=False`) the tracing interceptor.
+
+    `tracer` defaults to the process's global tracer provider (configured once from `OTEL_*`); tests pass
+    their own to capture spans. A malformed `payload_keys` raises ValueError naming the entry.
+    """
+    keyring = Keyring.parse(settings.payload_keys)
+    interceptors: list[temporalio.client.Interceptor] = [TracingInterceptor(tracer)] if tracing else []
+    client = await temporalio.client.Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(keyring),
+        interceptors=interceptors,
+        # Headers are encrypted too: today they only carry the trace context, but anything a future
+        # interceptor puts there would otherwise be stored in clear.
+        header_codec_behavior=temporalio.common.HeaderCodecBehavior.CODEC,
+    )
+    logger.info(
+        "connected to Temporal at %s, namespace %s, encrypting with key %s",
+        settings.temporal_address,
+        settings.temporal_namespace,
+        keyring.primary_id,
+    )
+    return client
+
+
+def build_worker(
+    client: temporalio.client.Client,
+    *,
+    task_queue: str,
+    workflows: Sequence[type],
+    activities: Sequence[Callable[..., Any]],
+    **kwargs: Any,
+) -> temporalio.worker.Worker:
+    """A worker on `client`'s connection, data converter and interceptors.
+
+    The client's interceptors that are also worker interceptors (the tracing interceptor is) are applied by
+    the SDK; do not pass `interceptors=` for them again. Other keyword arguments go to `Worker` unchanged
+    (`activity_executor` for sync activities, tuning, ...); `graceful_shutdown_timeout` defaults to
+    `DEFAULT_GRACEFUL_SHUTDOWN`.
+    """
+    kwargs.setdefault("graceful_shutdown_timeout", DEFAULT_GRACEFUL_SHUTDOWN)
+    return temporalio.worker.Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),
+        **kwargs,
+    )
+
+
+async def run_worker_until_signalled(
+    worker: temporalio.worker.Worker,
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    """Run `worker` until one of `signals` arrives, then shut it down gracefully and return.
+
+    In-flight activities get the worker's `graceful_shutdown_timeout` to finish. A fatal worker error is
+    raised. Must run on the main thread's event loop (signal handlers can only be installed there).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stop.is_set():
+            logger.warning("%s received again: shutdown already in progress", signum.name)
+            return
+        logger.info("%s received: shutting the worker down", signum.name)
+        stop.set()
+
+    # Handlers are in place before the worker polls, so a signal can never hit the default handler (which
+    # would kill the process with activities half done) once tasks are being processed.
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        run = asyncio.create_task(worker.run(), name="temporal-worker")
+        stopped = asyncio.create_task(stop.wait(), name="temporal-worker-stop")
+        try:
+            await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also on cancellation of the caller: the worker is still shut down cleanly, never abandoned.
+            stopped.cancel()
+            if not run.done():
+                await worker.shutdown()
+        # Re-raises a fatal worker error; returns normally after a requested shutdown.
+        await run
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    logger.info("worker on task queue %s stopped", worker.task_queue)
+
+
+_KIND = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+_HUB_ID = re.compile(r"[a-z0-9-]{1,64}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
+# Ten or more digits in a row, separators ignored: NIR (13 + 2-digit key, with 2A/2B for Corsica), INS,
+# phone numbers, RPPS. A FINESS number (9 digits) still fits.
+_PERSONAL_NUMBER = re.compile(r"(?:[0-9]|2[ab]){10,}")
+
+
+def workflow_id(kind: str, opaque_id: str) -> str:
+    """A business workflow id `<kind>-<opaque_id>`, e.g. `teleexpertise-0b6c…`.
+
+    Workflow ids are stored and shown in clear (Web UI, search, logs), so they must never carry patient data.
+    `opaque_id` must be a UUID (canonical or 32 hex digits, any case; normalised to canonical lowercase) or
+    a hub id of `[a-z0-9-]{1,64}` that does not look like a personal number. The check catches mistakes (an
+    NIR or a name passed by accident); it cannot prove an arbitrary string is harmless, so prefer UUIDs.
+    """
+    if not _KIND.fullmatch(kind) or len(kind) > 40:
+        raise ValueError("workflow kind must be lowercase letters/digits in hyphenated words, at most 40")
+    # Never echo the rejected id in the message: the point is that it may be patient data.
+    if _UUID.fullmatch(opaque_id.lower()) or _UUID_HEX.fullmatch(opaque_id.lower()):
+        return f"{kind}-{uuid.UUID(opaque_id)}"
+    if not _HUB_ID.fullmatch(opaque_id):
+        raise ValueError("workflow id part must be a UUID or a hub id [a-z0-9-]{1,64}")
+    if _PERSONAL_NUMBER.search(opaque_id.replace("-", "")):
+        raise ValueError("workflow id part looks like a personal number (NIR, phone, ...): use a UUID")
+    return f"{kind}-{opaque_id}"

@@ -1,0 +1,126 @@
+"""Session fixtures: the suite's own PostgreSQL and Temporal (never those of `make run`), a development PKI,
+and helpers to call our servers over real mTLS sockets with minted tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from services.devstack import free_port
+from services.devstack.postgres import PostgresHandle, start_postgres
+from services.devstack.temporal import TemporalHandle, start_temporal
+from services.kit.migrate import apply_all
+from services.kit.pki import DevPki, ensure_dev_pki
+from services.kit.telemetry import configure_telemetry
+from services.kit.tokens import mint_token
+from tests.support import AUDIENCE, COMPONENTS, ISSUER, TEST_ESTABLISHMENTS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _telemetry() -> None:
+    configure_telemetry("tests", json_logs=False)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return ensure_dev_pki(
+        tmp_path_factory.mktemp("pki"), components=COMPONENTS, establishments=TEST_ESTABLISHMENTS
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandle]:
+    handle = start_postgres(tmp_path_factory.mktemp("pg") / "data", port=free_port(), fast=True)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: PostgresHandle) -> str:
+    """A database with every migration applied."""
+    apply_all(postgres.url)
+    return postgres.url
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    assert created is not None
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture(scope="session")
+def temporal() -> Iterator[TemporalHandle]:
+    handle = start_temporal(None, port=free_port(), ui_port=None, headless=True)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+Minter = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def mint(pki: DevPki) -> Minter:
+    """mint(rpps=..., profession=..., specialty=..., roles=..., staff=..., ttl=...) → a signed token."""
+
+    def _mint(
+        *,
+        rpps: str | None = None,
+        staff: str | None = None,
+        profession: str | None = "PROFESSION_PHYSICIAN",
+        specialty: str | None = "SPECIALTY_GENERAL_MEDICINE",
+        roles: Sequence[str] = (),
+        region: str | None = None,
+        ttl: timedelta = timedelta(hours=1),
+    ) -> str:
+        subject = f"8{rpps}" if rpps else f"staff:{staff or 'operator'}"
+        return mint_token(
+            signing_key_file=pki.signing_key_file,
+            kid=pki.signing_kid,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            subject=subject,
+            profession=profession if rpps else None,
+            specialty=specialty if rpps else None,
+            roles=roles,
+            region=region,
+            ttl=ttl,
+        )
+
+    return _mint
+
+
+@pytest.fixture(scope="session")
+async def seeded_pool(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The pool of a database holding the demo region."""
+    from services.directory.seed import seed_demo
+
+    await seed_demo(pool)
+    return pool
+
+
+@pytest.fixture(scope="session")
+async def directory_address(pki: DevPki, database_url: str, seeded_pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """A running directory service (mTLS, tokens, audit) over the demo region; its address."""
+    from services.directory.server import build
+    from services.directory.settings import DirectorySettings
+    from tests.support import kit_settings
+
+    settings = DirectorySettings(**kit_settings(pki, database_url, "directory"))  # type: ignore[arg-type]
+    kit = await build(settings, seeded_pool)
+    await kit.start()
+    await kit.set_serving(True)
+    try:
+        yield f"127.0.0.1:{kit.port}"
+    finally:
+        await kit.stop(0.5)

@@ -1,0 +1,69 @@
+"""Helpers the tests share (constants, channels, tokens); fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import grpc
+
+from services.kit.pki import DevPki
+from services.kit.settings import KitSettings
+
+COMPONENTS = ("directory", "scheduling", "expertise", "billing", "contracts", "console", "workflows", "cli")
+# Establishments the tests act as: one per demo GHT, the overseas one (no GHT) and a stranger unknown to the
+# directory (a well-formed Corsican FINESS).
+LOIRE, DAUPHINE, VAL_RHONE = "420000017", "380000024", "690000019"
+REUNION, STRANGER = "974000013", "2A0000031"
+TEST_ESTABLISHMENTS = (LOIRE, DAUPHINE, VAL_RHONE, REUNION, STRANGER)
+ISSUER = KitSettings.model_fields["token_issuer"].default
+AUDIENCE = KitSettings.model_fields["token_audience"].default
+
+
+def kit_settings(pki: DevPki, database_url: str, component: str, **overrides: object) -> dict[str, object]:
+    """Keyword arguments for a component's settings: real mTLS material, a free port."""
+    values: dict[str, object] = {
+        "component": component,
+        "database_url": database_url,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "tls_cert_file": pki.cert_file(component),
+        "tls_key_file": pki.key_file(component),
+        "tls_ca_file": pki.ca_file,
+        "token_jwks_file": pki.jwks_file,
+        "shutdown_grace_seconds": 1.0,
+    }
+    values.update(overrides)
+    return values
+
+
+def establishment_channel(pki: DevPki, address: str, finess: str) -> grpc.aio.Channel:
+    """A channel presenting an establishment's client certificate."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_file.read_bytes(),
+        private_key=pki.establishment_key_file(finess).read_bytes(),
+        certificate_chain=pki.establishment_cert_file(finess).read_bytes(),
+    )
+    return grpc.aio.secure_channel(address, credentials)
+
+
+def component_channel(pki: DevPki, address: str, component: str) -> grpc.aio.Channel:
+    """A channel presenting a Parcours component's certificate."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_file.read_bytes(),
+        private_key=pki.key_file(component).read_bytes(),
+        certificate_chain=pki.cert_file(component).read_bytes(),
+    )
+    return grpc.aio.secure_channel(address, credentials)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
