@@ -17,13 +17,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    """The last lines of a log file, for error messages that say why a process did not start."""
+def log_size(path: Path) -> int:
+    """Where a log that is appended to ends now: `log_tail(path, since=...)` then shows this run only."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def log_tail(path: Path, lines: int = 40, *, since: int = 0) -> str:
+    """The last lines written to a log after offset `since`: error messages say why a process failed."""
     try:
         with path.open("rb") as f:
             f.seek(0, 2)
-            f.seek(max(0, f.tell() - 64 * 1024))
+            f.seek(max(since, f.tell() - 64 * 1024))
             text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing logged)"

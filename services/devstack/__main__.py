@@ -34,7 +34,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.devstack import log_tail
+from services.devstack import log_size, log_tail
 from services.devstack.postgres import PostgresHandle, start_postgres
 from services.devstack.temporal import TemporalHandle, start_temporal
 from services.kit.pki import DEFAULT_COMPONENTS, DevPki, ensure_dev_pki
@@ -114,6 +114,8 @@ class Child:
     # gRPC servers are ready when their health check says SERVING; the console when its port accepts.
     grpc_port: int | None = None
     http_port: int | None = None
+    # Where this run's lines start in its log (each run appends).
+    log_offset: int = 0
 
 
 class _Signals:
@@ -209,7 +211,6 @@ class Stack:
         workflows_dir = REPO_ROOT / "workflows"
         for package in sorted(p for p in workflows_dir.iterdir() if (p / "__main__.py").exists()):
             self._spawn(f"workflows-{package.name}", f"workflows.{package.name}", env, pki)
-        self._record_children()
         self._wait_ready(pki)
 
     def _load_demo(self) -> None:
@@ -237,6 +238,10 @@ class Stack:
                 "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
                 "PARCOURS_PAYLOAD_KEYS": payload_keys,
                 "PARCOURS_GRPC_HOST": "127.0.0.1",
+                # The `cli` identity for the one-shot steps (migrate, seed); servers get their own below.
+                "PARCOURS_TLS_CERT_FILE": str(pki.cert_file("cli")),
+                "PARCOURS_TLS_KEY_FILE": str(pki.key_file("cli")),
+                "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
                 # Logs reach the files as they are written, not when a buffer fills.
                 "PYTHONUNBUFFERED": "1",
             }
@@ -250,6 +255,7 @@ class Stack:
             logger.warning("%s does not exist yet: step %s skipped", module, name)
             return
         log_file = self.logs_dir / f"{name}.log"
+        log_offset = log_size(log_file)
         logger.info("running %s (log %s)", module, _display(log_file))
         with log_file.open("ab") as log:
             result = subprocess.run(
@@ -265,7 +271,7 @@ class Stack:
         if result.returncode != 0:
             raise StackFailure(
                 f"{module} failed with exit code {result.returncode}:\n"
-                f"--- {_display(log_file)} ---\n{log_tail(log_file)}"
+                f"--- {_display(log_file)} ---\n{log_tail(log_file, since=log_offset)}"
             )
 
     def _spawn(self, name: str, module: str, env: Mapping[str, str], pki: DevPki) -> None:
@@ -288,6 +294,7 @@ class Stack:
             child_env["PARCOURS_HTTP_HOST"] = "127.0.0.1"
             child_env["PARCOURS_HTTP_PORT"] = str(http_port)
         log_file = self.logs_dir / f"{name}.log"
+        log_offset = log_size(log_file)
         with self.signals.deferred(), log_file.open("ab") as log:
             # Own session: the terminal's Ctrl-C reaches this orchestrator only, which then stops the
             # children one by one in reverse order.
@@ -300,7 +307,8 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            self.children.append(Child(name, module, process, log_file, grpc_port, http_port))
+            self.children.append(Child(name, module, process, log_file, grpc_port, http_port, log_offset))
+            self._record_children()
         logger.info("started %s (pid %d, log %s)", name, process.pid, _display(log_file))
 
     def _wait_ready(self, pki: DevPki) -> None:
@@ -332,7 +340,7 @@ class Stack:
                 if pending and time.monotonic() > deadline:
                     details = "\n".join(
                         f"--- {c.name}: last health answer {last_answer.get(c.name, 'none')}; "
-                        f"{_display(c.log_file)} ---\n{log_tail(c.log_file)}"
+                        f"{_display(c.log_file)} ---\n{log_tail(c.log_file, since=c.log_offset)}"
                         for c in pending
                     )
                     raise StackFailure(
@@ -351,9 +359,10 @@ class Stack:
     def _check_alive(self, child: Child, when: str) -> None:
         code = child.process.poll()
         if code is not None:
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
             raise StackFailure(
-                f"{child.name} exited with code {code} {when}:\n"
-                f"--- {_display(child.log_file)} ---\n{log_tail(child.log_file)}"
+                f"{child.name} {how} {when}:\n--- {_display(child.log_file)} ---\n"
+                f"{log_tail(child.log_file, since=child.log_offset)}"
             )
 
     # -- run --------------------------------------------------------------------------------------------
@@ -365,7 +374,7 @@ class Stack:
             if self.temporal is not None and not self.temporal.is_running():
                 raise StackFailure(
                     f"Temporal exited unexpectedly:\n--- {_display(self.temporal.log_file)} ---\n"
-                    f"{log_tail(self.temporal.log_file)}"
+                    f"{log_tail(self.temporal.log_file, since=self.temporal.log_offset)}"
                 )
             if self.postgres is not None and not self.postgres.is_running():
                 raise StackFailure(
@@ -548,8 +557,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     signals = _Signals()
     signals.install()
-    stack: Stack | None = None
-    code = 0
     try:
         with _exclusive(data_dir):
             stack = Stack(data_dir, Ports.from_env(os.environ), signals)
@@ -557,17 +564,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack.start()
                 print(stack.summary(time.monotonic() - started), flush=True)
                 stack.watch()
+            except ShutdownRequested as request:
+                signals.stopping()
+                logger.info("%s received: stopping", request)
+            except _FAILURES as failure:
+                signals.stopping()
+                # Said first, before the shutdown's own lines bury it.
+                logger.error("%s", failure)
+                return 1
             finally:
                 signals.stopping()
                 logger.info("stopping the stack")
                 stack.stop()
-    except ShutdownRequested as request:
-        logger.info("%s received: stopped", request)
-    except (StackFailure, RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as failure:
-        # Start failures already say what failed and carry the log's end: no traceback needed.
+    except ShutdownRequested:
+        pass  # arrived in the instant before the shutdown began; it has run
+    except _FAILURES as failure:
         logger.error("%s", failure)
-        code = 1
-    return code
+        return 1
+    logger.info("stopped")
+    return 0
+
+
+# Failures whose message already says what failed (with the end of its log): no traceback needed.
+_FAILURES = (StackFailure, RuntimeError, TimeoutError, OSError, subprocess.SubprocessError)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from services.devstack import log_tail
+from services.devstack import log_size, log_tail
 
 with warnings.catch_warnings():
     # Importing the package builds its own server class, which warns that XDG_RUNTIME_DIR is unset (as in
@@ -154,6 +154,7 @@ def start_postgres(
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.touch()
+    log_offset = log_size(log_file)
     if os_user is not None:
         _chown(log_file, os_user)
     options = [
@@ -176,7 +177,7 @@ def start_postgres(
     if result.returncode != 0:
         raise RuntimeError(
             f"PostgreSQL did not start on {host}:{port} (data {data_dir}):\n{result.stdout.strip()}\n"
-            f"--- {log_file} ---\n{log_tail(log_file)}"
+            f"--- {log_file} ---\n{log_tail(log_file, since=log_offset)}"
         )
     logger.info("PostgreSQL listening on %s:%d (data %s)", host, port, data_dir)
     _ensure_database(handle)

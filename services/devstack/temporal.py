@@ -23,7 +23,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.devstack import log_tail
+from services.devstack import log_size, log_tail
 from services.kit.search_attributes import cli_flags
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class TemporalHandle:
     _pid_file: Path | None = field(default=None, repr=False)
     # A log in the temp folder we chose ourselves (no data folder, no log_file given): removed at stop.
     _temporary_log: bool = field(default=False, repr=False)
+    # Where this run's lines start in the log (earlier runs appended to it too).
+    log_offset: int = field(default=0, repr=False)
 
     @property
     def address(self) -> str:
@@ -160,6 +162,7 @@ def start_temporal(
     if db_file is not None:
         command += ["--db-filename", str(db_file)]
 
+    log_offset = log_size(log_file)
     with log_file.open("ab") as log:
         # A new session: Ctrl-C in the terminal reaches the orchestrator only, which stops Temporal after
         # the workers that use it.
@@ -182,6 +185,7 @@ def start_temporal(
         db_file=db_file,
         _pid_file=pid_file,
         _temporary_log=temporary_log,
+        log_offset=log_offset,
     )
     try:
         _wait_ready(handle, ready_timeout)
@@ -201,7 +205,7 @@ def _wait_ready(handle: TemporalHandle, timeout: float) -> None:
             if handle.process.poll() is not None:
                 raise RuntimeError(
                     f"Temporal exited with code {handle.process.returncode} before it was ready:\n"
-                    f"--- {handle.log_file} ---\n{log_tail(handle.log_file)}"
+                    f"--- {handle.log_file} ---\n{log_tail(handle.log_file, since=handle.log_offset)}"
                 )
             try:
                 response = health.Check(request, timeout=1.0)
@@ -212,7 +216,7 @@ def _wait_ready(handle: TemporalHandle, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"Temporal was not ready on {handle.address} after {timeout:.0f} s:\n"
-                    f"--- {handle.log_file} ---\n{log_tail(handle.log_file)}"
+                    f"--- {handle.log_file} ---\n{log_tail(handle.log_file, since=handle.log_offset)}"
                 )
             time.sleep(0.05)
 

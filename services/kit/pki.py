@@ -113,8 +113,9 @@ def ensure_dev_pki(directory: Path, *, components: Sequence[str], establishments
     with _locked(directory / ".lock"):
         now = datetime.now(UTC)
         ca_key, ca_cert, ca_created = _ensure_ca(pki, now)
+        issued = 0
         for component in components:
-            _ensure_leaf(
+            issued += _ensure_leaf(
                 cert_file=pki.cert_file(component),
                 key_file=pki.key_file(component),
                 subject=_name(f"parcours-{component}", ORGANIZATION),
@@ -126,7 +127,7 @@ def ensure_dev_pki(directory: Path, *, components: Sequence[str], establishments
                 now=now,
             )
         for finess in establishments:
-            _ensure_leaf(
+            issued += _ensure_leaf(
                 cert_file=pki.establishment_cert_file(finess),
                 key_file=pki.establishment_key_file(finess),
                 subject=_name(finess, ESTABLISHMENTS_ORGANIZATION),
@@ -138,6 +139,8 @@ def ensure_dev_pki(directory: Path, *, components: Sequence[str], establishments
                 now=now,
             )
         kid = _ensure_signing_key(pki)
+    if issued:
+        logger.info("development PKI in %s: issued %d certificate(s)", directory, issued)
     return DevPki(directory=directory, signing_kid=kid)
 
 
@@ -227,9 +230,10 @@ def _ensure_leaf(
     ca_cert: x509.Certificate,
     force: bool,
     now: datetime,
-) -> None:
+) -> bool:
+    """Issue the certificate unless a usable one exists; whether it was issued."""
     if not force and _leaf_is_usable(cert_file, key_file, subject, ca_cert, now):
-        return
+        return False
 
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
@@ -272,7 +276,8 @@ def _ensure_leaf(
     # Key first: a reader that sees the new certificate also finds its key.
     _write_key(key_file, key)
     _write_file(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    logger.info("issued development certificate %s", cert_file.name)
+    logger.debug("issued development certificate %s", cert_file.name)
+    return True
 
 
 def _leaf_is_usable(

@@ -196,7 +196,7 @@ def test_missing_kid(dev_pki: DevPki, verifier: TokenVerifier) -> None:
 
 def test_alg_none_is_rejected(dev_pki: DevPki, verifier: TokenVerifier) -> None:
     claims = jwt.decode(mint(dev_pki), options={"verify_signature": False})
-    token = jwt.encode(claims, None, algorithm="none", headers={"kid": dev_pki.signing_kid})
+    token = jwt.encode(claims, "", algorithm="none", headers={"kid": dev_pki.signing_kid})
     assert refusal(verifier, token).reason == Reason.BAD_SIGNATURE
 
 

@@ -1,0 +1,91 @@
+"""The directory as a process: start-up refuses missing settings by name; SERVING once ready; SIGTERM stops
+it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.devstack import free_port
+from services.kit.pki import DevPki
+from tests.support import LOIRE, establishment_channel, repo_root
+
+
+def test_a_missing_setting_stops_the_start_naming_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.directory"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=repo_root(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "missing required setting PARCOURS_DATABASE_URL" in result.stderr
+
+
+def test_without_tls_material_the_start_is_refused_unless_in_development_mode() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
+    env["PARCOURS_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
+    result = subprocess.run(
+        [sys.executable, "-m", "services.directory"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=repo_root(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "PARCOURS_TLS_CERT_FILE" in result.stderr and "PARCOURS_TOKEN_JWKS_FILE" in result.stderr
+
+
+async def test_the_process_serves_then_stops_cleanly_on_sigterm(pki: DevPki, database_url: str) -> None:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")},
+        "PARCOURS_DATABASE_URL": database_url,
+        "PARCOURS_DIRECTORY_GRPC_PORT": str(port),
+        "PARCOURS_GRPC_HOST": "127.0.0.1",
+        "PARCOURS_TLS_CERT_FILE": str(pki.cert_file("directory")),
+        "PARCOURS_TLS_KEY_FILE": str(pki.key_file("directory")),
+        "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
+        "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
+        "PARCOURS_SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.directory",
+        env=env,
+        cwd=repo_root(),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with establishment_channel(pki, f"127.0.0.1:{port}", LOIRE) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            # wait_for_ready: the call waits for the listener instead of failing while the process starts.
+            reply = await health.Check(
+                health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=30
+            )
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                async for update in health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30):
+                    if update.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+        assert process.stderr is not None
+        log = (await process.stderr.read()).decode()
+        assert '"message": "directory stopping' in log
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
