@@ -32,7 +32,7 @@ from services.kit.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.kit.pagination import decode_token, encode_token, page_size
+from services.kit.pagination import decode_token, next_page_token, page_size
 
 SERVICE_NAME = directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name
 _PRIVILEGED = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
@@ -153,7 +153,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             page_size(request.page_size), decode_token(request.page_token, filters)
         )
         return directory_pb2.ListRegionsResponse(
-            regions=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+            regions=items, next_page_token=next_page_token(next_key, filters)
         )
 
     # --- GHTs --------------------------------------------------------------------------------------------
@@ -175,9 +175,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             decode_token(request.page_token, filters),
             region=_opt(request.region, "regions/"),
         )
-        return directory_pb2.ListGhtsResponse(
-            ghts=items, next_page_token=encode_token(next_key, filters) if next_key else ""
-        )
+        return directory_pb2.ListGhtsResponse(ghts=items, next_page_token=next_page_token(next_key, filters))
 
     async def CreateGht(
         self, request: directory_pb2.CreateGhtRequest, context: grpc.aio.ServicerContext
@@ -220,7 +218,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             region=_opt(request.region, "regions/"),
         )
         return directory_pb2.ListEstablishmentsResponse(
-            establishments=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+            establishments=items, next_page_token=next_page_token(next_key, filters)
         )
 
     async def CreateEstablishment(
@@ -299,7 +297,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             region=_opt(request.region, "regions/"),
         )
         return directory_pb2.ListPractitionersResponse(
-            practitioners=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+            practitioners=items, next_page_token=next_page_token(next_key, filters)
         )
 
     async def CreatePractitioner(
@@ -399,7 +397,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             member=_opt(request.member, "practitioners/"),
         )
         return directory_pb2.ListExpertiseOffersResponse(
-            expertise_offers=items, next_page_token=encode_token(next_key, filters) if next_key else ""
+            expertise_offers=items, next_page_token=next_page_token(next_key, filters)
         )
 
     async def CreateExpertiseOffer(
@@ -446,7 +444,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             finess=_id(request.establishment, "establishments/"),
         )
         return directory_pb2.ListPatientsResponse(
-            patients=items, next_page_token=encode_token(str(next_key), filters) if next_key else ""
+            patients=items, next_page_token=next_page_token(next_key, filters)
         )
 
     async def CreatePatient(
@@ -490,12 +488,14 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
                     "IDENTITY_TRAITS_MISMATCH",
                     "this INS is already known with other strict traits; check the identity (INSi)",
                 )
-            audit_target(resource=creation.patient.name, patient=creation.patient.name)
             return directory_pb2.CreatePatientResponse(patient=creation.patient)
 
-        return await self._idempotent(
+        response = await self._idempotent(
             request.request_id, "CreatePatient", directory_pb2.CreatePatientResponse, work
         )
+        # Named after the fact so that a replayed request is audited like the first one.
+        audit_target(resource=response.patient.name, patient=response.patient.name)
+        return response
 
     async def UpdatePatient(
         self, request: directory_pb2.UpdatePatientRequest, context: grpc.aio.ServicerContext

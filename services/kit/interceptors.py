@@ -34,7 +34,7 @@ from opentelemetry import metrics, trace
 from parcours.options.v1 import options_pb2
 
 from services.kit import audit
-from services.kit.auth import Authenticator, Principal, reset_principal, set_principal
+from services.kit.auth import Authenticator, Principal, current_principal, reset_principal, set_principal
 from services.kit.errors import (
     ERROR_DOMAIN,
     DomainError,
@@ -293,8 +293,6 @@ class AuditInterceptor(_UnaryInterceptor):
         target: audit.AuditTarget,
         failure: BaseException | None,
     ) -> None:
-        from services.kit.auth import current_principal
-
         principal: Principal = current_principal()
         outcome, reason = _outcome(failure, context)
         span_context = trace.get_current_span().get_span_context()
@@ -329,8 +327,6 @@ class AuthorizationInterceptor(_UnaryInterceptor):
     async def around(
         self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
     ) -> Any:
-        from services.kit.auth import current_principal
-
         if info.policy is None:
             raise PermissionDenied("METHOD_HAS_NO_POLICY", "this method is not open to any caller")
         allowed = list(info.policy.roles)

@@ -47,3 +47,8 @@ def decode_token(token: str, filters: Mapping[str, object]) -> str | None:
     if not isinstance(key, str) or digest != _filters_digest(filters):
         raise InvalidArgument.one("page_token", "was issued for other filters; start again without it")
     return key
+
+
+def next_page_token(next_key: object | None, filters: Mapping[str, object]) -> str:
+    """The response's next_page_token: empty on the last page."""
+    return encode_token(str(next_key), filters) if next_key is not None else ""
