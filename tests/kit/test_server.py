@@ -292,3 +292,26 @@ async def test_a_business_refusal_is_failed_precondition_with_its_reason(
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     info, _ = details(error)
     assert info is not None and info.reason == "UNKNOWN_GHT"
+
+
+# --- development mode ---------------------------------------------------------------------------------
+
+
+async def test_plaintext_without_a_token_works_only_in_explicit_development_mode(
+    pki: DevPki, database_url: str, seeded_pool: object
+) -> None:
+    from services.directory.server import build
+    from services.directory.settings import DirectorySettings
+    from tests.support import kit_settings
+
+    assert DirectorySettings.model_fields["insecure_dev_mode"].default is False
+    settings = DirectorySettings(**kit_settings(pki, database_url, "directory", insecure_dev_mode=True))  # type: ignore[arg-type]
+    kit = await build(settings, seeded_pool)
+    await kit.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{kit.port}") as channel:
+            stub = directory_pb2_grpc.DirectoryServiceStub(channel)
+            reply = await stub.ListRegions(directory_pb2.ListRegionsRequest())
+            assert len(reply.regions) == 18
+    finally:
+        await kit.stop(0.5)
