@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from parcours.options.v1 import options_pb2
 
 from services.kit.errors import Unauthenticated
-from services.kit.tokens import TokenVerifier, VerifiedToken
+from services.kit.tokens import TokenVerifier, VerifiedToken, bearer_token
 
 Role = options_pb2.Role
 
@@ -80,16 +80,6 @@ def reset_principal(token: contextvars.Token[Principal | None]) -> None:
     _current.reset(token)
 
 
-def bearer_token(metadata: Mapping[str, str]) -> str | None:
-    value = metadata.get("authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("TOKEN_MALFORMED", "the authorization header must be 'Bearer <token>'")
-    return token.strip()
-
-
 @dataclass(frozen=True)
 class PeerIdentity:
     establishment: str
@@ -135,7 +125,8 @@ class Authenticator:
             )
         else:
             peer = peer_identity(common_name)
-        raw = bearer_token(metadata)
+        authorization = metadata.get("authorization")
+        raw = None if authorization is None else bearer_token(authorization)
         if raw is None:
             if peer.component:
                 # A Parcours component acting on its own behalf (a workflow worker recording a charge).
