@@ -425,7 +425,10 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     async def GetPatient(
         self, request: directory_pb2.GetPatientRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.GetPatientResponse:
-        patient = await self._store.get_patient(_patient_uuid(request.name))
+        patient_id = _patient_uuid(request.name)
+        # Named before the visibility check: a refused attempt on a patient is what an auditor looks for.
+        audit_target(resource=request.name, patient=request.name)
+        patient = await self._store.get_patient(patient_id)
         return directory_pb2.GetPatientResponse(patient=await self._visible_patient(patient))
 
     async def ListPatients(
@@ -501,6 +504,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: directory_pb2.UpdatePatientRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.UpdatePatientResponse:
         patient_id = _patient_uuid(request.name)
+        audit_target(resource=request.name, patient=request.name)
         await self._visible_patient(await self._store.get_patient(patient_id))
 
         async def work(tx: asyncpg.Connection) -> directory_pb2.UpdatePatientResponse:
@@ -517,11 +521,12 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: directory_pb2.LinkLocalIdentifierRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.LinkLocalIdentifierResponse:
         principal = current_principal()
+        patient_id = _patient_uuid(request.name)
+        audit_target(resource=request.name, patient=request.name)
         if not await self._may_see_establishment(principal, request.establishment):
             raise PermissionDenied(
                 "ESTABLISHMENT_NOT_VISIBLE", "a local identifier can only be set for the caller's GHT"
             )
-        patient_id = _patient_uuid(request.name)
         patient = await self._store.get_patient(patient_id)
         if patient is None and not principal.has_any(_PRIVILEGED):
             raise _denied()

@@ -6,7 +6,8 @@ resource and patient with `audit_target()`; the interceptor does the rest, inclu
 
 Each row's hash is SHA-256(previous row's hash || canonical row bytes); `audit.chain_heads` holds the newest
 (seq, hash) of each chain, so a changed, removed or reordered row — even the last one — breaks verification.
-`python -m services.kit.audit verify` walks every chain and names the first broken row.
+`python -m services.kit.audit verify` walks every chain and names the first broken row;
+`python -m services.kit.audit export --since ... --until ...` writes a FHIR R4 Bundle of AuditEvent.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import contextvars
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -240,9 +242,96 @@ async def _verify_chain(
     return result
 
 
+# National identifier systems (ANS): IDNPS for health professionals ("8" + RPPS), IDNST for structures.
+IDNPS = "urn:oid:1.2.250.1.71.4.2.1"
+IDNST = "urn:oid:1.2.250.1.71.4.2.2"
+_FHIR_OUTCOME = {
+    "OK": "0",
+    "INVALID_ARGUMENT": "4",
+    "NOT_FOUND": "4",
+    "PERMISSION_DENIED": "4",
+    "UNAUTHENTICATED": "4",
+    "FAILED_PRECONDITION": "4",
+    "ALREADY_EXISTS": "4",
+    "ABORTED": "4",
+}
+
+
+def fhir_audit_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A FHIR R4 AuditEvent for one audit row."""
+    agents: list[dict[str, Any]] = []
+    practitioner = str(row["practitioner"])
+    if practitioner.startswith("practitioners/"):
+        rpps = practitioner.removeprefix("practitioners/")
+        agents.append({"who": {"identifier": {"system": IDNPS, "value": f"8{rpps}"}}, "requestor": True})
+    elif practitioner:
+        agents.append({"who": {"display": practitioner}, "requestor": True})
+    establishment = str(row["establishment"])
+    if establishment.startswith("establishments/"):
+        agents.append(
+            {
+                "who": {
+                    "identifier": {"system": IDNST, "value": establishment.removeprefix("establishments/")}
+                },
+                "requestor": not practitioner,
+            }
+        )
+    elif establishment:
+        agents.append({"who": {"display": establishment}, "requestor": not practitioner})
+    entities: list[dict[str, Any]] = []
+    if row["patient"]:
+        entities.append(
+            {
+                "what": {"reference": "Patient/" + str(row["patient"]).removeprefix("patients/")},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+            }
+        )
+    if row["resource"] and row["resource"] != row["patient"]:
+        entities.append({"what": {"display": row["resource"]}})
+    outcome = str(row["outcome"])
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": f"{row['chain']}-{row['seq']}",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+        "subtype": [{"system": "urn:parcours:grpc-method", "code": row["method"]}],
+        "action": row["action"],
+        "recorded": row["recorded_at"].astimezone(UTC).isoformat(),
+        "outcome": _FHIR_OUTCOME.get(outcome, "8"),
+        "agent": agents,
+        "source": {"observer": {"display": f"parcours-{row['chain']}"}},
+        "entity": entities,
+    }
+    if outcome != "OK":
+        event["outcomeDesc"] = f"{outcome} {row['outcome_reason']}".strip()
+    return event
+
+
+async def export_fhir(
+    conn: asyncpg.Connection | asyncpg.Pool, since: datetime, until: datetime, patient: str | None = None
+) -> dict[str, Any]:
+    """A FHIR R4 Bundle (collection) of the AuditEvents of [since, until), optionally of one patient."""
+    rows = await conn.fetch(
+        "SELECT * FROM audit.events WHERE recorded_at >= $1 AND recorded_at < $2 "
+        "AND ($3::text IS NULL OR patient = $3) ORDER BY recorded_at, chain, seq",
+        since,
+        until,
+        patient,
+    )
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "total": len(rows),
+        "entry": [{"resource": fhir_audit_event(row)} for row in rows],
+    }
+
+
 async def _main_async(args: argparse.Namespace) -> int:
     conn = await asyncpg.connect(args.database_url)
     try:
+        if args.command == "export":
+            bundle = await export_fhir(conn, args.since, args.until, args.patient)
+            print(json.dumps(bundle, ensure_ascii=False, indent=2))
+            return 0
         report = await verify(conn)
     finally:
         await conn.close()
@@ -256,11 +345,21 @@ async def _main_async(args: argparse.Namespace) -> int:
     return 0 if report.intact else 1
 
 
+def _instant(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Parcours audit log tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     verify_cmd = sub.add_parser("verify", help="verify every hash chain; exit 1 naming the first broken row")
     verify_cmd.add_argument("--database-url", default=os.environ.get("PARCOURS_DATABASE_URL"))
+    export_cmd = sub.add_parser("export", help="print the audit events of a period as a FHIR R4 Bundle")
+    export_cmd.add_argument("--database-url", default=os.environ.get("PARCOURS_DATABASE_URL"))
+    export_cmd.add_argument("--since", type=_instant, required=True, help="ISO 8601 instant, inclusive")
+    export_cmd.add_argument("--until", type=_instant, default=datetime.now(UTC), help="ISO 8601, exclusive")
+    export_cmd.add_argument("--patient", help="only this patient (patients/{id})")
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("missing required setting PARCOURS_DATABASE_URL (or --database-url)")

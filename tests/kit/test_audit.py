@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -134,3 +135,42 @@ async def test_an_altered_or_removed_row_is_named(
     )
     assert result.returncode == 1
     assert f"chain {chain}: BROKEN at row {broken_at}" in result.stdout
+
+
+async def test_the_audit_of_a_patient_exports_as_fhir_audit_events(
+    pki: DevPki, directory_address: str, mint: Minter, seeded_pool: asyncpg.Pool, database_url: str
+) -> None:
+    patient = f"patients/{DEMO_PATIENTS[1].patient_id}"  # known at 690000019 (GHT Val de Rhône)
+    since = datetime.now(UTC)
+    async with establishment_channel(pki, directory_address, LOIRE) as channel:
+        stub = directory_pb2_grpc.DirectoryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetPatient(
+                directory_pb2.GetPatientRequest(name=patient), metadata=bearer(mint(rpps=GP_LOIRE))
+            )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.kit.audit",
+            "export",
+            "--since",
+            since.isoformat(),
+            "--patient",
+            patient,
+        ],
+        env={**os.environ, "PARCOURS_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        cwd=repo_root(),
+        check=True,
+    )
+    bundle = json.loads(result.stdout)
+    assert bundle["resourceType"] == "Bundle" and bundle["total"] == 1
+    event = bundle["entry"][0]["resource"]
+    assert event["resourceType"] == "AuditEvent" and event["action"] == "R"
+    assert event["outcome"] == "4" and event["outcomeDesc"] == "PERMISSION_DENIED PATIENT_NOT_VISIBLE"
+    identifiers = [a["who"]["identifier"] for a in event["agent"]]
+    assert {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": f"8{GP_LOIRE}"} in identifiers
+    assert {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": LOIRE} in identifiers
+    assert event["entity"][0]["what"]["reference"] == f"Patient/{DEMO_PATIENTS[1].patient_id}"
