@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -110,40 +111,95 @@ _MOVE_HEAD = "UPDATE audit.chain_heads SET seq = $2, hash = $3 WHERE chain = $1"
 
 
 class AuditLog:
-    """Appends records to one chain. Appends of one chain are serialised by the lock on its head row."""
+    """Appends records to one chain, with group commit.
+
+    Appends of one chain are serialised by the lock on its head row; holding it for a few round trips per
+    call would queue every audited RPC behind the others. So calls hand their record to one writer task that
+    appends whatever has accumulated in a single transaction (lock the head, chain the hashes, insert the
+    batch, move the head), and each call still awaits the commit of its own record before it answers: a call
+    whose audit record cannot be written fails (fail closed), and no answer leaves before its record is
+    durable.
+    """
+
+    MAX_BATCH = 512
 
     def __init__(self, pool: asyncpg.Pool, chain: str) -> None:
         self._pool = pool
         self.chain = chain
+        self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]]] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def append(self, record: AuditRecord) -> int:
+        """Append one record; returns its sequence number once it is committed."""
+        if self._queue is None or self._writer is None or self._writer.done():
+            self._queue = asyncio.Queue()
+            self._writer = asyncio.create_task(self._write_batches(self._queue), name=f"audit-{self.chain}")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put((record, done))
+        return await done
+
+    async def close(self) -> None:
+        """Stop the writer once what is queued is written."""
+        if self._writer is not None and self._queue is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        self._writer = None
+
+    async def _write_batches(self, queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]]]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                first_seq = await self._write(batch)
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for offset, (_, done) in enumerate(batch):
+                    if not done.done():
+                        done.set_result(first_seq + offset)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def _write(self, batch: Sequence[tuple[AuditRecord, asyncio.Future[int]]]) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_APPEND_HEAD, self.chain, GENESIS)
             head = await conn.fetchrow(_LOCK_HEAD, self.chain)
             assert head is not None
-            seq = int(head["seq"]) + 1
+            first_seq = int(head["seq"]) + 1
             prev = bytes(head["hash"])
-            digest = chain_hash(prev, record, self.chain, seq)
-            await conn.execute(
-                _INSERT_EVENT,
-                self.chain,
-                seq,
-                record.recorded_at,
-                record.practitioner,
-                record.establishment,
-                list(record.roles),
-                record.action,
-                record.method,
-                record.resource,
-                record.patient,
-                record.outcome,
-                record.outcome_reason,
-                record.trace_id,
-                prev,
-                digest,
-            )
-            await conn.execute(_MOVE_HEAD, self.chain, seq, digest)
-            return seq
+            rows = []
+            for offset, (record, _) in enumerate(batch):
+                seq = first_seq + offset
+                digest = chain_hash(prev, record, self.chain, seq)
+                rows.append(
+                    (
+                        self.chain,
+                        seq,
+                        record.recorded_at,
+                        record.practitioner,
+                        record.establishment,
+                        list(record.roles),
+                        record.action,
+                        record.method,
+                        record.resource,
+                        record.patient,
+                        record.outcome,
+                        record.outcome_reason,
+                        record.trace_id,
+                        prev,
+                        digest,
+                    )
+                )
+                prev = digest
+            await conn.executemany(_INSERT_EVENT, rows)
+            await conn.execute(_MOVE_HEAD, self.chain, first_seq + len(batch) - 1, prev)
+            return first_seq
 
 
 @dataclass

@@ -11,6 +11,10 @@ from services.kit.settings import KitSettings
 log = logging.getLogger(__name__)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to undo (see open_pool)."""
+
+
 async def open_pool(settings: KitSettings) -> asyncpg.Pool:
     """Open the process's pool; fails fast (and clearly) when the database is unreachable."""
     pool = await asyncpg.create_pool(
@@ -20,6 +24,10 @@ async def open_pool(settings: KitSettings) -> asyncpg.Pool:
         # Every instant is stored as UTC timestamptz; sessions speak UTC so SQL date arithmetic agrees.
         server_settings={"timezone": "UTC", "application_name": f"parcours-{settings.component}"},
         command_timeout=30,
+        # asyncpg's default reset (RESET ALL, UNLISTEN, advisory unlock...) costs a round trip per release.
+        # Our code keeps no session state (SET LOCAL and transaction-scoped advisory locks only); an open
+        # transaction is still rolled back by the pool before this hook runs.
+        reset=_keep_session,
     )
     assert pool is not None
     log.info("database pool open (min=%s max=%s)", settings.db_pool_min_size, settings.db_pool_max_size)

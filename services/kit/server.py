@@ -46,6 +46,7 @@ class KitServer:
     services: list[str]
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    audit_log: AuditLog | None = None
     _started: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
@@ -66,6 +67,8 @@ class KitServer:
         if self.health_server is not None:
             await self.health_server.stop(grace)
         await self.server.stop(grace)
+        if self.audit_log is not None:
+            await self.audit_log.close()
 
 
 def _read(path: object) -> bytes:
@@ -119,10 +122,8 @@ async def build_server(
     """Build (not start) the server with every service, health and reflection, bound to its port."""
     names = [s.name for s in services]
     require_policies(names)
-    interceptors = [
-        aio_server_interceptor(),
-        *kit_interceptors(build_authenticator(settings), AuditLog(pool, settings.component)),
-    ]
+    audit_log = AuditLog(pool, settings.component)
+    interceptors = [aio_server_interceptor(), *kit_interceptors(build_authenticator(settings), audit_log)]
     server = grpc.aio.server(interceptors=interceptors)
     for binding in services:
         binding.add(server)
@@ -135,7 +136,7 @@ async def build_server(
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, server_credentials(settings))
-    kit = KitServer(server=server, port=port, health=health_servicer, services=names)
+    kit = KitServer(server=server, port=port, health=health_servicer, services=names, audit_log=audit_log)
     if settings.health_port is not None:
         # Kubelet's native gRPC probes speak plaintext: a health-only listener, no data behind it.
         kit.health_server = grpc.aio.server()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -174,3 +175,24 @@ async def test_the_audit_of_a_patient_exports_as_fhir_audit_events(
     assert {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": f"8{GP_LOIRE}"} in identifiers
     assert {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": LOIRE} in identifiers
     assert event["entity"][0]["what"]["reference"] == f"Patient/{DEMO_PATIENTS[1].patient_id}"
+
+
+async def test_concurrent_appends_form_one_unbroken_chain(seeded_pool: asyncpg.Pool) -> None:
+    log = AuditLog(seeded_pool, "group-commit-probe")
+    try:
+        seqs = await asyncio.gather(*(log.append(record(n)) for n in range(200)))
+    finally:
+        await log.close()
+    # Every call got its own committed row; batches chained one after another.
+    assert sorted(seqs) == list(range(1, 201))
+    chain = next(c for c in (await verify(seeded_pool)).chains if c.chain == "group-commit-probe")
+    assert chain.intact and chain.rows == 200
+
+
+async def test_a_call_whose_record_cannot_be_written_is_told_so(database_url: str) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    log = AuditLog(pool, "closed-pool-probe")
+    await pool.close()
+    with pytest.raises(asyncpg.InterfaceError):
+        await log.append(record(1))
+    await log.close()

@@ -299,3 +299,28 @@ def test_bearer_token_header() -> None:
     with pytest.raises(Unauthenticated) as malformed:
         bearer_token("Basic dXNlcjpwYXNz")
     assert malformed.value.reason == Reason.MALFORMED
+
+
+def test_a_remembered_token_still_expires(tmp_path: Path) -> None:
+    """Verified tokens are remembered; a remembered token is refused once its expiry has passed."""
+    pki = ensure_dev_pki(tmp_path, components=(), establishments=())
+    token = mint_token(
+        signing_key_file=pki.signing_key_file,
+        kid=pki.signing_kid,
+        issuer="iss",
+        audience="aud",
+        subject="810000000101",
+        profession="PROFESSION_PHYSICIAN",
+        specialty=None,
+        ttl=timedelta(minutes=5),
+    )
+    now = [datetime.now(UTC)]
+    verifier = TokenVerifier(
+        jwks_file=pki.jwks_file, issuer="iss", audience="aud", leeway_seconds=0, clock=lambda: now[0]
+    )
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # remembered: no second signature check
+    now[0] += timedelta(minutes=6)
+    with pytest.raises(Unauthenticated) as refused:
+        verifier.verify(token)
+    assert refused.value.reason == "TOKEN_EXPIRED"

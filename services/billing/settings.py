@@ -1,0 +1,22 @@
+"""Settings of the billing service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from services.kit.settings import KitSettings
+
+DEFAULT_PORT = 50054
+
+
+class BillingSettings(KitSettings):
+    component: str = "billing"
+    grpc_port: int = Field(
+        default=DEFAULT_PORT,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("PARCOURS_BILLING_GRPC_PORT", "PARCOURS_GRPC_PORT"),
+    )
+    # How long the catalog read from the database is reused before it is read again (a new version loaded by a
+    # migration is picked up within this delay, without a restart).
+    catalog_refresh_seconds: float = Field(default=60.0, ge=0)

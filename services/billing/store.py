@@ -1,0 +1,457 @@
+"""The billing service's SQL: the catalog, the ledger, the quota counters (schema `billing`).
+
+Keys in, resources out: methods take ids (act id, charge UUID, RPPS, FINESS, patient UUID) and return
+`parcours.billing.v1` messages with their resource names built (`charges/{uuid}`, `patients/{uuid}`), or the
+in-memory `Catalog`. Money is integer cents in the database and `google.type.Money` out.
+
+Transactions. Methods that write take `tx`, a connection inside a transaction opened by
+`async with store.transaction() as tx:`; reads take an optional `tx`. Constraint violations become domain
+errors with a stable reason chosen by constraint name, never the driver's message (it may quote a key).
+
+Recording an act (the servicer's sequence, in one transaction):
+
+    await store.lock_act(tx, act_id)                # concurrent recordings of one act queue here
+    recorded = await store.get_act(act_id, tx=tx)   # a retry, or the loser of a race: replay the first
+    slot = await store.take_quota_slot(tx, key, max)  # per quota line, keys in sorted order (no deadlock)
+    await store.insert_act(tx, ...); await store.insert_charges(tx, ...)
+
+The ledger tables refuse UPDATE and DELETE (trigger); a reversal is a new line. Quota counters are a
+projection that a reversal decrements; they are updated with row locks, never read-then-written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+from parcours.billing.v1 import billing_pb2
+
+from services.billing import catalog as catalog_module
+from services.billing.catalog import Catalog
+from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition
+
+# First key of the billing service's two-key advisory locks (ASCII "bil").
+_ADVISORY_LOCK_CLASS = 0x0062696C
+
+# --- Queries ------------------------------------------------------------------------------------------------
+
+GET_CURRENT_VERSION = """
+SELECT v.catalog, v.version, v.sha256, v.loaded_at FROM billing.catalogs c
+JOIN billing.catalog_versions v ON v.catalog = c.catalog AND v.version = c.current_version
+WHERE c.catalog = $1
+"""
+GET_ENTRIES = """
+SELECT * FROM billing.catalog_entries WHERE catalog = $1 AND version = $2 ORDER BY position
+"""
+GET_PARAMETERS = """
+SELECT * FROM billing.catalog_parameters WHERE catalog = $1 AND version = $2 ORDER BY name, effective_from
+"""
+
+GET_QUOTA_USED = "SELECT counter_key, used FROM billing.quota_counters WHERE counter_key = ANY($1::text[])"
+# Takes a slot or returns no row when the quota is full; the row lock makes concurrent takers queue, and the
+# WHERE is evaluated on the row as the previous taker left it.
+TAKE_QUOTA_SLOT = """
+INSERT INTO billing.quota_counters AS q (counter_key, used) VALUES ($1, 1)
+ON CONFLICT (counter_key) DO UPDATE SET used = q.used + 1, update_time = now() WHERE q.used < $2
+RETURNING used
+"""
+RELEASE_QUOTA_SLOT = """
+UPDATE billing.quota_counters SET used = used - 1, update_time = now() WHERE counter_key = $1 AND used > 0
+"""
+# Téléconsultations counted by the remote cap, net of reversals.
+COUNT_REMOTE = """
+SELECT coalesce(sum(CASE kind WHEN 'KIND_CHARGE' THEN 1 ELSE -1 END), 0)::integer
+FROM billing.charges
+WHERE practitioner_rpps = $1 AND counts_toward_remote_cap AND act_date BETWEEN $2 AND $3
+"""
+
+LOCK = "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::text))"
+GET_ACT = "SELECT act_id, digest, quote, patient_id, establishment FROM billing.acts WHERE act_id = $1"
+INSERT_ACT = """
+INSERT INTO billing.acts (act_id, request_id, digest, patient_id, establishment, act_type, act_time, act_date,
+    quote, recorded_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+INSERT_CHARGE = """
+INSERT INTO billing.charges (charge_id, kind, act_id, line, code, label, biller_role, practitioner_rpps,
+    exploitant, establishment, patient_id, act_type, act_time, act_date, amount_cents, extra_fee_cents,
+    reimbursement_rate_bp, reimbursement_cents, participation_cents, overseas, catalog_entry, catalog_version,
+    unconfirmed, quota_key, quota_slot, counts_toward_remote_cap, reverses, reversal_reason, reversal_note,
+    request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+    $23, $24, $25, $26, $27, $28, $29, $30)
+RETURNING *, NULL::uuid AS reversed_by, NULL::text AS reversed_reason, NULL::text AS reversed_note
+"""
+# A line with what reversed it (for a charge) — `r` is the reversal line of `c`, if any.
+_CHARGE_COLUMNS = """
+c.*, r.charge_id AS reversed_by, r.reversal_reason AS reversed_reason, r.reversal_note AS reversed_note
+FROM billing.charges c LEFT JOIN billing.charges r ON r.reverses = c.charge_id
+"""
+GET_CHARGE = f"SELECT {_CHARGE_COLUMNS} WHERE c.charge_id = $1"
+GET_REVERSAL_BY_REQUEST = f"SELECT {_CHARGE_COLUMNS} WHERE c.request_id = $1"
+CHARGES_OF_ACT = f"SELECT {_CHARGE_COLUMNS} WHERE c.act_id = $1 ORDER BY c.seq"
+# Optional filters are `($n IS NULL OR ...)` so that one static statement serves every combination.
+LIST_CHARGES = f"""
+SELECT {_CHARGE_COLUMNS}
+WHERE c.act_date BETWEEN $1 AND $2
+  AND ($3::text IS NULL OR c.practitioner_rpps = $3)
+  AND ($4::text IS NULL OR c.establishment = $4)
+  AND ($5::uuid IS NULL OR c.patient_id = $5)
+  AND ($6::timestamptz IS NULL OR (c.act_time, c.seq) > ($6, $7::bigint))
+ORDER BY c.act_time, c.seq
+LIMIT $8
+"""
+
+
+_CONSTRAINT_ERRORS: dict[str, Callable[[], DomainError]] = {
+    "acts_request_id_key": lambda: AlreadyExists(
+        "REQUEST_ID_REUSED", "this request_id was already used for another act; use a new one"
+    ),
+    "charges_request_id_key": lambda: AlreadyExists(
+        "REQUEST_ID_REUSED", "this request_id was already used for another reversal; use a new one"
+    ),
+    "charges_reverses_key": lambda: FailedPrecondition(
+        "CHARGE_ALREADY_REVERSED", "the charge was already reversed"
+    ),
+    "charges_line_key": lambda: FailedPrecondition(
+        "CHARGE_ALREADY_REVERSED", "the charge was already reversed"
+    ),
+}
+
+
+# --- Rows to resources --------------------------------------------------------------------------------------
+
+
+def money(cents: int, target: object) -> None:
+    """Write integer cents (EUR) into a google.type.Money field: units and nanos carry the same sign."""
+    sign = -1 if cents < 0 else 1
+    whole, rest = divmod(abs(cents), 100)
+    target.currency_code = "EUR"  # type: ignore[attr-defined]
+    target.units = sign * whole  # type: ignore[attr-defined]
+    target.nanos = sign * rest * 10_000_000  # type: ignore[attr-defined]
+
+
+def set_date(day: date, target: object) -> None:
+    """Write a date into a google.type.Date field (that module ships no type information)."""
+    target.year = day.year  # type: ignore[attr-defined]
+    target.month = day.month  # type: ignore[attr-defined]
+    target.day = day.day  # type: ignore[attr-defined]
+
+
+def timestamp(instant: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(instant)
+    return ts
+
+
+def charge_from_row(row: asyncpg.Record) -> billing_pb2.Charge:
+    charge = billing_pb2.Charge(
+        name=f"charges/{row['charge_id']}",
+        kind=billing_pb2.Charge.Kind.Value(row["kind"]),
+        act_id=row["act_id"],
+        line=row["line"],
+        code=row["code"],
+        label=row["label"],
+        biller_role=billing_pb2.BillerRole.Value(row["biller_role"]),
+        practitioner=f"practitioners/{row['practitioner_rpps']}" if row["practitioner_rpps"] else "",
+        exploitant=row["exploitant"] or "",
+        establishment=f"establishments/{row['establishment']}",
+        patient=f"patients/{row['patient_id']}",
+        act_type=billing_pb2.ActType.Value(row["act_type"]),
+        act_time=timestamp(row["act_time"]),
+        reimbursement_rate_bp=row["reimbursement_rate_bp"],
+        overseas=row["overseas"],
+        catalog_entry=row["catalog_entry"],
+        catalog_version=row["catalog_version"],
+        unconfirmed=row["unconfirmed"],
+        quota_slot=row["quota_slot"] or 0,
+        counts_toward_remote_cap=row["counts_toward_remote_cap"],
+        create_time=timestamp(row["create_time"]),
+    )
+    set_date(row["act_date"], charge.act_date)
+    money(row["amount_cents"], charge.amount)
+    money(row["extra_fee_cents"], charge.extra_fee)
+    money(row["reimbursement_cents"], charge.reimbursement)
+    money(row["participation_cents"], charge.participation)
+    if row["kind"] == "KIND_REVERSAL":
+        charge.reverses = f"charges/{row['reverses']}"
+        charge.reversal_reason = billing_pb2.ReversalReason.Value(row["reversal_reason"])
+        charge.reversal_note = row["reversal_note"] or ""
+    elif row["reversed_by"] is not None:
+        charge.reversed_by = f"charges/{row['reversed_by']}"
+        charge.reversal_reason = billing_pb2.ReversalReason.Value(row["reversed_reason"])
+        charge.reversal_note = row["reversed_note"] or ""
+    return charge
+
+
+# --- Inputs -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChargeRow:
+    """A ledger line to insert (a charge, or a reversal when `reverses` is set)."""
+
+    kind: str
+    act_id: str
+    line: int
+    code: str
+    label: str
+    biller_role: str
+    practitioner_rpps: str | None
+    exploitant: str | None
+    establishment: str  # FINESS
+    patient_id: uuid.UUID
+    act_type: str
+    act_time: datetime
+    act_date: date
+    amount_cents: int
+    extra_fee_cents: int
+    reimbursement_rate_bp: int
+    reimbursement_cents: int
+    participation_cents: int
+    overseas: bool
+    catalog_entry: str
+    catalog_version: str
+    unconfirmed: bool
+    quota_key: str | None
+    quota_slot: int | None
+    counts_toward_remote_cap: bool
+    reverses: uuid.UUID | None = None
+    reversal_reason: str | None = None
+    reversal_note: str | None = None
+    request_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class RecordedAct:
+    act_id: str
+    digest: bytes
+    quote: bytes
+    patient_id: uuid.UUID
+    establishment: str
+
+
+@dataclass(frozen=True)
+class StoredCharge:
+    """A ledger line as the servicer needs it to authorise and reverse it."""
+
+    charge: billing_pb2.Charge
+    row: asyncpg.Record
+
+
+@dataclass(frozen=True)
+class ChargeFilter:
+    start: date
+    end: date
+    practitioner_rpps: str | None = None
+    establishment: str | None = None  # FINESS
+    patient_id: uuid.UUID | None = None
+
+
+# --- The store ----------------------------------------------------------------------------------------------
+
+
+class BillingStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in a transaction, committed on exit; constraint violations become domain errors."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            error = _CONSTRAINT_ERRORS.get(exc.constraint_name or "")
+            if error is None:
+                raise
+            raise error() from None
+
+    @asynccontextmanager
+    async def _read(self, tx: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
+        if tx is not None:
+            yield tx
+            return
+        async with self._pool.acquire() as conn:
+            yield conn
+
+    # --- catalog ---
+
+    async def load_catalog(self, name: str = catalog_module.CATALOG) -> Catalog | None:
+        """The current version of a catalog, or None when none was loaded (migrations not applied)."""
+        async with self._pool.acquire() as conn:
+            version = await conn.fetchrow(GET_CURRENT_VERSION, name)
+            if version is None:
+                return None
+            entries = await conn.fetch(GET_ENTRIES, name, version["version"])
+            parameters = await conn.fetch(GET_PARAMETERS, name, version["version"])
+        return catalog_module.from_rows(version, entries, parameters)
+
+    # --- facts ---
+
+    async def quota_used(
+        self, keys: Sequence[str], *, tx: asyncpg.Connection | None = None
+    ) -> dict[str, int]:
+        if not keys:
+            return {}
+        async with self._read(tx) as conn:
+            rows = await conn.fetch(GET_QUOTA_USED, list(keys))
+        return {row["counter_key"]: row["used"] for row in rows}
+
+    async def remote_recorded(self, rpps: str, year: int, *, tx: asyncpg.Connection | None = None) -> int:
+        async with self._read(tx) as conn:
+            count = await conn.fetchval(COUNT_REMOTE, rpps, date(year, 1, 1), date(year, 12, 31))
+        return int(count)
+
+    # --- recording ---
+
+    async def lock(self, tx: asyncpg.Connection, key: str) -> None:
+        """Serialise, until the end of the transaction, every transaction locking the same key."""
+        await tx.execute(LOCK, _ADVISORY_LOCK_CLASS, key)
+
+    async def get_act(self, act_id: str, *, tx: asyncpg.Connection | None = None) -> RecordedAct | None:
+        async with self._read(tx) as conn:
+            row = await conn.fetchrow(GET_ACT, act_id)
+        if row is None:
+            return None
+        return RecordedAct(
+            act_id=row["act_id"],
+            digest=bytes(row["digest"]),
+            quote=bytes(row["quote"]),
+            patient_id=row["patient_id"],
+            establishment=row["establishment"],
+        )
+
+    async def take_quota_slot(self, tx: asyncpg.Connection, key: str, maximum: int) -> int | None:
+        """The slot taken (1-based), or None when the quota is full."""
+        used = await tx.fetchval(TAKE_QUOTA_SLOT, key, maximum)
+        return None if used is None else int(used)
+
+    async def release_quota_slot(self, tx: asyncpg.Connection, key: str) -> None:
+        await tx.execute(RELEASE_QUOTA_SLOT, key)
+
+    async def insert_act(
+        self,
+        tx: asyncpg.Connection,
+        *,
+        act_id: str,
+        request_id: uuid.UUID,
+        digest: bytes,
+        patient_id: uuid.UUID,
+        establishment: str,
+        act_type: str,
+        act_time: datetime,
+        act_date: date,
+        quote: bytes,
+        recorded_by: str,
+    ) -> None:
+        await tx.execute(
+            INSERT_ACT,
+            act_id,
+            request_id,
+            digest,
+            patient_id,
+            establishment,
+            act_type,
+            act_time,
+            act_date,
+            quote,
+            recorded_by,
+        )
+
+    async def insert_charges(
+        self, tx: asyncpg.Connection, rows: Sequence[ChargeRow]
+    ) -> list[billing_pb2.Charge]:
+        """Write ledger lines (an act has one to a few: one statement each, returning the line written)."""
+        written = []
+        for r in rows:
+            row = await tx.fetchrow(
+                INSERT_CHARGE,
+                uuid.uuid4(),
+                r.kind,
+                r.act_id,
+                r.line,
+                r.code,
+                r.label,
+                r.biller_role,
+                r.practitioner_rpps,
+                r.exploitant,
+                r.establishment,
+                r.patient_id,
+                r.act_type,
+                r.act_time,
+                r.act_date,
+                r.amount_cents,
+                r.extra_fee_cents,
+                r.reimbursement_rate_bp,
+                r.reimbursement_cents,
+                r.participation_cents,
+                r.overseas,
+                r.catalog_entry,
+                r.catalog_version,
+                r.unconfirmed,
+                r.quota_key,
+                r.quota_slot,
+                r.counts_toward_remote_cap,
+                r.reverses,
+                r.reversal_reason,
+                r.reversal_note,
+                r.request_id,
+            )
+            written.append(charge_from_row(row))
+        return written
+
+    # --- reading the ledger ---
+
+    async def charges_of_act(
+        self, act_id: str, *, tx: asyncpg.Connection | None = None
+    ) -> list[billing_pb2.Charge]:
+        async with self._read(tx) as conn:
+            rows = await conn.fetch(CHARGES_OF_ACT, act_id)
+        return [charge_from_row(row) for row in rows if row["kind"] == "KIND_CHARGE"]
+
+    async def get_charge(
+        self, charge_id: uuid.UUID, *, tx: asyncpg.Connection | None = None
+    ) -> StoredCharge | None:
+        async with self._read(tx) as conn:
+            row = await conn.fetchrow(GET_CHARGE, charge_id)
+        return None if row is None else StoredCharge(charge_from_row(row), row)
+
+    async def reversal_by_request(
+        self, request_id: uuid.UUID, *, tx: asyncpg.Connection | None = None
+    ) -> StoredCharge | None:
+        async with self._read(tx) as conn:
+            row = await conn.fetchrow(GET_REVERSAL_BY_REQUEST, request_id)
+        return None if row is None else StoredCharge(charge_from_row(row), row)
+
+    async def list_charges(
+        self, where: ChargeFilter, page_size: int, after: tuple[datetime, int] | None = None
+    ) -> tuple[list[billing_pb2.Charge], tuple[datetime, int] | None]:
+        """A page of lines by act time then recording order, and the key to continue after (or None)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                LIST_CHARGES,
+                where.start,
+                where.end,
+                where.practitioner_rpps,
+                where.establishment,
+                where.patient_id,
+                after[0] if after else None,
+                after[1] if after else None,
+                page_size + 1,
+            )
+        next_key = None
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            next_key = (rows[-1]["act_time"], int(rows[-1]["seq"]))
+        return [charge_from_row(row) for row in rows], next_key
+
+    async def export_charges(self, where: ChargeFilter, limit: int) -> list[billing_pb2.Charge]:
+        """Every line of the filter, up to `limit` + 1 (the caller refuses a larger export)."""
+        charges, _ = await self.list_charges(where, limit + 1)
+        return charges

@@ -1,0 +1,48 @@
+"""Benchmarks: `make bench` (python -m tests.bench) runs every `bench_*.py` module of this folder.
+
+A benchmark module defines `async def main(env: BenchEnv) -> None`: it prints a table of its figures and
+writes them with `env.write_results(name, figures)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.kit.pki import DevPki
+from tests.support import repo_root
+
+RESULTS_DIR = repo_root() / "build" / "bench"
+
+
+@dataclass(frozen=True)
+class BenchEnv:
+    """What a benchmark gets: its own database, Temporal, PKI and a scratch folder."""
+
+    pki: DevPki
+    database_url: str
+    temporal_address: str
+    work_dir: Path
+    results_dir: Path
+
+    def write_results(self, name: str, results: dict[str, Any]) -> Path:
+        """Write a benchmark's figures, with when and where they were measured, to build/bench/<name>.json."""
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        document = {
+            "benchmark": name,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            **results,
+        }
+        path = self.results_dir / f"{name}.json"
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        return path

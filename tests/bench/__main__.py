@@ -1,0 +1,73 @@
+"""`make bench` = `python -m tests.bench [name ...]`: run the benchmarks against their own components.
+
+Starts a PostgreSQL (temporary data folder, free port, durability traded for speed exactly as in the test
+suite) and a Temporal dev server, creates a development PKI, applies every migration, then runs the
+`async def main(env)` of each `tests/bench/bench_*.py` module (or only those named on the command line).
+Each module prints a table and writes its figures with `env.write_results(...)` to build/bench/<name>.json.
+Nothing of `make run` is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.devstack import free_port
+from services.devstack.postgres import start_postgres
+from services.devstack.temporal import start_temporal
+from services.kit.migrate import apply_all
+from services.kit.pki import ensure_dev_pki
+from tests.bench import RESULTS_DIR, BenchEnv
+from tests.support import COMPONENTS, TEST_ESTABLISHMENTS
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def discover(names: Sequence[str]) -> list[str]:
+    found = sorted(p.stem.removeprefix("bench_") for p in BENCH_DIR.glob("bench_*.py"))
+    unknown = set(names) - set(found)
+    if unknown:
+        raise SystemExit(f"no such benchmark: {', '.join(sorted(unknown))} (known: {', '.join(found)})")
+    return [n for n in found if not names or n in names]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the Parcours benchmarks.")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    args = parser.parse_args(argv)
+    names = discover(args.names)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="parcours-bench-") as scratch:
+        work = Path(scratch)
+        print("bench: starting PostgreSQL and Temporal, creating a development PKI ...", flush=True)
+        pki = ensure_dev_pki(work / "pki", components=COMPONENTS, establishments=TEST_ESTABLISHMENTS)
+        postgres = start_postgres(work / "pg" / "data", port=free_port(), fast=True)
+        try:
+            temporal = start_temporal(None, port=free_port(), ui_port=None, headless=True)
+            try:
+                apply_all(postgres.url)
+                env = BenchEnv(
+                    pki=pki,
+                    database_url=postgres.url,
+                    temporal_address=temporal.address,
+                    work_dir=work,
+                    results_dir=RESULTS_DIR,
+                )
+                for name in names:
+                    module = importlib.import_module(f"tests.bench.bench_{name}")
+                    asyncio.run(module.main(env))
+            finally:
+                temporal.stop()
+        finally:
+            postgres.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,701 @@
+"""QuoteAct over real gRPC, as a table of cases drawn from the domain reference (§3 facts, §7 rules).
+
+Each case names the rule it exercises (`§7.n` of french-telemedicine.md, or the ARCHITECTURE section), the act
+as a hospital system describes it, and what a billing clerk would read in the answer: the codes and amounts
+billable, the refusals and warnings (stable reasons), and where it matters the reimbursement. A case with
+`prior` first records the same act at those instants for the same patient (quotas count real ledger lines).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pytest
+from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
+from parcours.type.v1 import practice_pb2 as p
+
+from tests.billing.builders import (
+    CARDIO_OPERATOR,
+    DENTIST,
+    GP_CAP,
+    GP_PACA,
+    GP_PACA_NO_CONTRACT,
+    GP_REUNION,
+    GP_S2,
+    GYNECO,
+    MIDWIFE,
+    NON_CONVENTIONED,
+    NURSE,
+    PEDIATRICIAN,
+    PHARMACIST,
+    PHYSIO,
+    PSY,
+    act,
+    cents,
+    gp,
+    md,
+    new_patient,
+    paris,
+    pro,
+    teleconsultation,
+    teleexpertise,
+    utc,
+)
+from tests.support import request_id
+
+T = billing_pb2
+C = billing_pb2.Circumstances
+ORIENTED = C(oriented_by_treating_physician=True)
+NOT_ORIENTED = C()
+SPRING_2025 = paris("2025-03-10 10:00")
+PSYCHIATRIST = md(PSY, p.SPECIALTY_PSYCHIATRY)
+DERMATOLOGIST = md("10000002001", p.SPECIALTY_DERMATOLOGY)
+NURSE_PRO = pro(NURSE, p.PROFESSION_NURSE)
+OPERATOR = md(CARDIO_OPERATOR, p.SPECIALTY_CARDIOLOGY)
+UNDECLARED_OPERATOR = md("10000001801", p.SPECIALTY_CARDIOLOGY)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    rule: str
+    act: billing_pb2.Act
+    lines: dict[str, int]
+    refusals: frozenset[str] = frozenset()
+    warnings: frozenset[str] = frozenset()
+    reimbursement: dict[str, int] = field(default_factory=dict)
+    unconfirmed: bool | None = None
+    prior: tuple[datetime, ...] = ()
+
+
+def case(
+    id: str,
+    rule: str,
+    act: billing_pb2.Act,
+    lines: dict[str, int],
+    *,
+    refusals: tuple[str, ...] = (),
+    warnings: tuple[str, ...] = (),
+    reimbursement: dict[str, int] | None = None,
+    unconfirmed: bool | None = None,
+    prior: tuple[datetime, ...] = (),
+) -> Case:
+    return Case(
+        id,
+        rule,
+        act,
+        lines,
+        frozenset(refusals),
+        frozenset(warnings),
+        reimbursement or {},
+        unconfirmed,
+        prior,
+    )
+
+
+def tlc(when: datetime = SPRING_2025, circumstances: C = ORIENTED, **kw: object) -> billing_pb2.Act:
+    return teleconsultation(when, circumstances=circumstances, **kw)  # type: ignore[arg-type]
+
+
+def ts(level: int = 0, technical: int = 0, listed: bool = True) -> billing_pb2.Telesurveillance:
+    return billing_pb2.Telesurveillance(
+        operator_level=level, technical_forfait=technical, device_listed=listed, exploitant="512345678"
+    )
+
+
+def leave(days: int, ongoing: int = 0, justified: bool = False) -> billing_pb2.SickLeave:
+    return billing_pb2.SickLeave(days=days, ongoing_days=ongoing, in_person_impossible_justified=justified)
+
+
+CASES = [
+    # --- §7.1 acts: téléconseil is never billed; téléassistance and régulation have no code ---
+    case(
+        "teleconseil-never-billed",
+        "§7.1",
+        act(T.ACT_TYPE_TELECONSEIL, SPRING_2025, gp()),
+        {},
+        refusals=("NOT_A_BILLABLE_ACT",),
+    ),
+    case(
+        "teleassistance-no-code",
+        "§3.7",
+        act(T.ACT_TYPE_TELEASSISTANCE, SPRING_2025, gp()),
+        {},
+        refusals=("NO_CATALOG_ENTRY",),
+    ),
+    case(
+        "regulation-no-code",
+        "§3.7",
+        act(T.ACT_TYPE_REGULATION, SPRING_2025, gp()),
+        {},
+        refusals=("NO_CATALOG_ENTRY",),
+    ),
+    # --- §7.2 who may perform ---
+    case("tlc-by-a-nurse", "§7.2", tlc(performer=NURSE_PRO), {}, refusals=("MEDICAL_PROFESSIONAL_REQUIRED",)),
+    case(
+        "tle-requis-not-medical",
+        "§7.2",
+        teleexpertise(SPRING_2025, expert=NURSE_PRO),
+        {},
+        refusals=("MEDICAL_PROFESSIONAL_REQUIRED",),
+    ),
+    case(
+        "telesoin-by-a-physician",
+        "§7.2",
+        act(T.ACT_TYPE_TELESOIN, SPRING_2025, gp()),
+        {},
+        refusals=("TELESOIN_PROFESSIONAL_REQUIRED",),
+    ),
+    # --- §7.14 dated tariffs, the 2025/2026 TE2 boundary, DROM variants ---
+    case(
+        "te2-2025-12-31",
+        "§7.14",
+        teleexpertise(paris("2025-12-31 12:00")),
+        {"TE2": 2000, "RQD": 1000},
+        reimbursement={"TE2": 2000, "RQD": 1000},
+    ),
+    case(
+        "te2-last-second-of-2025-paris",
+        "§7.14",
+        teleexpertise(utc("2025-12-31 22:59:59")),
+        {"TE2": 2000, "RQD": 1000},
+    ),
+    case(
+        "te2-2026-01-01-paris-while-utc-2025",
+        "§7.14",
+        teleexpertise(utc("2025-12-31 23:30")),
+        {"TE2": 2300, "RQD": 1000},
+    ),
+    case(
+        "te2-drom-2025",
+        "§7.14",
+        teleexpertise(
+            paris("2025-06-02 09:00"), md("10000004201", p.SPECIALTY_NEPHROLOGY), gp(GP_REUNION), region="04"
+        ),
+        {"TE2": 2400, "RQD": 1200},
+    ),
+    case(
+        "te2-drom-2026",
+        "§7.14",
+        teleexpertise(
+            paris("2026-01-01 09:00"), md("10000004201", p.SPECIALTY_NEPHROLOGY), gp(GP_REUNION), region="04"
+        ),
+        {"TE2": 2760, "RQD": 1200},
+    ),
+    case(
+        "te2-before-avenant-9-single-level",
+        "§7.14",
+        teleexpertise(paris("2022-03-15 10:00")),
+        {},
+        refusals=("NO_TARIFF_AT_DATE",),
+    ),
+    case("tcg-gp-sector-1", "§7.14", tlc(), {"TCG": 2500}, reimbursement={"TCG": 1550}, unconfirmed=False),
+    case(
+        "tcg-100-percent-in-2021",
+        "§7.20",
+        tlc(paris("2021-02-01 10:00")),
+        {"TCG": 2500},
+        reimbursement={"TCG": 2400},
+        unconfirmed=True,
+    ),
+    case(
+        "tcg-overseas-no-drom-tariff",
+        "§7.14",
+        tlc(performer=gp(GP_REUNION), region="04"),
+        {"TCG": 2500},
+        warnings=("UNCONFIRMED_VALUE",),
+        unconfirmed=True,
+    ),
+    case(
+        "tcg-opposable-no-depassement",
+        "§3.2",
+        tlc(extra_fee_cents=1000),
+        {"TCG": 2500},
+        refusals=("DEPASSEMENT_NOT_ALLOWED",),
+    ),
+    case(
+        "tc-sector-2-with-depassement",
+        "§3.2",
+        tlc(performer=gp(GP_S2, p.CONVENTION_SECTOR_2), extra_fee_cents=1000),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        unconfirmed=True,
+    ),
+    # --- §7.15 who may bill ---
+    case(
+        "te2-by-a-midwife",
+        "§7.15",
+        teleexpertise(paris("2026-02-02 10:00"), expert=pro(MIDWIFE, p.PROFESSION_MIDWIFE)),
+        {"TE2": 2300, "RQD": 1000},
+    ),
+    case(
+        "te2-by-a-dentist-outside-care-homes",
+        "§7.15",
+        teleexpertise(SPRING_2025, expert=pro(DENTIST, p.PROFESSION_DENTIST)),
+        {"RQD": 1000},
+        refusals=("NOT_BILLABLE_BY_PROFESSION",),
+    ),
+    case(
+        "te2-by-a-dentist-for-a-care-home-resident",
+        "§7.15",
+        teleexpertise(
+            SPRING_2025, expert=pro(DENTIST, p.PROFESSION_DENTIST), circumstances=C(care_home_resident=True)
+        ),
+        {"TE2": 2000, "RQD": 1000},
+        warnings=("UNCONFIRMED_VALUE",),
+        unconfirmed=True,
+    ),
+    case(
+        "rqd-not-by-a-pharmacist",
+        "§7.15",
+        teleexpertise(SPRING_2025, requester=pro(PHARMACIST, p.PROFESSION_PHARMACIST)),
+        {"TE2": 2000},
+        refusals=("NOT_BILLABLE_BY_PROFESSION",),
+    ),
+    case(
+        "rqd-by-a-nurse", "§7.15", teleexpertise(SPRING_2025, requester=NURSE_PRO), {"TE2": 2000, "RQD": 1000}
+    ),
+    case(
+        "tlc-non-conventioned",
+        "§7.15",
+        tlc(performer=gp(NON_CONVENTIONED, p.CONVENTION_SECTOR_NON_CONVENTIONED)),
+        {},
+        refusals=("NOT_BILLABLE_BY_SECTOR",),
+    ),
+    # --- §7.10 parcours de soins and each of its exceptions ---
+    case(
+        "outside-parcours-not-reimbursed",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED),
+        {"TCG": 2500},
+        warnings=("OUTSIDE_PARCOURS",),
+        reimbursement={"TCG": 0},
+    ),
+    case(
+        "teleconsultant-is-the-mt",
+        "§7.10",
+        tlc(circumstances=C(performer_is_treating_physician=True)),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+    ),
+    case(
+        "direct-access-psychiatry",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=PSYCHIATRIST),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TC": 1410},
+    ),
+    case(
+        "direct-access-gynecology",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=md(GYNECO, p.SPECIALTY_GYNECOLOGY, p.CONVENTION_SECTOR_2)),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TC": 1410},
+    ),
+    case(
+        "direct-access-pediatrics",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=md(PEDIATRICIAN, p.SPECIALTY_PEDIATRICS), age=4),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TC": 1610},
+    ),
+    case(
+        "patient-under-16",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, age=12),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1750},
+        unconfirmed=True,
+        warnings=("UNCONFIRMED_VALUE",),
+    ),
+    case(
+        "emergency", "§7.10", tlc(circumstances=C(emergency=True)), {"TCG": 2500}, reimbursement={"TCG": 1550}
+    ),
+    case(
+        "no-mt-zip-resident",
+        "§7.10",
+        tlc(circumstances=C(no_available_treating_physician=True, zip_resident=True)),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+    ),
+    case(
+        "no-mt-teleconsultant-of-the-territory",
+        "§7.10",
+        tlc(circumstances=C(no_available_treating_physician=True, performer_in_patient_territory=True)),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+    ),
+    case(
+        "no-mt-outside-territory-not-zip",
+        "§7.10",
+        tlc(circumstances=C(no_available_treating_physician=True)),
+        {"TCG": 2500},
+        warnings=("OUTSIDE_PARCOURS",),
+        reimbursement={"TCG": 0},
+    ),
+    case(
+        "zip-alone-is-not-an-exception",
+        "§7.10",
+        tlc(circumstances=C(zip_resident=True)),
+        {"TCG": 2500},
+        warnings=("OUTSIDE_PARCOURS",),
+        reimbursement={"TCG": 0},
+    ),
+    case(
+        "prisoner", "§7.10", tlc(circumstances=C(prisoner=True)), {"TCG": 2500}, reimbursement={"TCG": 1550}
+    ),
+    case(
+        "ehpad-resident",
+        "§7.10",
+        tlc(circumstances=C(care_home_resident=True)),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+    ),
+    case(
+        "sas-orientation",
+        "§7.10",
+        tlc(circumstances=C(sas_orientation=True)),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+    ),
+    case(
+        "ald-100-percent",
+        "§7.20",
+        tlc(circumstances=C(oriented_by_treating_physician=True, long_term_condition=True)),
+        {"TCG": 2500},
+        reimbursement={"TCG": 2300},
+    ),
+    case(
+        "outside-parcours-region-policy-without-contract",
+        "ARCHITECTURE §5",
+        tlc(
+            circumstances=NOT_ORIENTED,
+            performer=gp(GP_PACA_NO_CONTRACT),
+            region="93",
+            establishment="130000011",
+        ),
+        {},
+        refusals=("REQUIRES_CONTRACT",),
+        warnings=("OUTSIDE_PARCOURS",),
+    ),
+    case(
+        "outside-parcours-region-policy-with-contract",
+        "ARCHITECTURE §5",
+        tlc(circumstances=NOT_ORIENTED, performer=gp(GP_PACA), region="93", establishment="130000011"),
+        {"TCG": 2500},
+        warnings=("OUTSIDE_PARCOURS",),
+        reimbursement={"TCG": 0},
+    ),
+    # --- §7.11 prior in-person contact ---
+    case(
+        "midwife-tlc-needs-a-prior-visit",
+        "§7.11",
+        tlc(performer=pro(MIDWIFE, p.PROFESSION_MIDWIFE)),
+        {},
+        refusals=("PRIOR_IN_PERSON_VISIT_REQUIRED",),
+    ),
+    case(
+        "midwife-tlc-after-a-visit",
+        "§7.11",
+        tlc(
+            performer=pro(MIDWIFE, p.PROFESSION_MIDWIFE),
+            circumstances=C(oriented_by_treating_physician=True, patient_seen_in_person=True),
+        ),
+        {"TCG": 2500},
+        warnings=("UNCONFIRMED_VALUE",),
+        unconfirmed=True,
+    ),
+    case(
+        "nurse-telesoin-tmi",
+        "§7.11",
+        act(T.ACT_TYPE_TELESOIN, SPRING_2025, NURSE_PRO, circumstances=C(patient_seen_in_person=True)),
+        {"TMI": 315},
+        warnings=("UNCONFIRMED_VALUE",),
+        unconfirmed=True,
+    ),
+    case(
+        "nurse-telesoin-unknown-patient",
+        "§7.11",
+        act(T.ACT_TYPE_TELESOIN, SPRING_2025, NURSE_PRO),
+        {},
+        refusals=("PRIOR_IN_PERSON_VISIT_REQUIRED",),
+    ),
+    case(
+        "physiotherapist-telesoin-has-no-code",
+        "§3.4",
+        act(
+            T.ACT_TYPE_TELESOIN,
+            SPRING_2025,
+            pro(PHYSIO, p.PROFESSION_PHYSIOTHERAPIST),
+            circumstances=C(patient_seen_in_person=True),
+        ),
+        {},
+        refusals=("NO_CATALOG_ENTRY",),
+    ),
+    # --- §7.12 the remote-activity cap: a warning, 40 % for psychiatrists, MT's own patients excluded ---
+    case("cap-below-20", "§7.12", tlc(performer=gp(GP_CAP), activity=(100, 10)), {"TCG": 2500}),
+    case(
+        "cap-above-20",
+        "§7.12",
+        tlc(performer=gp(GP_CAP), activity=(50, 10)),
+        {"TCG": 2500},
+        warnings=("REMOTE_CAP_EXCEEDED",),
+    ),
+    case(
+        "psychiatrist-31-percent-under-40",
+        "§7.12",
+        tlc(performer=PSYCHIATRIST, activity=(50, 15)),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+    ),
+    case(
+        "psychiatrist-above-40",
+        "§7.12",
+        tlc(performer=PSYCHIATRIST, activity=(50, 25)),
+        {"TC": 2300},
+        warnings=("REMOTE_CAP_EXCEEDED", "UNCONFIRMED_VALUE"),
+    ),
+    case(
+        "psychiatrist-before-convention-2024-capped-at-20",
+        "§7.12",
+        tlc(paris("2023-11-06 10:00"), performer=PSYCHIATRIST, activity=(50, 15)),
+        {"TC": 2300},
+        warnings=("REMOTE_CAP_EXCEEDED", "UNCONFIRMED_VALUE"),
+    ),
+    case(
+        "mt-own-patients-not-counted",
+        "§7.12",
+        tlc(circumstances=C(performer_is_treating_physician=True), activity=(50, 40)),
+        {"TCG": 2500},
+    ),
+    # --- §7.13 téléexpertise: 4 a year per professional and patient, no cumulation, no dépassement ---
+    case(
+        "te2-fourth-of-the-year",
+        "§7.13",
+        teleexpertise(paris("2025-09-01 10:00")),
+        {"TE2": 2000, "RQD": 1000},
+        prior=(paris("2025-02-01 10:00"), paris("2025-03-01 10:00"), paris("2025-04-01 10:00")),
+    ),
+    case(
+        "te2-fifth-of-the-year",
+        "§7.13",
+        teleexpertise(paris("2025-09-01 10:00")),
+        {},
+        refusals=("TELEEXPERTISE_QUOTA_EXCEEDED",),
+        prior=tuple(paris(f"2025-0{m}-01 10:00") for m in (2, 3, 4, 5)),
+    ),
+    case(
+        "te2-quota-starts-again-on-paris-new-year",
+        "§7.13",
+        teleexpertise(utc("2025-12-31 23:30")),
+        {"TE2": 2300, "RQD": 1000},
+        prior=tuple(paris(f"2025-0{m}-01 10:00") for m in (2, 3, 4, 5)),
+    ),
+    case(
+        "te2-fifth-at-paris-new-year-eve",
+        "§7.13",
+        teleexpertise(utc("2025-12-31 22:30")),
+        {},
+        refusals=("TELEEXPERTISE_QUOTA_EXCEEDED",),
+        prior=tuple(paris(f"2025-0{m}-01 10:00") for m in (2, 3, 4, 5)),
+    ),
+    case(
+        "te2-not-cumulable",
+        "§7.13",
+        teleexpertise(SPRING_2025, codes=("TCG",)),
+        {"TE2": 2000, "RQD": 1000},
+        refusals=("NOT_CUMULABLE",),
+    ),
+    case(
+        "te2-no-depassement",
+        "§7.13",
+        teleexpertise(SPRING_2025, extra_fee_cents=1500),
+        {"TE2": 2000, "RQD": 1000},
+        refusals=("DEPASSEMENT_NOT_ALLOWED",),
+        reimbursement={"TE2": 2000},
+    ),
+    # --- §7.16 sick leave prescribed remotely ---
+    case("sick-leave-3-days", "§7.16", tlc(sick_leave=leave(3)), {"TCG": 2500}),
+    case("sick-leave-4-days", "§7.16", tlc(sick_leave=leave(4)), {}, refusals=("SICK_LEAVE_OVER_LIMIT",)),
+    case(
+        "sick-leave-extension-beyond-3",
+        "§7.16",
+        tlc(sick_leave=leave(2, ongoing=2)),
+        {},
+        refusals=("SICK_LEAVE_OVER_LIMIT",),
+    ),
+    case(
+        "sick-leave-by-the-mt",
+        "§7.16",
+        tlc(sick_leave=leave(7), circumstances=C(performer_is_treating_physician=True)),
+        {"TCG": 2500},
+    ),
+    case("sick-leave-justified", "§7.16", tlc(sick_leave=leave(5, justified=True)), {"TCG": 2500}),
+    case(
+        "sick-leave-before-lfss-2024",
+        "§7.16",
+        tlc(paris("2023-12-20 10:00"), sick_leave=leave(5)),
+        {"TCG": 2500},
+    ),
+    # --- §7.18 assistance by a nurse or a pharmacist ---
+    case(
+        "nurse-assists-at-home",
+        "§7.18",
+        tlc(assistant=NURSE_PRO, setting=T.ASSISTANCE_SETTING_ORGANISED_AT_HOME),
+        {"TCG": 2500, "TLD": 1500},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TCG": 1550, "TLD": 900},
+    ),
+    case(
+        "pharmacist-assists-in-the-pharmacy",
+        "§7.18",
+        tlc(assistant=pro(PHARMACIST, p.PROFESSION_PHARMACIST), setting=T.ASSISTANCE_SETTING_PHARMACY),
+        {"TCG": 2500, "TLM": 100},
+        warnings=("UNCONFIRMED_VALUE",),
+    ),
+    case(
+        "pharmacist-cannot-bill-a-nursing-visit",
+        "§7.18",
+        tlc(
+            assistant=pro(PHARMACIST, p.PROFESSION_PHARMACIST),
+            setting=T.ASSISTANCE_SETTING_PLANNED_NURSING_VISIT,
+        ),
+        {"TCG": 2500},
+        refusals=("NOT_BILLABLE_BY_PROFESSION",),
+    ),
+    # --- §7.19 télésurveillance forfaits ---
+    case(
+        "telesurveillance-declared-operator",
+        "§7.19",
+        act(
+            T.ACT_TYPE_TELESURVEILLANCE,
+            SPRING_2025,
+            OPERATOR,
+            telesurveillance=ts(T.OPERATOR_LEVEL_2, T.TECHNICAL_FORFAIT_MORBIDITY),
+        ),
+        {"TSO2": 2800, "TST-MOR": 8250},
+        warnings=("UNCONFIRMED_VALUE",),
+        unconfirmed=True,
+    ),
+    case(
+        "telesurveillance-undeclared-operator",
+        "§7.19",
+        act(
+            T.ACT_TYPE_TELESURVEILLANCE,
+            SPRING_2025,
+            UNDECLARED_OPERATOR,
+            telesurveillance=ts(T.OPERATOR_LEVEL_1),
+        ),
+        {},
+        refusals=("REQUIRES_OPERATOR_DECLARATION",),
+    ),
+    case(
+        "telesurveillance-device-not-listed",
+        "§7.19",
+        act(
+            T.ACT_TYPE_TELESURVEILLANCE,
+            SPRING_2025,
+            OPERATOR,
+            telesurveillance=ts(T.OPERATOR_LEVEL_1, T.TECHNICAL_FORFAIT_ORGANISATIONAL, listed=False),
+        ),
+        {"TSO1": 1100},
+        refusals=("DEVICE_NOT_LISTED",),
+        warnings=("UNCONFIRMED_VALUE",),
+    ),
+    case(
+        "telesurveillance-once-a-month",
+        "§7.19",
+        act(
+            T.ACT_TYPE_TELESURVEILLANCE,
+            paris("2025-05-20 10:00"),
+            OPERATOR,
+            telesurveillance=ts(T.OPERATOR_LEVEL_1),
+        ),
+        {},
+        refusals=("TELESURVEILLANCE_FORFAIT_ALREADY_BILLED",),
+        prior=(paris("2025-05-03 10:00"),),
+    ),
+    case(
+        "telesurveillance-next-month",
+        "§7.19",
+        act(
+            T.ACT_TYPE_TELESURVEILLANCE,
+            paris("2025-06-02 10:00"),
+            OPERATOR,
+            telesurveillance=ts(T.OPERATOR_LEVEL_1),
+        ),
+        {"TSO1": 1100},
+        warnings=("UNCONFIRMED_VALUE",),
+        prior=(paris("2025-05-03 10:00"),),
+    ),
+    # --- §7.20 dated reimbursement parameters ---
+    case(
+        "participation-1-euro-until-2024-05-14",
+        "§7.20",
+        tlc(paris("2024-05-14 10:00")),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1650},
+        unconfirmed=True,
+        warnings=("UNCONFIRMED_VALUE",),
+    ),
+    case(
+        "participation-2-euros-from-2024-05-15",
+        "§7.20",
+        tlc(paris("2024-05-15 10:00")),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+        unconfirmed=False,
+    ),
+]
+
+
+def test_the_table_is_at_least_forty_cases_each_citing_a_rule() -> None:
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert all(c.rule.startswith(("§", "ARCHITECTURE")) for c in CASES)
+
+
+async def _record_prior(hub: billing_pb2_grpc.BillingServiceStub, case: Case, patient: str) -> None:
+    for when in case.prior:
+        prior = billing_pb2.Act()
+        prior.CopyFrom(case.act)
+        prior.act_time.FromDatetime(when)
+        await hub.RecordAct(
+            billing_pb2.RecordActRequest(
+                request_id=request_id(), act_id=f"prior-{uuid.uuid4()}", patient=patient, act=prior
+            )
+        )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_quote(case: Case, hub: billing_pb2_grpc.BillingServiceStub) -> None:
+    patient = new_patient()
+    await _record_prior(hub, case, patient)
+    quote = (await hub.QuoteAct(billing_pb2.QuoteActRequest(act=case.act, patient=patient))).quote
+
+    assert {line.code: cents(line.amount) for line in quote.lines} == case.lines, [
+        r.message for r in quote.refusals
+    ]
+    assert {r.reason for r in quote.refusals} == case.refusals
+    assert {w.reason for w in quote.warnings} - {"UNCONFIRMED_VALUE"} == case.warnings - {"UNCONFIRMED_VALUE"}
+    if "UNCONFIRMED_VALUE" in case.warnings:
+        assert "UNCONFIRMED_VALUE" in {w.reason for w in quote.warnings}
+    assert quote.billable == bool(case.lines)
+    for code, expected in case.reimbursement.items():
+        line = next(line for line in quote.lines if line.code == code)
+        assert cents(line.reimbursement) == expected, code
+    if case.unconfirmed is not None:
+        assert quote.unconfirmed == case.unconfirmed
+    # The rule is cited, and every rule applied says why; every refusal and warning explains itself.
+    cited = {a.reference for a in quote.applied_rules} | {
+        f.reference for f in [*quote.refusals, *quote.warnings]
+    }
+    assert case.rule in cited
+    assert all(a.rule and a.reason for a in quote.applied_rules)
+    assert all(f.message and f.reference for f in [*quote.refusals, *quote.warnings])
+    assert cents(quote.total) == sum(cents(line.amount) + cents(line.extra_fee) for line in quote.lines)
