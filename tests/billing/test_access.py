@@ -42,12 +42,12 @@ def record(act_: billing_pb2.Act, patient: str) -> billing_pb2.RecordActRequest:
 
 
 @pytest.fixture
-def loire(pki: DevPki, billing_address: str) -> billing_pb2_grpc.BillingServiceStub:
+async def loire(pki: DevPki, billing_address: str) -> billing_pb2_grpc.BillingServiceStub:
     return establishment_stub(pki, billing_address, LOIRE)
 
 
 @pytest.fixture
-def dauphine(pki: DevPki, billing_address: str) -> billing_pb2_grpc.BillingServiceStub:
+async def dauphine(pki: DevPki, billing_address: str) -> billing_pb2_grpc.BillingServiceStub:
     return establishment_stub(pki, billing_address, DAUPHINE)
 
 
