@@ -1,0 +1,340 @@
+"""Database rows → `parcours.scheduling.v1` messages, and the names of resources."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+# googleapis-common-protos ships .pyi stubs for google.type but no py.typed marker.
+from google.type import date_pb2, datetime_pb2, interval_pb2, timeofday_pb2  # type: ignore[import-untyped]
+from parcours.scheduling.v1 import scheduling_pb2
+from parcours.type.v1 import practice_pb2
+
+from services.kit.errors import InvalidArgument
+
+Appointment = scheduling_pb2.Appointment
+# FHIR Appointment.status code → API state.
+STATES: Mapping[str, Appointment.State.ValueType] = {
+    "proposed": Appointment.STATE_PROPOSED,
+    "pending": Appointment.STATE_PENDING,
+    "booked": Appointment.STATE_BOOKED,
+    "arrived": Appointment.STATE_ARRIVED,
+    "fulfilled": Appointment.STATE_FULFILLED,
+    "cancelled": Appointment.STATE_CANCELLED,
+    "noshow": Appointment.STATE_NOSHOW,
+    "entered-in-error": Appointment.STATE_ENTERED_IN_ERROR,
+}
+FHIR_STATUS = {state: code for code, state in STATES.items()}
+HOLD_EXPIRED = "HOLD_EXPIRED"
+
+
+# --- names ----------------------------------------------------------------------------------------------
+
+
+def uuid_of(name: str, prefix: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(name.removeprefix(prefix))
+    except ValueError:
+        raise InvalidArgument.one(field, f"is not a {prefix}{{uuid}} name") from None
+
+
+def opt(name: str, prefix: str) -> str | None:
+    return name.removeprefix(prefix) or None
+
+
+def practitioner_name(rpps: str | None) -> str:
+    return f"practitioners/{rpps}" if rpps else ""
+
+
+def establishment_name(finess: str | None) -> str:
+    return f"establishments/{finess}" if finess else ""
+
+
+def ght_name(ght_id: str | None) -> str:
+    return f"ghts/{ght_id}" if ght_id else ""
+
+
+def patient_name(patient_id: uuid.UUID | None) -> str:
+    return f"patients/{patient_id}" if patient_id else ""
+
+
+# --- values ---------------------------------------------------------------------------------------------
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def duration(value: timedelta) -> Duration:
+    found = Duration()
+    found.FromTimedelta(value)
+    return found
+
+
+def to_timedelta(value: Duration) -> timedelta:
+    return value.ToTimedelta()
+
+
+def to_datetime(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def proto_date(value: date | None) -> date_pb2.Date | None:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day) if value is not None else None
+
+
+def to_date(value: date_pb2.Date, field: str) -> date:
+    try:
+        return date(value.year, value.month, value.day)
+    except ValueError:
+        raise InvalidArgument.one(field, "is not a calendar date") from None
+
+
+def time_of_day(value: time) -> timeofday_pb2.TimeOfDay:
+    return timeofday_pb2.TimeOfDay(hours=value.hour, minutes=value.minute)
+
+
+def to_time(value: timeofday_pb2.TimeOfDay) -> time:
+    return time(value.hours, value.minutes)
+
+
+def local_datetime(instant: datetime, zone_name: str) -> datetime_pb2.DateTime:
+    """A wall-clock DateTime in a zone, carrying the zone's id (the UTC offset of that day follows)."""
+    local = instant.astimezone(ZoneInfo(zone_name))
+    return datetime_pb2.DateTime(
+        year=local.year,
+        month=local.month,
+        day=local.day,
+        hours=local.hour,
+        minutes=local.minute,
+        seconds=local.second,
+        time_zone=datetime_pb2.TimeZone(id=zone_name),
+    )
+
+
+def _instant(value: str | datetime) -> datetime:
+    """A timestamptz read from a jsonb aggregate (ISO text) or a column."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value).astimezone(UTC)
+
+
+# --- resources ------------------------------------------------------------------------------------------
+
+
+def schedule_resource(row: Any) -> scheduling_pb2.Schedule:
+    return scheduling_pb2.Schedule(
+        name=f"schedules/{row['schedule_id']}",
+        practitioner=practitioner_name(row["rpps"]),
+        establishment=establishment_name(row["finess"]),
+        time_zone=row["time_zone"],
+        ght=ght_name(row["ght_id"]),
+        region=f"regions/{row['region_code']}",
+        specialty=practice_pb2.Specialty.Value(row["specialty"]),
+        profession=practice_pb2.Profession.Value(row["profession"]),
+        service_types=[
+            scheduling_pb2.ServiceTypeDuration(
+                service_type=scheduling_pb2.ServiceType.Value(kind), slot_duration=duration(length)
+            )
+            for kind, length in zip(row["service_types"], row["slot_durations"], strict=True)
+        ],
+        buffer=duration(row["buffer"]),
+        minimum_notice=duration(row["minimum_notice"]),
+        cancellation_cutoff=duration(row["cancellation_cutoff"]),
+        booking_horizon_days=row["booking_horizon_days"],
+        active=row["active"],
+        create_time=timestamp(row["create_time"]),
+        update_time=timestamp(row["update_time"]),
+    )
+
+
+def rule_resource(row: Any) -> scheduling_pb2.AvailabilityRule:
+    return scheduling_pb2.AvailabilityRule(
+        name=f"schedules/{row['schedule_id']}/availabilityRules/{row['rule_id']}",
+        day_of_week=row["day_of_week"],
+        start_time_of_day=time_of_day(row["start_local"]),
+        end_time_of_day=time_of_day(row["end_local"]),
+        service_type=scheduling_pb2.ServiceType.Value(row["service_type"]),
+        valid_from=proto_date(row["valid_from"]),
+        valid_until=proto_date(row["valid_until"]),
+        create_time=timestamp(row["create_time"]),
+    )
+
+
+def exception_resource(row: Any) -> scheduling_pb2.AvailabilityException:
+    found = scheduling_pb2.AvailabilityException(
+        name=f"availabilityExceptions/{row['exception_id']}",
+        kind=scheduling_pb2.ExceptionKind.Value(row["kind"]),
+        note=row["note"],
+        create_time=timestamp(row["create_time"]),
+    )
+    if row["schedule_id"] is not None:
+        found.schedule = f"schedules/{row['schedule_id']}"
+    elif row["rpps"] is not None:
+        found.practitioner = practitioner_name(row["rpps"])
+    elif row["finess"] is not None:
+        found.establishment = establishment_name(row["finess"])
+    else:
+        found.region = f"regions/{row['region_code']}"
+    if row["period"] is not None:
+        found.interval.CopyFrom(
+            interval_pb2.Interval(
+                start_time=timestamp(row["period"].lower), end_time=timestamp(row["period"].upper)
+            )
+        )
+    else:
+        days = row["days"]  # canonical [first, last + 1)
+        found.dates.CopyFrom(
+            scheduling_pb2.LocalDateRange(
+                start_date=proto_date(days.lower), end_date=proto_date(days.upper - timedelta(days=1))
+            )
+        )
+    return found
+
+
+def slot_resource(
+    row: Any, state: scheduling_pb2.Slot.State.ValueType = scheduling_pb2.Slot.STATE_FREE
+) -> scheduling_pb2.Slot:
+    return scheduling_pb2.Slot(
+        name=f"slots/{row['slot_id']}",
+        schedule=f"schedules/{row['schedule_id']}",
+        practitioner=practitioner_name(row["rpps"]),
+        establishment=establishment_name(row["finess"]),
+        ght=ght_name(row["ght_id"]),
+        region=f"regions/{row['region_code']}",
+        specialty=practice_pb2.Specialty.Value(row["specialty"]),
+        service_type=scheduling_pb2.ServiceType.Value(row["service_type"]),
+        start_time=timestamp(row["start_time"]),
+        end_time=timestamp(row["end_time"]),
+        local_start=local_datetime(row["start_time"], row["time_zone"]),
+        state=state,
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) -> Appointment:
+    """An appointment row (with its `history` and `notifications` aggregates), or a row just written, whose
+    only history entry is `first_change` = (actor, reason) at its creation."""
+    status: str = row["effective_status"]
+    found = Appointment(
+        name=f"appointments/{row['appointment_id']}",
+        state=STATES[status],
+        fhir_status=status,
+        slot=f"slots/{row['slot_id']}" if row["slot_id"] else "",
+        schedule=f"schedules/{row['schedule_id']}",
+        practitioner=practitioner_name(row["rpps"]),
+        establishment=establishment_name(row["finess"]),
+        time_zone=row["time_zone"],
+        service_type=scheduling_pb2.ServiceType.Value(row["service_type"]),
+        start_time=timestamp(row["start_time"]),
+        end_time=timestamp(row["end_time"]),
+        patient=patient_name(row["patient_id"]),
+        requester=practitioner_name(row["requester_rpps"]),
+        treating_physician=practitioner_name(row["treating_rpps"]),
+        booked_by=establishment_name(row["booked_by_finess"]),
+        hold_expire_time=timestamp(row["hold_expire_time"]),
+        rescheduled_from=f"appointments/{row['rescheduled_from']}" if row["rescheduled_from"] else "",
+        rescheduled_to=f"appointments/{row['rescheduled_to']}" if row["rescheduled_to"] else "",
+        join_open_time=timestamp(row["join_open_time"]),
+        no_show_time=timestamp(row["no_show_time"]),
+        workflow_id=row["workflow_id"] or "",
+        ght=ght_name(row["ght_id"]),
+        region=f"regions/{row['region_code']}",
+        specialty=practice_pb2.Specialty.Value(row["specialty"]),
+        create_time=timestamp(row["create_time"]),
+        update_time=timestamp(row["update_time"]),
+    )
+    if row["consent_time"] is not None:
+        found.consent.CopyFrom(
+            scheduling_pb2.Consent(
+                method=scheduling_pb2.ConsentMethod.Value(row["consent_method"]),
+                record_time=timestamp(row["consent_time"]),
+                recorded_by=row["consent_recorded_by"] or "",
+            )
+        )
+    if row["cancel_time"] is not None:
+        found.cancellation.CopyFrom(
+            scheduling_pb2.Cancellation(
+                initiator=scheduling_pb2.Party.Value(row["cancel_initiator"]),
+                reason=scheduling_pb2.CancellationReason.Value(row["cancel_reason"]),
+                note=row["cancel_note"] or "",
+                cancel_time=timestamp(row["cancel_time"]),
+                cancelled_by=row["cancelled_by"] or "",
+            )
+        )
+    elif row["lapsed"]:
+        found.cancellation.CopyFrom(
+            scheduling_pb2.Cancellation(
+                initiator=scheduling_pb2.PARTY_SYSTEM,
+                reason=scheduling_pb2.CANCELLATION_REASON_HOLD_EXPIRED,
+                cancel_time=timestamp(row["hold_expire_time"]),
+                cancelled_by="component/scheduling",
+            )
+        )
+    history = (
+        [
+            {
+                "status": row["status"],
+                "time": row["create_time"],
+                "actor": first_change[0],
+                "reason": first_change[1],
+            }
+        ]
+        if first_change is not None
+        else _json(row["history"])
+    )
+    for change in history:
+        found.history.append(
+            scheduling_pb2.StateChange(
+                state=STATES[change["status"]],
+                change_time=timestamp(_instant(change["time"])),
+                actor=change["actor"],
+                reason=change["reason"],
+            )
+        )
+    if row["lapsed"]:
+        # A lapsed hold is not rewritten: its cancellation is read from its expiry.
+        found.history.append(
+            scheduling_pb2.StateChange(
+                state=Appointment.STATE_CANCELLED,
+                change_time=timestamp(row["hold_expire_time"]),
+                actor="component/scheduling",
+                reason=HOLD_EXPIRED,
+            )
+        )
+    if row["record"] is not None:
+        json_format.ParseDict(_json(row["record"]), found.record)
+    if row["billing_state"] is not None:
+        found.billing.CopyFrom(
+            scheduling_pb2.BillingOutcome(
+                state=scheduling_pb2.BillingOutcome.State.Value(row["billing_state"]),
+                charges=list(row["billing_charges"]),
+                refusal_reason=row["billing_reason"] or "",
+                refusal_message=row["billing_message"] or "",
+                act_id=f"teleconsultation-{row['appointment_id']}",
+                update_time=timestamp(row["billing_update_time"]),
+            )
+        )
+    for sent in _json(row["notifications"]) if first_change is None else ():
+        found.notifications.append(
+            scheduling_pb2.Notification(
+                kind=scheduling_pb2.Notification.Kind.Value(sent["kind"]),
+                label=sent["label"],
+                recipient=sent["recipient"],
+                send_time=timestamp(_instant(sent["time"])),
+            )
+        )
+    return found

@@ -1,0 +1,1175 @@
+"""RPC handlers of parcours.scheduling.v1.SchedulingService.
+
+Who may do what (the proto's access options carry the roles; these handlers check the scope):
+
+- privileged callers (hub components, hub operators) see and manage everything;
+- a practitioner (token naming an RPPS) manages their own schedules and sees the appointments they are party
+  to: as teleconsultant, requester, médecin traitant or booker;
+- an establishment acting with a non-practitioner token (a booking front-end, a secretariat) manages the
+  schedules of its own practice place and sees the appointments of its GHT (practice place or booking
+  establishment in the GHT; itself only when outside any GHT).
+
+Visibility is checked before existence: an appointment the caller may not see and one that does not exist
+are the same PERMISSION_DENIED (APPOINTMENT_NOT_VISIBLE). A patient must be known in the caller's GHT (the
+directory's rule) before an appointment is made for them.
+
+Writes of appointments are database transactions (the exclusion constraint decides between concurrent
+bookings); the teleconsultation's own steps (start, completion) are Temporal Updates on its workflow, which
+validates the transition and persists it through an activity before answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+import temporalio.client
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from parcours.billing.v1 import billing_pb2
+from parcours.options.v1 import options_pb2
+from parcours.scheduling.v1 import scheduling_pb2, scheduling_pb2_grpc
+from parcours.type.v1 import practice_pb2
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from services.kit.audit import audit_target
+from services.kit.auth import Principal, current_principal
+from services.kit.errors import (
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from services.kit.pagination import decode_token, next_page_token, page_size
+from services.scheduling import store
+from services.scheduling.agenda import exception_blackout, materialise_schedule
+from services.scheduling.availability import day_span
+from services.scheduling.directory import DirectoryLookup
+from services.scheduling.relay import WorkflowRelay
+from services.scheduling.resources import (
+    FHIR_STATUS,
+    appointment_resource,
+    exception_resource,
+    opt,
+    rule_resource,
+    schedule_resource,
+    slot_resource,
+    timestamp,
+    to_date,
+    to_datetime,
+    to_time,
+    to_timedelta,
+    uuid_of,
+)
+from services.scheduling.settings import SchedulingSettings
+from workflows.teleconsultation.models import CompletionRequest, CompletionResult, StartRequest, StartResult
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = scheduling_pb2.DESCRIPTOR.services_by_name["SchedulingService"].full_name
+_PRIVILEGED = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
+# Only medical professionals teleconsult (L.6316-1: a téléconsultation always involves one; §7 rule 2).
+MEDICAL_PROFESSIONS = frozenset(
+    {practice_pb2.PROFESSION_PHYSICIAN, practice_pb2.PROFESSION_MIDWIFE, practice_pb2.PROFESSION_DENTIST}
+)
+DEFAULT_HORIZON_DAYS = 28
+MAX_SEARCH_SPAN = timedelta(days=400)
+# Exit code of the test-only fault injection (see SchedulingSettings.fault_exit_after_booking_commit).
+FAULT_EXIT_CODE = 75
+Appointment = scheduling_pb2.Appointment
+
+R = TypeVar("R", bound=Message)
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    privileged: bool
+    rpps: str | None
+    finess: str | None
+    ght_id: str | None
+
+    @property
+    def actor(self) -> str:
+        """Who, in history rows and cancellations: the practitioner, else the establishment, else the
+        component or the staff subject."""
+        if self.rpps:
+            return f"practitioners/{self.rpps}"
+        if self.finess:
+            return f"establishments/{self.finess}"
+        if self.principal.component:
+            return f"component/{self.principal.component}"
+        return self.principal.subject or "unknown"
+
+    @property
+    def operator(self) -> bool:
+        return self.principal.has_any([options_pb2.ROLE_HUB_OPERATOR])
+
+    def scope(self) -> store.AppointmentScope:
+        if self.privileged:
+            return store.AppointmentScope(privileged=True)
+        if self.rpps:
+            return store.AppointmentScope(rpps=self.rpps)
+        return store.AppointmentScope(finess=self.finess, ght_id=self.ght_id)
+
+    def sees(self, row: Any) -> bool:
+        if self.privileged:
+            return True
+        if self.rpps:
+            return self.rpps in (
+                row["rpps"],
+                row["requester_rpps"],
+                row["treating_rpps"],
+                row["booked_by_rpps"],
+            )
+        if self.finess and self.finess in (row["finess"], row["booked_by_finess"]):
+            return True
+        return self.ght_id is not None and self.ght_id in (row["ght_id"], row["booked_by_ght"])
+
+    def manages(self, rpps: str, finess: str) -> bool:
+        """A schedule's own practitioner, its practice place's staff, or the hub."""
+        if self.privileged or self.rpps == rpps:
+            return True
+        return self.rpps is None and self.finess == finess
+
+    def acts_for_practitioner(self, row: Any) -> bool:
+        """May act as the teleconsultant's side: the teleconsultant, their practice place's staff, the hub."""
+        return self.manages(row["rpps"], row["finess"])
+
+
+def _not_visible() -> PermissionDenied:
+    return PermissionDenied(
+        "APPOINTMENT_NOT_VISIBLE", "the appointment is not visible to the caller (or does not exist)"
+    )
+
+
+def _key_token(start: datetime, row_id: uuid.UUID) -> str:
+    return f"{start.isoformat()}|{row_id}"
+
+
+def _parse_key(key: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if key is None:
+        return None
+    try:
+        start, _, row_id = key.partition("|")
+        return datetime.fromisoformat(start), uuid.UUID(row_id)
+    except ValueError:
+        raise InvalidArgument.one("page_token", "is not a token this service issued") from None
+
+
+def _service_types(items: Sequence[scheduling_pb2.ServiceTypeDuration], field: str) -> dict[str, timedelta]:
+    found: dict[str, timedelta] = {}
+    for index, item in enumerate(items):
+        name = scheduling_pb2.ServiceType.Name(item.service_type)
+        if name in found:
+            raise InvalidArgument.one(f"{field}[{index}].service_type", "is given twice")
+        found[name] = to_timedelta(item.slot_duration)
+    return found
+
+
+class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        directory: DirectoryLookup,
+        temporal: temporalio.client.Client,
+        relay: WorkflowRelay,
+        settings: SchedulingSettings,
+    ) -> None:
+        self._pool = pool
+        self._directory = directory
+        self._temporal = temporal
+        self._relay = relay
+        self._settings = settings
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    async def _caller(self) -> Caller:
+        principal = current_principal()
+        finess = principal.establishment.removeprefix("establishments/") or None
+        return Caller(
+            principal=principal,
+            privileged=principal.has_any(_PRIVILEGED),
+            rpps=principal.rpps,
+            finess=finess,
+            ght_id=await self._directory.ght_of(finess) if finess else None,
+        )
+
+    async def _require_patient(self, caller: Caller, name: str) -> uuid.UUID:
+        """A directory patient the caller may see (known at an establishment of their GHT)."""
+        patient_id = uuid_of(name, "patients/", "patient")
+        audit_target(patient=name)
+        found = await self._directory.patient(name)
+        if caller.privileged:
+            if found is None:
+                raise NotFound("PATIENT_NOT_FOUND", "no such patient in the directory")
+            return patient_id
+        if found is not None:
+            if caller.finess in found.establishments:
+                return patient_id
+            if caller.ght_id is not None:
+                for finess in found.establishments:
+                    if await self._directory.ght_of(finess) == caller.ght_id:
+                        return patient_id
+        raise PermissionDenied(
+            "PATIENT_NOT_VISIBLE", "the patient is not known in the caller's GHT (or does not exist)"
+        )
+
+    async def _require_practitioner(self, name: str, field: str) -> str | None:
+        rpps = opt(name, "practitioners/")
+        if rpps is not None and await self._directory.practitioner(rpps) is None:
+            raise InvalidArgument.one(field, "is not a practitioner of the directory")
+        return rpps
+
+    async def _visible_appointment(self, caller: Caller, row: Any | None) -> Any:
+        if row is None:
+            if caller.privileged:
+                raise NotFound("APPOINTMENT_NOT_FOUND", "no such appointment")
+            raise _not_visible()
+        if not caller.sees(row):
+            raise _not_visible()
+        audit_target(
+            resource=f"appointments/{row['appointment_id']}",
+            patient=f"patients/{row['patient_id']}" if row["patient_id"] else "",
+        )
+        return row
+
+    async def _appointment(self, appointment_id: uuid.UUID) -> Appointment:
+        row = await store.get_appointment(self._pool, appointment_id)
+        assert row is not None
+        return appointment_resource(row)
+
+    async def _replayed_appointment(self, request_id: str, method: str) -> Appointment | None:
+        resources = await store.find_request(self._pool, request_id, method)
+        if resources is None:
+            return None
+        return await self._appointment(uuid_of(resources[0], "appointments/", "name"))
+
+    async def _slot_refusal(self, slot_id: uuid.UUID) -> DomainError:
+        """Why a slot could not be taken."""
+        slot = await store.get_slot(self._pool, slot_id)
+        if slot is None:
+            return NotFound("SLOT_NOT_FOUND", "no such slot (it may have been removed from the agenda)")
+        if not slot["active"]:
+            return FailedPrecondition("SCHEDULE_INACTIVE", "the practitioner's schedule offers no slots now")
+        if not slot["bookable"]:
+            return FailedPrecondition(
+                "MINIMUM_NOTICE", "the slot starts too soon to be booked (the schedule's minimum notice)"
+            )
+        return FailedPrecondition("SLOT_ALREADY_BOOKED", "the slot is already held or booked")
+
+    async def _schedule_for_change(self, caller: Caller, name: str, field: str = "name") -> Any:
+        schedule = await store.get_schedule(self._pool, uuid_of(name, "schedules/", field))
+        if schedule is None:
+            raise NotFound("SCHEDULE_NOT_FOUND", f"no schedule {name}")
+        if not caller.manages(schedule["rpps"], schedule["finess"]):
+            raise PermissionDenied(
+                "SCHEDULE_NOT_MANAGED",
+                "only the practitioner, their practice place or the hub manage this schedule",
+            )
+        return schedule
+
+    def _new_appointment(
+        self,
+        caller: Caller,
+        status: str,
+        claim: timedelta | None,
+        patient_id: uuid.UUID | None,
+        requester: str | None,
+        treating: str | None,
+        consent_method: str | None,
+    ) -> store.NewAppointment:
+        return store.NewAppointment(
+            appointment_id=uuid.uuid4(),
+            status=status,
+            claim=claim,
+            patient_id=patient_id,
+            requester_rpps=requester,
+            treating_rpps=treating,
+            booked_by_finess=caller.finess,
+            booked_by_ght=caller.ght_id,
+            booked_by_rpps=caller.rpps,
+            consent_method=consent_method,
+            actor=caller.actor,
+            join_window_before=self._settings.join_window_before,
+            no_show_grace=self._settings.no_show_grace,
+        )
+
+    async def _take_slot(
+        self, slot_name: str, new: store.NewAppointment, request_id: str, method: str
+    ) -> Appointment:
+        """Hold, propose or book a free slot in one statement; a retried request gets its first answer."""
+        slot_id = uuid_of(slot_name, "slots/", "slot")
+        try:
+            row = await store.insert_appointment_on_slot(self._pool, slot_id, new, request_id, method)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            replayed = await self._replayed_appointment(request_id, method)
+            if replayed is not None:
+                return replayed
+            error = store.constraint_error(exc)
+            if error is None:
+                raise
+            raise error from None
+        if row is None:
+            replayed = await self._replayed_appointment(request_id, method)
+            if replayed is not None:
+                return replayed
+            raise await self._slot_refusal(slot_id)
+        audit_target(resource=f"appointments/{row['appointment_id']}")
+        if row["workflow_id"] is not None:
+            self._after_booking_commit()
+        return appointment_resource(row, first_change=(new.actor, new.reason))
+
+    def _after_booking_commit(self) -> None:
+        if self._settings.fault_exit_after_booking_commit:
+            # TEST ONLY: die between the commit and the workflow start (the outbox must recover it).
+            log.warning("fault injection: exiting right after a booking commit")
+            os._exit(FAULT_EXIT_CODE)
+        self._relay.notify()
+
+    async def _in_transaction(
+        self, request_id: str, method: str, work: Callable[[asyncpg.Connection], Awaitable[list[str]]]
+    ) -> list[str]:
+        """Run `work` in a transaction with its request id; a retry returns the resources written first."""
+        try:
+            async with store.transaction(self._pool) as tx:
+                done = await store.claim_request(tx, request_id, method)
+                if done is not None:
+                    return done
+                resources = await work(tx)
+                await store.record_request(tx, request_id, method, resources)
+                return resources
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            error = store.constraint_error(exc)
+            if error is None:
+                raise
+            raise error from None
+
+    # --- schedules -------------------------------------------------------------------------------------
+
+    async def CreateSchedule(
+        self, request: scheduling_pb2.CreateScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CreateScheduleResponse:
+        given = request.schedule
+        caller = await self._caller()
+        rpps = given.practitioner.removeprefix("practitioners/")
+        finess = given.establishment.removeprefix("establishments/")
+        if not caller.manages(rpps, finess):
+            raise PermissionDenied(
+                "SCHEDULE_NOT_MANAGED",
+                "only the practitioner, their practice place or the hub create a schedule",
+            )
+        service_types = _service_types(given.service_types, "schedule.service_types")
+        practitioner = await self._directory.practitioner(rpps)
+        if practitioner is None:
+            raise InvalidArgument.one("schedule.practitioner", "is not a practitioner of the directory")
+        if given.establishment not in {p.establishment for p in practitioner.practice_places}:
+            raise InvalidArgument.one(
+                "schedule.establishment", "is not one of the practitioner's practice places"
+            )
+        if not practitioner.active:
+            raise FailedPrecondition("PRACTITIONER_INACTIVE", "the practitioner is not active in the hub")
+        if practitioner.profession not in MEDICAL_PROFESSIONS:
+            raise FailedPrecondition(
+                "NOT_A_MEDICAL_PROFESSIONAL",
+                "a téléconsultation is given by a physician, a midwife or a dentist (L.6316-1 CSP)",
+            )
+        establishment = await self._directory.establishment(finess)
+        if establishment is None:
+            raise InvalidArgument.one("schedule.establishment", "is not an establishment of the directory")
+        values = store.ScheduleValues(
+            rpps=rpps,
+            profession=practice_pb2.Profession.Name(practitioner.profession),
+            specialty=practice_pb2.Specialty.Name(practitioner.specialty),
+            finess=finess,
+            ght_id=opt(establishment.ght, "ghts/"),
+            region_code=establishment.region.removeprefix("regions/"),
+            time_zone=establishment.time_zone,
+            buffer=to_timedelta(given.buffer),
+            minimum_notice=to_timedelta(given.minimum_notice),
+            cancellation_cutoff=to_timedelta(given.cancellation_cutoff),
+            booking_horizon_days=given.booking_horizon_days or DEFAULT_HORIZON_DAYS,
+            service_types=service_types,
+        )
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            schedule_id = uuid.uuid4()
+            await store.insert_schedule(tx, schedule_id, values)
+            return [f"schedules/{schedule_id}"]
+
+        [name] = await self._in_transaction(request.request_id, "CreateSchedule", work)
+        schedule = await store.get_schedule(self._pool, uuid_of(name, "schedules/", "name"))
+        return scheduling_pb2.CreateScheduleResponse(schedule=schedule_resource(schedule))
+
+    async def GetSchedule(
+        self, request: scheduling_pb2.GetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetScheduleResponse:
+        schedule = await store.get_schedule(self._pool, uuid_of(request.name, "schedules/", "name"))
+        if schedule is None:
+            raise NotFound("SCHEDULE_NOT_FOUND", f"no schedule {request.name}")
+        return scheduling_pb2.GetScheduleResponse(schedule=schedule_resource(schedule))
+
+    async def ListSchedules(
+        self, request: scheduling_pb2.ListSchedulesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListSchedulesResponse:
+        filters: dict[str, object] = {
+            "practitioner": request.practitioner,
+            "establishment": request.establishment,
+        }
+        after = decode_token(request.page_token, filters)
+        size = page_size(request.page_size)
+        rows = await store.list_schedules(
+            self._pool,
+            size + 1,
+            uuid.UUID(after) if after else None,
+            opt(request.practitioner, "practitioners/"),
+            opt(request.establishment, "establishments/"),
+        )
+        more = len(rows) > size
+        rows = rows[:size]
+        return scheduling_pb2.ListSchedulesResponse(
+            schedules=[schedule_resource(r) for r in rows],
+            next_page_token=next_page_token(rows[-1]["schedule_id"] if more else None, filters),
+        )
+
+    async def UpdateSchedule(
+        self, request: scheduling_pb2.UpdateScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.UpdateScheduleResponse:
+        caller = await self._caller()
+        schedule = await self._schedule_for_change(caller, request.name)
+        patch = request.schedule
+        paths = set(request.update_mask.paths) or {
+            "service_types",
+            "buffer",
+            "minimum_notice",
+            "cancellation_cutoff",
+            "booking_horizon_days",
+            "active",
+        }
+        service_types = None
+        if "service_types" in paths:
+            if not patch.service_types:
+                raise InvalidArgument.one("schedule.service_types", "is in update_mask but empty")
+            service_types = _service_types(patch.service_types, "schedule.service_types")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            await store.update_schedule(
+                tx,
+                schedule["schedule_id"],
+                buffer=to_timedelta(patch.buffer) if "buffer" in paths else None,
+                minimum_notice=to_timedelta(patch.minimum_notice) if "minimum_notice" in paths else None,
+                cancellation_cutoff=(
+                    to_timedelta(patch.cancellation_cutoff) if "cancellation_cutoff" in paths else None
+                ),
+                booking_horizon_days=(
+                    (patch.booking_horizon_days or DEFAULT_HORIZON_DAYS)
+                    if "booking_horizon_days" in paths
+                    else None
+                ),
+                active=patch.active if "active" in paths else None,
+                service_types=service_types,
+            )
+            await materialise_schedule(tx, schedule["schedule_id"])
+            return [request.name]
+
+        await self._in_transaction(request.request_id, "UpdateSchedule", work)
+        updated = await store.get_schedule(self._pool, schedule["schedule_id"])
+        return scheduling_pb2.UpdateScheduleResponse(schedule=schedule_resource(updated))
+
+    # --- rules -----------------------------------------------------------------------------------------
+
+    async def CreateAvailabilityRule(
+        self, request: scheduling_pb2.CreateAvailabilityRuleRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CreateAvailabilityRuleResponse:
+        caller = await self._caller()
+        schedule = await self._schedule_for_change(caller, request.parent, "parent")
+        given = request.rule
+        valid_from = to_date(given.valid_from, "rule.valid_from") if given.HasField("valid_from") else None
+        valid_until = (
+            to_date(given.valid_until, "rule.valid_until") if given.HasField("valid_until") else None
+        )
+        if valid_from and valid_until and valid_until < valid_from:
+            raise InvalidArgument.one("rule.valid_until", "is before valid_from")
+        service_type = scheduling_pb2.ServiceType.Name(given.service_type)
+        if service_type not in schedule["service_types"]:
+            raise FailedPrecondition(
+                "SERVICE_TYPE_NOT_OFFERED", "the schedule has no slot length for this service type"
+            )
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            rule = await store.insert_rule(
+                tx,
+                uuid.uuid4(),
+                schedule["schedule_id"],
+                int(given.day_of_week),
+                to_time(given.start_time_of_day),
+                to_time(given.end_time_of_day),
+                service_type,
+                valid_from,
+                valid_until,
+            )
+            await materialise_schedule(tx, schedule["schedule_id"])
+            return [rule_resource(rule).name]
+
+        [name] = await self._in_transaction(request.request_id, "CreateAvailabilityRule", work)
+        rule = await store.get_rule(self._pool, uuid.UUID(name.rsplit("/", 1)[1]))
+        if rule is None:
+            raise NotFound("RULE_NOT_FOUND", "the rule was removed since")
+        return scheduling_pb2.CreateAvailabilityRuleResponse(rule=rule_resource(rule))
+
+    async def ListAvailabilityRules(
+        self, request: scheduling_pb2.ListAvailabilityRulesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListAvailabilityRulesResponse:
+        schedule_id = uuid_of(request.parent, "schedules/", "parent")
+        filters: dict[str, object] = {"parent": request.parent}
+        after = decode_token(request.page_token, filters)
+        size = page_size(request.page_size)
+        rows = await store.list_rules(self._pool, schedule_id, size + 1, uuid.UUID(after) if after else None)
+        more = len(rows) > size
+        rows = rows[:size]
+        return scheduling_pb2.ListAvailabilityRulesResponse(
+            rules=[rule_resource(r) for r in rows],
+            next_page_token=next_page_token(rows[-1]["rule_id"] if more else None, filters),
+        )
+
+    async def DeleteAvailabilityRule(
+        self, request: scheduling_pb2.DeleteAvailabilityRuleRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.DeleteAvailabilityRuleResponse:
+        caller = await self._caller()
+        parent, _, rule = request.name.partition("/availabilityRules/")
+        schedule = await self._schedule_for_change(caller, parent)
+        rule_id = uuid_of(rule, "", "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            if not await store.delete_rule(tx, rule_id, schedule["schedule_id"]):
+                raise NotFound("RULE_NOT_FOUND", f"no rule {request.name}")
+            await materialise_schedule(tx, schedule["schedule_id"])
+            return [request.name]
+
+        await self._in_transaction(request.request_id, "DeleteAvailabilityRule", work)
+        return scheduling_pb2.DeleteAvailabilityRuleResponse()
+
+    # --- exceptions ------------------------------------------------------------------------------------
+
+    async def _exception_scope(
+        self, caller: Caller, given: scheduling_pb2.AvailabilityExceptionInput, field: str
+    ) -> store.ExceptionScope:
+        which = given.WhichOneof("scope")
+        denied = PermissionDenied(
+            "EXCEPTION_SCOPE_NOT_MANAGED", "the caller does not manage the schedules this exception covers"
+        )
+        if which == "schedule":
+            schedule = await self._schedule_for_change(caller, given.schedule, f"{field}.schedule")
+            return store.ExceptionScope(schedule_id=schedule["schedule_id"])
+        if which == "practitioner":
+            rpps = given.practitioner.removeprefix("practitioners/")
+            if not (caller.privileged or caller.rpps == rpps):
+                raise denied
+            return store.ExceptionScope(rpps=rpps)
+        if which == "establishment":
+            finess = given.establishment.removeprefix("establishments/")
+            if not (caller.privileged or (caller.rpps is None and caller.finess == finess)):
+                raise denied
+            return store.ExceptionScope(finess=finess)
+        if not caller.operator and not caller.privileged:
+            raise PermissionDenied("ROLE_REQUIRED", "region-wide exceptions are set by hub operators")
+        return store.ExceptionScope(region_code=given.region.removeprefix("regions/"))
+
+    @staticmethod
+    def _exception_period(
+        given: scheduling_pb2.AvailabilityExceptionInput, field: str
+    ) -> tuple[asyncpg.Range | None, asyncpg.Range | None]:
+        if given.WhichOneof("period") == "interval":
+            start, end = to_datetime(given.interval.start_time), to_datetime(given.interval.end_time)
+            return asyncpg.Range(start, end), None
+        first = to_date(given.dates.start_date, f"{field}.dates.start_date")
+        last = to_date(given.dates.end_date, f"{field}.dates.end_date")
+        if last < first:
+            raise InvalidArgument.one(f"{field}.dates.end_date", "is before start_date")
+        if (last - first).days > 366:
+            raise InvalidArgument.one(f"{field}.dates.end_date", "is more than a year after start_date")
+        return None, asyncpg.Range(first, last + timedelta(days=1))
+
+    async def _create_exceptions(
+        self, tx: asyncpg.Connection, items: Sequence[tuple[store.ExceptionScope, Any]]
+    ) -> tuple[list[str], list[str]]:
+        names: list[str] = []
+        conflicts: list[str] = []
+        for scope, (given, period, days) in items:
+            row = await store.insert_exception(
+                tx,
+                uuid.uuid4(),
+                scope,
+                scheduling_pb2.ExceptionKind.Name(given.kind),
+                period,
+                days,
+                given.note,
+            )
+            names.append(f"availabilityExceptions/{row['exception_id']}")
+            conflicts += await self._apply_exception(tx, scope, row)
+        return names, sorted(set(conflicts))
+
+    @staticmethod
+    async def _apply_exception(tx: asyncpg.Connection, scope: store.ExceptionScope, row: Any) -> list[str]:
+        """Remove the free slots an exception covers (per time zone of the schedules in scope); return the
+        live appointments it overlaps."""
+        from zoneinfo import ZoneInfo
+
+        by_zone: dict[str, list[uuid.UUID]] = {}
+        for schedule in await store.schedules_in_scope(tx, scope):
+            by_zone.setdefault(schedule["time_zone"], []).append(schedule["schedule_id"])
+        conflicts: list[str] = []
+        for zone_name, schedule_ids in by_zone.items():
+            span = exception_blackout(row, ZoneInfo(zone_name))
+            await store.delete_slots_in_period(tx, schedule_ids, span.start, span.end)
+            conflicts += [
+                f"appointments/{a}"
+                for a in await store.live_appointments_in_period(tx, schedule_ids, span.start, span.end)
+            ]
+        return conflicts
+
+    async def CreateAvailabilityException(
+        self, request: scheduling_pb2.CreateAvailabilityExceptionRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CreateAvailabilityExceptionResponse:
+        caller = await self._caller()
+        scope = await self._exception_scope(caller, request.exception, "exception")
+        period, days = self._exception_period(request.exception, "exception")
+        conflicts: list[str] = []
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            names, found = await self._create_exceptions(tx, [(scope, (request.exception, period, days))])
+            conflicts.extend(found)
+            return names
+
+        [name] = await self._in_transaction(request.request_id, "CreateAvailabilityException", work)
+        row = await store.get_exception(self._pool, uuid_of(name, "availabilityExceptions/", "name"))
+        if row is None:
+            raise NotFound("EXCEPTION_NOT_FOUND", "the exception was removed since")
+        return scheduling_pb2.CreateAvailabilityExceptionResponse(
+            exception=exception_resource(row), conflicting_appointments=conflicts
+        )
+
+    async def BatchCreateAvailabilityExceptions(
+        self,
+        request: scheduling_pb2.BatchCreateAvailabilityExceptionsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> scheduling_pb2.BatchCreateAvailabilityExceptionsResponse:
+        caller = await self._caller()
+        items = []
+        for index, given in enumerate(request.exceptions):
+            field = f"exceptions[{index}]"
+            scope = await self._exception_scope(caller, given, field)
+            items.append((scope, (given, *self._exception_period(given, field))))
+        conflicts: list[str] = []
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            names, found = await self._create_exceptions(tx, items)
+            conflicts.extend(found)
+            return names
+
+        names = await self._in_transaction(request.request_id, "BatchCreateAvailabilityExceptions", work)
+        rows = [
+            await store.get_exception(self._pool, uuid_of(n, "availabilityExceptions/", "name"))
+            for n in names
+        ]
+        return scheduling_pb2.BatchCreateAvailabilityExceptionsResponse(
+            exceptions=[exception_resource(r) for r in rows if r is not None],
+            conflicting_appointments=conflicts,
+        )
+
+    async def ListAvailabilityExceptions(
+        self, request: scheduling_pb2.ListAvailabilityExceptionsRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListAvailabilityExceptionsResponse:
+        filters: dict[str, object] = {"schedule": request.schedule, "region": request.region}
+        after = decode_token(request.page_token, filters)
+        size = page_size(request.page_size)
+        rows = await store.list_exceptions(
+            self._pool,
+            size + 1,
+            uuid.UUID(after) if after else None,
+            uuid_of(request.schedule, "schedules/", "schedule") if request.schedule else None,
+            opt(request.region, "regions/"),
+        )
+        more = len(rows) > size
+        rows = rows[:size]
+        return scheduling_pb2.ListAvailabilityExceptionsResponse(
+            exceptions=[exception_resource(r) for r in rows],
+            next_page_token=next_page_token(rows[-1]["exception_id"] if more else None, filters),
+        )
+
+    async def DeleteAvailabilityException(
+        self, request: scheduling_pb2.DeleteAvailabilityExceptionRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.DeleteAvailabilityExceptionResponse:
+        caller = await self._caller()
+        exception_id = uuid_of(request.name, "availabilityExceptions/", "name")
+        row = await store.get_exception(self._pool, exception_id)
+        if row is None:
+            if await store.find_request(self._pool, request.request_id, "DeleteAvailabilityException"):
+                return scheduling_pb2.DeleteAvailabilityExceptionResponse()
+            raise NotFound("EXCEPTION_NOT_FOUND", f"no exception {request.name}")
+        given = exception_resource(row)
+        as_input = scheduling_pb2.AvailabilityExceptionInput()
+        scope_field = given.WhichOneof("scope")
+        if scope_field is not None:
+            setattr(as_input, scope_field, getattr(given, scope_field))
+        scope = await self._exception_scope(caller, as_input, "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            await store.delete_exception(tx, exception_id)
+            for schedule in await store.schedules_in_scope(tx, scope):
+                await materialise_schedule(tx, schedule["schedule_id"])
+            return [request.name]
+
+        await self._in_transaction(request.request_id, "DeleteAvailabilityException", work)
+        return scheduling_pb2.DeleteAvailabilityExceptionResponse()
+
+    # --- slots -----------------------------------------------------------------------------------------
+
+    async def SearchSlots(
+        self, request: scheduling_pb2.SearchSlotsRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.SearchSlotsResponse:
+        start = to_datetime(request.start_time) if request.HasField("start_time") else datetime.now(UTC)
+        end = to_datetime(request.end_time) if request.HasField("end_time") else start + MAX_SEARCH_SPAN
+        if end <= start:
+            raise InvalidArgument.one("end_time", "must be after start_time")
+        if end - start > MAX_SEARCH_SPAN:
+            raise InvalidArgument.one("end_time", "must be at most 400 days after start_time")
+        slot_filters = store.SlotFilters(
+            specialty=practice_pb2.Specialty.Name(request.specialty) if request.specialty else None,
+            ght_id=opt(request.ght, "ghts/"),
+            region_code=opt(request.region, "regions/"),
+            rpps=opt(request.practitioner, "practitioners/"),
+            finess=opt(request.establishment, "establishments/"),
+            service_type=scheduling_pb2.ServiceType.Name(request.service_type)
+            if request.service_type
+            else None,
+        )
+        filters: dict[str, object] = {
+            "specialty": request.specialty,
+            "ght": request.ght,
+            "region": request.region,
+            "practitioner": request.practitioner,
+            "establishment": request.establishment,
+            "service_type": request.service_type,
+            "start": start.isoformat() if request.HasField("start_time") else "",
+            "end": end.isoformat() if request.HasField("end_time") else "",
+        }
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.search_slots(self._pool, slot_filters, start, end, size + 1, after)
+        more = len(rows) > size
+        rows = rows[:size]
+        last = rows[-1] if more else None
+        return scheduling_pb2.SearchSlotsResponse(
+            slots=[slot_resource(r) for r in rows],
+            next_page_token=next_page_token(
+                _key_token(last["start_time"], last["slot_id"]) if last is not None else None, filters
+            ),
+        )
+
+    # --- holds, proposals, bookings -------------------------------------------------------------------
+
+    async def HoldSlot(
+        self, request: scheduling_pb2.HoldSlotRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.HoldSlotResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient) if request.patient else None
+        longest = self._settings.hold_duration
+        ttl = min(to_timedelta(request.ttl), longest) if request.HasField("ttl") else longest
+        new = self._new_appointment(caller, "pending", ttl, patient_id, None, None, None)
+        held = await self._take_slot(request.slot, new, request.request_id, "HoldSlot")
+        return scheduling_pb2.HoldSlotResponse(appointment=held)
+
+    async def ProposeAppointment(
+        self, request: scheduling_pb2.ProposeAppointmentRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ProposeAppointmentResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient)
+        requester = await self._require_practitioner(request.requester, "requester") or caller.rpps
+        longest = self._settings.proposal_duration
+        ttl = min(to_timedelta(request.ttl), longest) if request.HasField("ttl") else longest
+        new = self._new_appointment(caller, "proposed", ttl, patient_id, requester, None, None)
+        proposed = await self._take_slot(request.slot, new, request.request_id, "ProposeAppointment")
+        return scheduling_pb2.ProposeAppointmentResponse(appointment=proposed)
+
+    async def BookAppointment(
+        self, request: scheduling_pb2.BookAppointmentRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.BookAppointmentResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient)
+        requester = await self._require_practitioner(request.requester, "requester") or caller.rpps
+        treating = await self._require_practitioner(request.treating_physician, "treating_physician")
+        consent = (
+            scheduling_pb2.ConsentMethod.Name(request.consent.method) if request.HasField("consent") else None
+        )
+        if request.HasField("slot"):
+            new = self._new_appointment(caller, "booked", None, patient_id, requester, treating, consent)
+            booked = await self._take_slot(request.slot, new, request.request_id, "BookAppointment")
+            return scheduling_pb2.BookAppointmentResponse(appointment=booked)
+        appointment_id = uuid_of(request.appointment, "appointments/", "appointment")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            held = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
+            status = held["effective_status"]
+            if held["lapsed"]:
+                raise FailedPrecondition(
+                    "HOLD_EXPIRED", "the hold or proposal has lapsed; book the slot again"
+                )
+            if status not in ("pending", "proposed"):
+                raise store.invalid_transition(status, "booked")
+            if held["patient_id"] is not None and held["patient_id"] != patient_id:
+                raise FailedPrecondition(
+                    "HOLD_PATIENT_MISMATCH", "the hold or proposal is for another patient"
+                )
+            booked = await store.book_held(
+                tx,
+                appointment_id,
+                patient_id=patient_id,
+                requester_rpps=requester,
+                treating_rpps=treating,
+                booked_by_finess=caller.finess,
+                booked_by_ght=caller.ght_id,
+                booked_by_rpps=caller.rpps,
+                consent_method=consent,
+                actor=caller.actor,
+            )
+            if not booked:
+                raise FailedPrecondition(
+                    "HOLD_EXPIRED", "the hold or proposal has lapsed; book the slot again"
+                )
+            return [f"appointments/{appointment_id}"]
+
+        [name] = await self._in_transaction(request.request_id, "BookAppointment", work)
+        audit_target(resource=name)
+        self._after_booking_commit()
+        return scheduling_pb2.BookAppointmentResponse(
+            appointment=await self._appointment(uuid_of(name, "appointments/", "name"))
+        )
+
+    # --- reads -----------------------------------------------------------------------------------------
+
+    async def GetAppointment(
+        self, request: scheduling_pb2.GetAppointmentRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetAppointmentResponse:
+        caller = await self._caller()
+        row = await store.get_appointment(self._pool, uuid_of(request.name, "appointments/", "name"))
+        await self._visible_appointment(caller, row)
+        return scheduling_pb2.GetAppointmentResponse(appointment=appointment_resource(row))
+
+    async def ListAppointments(
+        self, request: scheduling_pb2.ListAppointmentsRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListAppointmentsResponse:
+        caller = await self._caller()
+        audit_target(resource="appointments", patient=request.patient)
+        list_filters = store.AppointmentFilters(
+            rpps=opt(request.practitioner, "practitioners/"),
+            patient_id=uuid_of(request.patient, "patients/", "patient") if request.patient else None,
+            finess=opt(request.establishment, "establishments/"),
+            statuses=tuple(FHIR_STATUS[s] for s in request.states),
+            start=to_datetime(request.start_time) if request.HasField("start_time") else None,
+            end=to_datetime(request.end_time) if request.HasField("end_time") else None,
+        )
+        filters: dict[str, object] = {
+            "practitioner": request.practitioner,
+            "patient": request.patient,
+            "establishment": request.establishment,
+            "states": sorted(request.states),
+            "start": list_filters.start.isoformat() if list_filters.start else "",
+            "end": list_filters.end.isoformat() if list_filters.end else "",
+        }
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.list_appointments(self._pool, caller.scope(), list_filters, size + 1, after)
+        more = len(rows) > size
+        rows = rows[:size]
+        last = rows[-1] if more else None
+        return scheduling_pb2.ListAppointmentsResponse(
+            appointments=[appointment_resource(r) for r in rows],
+            next_page_token=next_page_token(
+                _key_token(last["start_time"], last["appointment_id"]) if last is not None else None, filters
+            ),
+        )
+
+    # --- changes ---------------------------------------------------------------------------------------
+
+    def _check_initiator(self, caller: Caller, row: Any, initiator: int, cutoff: timedelta) -> None:
+        if initiator == scheduling_pb2.PARTY_PRACTITIONER:
+            if not caller.acts_for_practitioner(row):
+                raise PermissionDenied(
+                    "PRACTITIONER_ONLY",
+                    "only the teleconsultant's side may cancel or move as the practitioner",
+                )
+            return
+        if row["effective_status"] == "booked" and datetime.now(UTC) >= row["start_time"] - cutoff:
+            raise FailedPrecondition(
+                "CANCELLATION_CUTOFF_PASSED",
+                "the patient side can no longer cancel or move this appointment (the schedule's cut-off)",
+                {"cutoff_seconds": str(int(cutoff.total_seconds()))},
+            )
+
+    async def _cutoff(self, tx: asyncpg.Connection, row: Any) -> timedelta:
+        schedule = await store.get_schedule(tx, row["schedule_id"])
+        return schedule["cancellation_cutoff"] if schedule is not None else timedelta(0)
+
+    async def CancelAppointment(
+        self, request: scheduling_pb2.CancelAppointmentRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CancelAppointmentResponse:
+        caller = await self._caller()
+        appointment_id = uuid_of(request.name, "appointments/", "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
+            status = row["effective_status"]
+            if status not in ("proposed", "pending", "booked"):
+                raise store.invalid_transition(status, "cancelled")
+            self._check_initiator(caller, row, request.initiator, await self._cutoff(tx, row))
+            await store.cancel(
+                tx,
+                row,
+                status="cancelled",
+                initiator=scheduling_pb2.Party.Name(request.initiator),
+                reason=scheduling_pb2.CancellationReason.Name(request.reason),
+                note=request.note,
+                actor=caller.actor,
+            )
+            return [request.name]
+
+        await self._in_transaction(request.request_id, "CancelAppointment", work)
+        self._relay.notify()
+        return scheduling_pb2.CancelAppointmentResponse(appointment=await self._appointment(appointment_id))
+
+    async def RescheduleAppointment(
+        self, request: scheduling_pb2.RescheduleAppointmentRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.RescheduleAppointmentResponse:
+        caller = await self._caller()
+        old_id = uuid_of(request.name, "appointments/", "name")
+        slot_id = uuid_of(request.slot, "slots/", "slot")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            old = await self._visible_appointment(caller, await store.lock_appointment(tx, old_id))
+            if old["effective_status"] != "booked":
+                raise store.invalid_transition(old["effective_status"], "rescheduled")
+            self._check_initiator(caller, old, request.initiator, await self._cutoff(tx, old))
+            # The new appointment is booked before the old one is cancelled; both overlap for a moment when
+            # the move is by less than a slot, so the overlap check waits for the commit.
+            await tx.execute("SET CONSTRAINTS scheduling.appointments_no_overlap DEFERRED")
+            new = store.NewAppointment(
+                appointment_id=uuid.uuid4(),
+                status="booked",
+                claim=None,
+                patient_id=old["patient_id"],
+                requester_rpps=old["requester_rpps"],
+                treating_rpps=old["treating_rpps"],
+                booked_by_finess=old["booked_by_finess"],
+                booked_by_ght=old["booked_by_ght"],
+                booked_by_rpps=old["booked_by_rpps"],
+                consent_method=old["consent_method"],
+                actor=caller.actor,
+                join_window_before=self._settings.join_window_before,
+                no_show_grace=self._settings.no_show_grace,
+                rescheduled_from=old_id,
+                reason="RESCHEDULED",
+            )
+            row = await store.insert_appointment_on_slot(
+                tx, slot_id, new, request.request_id, "RescheduleAppointment"
+            )
+            if row is None:
+                raise await self._slot_refusal(slot_id)
+            await store.cancel(
+                tx,
+                old,
+                status="cancelled",
+                initiator=scheduling_pb2.Party.Name(request.initiator),
+                reason="CANCELLATION_REASON_RESCHEDULED",
+                note=request.note,
+                actor=caller.actor,
+                rescheduled_to=new.appointment_id,
+            )
+            return [f"appointments/{new.appointment_id}"]
+
+        try:
+            async with store.transaction(self._pool) as tx:
+                done = await store.claim_request(tx, request.request_id, "RescheduleAppointment")
+                names = done if done is not None else await work(tx)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            error = store.constraint_error(exc)
+            if error is None:
+                raise
+            raise error from None
+        new_id = uuid_of(names[0], "appointments/", "name")
+        self._after_booking_commit()
+        current = await self._appointment(new_id)
+        previous = await self._appointment(uuid_of(current.rescheduled_from, "appointments/", "name"))
+        return scheduling_pb2.RescheduleAppointmentResponse(appointment=current, previous=previous)
+
+    async def RecordConsent(
+        self, request: scheduling_pb2.RecordConsentRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.RecordConsentResponse:
+        caller = await self._caller()
+        appointment_id = uuid_of(request.name, "appointments/", "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
+            if row["effective_status"] not in ("proposed", "pending", "booked"):
+                raise store.invalid_transition(row["effective_status"], "consented")
+            await store.record_consent(
+                tx, appointment_id, scheduling_pb2.ConsentMethod.Name(request.consent.method), caller.actor
+            )
+            return [request.name]
+
+        await self._in_transaction(request.request_id, "RecordConsent", work)
+        return scheduling_pb2.RecordConsentResponse(appointment=await self._appointment(appointment_id))
+
+    async def MarkAppointmentEnteredInError(
+        self, request: scheduling_pb2.MarkAppointmentEnteredInErrorRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.MarkAppointmentEnteredInErrorResponse:
+        caller = await self._caller()
+        appointment_id = uuid_of(request.name, "appointments/", "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
+            if not caller.acts_for_practitioner(row):
+                raise PermissionDenied(
+                    "PRACTITIONER_ONLY", "only the teleconsultant's side or the hub may do this"
+                )
+            if row["effective_status"] in ("fulfilled", "entered-in-error"):
+                # A fulfilled act has been billed: correcting it is a billing reversal, not this.
+                raise store.invalid_transition(row["effective_status"], "entered-in-error")
+            await store.cancel(
+                tx,
+                row,
+                status="entered-in-error",
+                initiator="PARTY_PRACTITIONER",
+                reason="CANCELLATION_REASON_OTHER",
+                note=request.note,
+                actor=caller.actor,
+            )
+            return [request.name]
+
+        await self._in_transaction(request.request_id, "MarkAppointmentEnteredInError", work)
+        self._relay.notify()
+        return scheduling_pb2.MarkAppointmentEnteredInErrorResponse(
+            appointment=await self._appointment(appointment_id)
+        )
+
+    # --- the teleconsultation itself (Temporal Updates) ------------------------------------------------
+
+    async def _for_teleconsultant(self, request_id: str, method: str, name: str) -> tuple[Caller, Any, bool]:
+        """The appointment, checked visible and the caller its teleconsultant; True when the request was
+        already done."""
+        caller = await self._caller()
+        row = await self._visible_appointment(
+            caller, await store.get_appointment(self._pool, uuid_of(name, "appointments/", "name"))
+        )
+        if caller.rpps != row["rpps"]:
+            raise PermissionDenied(
+                "TELECONSULTANT_ONLY", "only the teleconsultant (their own token) may do this"
+            )
+        done = await store.find_request(self._pool, request_id, method) is not None
+        return caller, row, done
+
+    async def _update(self, row: Any, update: str, argument: Any, result_type: type, request_id: str) -> None:
+        await self._relay.ensure_relayed(row["appointment_id"])
+        handle = self._temporal.get_workflow_handle(row["workflow_id"])
+        try:
+            await handle.execute_update(update, argument, id=request_id, result_type=result_type)
+        except temporalio.client.WorkflowUpdateFailedError as failed:
+            cause = failed.cause
+            while cause is not None and not isinstance(cause, ApplicationError):
+                cause = cause.__cause__  # type: ignore[assignment]
+            if isinstance(cause, ApplicationError) and cause.type:
+                raise FailedPrecondition(cause.type, cause.message) from None
+            raise FailedPrecondition("INVALID_TRANSITION", "the teleconsultation refused this step") from None
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                # The workflow has closed (no-show, cancellation): say what the appointment is now.
+                current = await store.get_appointment(self._pool, row["appointment_id"])
+                raise store.invalid_transition(
+                    current["effective_status"] if current else "unknown", update
+                ) from None
+            raise Unavailable(
+                "WORKFLOW_UNAVAILABLE", "the teleconsultation workflow cannot be reached now"
+            ) from error
+
+    async def _remember(self, request_id: str, method: str, name: str) -> None:
+        try:
+            async with store.transaction(self._pool) as tx:
+                await store.record_request(tx, request_id, method, [name])
+        except asyncpg.UniqueViolationError:
+            pass  # a concurrent retry of the same request recorded it
+
+    async def StartTeleconsultation(
+        self, request: scheduling_pb2.StartTeleconsultationRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.StartTeleconsultationResponse:
+        method = "StartTeleconsultation"
+        caller, row, done = await self._for_teleconsultant(request.request_id, method, request.name)
+        if not done:
+            status = row["effective_status"]
+            if status != "booked":
+                raise store.invalid_transition(status, "arrived")
+            if row["consent_time"] is None:
+                raise FailedPrecondition(
+                    "CONSENT_REQUIRED",
+                    "the patient's consent must be recorded before the teleconsultation starts",
+                )
+            await self._update(
+                row,
+                "start",
+                StartRequest(request_id=request.request_id, practitioner=f"practitioners/{caller.rpps}"),
+                StartResult,
+                request.request_id,
+            )
+            await self._remember(request.request_id, method, request.name)
+        return scheduling_pb2.StartTeleconsultationResponse(
+            appointment=await self._appointment(row["appointment_id"])
+        )
+
+    async def CompleteTeleconsultation(
+        self, request: scheduling_pb2.CompleteTeleconsultationRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CompleteTeleconsultationResponse:
+        method = "CompleteTeleconsultation"
+        caller, row, done = await self._for_teleconsultant(request.request_id, method, request.name)
+        if not done:
+            if row["effective_status"] != "arrived":
+                raise store.invalid_transition(row["effective_status"], "fulfilled")
+            participants = {p.practitioner for p in request.record.participants}
+            if f"practitioners/{caller.rpps}" not in participants:
+                raise InvalidArgument(
+                    [FieldViolation("record.participants", "must name the teleconsultant (R.6316-4 3°)")]
+                )
+            circumstances = billing_pb2.Circumstances()
+            circumstances.CopyFrom(request.circumstances)
+            treating = row["treating_rpps"]
+            if treating is not None:
+                circumstances.performer_is_treating_physician |= treating == row["rpps"]
+                circumstances.oriented_by_treating_physician |= treating == row["requester_rpps"]
+            await self._update(
+                row,
+                "complete",
+                CompletionRequest(
+                    request_id=request.request_id,
+                    practitioner=f"practitioners/{caller.rpps}",
+                    record_json=json_format.MessageToJson(request.record, indent=None),
+                    circumstances_json=json_format.MessageToJson(circumstances, indent=None),
+                ),
+                CompletionResult,
+                request.request_id,
+            )
+            await self._remember(request.request_id, method, request.name)
+        return scheduling_pb2.CompleteTeleconsultationResponse(
+            appointment=await self._appointment(row["appointment_id"])
+        )
+
+
+__all__ = ["SERVICE_NAME", "SchedulingServicer", "day_span", "timestamp"]

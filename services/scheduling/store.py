@@ -1,0 +1,1024 @@
+"""The scheduling service's SQL (schema `scheduling`), shared with the Teleconsultation worker's activities.
+
+Methods take a connection (`conn`): the pool for a one-statement read or write, or a connection inside a
+transaction the caller opened with `transaction()`. Rows come back as asyncpg records; `resources.py` turns
+them into API messages.
+
+The invariants are constraints in the database (see the migration): above all `appointments_no_overlap`, the
+exclusion constraint that makes double booking impossible whatever the concurrency, and that holds lapse by
+themselves. A violation comes back from here as a domain error with a stable reason (`_CONSTRAINT_ERRORS`).
+
+Booking a free slot is one statement (a chain of data-modifying CTEs): the appointment, its first history row,
+the outbox row that starts its workflow and the request id all commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument
+
+# Appointment statuses a live claim has (the exclusion constraint's predicate, repeated verbatim where a query
+# must use its index).
+LIVE_STATUSES = ("proposed", "pending", "booked", "arrived", "fulfilled", "noshow")
+# First key of scheduling's two-key advisory locks (ASCII "sch").
+_ADVISORY_LOCK_CLASS = 0x00736368
+
+_CONSTRAINT_ERRORS: dict[str, tuple[type[DomainError], str, str]] = {
+    "appointments_no_overlap": (
+        FailedPrecondition,
+        "SLOT_ALREADY_BOOKED",
+        "the slot is already held or booked (or overlaps an appointment of the same practitioner)",
+    ),
+    "schedules_rpps_finess_key": (
+        AlreadyExists,
+        "SCHEDULE_EXISTS",
+        "the practitioner already has a schedule at this practice place",
+    ),
+    "availability_rules_service_type_fkey": (
+        FailedPrecondition,
+        "SERVICE_TYPE_NOT_OFFERED",
+        "the schedule has no slot length for this service type",
+    ),
+}
+
+
+def constraint_error(exc: asyncpg.IntegrityConstraintViolationError) -> DomainError | None:
+    found = _CONSTRAINT_ERRORS.get(getattr(exc, "constraint_name", None) or "")
+    if found is None:
+        return None
+    kind, reason, message = found
+    return kind(reason, message)
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+# --- requests (idempotency) -------------------------------------------------------------------------------
+
+LOCK_REQUEST = "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::uuid::text))"
+GET_REQUEST = "SELECT method, resources FROM scheduling.requests WHERE request_id = $1"
+INSERT_REQUEST = "INSERT INTO scheduling.requests (request_id, method, resources) VALUES ($1, $2, $3)"
+
+
+async def claim_request(tx: asyncpg.Connection, request_id: str, method: str) -> list[str] | None:
+    """In a transaction: wait for a concurrent attempt of the same request, then return the resources a
+    committed earlier attempt wrote (None: do the work). A request id reused for another method is refused."""
+    await tx.execute(LOCK_REQUEST, _ADVISORY_LOCK_CLASS, request_id)
+    return await find_request(tx, request_id, method)
+
+
+async def find_request(conn: Any, request_id: str, method: str) -> list[str] | None:
+    row = await conn.fetchrow(GET_REQUEST, uuid.UUID(request_id))
+    if row is None:
+        return None
+    if row["method"] != method:
+        raise FailedPrecondition("REQUEST_ID_REUSED", "this request_id was used for another request")
+    return list(row["resources"])
+
+
+async def record_request(
+    tx: asyncpg.Connection, request_id: str, method: str, resources: Sequence[str]
+) -> None:
+    await tx.execute(INSERT_REQUEST, uuid.UUID(request_id), method, list(resources))
+
+
+# Statements marked `noqa: S608` are composed of this module's constant SQL fragments (column lists)
+# only; every value is a bind parameter.
+
+# --- schedules --------------------------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS = """
+    sc.schedule_id, sc.rpps, sc.profession, sc.specialty, sc.finess, sc.ght_id, sc.region_code, sc.time_zone,
+    sc.buffer, sc.minimum_notice, sc.cancellation_cutoff, sc.booking_horizon_days, sc.active,
+    sc.materialised_until, sc.create_time, sc.update_time,
+    ARRAY(SELECT t.service_type FROM scheduling.schedule_service_types t
+          WHERE t.schedule_id = sc.schedule_id ORDER BY t.service_type) AS service_types,
+    ARRAY(SELECT t.slot_duration FROM scheduling.schedule_service_types t
+          WHERE t.schedule_id = sc.schedule_id ORDER BY t.service_type) AS slot_durations
+"""
+INSERT_SCHEDULE = """
+INSERT INTO scheduling.schedules (
+    schedule_id, rpps, profession, specialty, finess, ght_id, region_code, time_zone, buffer, minimum_notice,
+    cancellation_cutoff, booking_horizon_days)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+"""
+INSERT_SERVICE_TYPES = """
+INSERT INTO scheduling.schedule_service_types (schedule_id, service_type, slot_duration)
+SELECT $1, t, d FROM unnest($2::text[], $3::interval[]) AS u(t, d)
+"""
+DELETE_SERVICE_TYPES_NOT_IN = """
+DELETE FROM scheduling.schedule_service_types WHERE schedule_id = $1 AND NOT (service_type = ANY($2::text[]))
+"""
+UPSERT_SERVICE_TYPES = """
+INSERT INTO scheduling.schedule_service_types (schedule_id, service_type, slot_duration)
+SELECT $1, t, d FROM unnest($2::text[], $3::interval[]) AS u(t, d)
+ON CONFLICT (schedule_id, service_type) DO UPDATE SET slot_duration = EXCLUDED.slot_duration
+"""
+GET_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM scheduling.schedules sc WHERE sc.schedule_id = $1"  # noqa: S608
+LOCK_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM scheduling.schedules sc WHERE sc.schedule_id = $1 FOR UPDATE"  # noqa: S608
+LIST_SCHEDULES = f"""
+SELECT {SCHEDULE_COLUMNS} FROM scheduling.schedules sc
+WHERE ($1::uuid IS NULL OR sc.schedule_id > $1)
+  AND ($2::text IS NULL OR sc.rpps = $2)
+  AND ($3::text IS NULL OR sc.finess = $3)
+ORDER BY sc.schedule_id LIMIT $4
+"""  # noqa: S608
+UPDATE_SCHEDULE = """
+UPDATE scheduling.schedules SET
+    buffer = COALESCE($2, buffer),
+    minimum_notice = COALESCE($3, minimum_notice),
+    cancellation_cutoff = COALESCE($4, cancellation_cutoff),
+    booking_horizon_days = COALESCE($5, booking_horizon_days),
+    active = COALESCE($6, active)
+WHERE schedule_id = $1
+"""
+SET_MATERIALISED_UNTIL = "UPDATE scheduling.schedules SET materialised_until = $2 WHERE schedule_id = $1"
+
+
+@dataclass(frozen=True)
+class ScheduleValues:
+    rpps: str
+    profession: str
+    specialty: str
+    finess: str
+    ght_id: str | None
+    region_code: str
+    time_zone: str
+    buffer: timedelta
+    minimum_notice: timedelta
+    cancellation_cutoff: timedelta
+    booking_horizon_days: int
+    service_types: dict[str, timedelta]
+
+
+async def insert_schedule(tx: asyncpg.Connection, schedule_id: uuid.UUID, values: ScheduleValues) -> None:
+    await tx.execute(
+        INSERT_SCHEDULE,
+        schedule_id,
+        values.rpps,
+        values.profession,
+        values.specialty,
+        values.finess,
+        values.ght_id,
+        values.region_code,
+        values.time_zone,
+        values.buffer,
+        values.minimum_notice,
+        values.cancellation_cutoff,
+        values.booking_horizon_days,
+    )
+    await tx.execute(
+        INSERT_SERVICE_TYPES, schedule_id, list(values.service_types), list(values.service_types.values())
+    )
+
+
+async def get_schedule(conn: Any, schedule_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    return await conn.fetchrow(LOCK_SCHEDULE if lock else GET_SCHEDULE, schedule_id)
+
+
+async def list_schedules(
+    conn: Any, limit: int, after: uuid.UUID | None, rpps: str | None, finess: str | None
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(LIST_SCHEDULES, after, rpps, finess, limit))
+
+
+async def update_schedule(
+    tx: asyncpg.Connection,
+    schedule_id: uuid.UUID,
+    *,
+    buffer: timedelta | None = None,
+    minimum_notice: timedelta | None = None,
+    cancellation_cutoff: timedelta | None = None,
+    booking_horizon_days: int | None = None,
+    active: bool | None = None,
+    service_types: dict[str, timedelta] | None = None,
+) -> None:
+    await tx.execute(
+        UPDATE_SCHEDULE,
+        schedule_id,
+        buffer,
+        minimum_notice,
+        cancellation_cutoff,
+        booking_horizon_days,
+        active,
+    )
+    if service_types is not None:
+        # Rules of a service type no longer offered go with it (ON DELETE CASCADE).
+        await tx.execute(DELETE_SERVICE_TYPES_NOT_IN, schedule_id, list(service_types))
+        await tx.execute(UPSERT_SERVICE_TYPES, schedule_id, list(service_types), list(service_types.values()))
+
+
+# --- rules ------------------------------------------------------------------------------------------------
+
+RULE_COLUMNS = """
+    r.rule_id, r.schedule_id, r.day_of_week, r.start_local, r.end_local, r.service_type, r.valid_from,
+    r.valid_until, r.create_time
+"""
+INSERT_RULE = f"""
+INSERT INTO scheduling.availability_rules AS r (rule_id, schedule_id, day_of_week, start_local, end_local,
+                                                service_type, valid_from, valid_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING {RULE_COLUMNS}
+"""  # noqa: S608
+GET_RULE = f"SELECT {RULE_COLUMNS} FROM scheduling.availability_rules r WHERE r.rule_id = $1"  # noqa: S608
+RULES_OF_SCHEDULE = f"""
+SELECT {RULE_COLUMNS} FROM scheduling.availability_rules r WHERE r.schedule_id = $1 ORDER BY r.rule_id
+"""  # noqa: S608
+LIST_RULES = f"""
+SELECT {RULE_COLUMNS} FROM scheduling.availability_rules r
+WHERE r.schedule_id = $1 AND ($2::uuid IS NULL OR r.rule_id > $2)
+ORDER BY r.rule_id LIMIT $3
+"""  # noqa: S608
+DELETE_RULE = "DELETE FROM scheduling.availability_rules WHERE rule_id = $1 AND schedule_id = $2"
+
+
+async def insert_rule(
+    tx: asyncpg.Connection,
+    rule_id: uuid.UUID,
+    schedule_id: uuid.UUID,
+    day_of_week: int,
+    start: Any,
+    end: Any,
+    service_type: str,
+    valid_from: date | None,
+    valid_until: date | None,
+) -> asyncpg.Record:
+    return await tx.fetchrow(
+        INSERT_RULE, rule_id, schedule_id, day_of_week, start, end, service_type, valid_from, valid_until
+    )
+
+
+async def get_rule(conn: Any, rule_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_RULE, rule_id)
+
+
+async def rules_of(conn: Any, schedule_id: uuid.UUID) -> list[asyncpg.Record]:
+    return list(await conn.fetch(RULES_OF_SCHEDULE, schedule_id))
+
+
+async def list_rules(
+    conn: Any, schedule_id: uuid.UUID, limit: int, after: uuid.UUID | None
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(LIST_RULES, schedule_id, after, limit))
+
+
+async def delete_rule(tx: asyncpg.Connection, rule_id: uuid.UUID, schedule_id: uuid.UUID) -> bool:
+    return str(await tx.execute(DELETE_RULE, rule_id, schedule_id)).endswith(" 1")
+
+
+# --- exceptions -------------------------------------------------------------------------------------------
+
+EXCEPTION_COLUMNS = """
+    x.exception_id, x.schedule_id, x.rpps, x.finess, x.region_code, x.kind, x.period, x.days, x.note,
+    x.create_time
+"""
+INSERT_EXCEPTION = f"""
+INSERT INTO scheduling.availability_exceptions AS x (
+    exception_id, schedule_id, rpps, finess, region_code, kind, period, days, note)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING {EXCEPTION_COLUMNS}
+"""  # noqa: S608
+GET_EXCEPTION = (
+    f"SELECT {EXCEPTION_COLUMNS} FROM scheduling.availability_exceptions x WHERE x.exception_id = $1"  # noqa: S608
+)
+DELETE_EXCEPTION = "DELETE FROM scheduling.availability_exceptions WHERE exception_id = $1"
+# The exceptions that apply to a schedule, whatever their scope.
+EXCEPTIONS_OF_SCHEDULE = f"""
+SELECT {EXCEPTION_COLUMNS} FROM scheduling.availability_exceptions x
+WHERE x.schedule_id = $1 OR x.rpps = $2 OR x.finess = $3 OR x.region_code = $4
+"""  # noqa: S608
+LIST_EXCEPTIONS = f"""
+SELECT {EXCEPTION_COLUMNS} FROM scheduling.availability_exceptions x
+LEFT JOIN scheduling.schedules sc ON sc.schedule_id = $2
+WHERE ($1::uuid IS NULL OR x.exception_id > $1)
+  AND ($2::uuid IS NULL OR x.schedule_id = $2 OR x.rpps = sc.rpps OR x.finess = sc.finess
+       OR x.region_code = sc.region_code)
+  AND ($3::text IS NULL OR x.region_code = $3)
+ORDER BY x.exception_id LIMIT $4
+"""  # noqa: S608
+# The schedules an exception scope covers, with their time zones.
+SCHEDULES_IN_SCOPE = """
+SELECT sc.schedule_id, sc.time_zone FROM scheduling.schedules sc
+WHERE sc.schedule_id = $1 OR sc.rpps = $2 OR sc.finess = $3 OR sc.region_code = $4
+"""
+DELETE_SLOTS_IN_PERIOD = """
+DELETE FROM scheduling.slots s
+WHERE s.schedule_id = ANY($1::uuid[]) AND s.start_time < $3 AND s.end_time > $2
+"""
+LIVE_APPOINTMENTS_IN_PERIOD = """
+SELECT a.appointment_id FROM scheduling.appointments a
+WHERE a.schedule_id = ANY($1::uuid[]) AND a.start_time < $3 AND a.end_time > $2
+  AND a.status IN ('proposed', 'pending', 'booked')
+  AND (a.hold_expire_time IS NULL OR a.hold_expire_time > now())
+ORDER BY a.start_time, a.appointment_id
+"""
+
+
+@dataclass(frozen=True)
+class ExceptionScope:
+    schedule_id: uuid.UUID | None = None
+    rpps: str | None = None
+    finess: str | None = None
+    region_code: str | None = None
+
+
+async def insert_exception(
+    tx: asyncpg.Connection,
+    exception_id: uuid.UUID,
+    scope: ExceptionScope,
+    kind: str,
+    period: asyncpg.Range | None,
+    days: asyncpg.Range | None,
+    note: str,
+) -> asyncpg.Record:
+    return await tx.fetchrow(
+        INSERT_EXCEPTION,
+        exception_id,
+        scope.schedule_id,
+        scope.rpps,
+        scope.finess,
+        scope.region_code,
+        kind,
+        period,
+        days,
+        note,
+    )
+
+
+async def get_exception(conn: Any, exception_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_EXCEPTION, exception_id)
+
+
+async def delete_exception(tx: asyncpg.Connection, exception_id: uuid.UUID) -> None:
+    await tx.execute(DELETE_EXCEPTION, exception_id)
+
+
+async def exceptions_of(conn: Any, schedule: asyncpg.Record) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            EXCEPTIONS_OF_SCHEDULE,
+            schedule["schedule_id"],
+            schedule["rpps"],
+            schedule["finess"],
+            schedule["region_code"],
+        )
+    )
+
+
+async def list_exceptions(
+    conn: Any, limit: int, after: uuid.UUID | None, schedule_id: uuid.UUID | None, region: str | None
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(LIST_EXCEPTIONS, after, schedule_id, region, limit))
+
+
+async def schedules_in_scope(conn: Any, scope: ExceptionScope) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(SCHEDULES_IN_SCOPE, scope.schedule_id, scope.rpps, scope.finess, scope.region_code)
+    )
+
+
+async def delete_slots_in_period(
+    tx: asyncpg.Connection, schedule_ids: Sequence[uuid.UUID], start: datetime, end: datetime
+) -> None:
+    await tx.execute(DELETE_SLOTS_IN_PERIOD, list(schedule_ids), start, end)
+
+
+async def live_appointments_in_period(
+    conn: Any, schedule_ids: Sequence[uuid.UUID], start: datetime, end: datetime
+) -> list[uuid.UUID]:
+    rows = await conn.fetch(LIVE_APPOINTMENTS_IN_PERIOD, list(schedule_ids), start, end)
+    return [r["appointment_id"] for r in rows]
+
+
+# --- slots ------------------------------------------------------------------------------------------------
+
+SLOT_COLUMNS = """
+    s.slot_id, s.schedule_id, s.rpps, s.finess, s.ght_id, s.region_code, s.specialty, s.time_zone,
+    s.service_type, s.start_time, s.end_time
+"""
+# Re-materialising keeps the ids of slots that still exist (and so their names, held by clients).
+DELETE_STALE_SLOTS = """
+DELETE FROM scheduling.slots WHERE schedule_id = $1 AND start_time >= $2 AND NOT (slot_id = ANY($3::uuid[]))
+"""
+DELETE_FUTURE_SLOTS = "DELETE FROM scheduling.slots WHERE schedule_id = $1 AND start_time >= $2"
+UPSERT_SLOTS = """
+INSERT INTO scheduling.slots (slot_id, schedule_id, rpps, finess, ght_id, region_code, specialty, time_zone,
+                              service_type, start_time, end_time, occupied, minimum_notice)
+SELECT u.slot_id, $1, $2, $3, $4, $5, $6, $7, u.service_type, u.start_time, u.end_time,
+       tstzrange(u.start_time, u.end_time + $8::interval), $9
+FROM unnest($10::uuid[], $11::text[], $12::timestamptz[], $13::timestamptz[])
+     AS u(slot_id, service_type, start_time, end_time)
+ON CONFLICT (slot_id) DO UPDATE SET
+    occupied = EXCLUDED.occupied, minimum_notice = EXCLUDED.minimum_notice, ght_id = EXCLUDED.ght_id,
+    specialty = EXCLUDED.specialty
+WHERE scheduling.slots.occupied IS DISTINCT FROM EXCLUDED.occupied
+   OR scheduling.slots.minimum_notice IS DISTINCT FROM EXCLUDED.minimum_notice
+"""
+PRUNE_PAST_SLOTS = "DELETE FROM scheduling.slots WHERE end_time < now() - interval '1 day'"
+GET_SLOT = f"""
+SELECT {SLOT_COLUMNS}, sc.active, sc.minimum_notice, (s.start_time >= now() + s.minimum_notice) AS bookable
+FROM scheduling.slots s JOIN scheduling.schedules sc ON sc.schedule_id = s.schedule_id
+WHERE s.slot_id = $1
+"""  # noqa: S608
+SCHEDULES_TO_REFRESH = """
+SELECT schedule_id FROM scheduling.schedules
+WHERE active AND (materialised_until IS NULL
+                  OR materialised_until < (now() AT TIME ZONE time_zone)::date + booking_horizon_days - 1)
+ORDER BY schedule_id LIMIT $1
+"""
+
+
+@dataclass(frozen=True)
+class SlotRow:
+    slot_id: uuid.UUID
+    service_type: str
+    start: datetime
+    end: datetime
+
+
+async def replace_future_slots(
+    tx: asyncpg.Connection, schedule: asyncpg.Record, since: datetime, slots: Sequence[SlotRow]
+) -> None:
+    """Make the schedule's slots from `since` on exactly `slots` (ids kept where unchanged)."""
+    ids = [s.slot_id for s in slots]
+    await tx.execute(DELETE_STALE_SLOTS, schedule["schedule_id"], since, ids)
+    if not slots:
+        return
+    await tx.execute(
+        UPSERT_SLOTS,
+        schedule["schedule_id"],
+        schedule["rpps"],
+        schedule["finess"],
+        schedule["ght_id"],
+        schedule["region_code"],
+        schedule["specialty"],
+        schedule["time_zone"],
+        schedule["buffer"],
+        schedule["minimum_notice"],
+        ids,
+        [s.service_type for s in slots],
+        [s.start for s in slots],
+        [s.end for s in slots],
+    )
+
+
+async def delete_future_slots(tx: asyncpg.Connection, schedule_id: uuid.UUID, since: datetime) -> None:
+    await tx.execute(DELETE_FUTURE_SLOTS, schedule_id, since)
+
+
+async def set_materialised_until(tx: asyncpg.Connection, schedule_id: uuid.UUID, day: date | None) -> None:
+    await tx.execute(SET_MATERIALISED_UNTIL, schedule_id, day)
+
+
+async def get_slot(conn: Any, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_SLOT, slot_id)
+
+
+async def schedules_to_refresh(conn: Any, limit: int) -> list[uuid.UUID]:
+    return [r["schedule_id"] for r in await conn.fetch(SCHEDULES_TO_REFRESH, limit)]
+
+
+async def prune_past_slots(conn: Any) -> None:
+    await conn.execute(PRUNE_PAST_SLOTS)
+
+
+@dataclass(frozen=True)
+class SlotFilters:
+    specialty: str | None = None
+    ght_id: str | None = None
+    region_code: str | None = None
+    rpps: str | None = None
+    finess: str | None = None
+    service_type: str | None = None
+
+
+# A slot is free when no live claim of its practitioner overlaps it (buffer included). The subquery repeats
+# the exclusion constraint's predicate so that it probes the constraint's GiST index.
+_FREE = """
+NOT EXISTS (
+    SELECT 1 FROM scheduling.appointments a
+    WHERE a.rpps = s.rpps AND a.occupied && s.occupied AND a.claimed && tstzrange(now(), NULL)
+      AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'fulfilled', 'noshow')
+)
+"""
+
+
+def search_statement(filters: SlotFilters, keyset: bool) -> str:
+    """One static statement per combination of filters, so that each gets a plan using its index (a single
+    statement with `($n IS NULL OR ...)` would be planned once, generically, and scan)."""
+    conditions = ["s.start_time >= $1", "s.start_time < $2", "s.start_time >= now() + s.minimum_notice"]
+    position = 4
+    for column, value in (
+        ("specialty", filters.specialty),
+        ("ght_id", filters.ght_id),
+        ("region_code", filters.region_code),
+        ("rpps", filters.rpps),
+        ("finess", filters.finess),
+        ("service_type", filters.service_type),
+    ):
+        if value is not None:
+            conditions.append(f"s.{column} = ${position}")
+            position += 1
+    if keyset:
+        conditions.append(f"(s.start_time, s.slot_id) > (${position}, ${position + 1})")
+    where = "\n  AND ".join([*conditions, _FREE.strip()])
+    # Composed of constant fragments and numbered placeholders only; every value is a bind parameter.
+    return (
+        f"SELECT {SLOT_COLUMNS}\nFROM scheduling.slots s\nWHERE {where}\n"
+        "ORDER BY s.start_time, s.slot_id\nLIMIT $3"
+    )
+
+
+async def search_slots(
+    conn: Any,
+    filters: SlotFilters,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    args: list[Any] = [start, end, limit]
+    args += [
+        v
+        for v in (
+            filters.specialty,
+            filters.ght_id,
+            filters.region_code,
+            filters.rpps,
+            filters.finess,
+            filters.service_type,
+        )
+        if v is not None
+    ]
+    if after is not None:
+        args += [after[0], after[1]]
+    return list(await conn.fetch(search_statement(filters, after is not None), *args))
+
+
+# --- appointments -----------------------------------------------------------------------------------------
+
+APPOINTMENT_COLUMNS = """
+    a.*,
+    CASE WHEN a.status IN ('proposed', 'pending') AND a.hold_expire_time <= now() THEN 'cancelled'
+         ELSE a.status END AS effective_status,
+    (a.status IN ('proposed', 'pending') AND a.hold_expire_time <= now()) AS lapsed
+"""
+APPOINTMENT_DETAILS = """
+    COALESCE((SELECT jsonb_agg(jsonb_build_object('status', h.status, 'time', h.change_time,
+                                                  'actor', h.actor, 'reason', h.reason) ORDER BY h.change_id)
+              FROM scheduling.appointment_history h WHERE h.appointment_id = a.appointment_id),
+             '[]'::jsonb) AS history,
+    COALESCE((SELECT jsonb_agg(jsonb_build_object('kind', n.kind, 'label', n.label, 'recipient', n.recipient,
+                                                  'time', n.send_time) ORDER BY n.send_time, n.kind, n.label,
+                                                  n.recipient)
+              FROM scheduling.notifications n WHERE n.appointment_id = a.appointment_id),
+             '[]'::jsonb) AS notifications
+"""
+GET_APPOINTMENT = f"""
+SELECT {APPOINTMENT_COLUMNS}, {APPOINTMENT_DETAILS}
+FROM scheduling.appointments a WHERE a.appointment_id = $1
+"""  # noqa: S608
+LOCK_APPOINTMENT = f"""
+SELECT {APPOINTMENT_COLUMNS} FROM scheduling.appointments a WHERE a.appointment_id = $1 FOR UPDATE
+"""  # noqa: S608
+
+# Booking (or holding, or proposing) a free slot: one statement. Nothing is written unless the slot exists,
+# its schedule is active and its minimum notice is respected; the exclusion constraint refuses an overlap.
+INSERT_APPOINTMENT_ON_SLOT = """
+WITH slot AS (
+    SELECT s.slot_id, s.schedule_id, s.rpps, s.finess, s.ght_id, s.region_code, s.specialty, s.time_zone,
+           s.service_type, s.start_time, s.end_time, s.occupied
+    FROM scheduling.slots s JOIN scheduling.schedules sc ON sc.schedule_id = s.schedule_id
+    WHERE s.slot_id = $1 AND sc.active AND s.start_time >= now() + s.minimum_notice
+), appointment AS (
+    INSERT INTO scheduling.appointments (
+        appointment_id, slot_id, schedule_id, rpps, finess, ght_id, region_code, specialty, time_zone,
+        service_type, start_time, end_time, occupied, status, claimed, hold_expire_time, patient_id,
+        requester_rpps, treating_rpps, booked_by_finess, booked_by_ght, booked_by_rpps, consent_method,
+        consent_time, consent_recorded_by, join_open_time, no_show_time, rescheduled_from, workflow_id)
+    SELECT $2, slot_id, schedule_id, rpps, finess, ght_id, region_code, specialty, time_zone, service_type,
+           start_time, end_time, occupied, $3,
+           tstzrange(now(), now() + $4::interval), now() + $4::interval,
+           $5, $6, $7, $8, $9, $10, $11,
+           CASE WHEN $11::text IS NULL THEN NULL ELSE now() END,
+           CASE WHEN $11::text IS NULL THEN NULL ELSE $12 END,
+           start_time - $13::interval, start_time + $14::interval, $15,
+           CASE WHEN $3 = 'booked' THEN 'teleconsultation-' || $2::uuid::text END
+    FROM slot
+    RETURNING *
+), history AS (
+    INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason)
+    SELECT appointment_id, status, $12, $16 FROM appointment
+), outbox AS (
+    INSERT INTO scheduling.workflow_outbox (appointment_id, kind)
+    SELECT appointment_id, 'start' FROM appointment WHERE workflow_id IS NOT NULL
+), request AS (
+    INSERT INTO scheduling.requests (request_id, method, resources)
+    SELECT $17, $18, ARRAY['appointments/' || appointment_id::text] FROM appointment
+)
+-- The new row as the API shows it; its one history row is known without reading it back (see
+-- resources.appointment_resource), the ranges are not shown.
+SELECT appointment_id, slot_id, schedule_id, rpps, finess, ght_id, region_code, specialty, time_zone,
+       service_type, start_time, end_time, status, status AS effective_status, false AS lapsed,
+       hold_expire_time, patient_id, requester_rpps, treating_rpps, booked_by_finess, consent_method,
+       consent_time, consent_recorded_by, cancel_initiator, cancel_reason, cancel_note, cancel_time,
+       cancelled_by, rescheduled_from, rescheduled_to, join_open_time, no_show_time, record, billing_state,
+       billing_charges, billing_reason, billing_message, billing_update_time, workflow_id, create_time,
+       update_time
+FROM appointment
+"""
+
+BOOK_HELD = """
+WITH appointment AS (
+    UPDATE scheduling.appointments SET
+        status = 'booked', claimed = tstzrange(now(), NULL), hold_expire_time = NULL, patient_id = $2,
+        requester_rpps = COALESCE($3, requester_rpps), treating_rpps = $4, booked_by_finess = $5,
+        booked_by_ght = $6, booked_by_rpps = COALESCE($7, booked_by_rpps),
+        consent_method = COALESCE($8, consent_method),
+        consent_time = CASE WHEN $8::text IS NULL THEN consent_time ELSE now() END,
+        consent_recorded_by = CASE WHEN $8::text IS NULL THEN consent_recorded_by ELSE $9 END,
+        workflow_id = 'teleconsultation-' || appointment_id::text
+    WHERE appointment_id = $1 AND status IN ('pending', 'proposed') AND hold_expire_time > now()
+    RETURNING appointment_id
+), history AS (
+    INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason)
+    SELECT appointment_id, 'booked', $9, '' FROM appointment
+), outbox AS (
+    INSERT INTO scheduling.workflow_outbox (appointment_id, kind)
+    SELECT appointment_id, 'start' FROM appointment
+)
+SELECT count(*) FROM appointment
+"""
+
+
+@dataclass(frozen=True)
+class NewAppointment:
+    """What a hold, a proposal or a booking of a free slot writes besides the slot's own facts."""
+
+    appointment_id: uuid.UUID
+    status: str  # 'pending' | 'proposed' | 'booked'
+    claim: timedelta | None  # a hold's or proposal's lifetime; None: booked
+    patient_id: uuid.UUID | None
+    requester_rpps: str | None
+    treating_rpps: str | None
+    booked_by_finess: str | None
+    booked_by_ght: str | None
+    booked_by_rpps: str | None
+    consent_method: str | None
+    actor: str
+    join_window_before: timedelta
+    no_show_grace: timedelta
+    rescheduled_from: uuid.UUID | None = None
+    reason: str = ""
+
+
+async def insert_appointment_on_slot(
+    conn: Any, slot_id: uuid.UUID, new: NewAppointment, request_id: str, method: str
+) -> asyncpg.Record | None:
+    """The appointment written on a free slot, or None when the slot is not bookable (see get_slot)."""
+    return await conn.fetchrow(
+        INSERT_APPOINTMENT_ON_SLOT,
+        slot_id,
+        new.appointment_id,
+        new.status,
+        new.claim,  # NULL: tstzrange(now(), NULL), a claim without end
+        new.patient_id,
+        new.requester_rpps,
+        new.treating_rpps,
+        new.booked_by_finess,
+        new.booked_by_ght,
+        new.booked_by_rpps,
+        new.consent_method,
+        new.actor,
+        new.join_window_before,
+        new.no_show_grace,
+        new.rescheduled_from,
+        new.reason,
+        uuid.UUID(request_id),
+        method,
+    )
+
+
+async def book_held(
+    tx: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    *,
+    patient_id: uuid.UUID,
+    requester_rpps: str | None,
+    treating_rpps: str | None,
+    booked_by_finess: str | None,
+    booked_by_ght: str | None,
+    booked_by_rpps: str | None,
+    consent_method: str | None,
+    actor: str,
+) -> bool:
+    count = await tx.fetchval(
+        BOOK_HELD,
+        appointment_id,
+        patient_id,
+        requester_rpps,
+        treating_rpps,
+        booked_by_finess,
+        booked_by_ght,
+        booked_by_rpps,
+        consent_method,
+        actor,
+    )
+    return bool(count)
+
+
+async def get_appointment(conn: Any, appointment_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_APPOINTMENT, appointment_id)
+
+
+async def lock_appointment(tx: asyncpg.Connection, appointment_id: uuid.UUID) -> asyncpg.Record | None:
+    return await tx.fetchrow(LOCK_APPOINTMENT, appointment_id)
+
+
+TRANSITION = """
+WITH appointment AS (
+    UPDATE scheduling.appointments SET status = $2
+    WHERE appointment_id = $1 AND status = ANY($3::text[])
+      AND (hold_expire_time IS NULL OR hold_expire_time > now() OR status NOT IN ('pending', 'proposed'))
+    RETURNING appointment_id, status
+)
+INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason)
+SELECT appointment_id, status, $4, $5 FROM appointment
+RETURNING appointment_id
+"""
+CANCEL = """
+UPDATE scheduling.appointments SET
+    status = $2, cancel_initiator = $3, cancel_reason = $4, cancel_note = $5, cancel_time = now(),
+    cancelled_by = $6, rescheduled_to = COALESCE($7, rescheduled_to)
+WHERE appointment_id = $1
+"""
+INSERT_HISTORY = """
+INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason) VALUES ($1, $2, $3, $4)
+"""
+ENQUEUE = "INSERT INTO scheduling.workflow_outbox (appointment_id, kind) VALUES ($1, $2)"
+RECORD_CONSENT = """
+UPDATE scheduling.appointments SET consent_method = $2, consent_time = now(), consent_recorded_by = $3
+WHERE appointment_id = $1
+"""
+RECORD_COMPLETION = """
+WITH appointment AS (
+    UPDATE scheduling.appointments SET status = 'fulfilled', record = $2, billing_circumstances = $3,
+                                       billing_state = 'STATE_PENDING', billing_update_time = now()
+    WHERE appointment_id = $1 AND status = 'arrived'
+    RETURNING appointment_id
+)
+INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason)
+SELECT appointment_id, 'fulfilled', $4, '' FROM appointment
+RETURNING appointment_id
+"""
+RECORD_BILLING = """
+UPDATE scheduling.appointments SET billing_state = $2, billing_charges = $3, billing_reason = $4,
+                                   billing_message = $5, billing_update_time = now()
+WHERE appointment_id = $1
+"""
+INSERT_NOTIFICATION = """
+INSERT INTO scheduling.notifications (appointment_id, kind, label, recipient) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+"""
+
+
+async def transition(
+    conn: Any, appointment_id: uuid.UUID, to: str, from_: Sequence[str], actor: str, reason: str = ""
+) -> bool:
+    """Move an appointment from one of `from_` to `to`, with its history row; False when it was not in
+    one of them (the caller reads it again to say why)."""
+    return await conn.fetchval(TRANSITION, appointment_id, to, list(from_), actor, reason) is not None
+
+
+async def cancel(
+    tx: asyncpg.Connection,
+    appointment: asyncpg.Record,
+    *,
+    status: str,
+    initiator: str,
+    reason: str,
+    note: str,
+    actor: str,
+    rescheduled_to: uuid.UUID | None = None,
+) -> None:
+    """Cancel (or mark entered-in-error) a locked appointment; a booked one's workflow is told."""
+    appointment_id = appointment["appointment_id"]
+    await tx.execute(CANCEL, appointment_id, status, initiator, reason, note, actor, rescheduled_to)
+    await tx.execute(INSERT_HISTORY, appointment_id, status, actor, reason)
+    if appointment["workflow_id"] is not None:
+        await tx.execute(ENQUEUE, appointment_id, "cancel")
+
+
+async def record_consent(tx: asyncpg.Connection, appointment_id: uuid.UUID, method: str, actor: str) -> None:
+    await tx.execute(RECORD_CONSENT, appointment_id, method, actor)
+
+
+async def record_completion(
+    conn: Any, appointment_id: uuid.UUID, record_json: str, circumstances_json: str, actor: str
+) -> bool:
+    return (
+        await conn.fetchval(
+            RECORD_COMPLETION,
+            appointment_id,
+            record_json,
+            circumstances_json or "{}",
+            actor,
+        )
+        is not None
+    )
+
+
+async def record_billing(
+    conn: Any,
+    appointment_id: uuid.UUID,
+    state: str,
+    charges: Sequence[str],
+    reason: str | None,
+    message: str | None,
+) -> None:
+    await conn.execute(RECORD_BILLING, appointment_id, state, list(charges), reason, message)
+
+
+async def add_notification(
+    conn: Any, appointment_id: uuid.UUID, kind: str, label: str, recipient: str
+) -> None:
+    await conn.execute(INSERT_NOTIFICATION, appointment_id, kind, label, recipient)
+
+
+@dataclass(frozen=True)
+class AppointmentScope:
+    """Whose appointments a caller may list: all (privileged), a practitioner's, or an establishment's."""
+
+    privileged: bool = False
+    rpps: str | None = None
+    finess: str | None = None
+    ght_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AppointmentFilters:
+    rpps: str | None = None
+    patient_id: uuid.UUID | None = None
+    finess: str | None = None
+    statuses: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def list_statement(
+    scope: AppointmentScope, filters: AppointmentFilters, keyset: bool
+) -> tuple[str, list[str]]:
+    """A ListAppointments statement and the names of its parameters after $1 (limit), in order."""
+    conditions: list[str] = []
+    params: list[str] = []
+
+    def param(name: str) -> str:
+        params.append(name)
+        return f"${len(params) + 1}"
+
+    if not scope.privileged:
+        if scope.rpps is not None:
+            me = param("scope_rpps")
+            conditions.append(
+                f"(a.rpps = {me} OR a.requester_rpps = {me} OR a.treating_rpps = {me} "
+                f"OR a.booked_by_rpps = {me})"
+            )
+        else:
+            parts = []
+            if scope.finess is not None:
+                mine = param("scope_finess")
+                parts += [f"a.finess = {mine}", f"a.booked_by_finess = {mine}"]
+            if scope.ght_id is not None:
+                ght = param("scope_ght")
+                parts += [f"a.ght_id = {ght}", f"a.booked_by_ght = {ght}"]
+            conditions.append("(" + " OR ".join(parts or ["false"]) + ")")
+    if filters.rpps is not None:
+        conditions.append(f"a.rpps = {param('rpps')}")
+    if filters.patient_id is not None:
+        conditions.append(f"a.patient_id = {param('patient_id')}")
+    if filters.finess is not None:
+        conditions.append(f"a.finess = {param('finess')}")
+    if filters.start is not None:
+        conditions.append(f"a.start_time >= {param('start')}")
+    if filters.end is not None:
+        conditions.append(f"a.start_time < {param('end')}")
+    if filters.statuses:
+        conditions.append(
+            "(CASE WHEN a.status IN ('proposed', 'pending') AND a.hold_expire_time <= now() THEN 'cancelled' "
+            f"ELSE a.status END) = ANY({param('statuses')}::text[])"
+        )
+    if keyset:
+        conditions.append(f"(a.start_time, a.appointment_id) > ({param('after_time')}, {param('after_id')})")
+    where = " AND ".join(conditions) or "true"
+    statement = (
+        f"SELECT {APPOINTMENT_COLUMNS}, {APPOINTMENT_DETAILS}\n"
+        f"FROM scheduling.appointments a\nWHERE {where}\nORDER BY a.start_time, a.appointment_id LIMIT $1"
+    )
+    return statement, params
+
+
+async def list_appointments(
+    conn: Any,
+    scope: AppointmentScope,
+    filters: AppointmentFilters,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    statement, names = list_statement(scope, filters, after is not None)
+    values: dict[str, Any] = {
+        "scope_rpps": scope.rpps,
+        "scope_finess": scope.finess,
+        "scope_ght": scope.ght_id,
+        "rpps": filters.rpps,
+        "patient_id": filters.patient_id,
+        "finess": filters.finess,
+        "start": filters.start,
+        "end": filters.end,
+        "statuses": list(filters.statuses),
+        "after_time": after[0] if after else None,
+        "after_id": after[1] if after else None,
+    }
+    return list(await conn.fetch(statement, limit, *[values[n] for n in names]))
+
+
+def invalid_transition(current: str, wanted: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "INVALID_TRANSITION", f"an appointment that is {current} cannot become {wanted}", {"state": current}
+    )
+
+
+def bad_argument(field: str, description: str) -> InvalidArgument:
+    return InvalidArgument.one(field, description)
+
+
+# --- workflow outbox --------------------------------------------------------------------------------------
+
+# Commands ready to relay, oldest first, skipping rows another relay holds; a later command of an appointment
+# waits for its earlier ones (a `cancel` is never sent before its `start`).
+CLAIM_OUTBOX = """
+SELECT o.event_id, o.appointment_id, o.kind, o.attempts FROM scheduling.workflow_outbox o
+WHERE o.done_time IS NULL AND o.next_attempt_time <= now()
+  AND NOT EXISTS (
+      SELECT 1 FROM scheduling.workflow_outbox e
+      WHERE e.appointment_id = o.appointment_id AND e.done_time IS NULL AND e.event_id < o.event_id)
+ORDER BY o.event_id LIMIT $1
+FOR UPDATE OF o SKIP LOCKED
+"""
+# One appointment's pending commands, waiting for a relay that holds them (used before an Update).
+CLAIM_OUTBOX_OF = """
+SELECT o.event_id, o.appointment_id, o.kind, o.attempts FROM scheduling.workflow_outbox o
+WHERE o.appointment_id = $1 AND o.done_time IS NULL
+ORDER BY o.event_id
+FOR UPDATE
+"""
+OUTBOX_APPOINTMENTS = """
+SELECT appointment_id, status, start_time, end_time, join_open_time, no_show_time, ght_id, specialty,
+       region_code, workflow_id, cancel_reason
+FROM scheduling.appointments WHERE appointment_id = ANY($1::uuid[])
+"""
+MARK_OUTBOX_DONE = (
+    "UPDATE scheduling.workflow_outbox SET done_time = now() WHERE event_id = ANY($1::bigint[])"
+)
+MARK_OUTBOX_FAILED = """
+UPDATE scheduling.workflow_outbox
+SET attempts = attempts + 1, last_error = $2,
+    next_attempt_time = now() + least(power(2, attempts), 60) * interval '1 second'
+WHERE event_id = $1
+"""
+PENDING_OUTBOX = "SELECT count(*) FROM scheduling.workflow_outbox WHERE done_time IS NULL"
+
+
+async def claim_outbox(tx: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return list(await tx.fetch(CLAIM_OUTBOX, limit))
+
+
+async def claim_outbox_of(tx: asyncpg.Connection, appointment_id: uuid.UUID) -> list[asyncpg.Record]:
+    return list(await tx.fetch(CLAIM_OUTBOX_OF, appointment_id))
+
+
+async def outbox_appointments(conn: Any, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+    return {r["appointment_id"]: r for r in await conn.fetch(OUTBOX_APPOINTMENTS, list(set(ids)))}
+
+
+async def mark_outbox_done(tx: asyncpg.Connection, event_ids: Sequence[int]) -> None:
+    if event_ids:
+        await tx.execute(MARK_OUTBOX_DONE, list(event_ids))
+
+
+async def mark_outbox_failed(tx: asyncpg.Connection, event_id: int, error: str) -> None:
+    await tx.execute(MARK_OUTBOX_FAILED, event_id, error[:500])
+
+
+async def pending_outbox(conn: Any) -> int:
+    return int(await conn.fetchval(PENDING_OUTBOX))

@@ -1,0 +1,10 @@
+"""The `Teleconsultation` workflow: one per booked appointment, id `teleconsultation-<appointment id>`.
+
+Reminders before the start, the join window, no-show after a grace, completion with the R.6316-4 record
+items (a Temporal Update), the act recorded with billing and the report addressed to the médecin traitant and
+the requester; a cancellation (a signal from the scheduling service's outbox) ends it.
+"""
+
+TASK_QUEUE = "teleconsultation"
+WORKFLOW_TYPE = "Teleconsultation"
+WORKFLOW_KIND = "teleconsultation"

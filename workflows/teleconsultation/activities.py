@@ -1,0 +1,289 @@
+"""Activities of the Teleconsultation workflow.
+
+They persist the workflow's steps into the scheduling service's tables (this worker is the scheduling
+domain's own process for its long-running cases: nobody outside the domain reads those tables), call billing
+and the directory over gRPC with the `workflows` component certificate (ROLE_HUB_SERVICE, no token), and are
+idempotent: every database change is conditional on the appointment's current status, notifications are keyed
+by (appointment, kind, label, recipient), and billing is called with an act id and a request id derived from
+the appointment, so a retried activity never writes twice.
+
+Business refusals are non-retryable ApplicationErrors whose type is the stable reason (CONSENT_REQUIRED,
+INVALID_TRANSITION, or billing's own reason such as TELECONSULTATION_NOT_REIMBURSABLE).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import grpc
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
+from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
+from parcours.scheduling.v1 import scheduling_pb2
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from services.scheduling import store
+from workflows.teleconsultation.models import (
+    AppointmentState,
+    ArrivalInput,
+    BillingInput,
+    BillingOutcomeInput,
+    BillingResult,
+    CompletionInput,
+    NotificationInput,
+    NotificationResult,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Billing request ids are uuid5(this namespace, "<appointment id>/record-act"): the same on every retry.
+BILLING_REQUEST_NAMESPACE = uuid.UUID("0c7f3b0a-96a1-4a53-8f1e-2b7d4e1c9a55")
+CALL_TIMEOUT_SECONDS = 10.0
+# Tariff dates (and so ages) are read in Europe/Paris, as billing does.
+TARIFF_ZONE = ZoneInfo("Europe/Paris")
+
+
+def _refusal(reason: str, message: str) -> ApplicationError:
+    return ApplicationError(message, type=reason, non_retryable=True)
+
+
+def age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+class TeleconsultationActivities:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        billing: billing_pb2_grpc.BillingServiceStub,
+        directory: directory_pb2_grpc.DirectoryServiceStub,
+        component: str,
+    ) -> None:
+        self._pool = pool
+        self._billing = billing
+        self._directory = directory
+        self._actor = f"component/{component}"
+
+    async def _appointment(self, appointment_id: str) -> asyncpg.Record:
+        row = await store.get_appointment(self._pool, uuid.UUID(appointment_id))
+        if row is None:
+            raise _refusal("APPOINTMENT_NOT_FOUND", "the appointment does not exist")
+        return row
+
+    async def _notify(
+        self, appointment_id: str, kind: str, label: str, recipients: list[str]
+    ) -> NotificationResult:
+        for recipient in recipients:
+            await store.add_notification(self._pool, uuid.UUID(appointment_id), kind, label, recipient)
+        # Delivery channels (SMS, MSSanté) are outside the hub for now: the sent message is recorded.
+        log.info(
+            "%s %s recorded for appointment %s (%d recipients)", kind, label, appointment_id, len(recipients)
+        )
+        return NotificationResult(recipients=recipients)
+
+    @activity.defn(name="send_reminder")
+    async def send_reminder(self, request: NotificationInput) -> NotificationResult:
+        row = await self._appointment(request.appointment_id)
+        if row["effective_status"] != "booked" or row["patient_id"] is None:
+            return NotificationResult()
+        return await self._notify(
+            request.appointment_id, "KIND_REMINDER", request.label, [f"patients/{row['patient_id']}"]
+        )
+
+    @activity.defn(name="send_join_link")
+    async def send_join_link(self, request: NotificationInput) -> NotificationResult:
+        row = await self._appointment(request.appointment_id)
+        if row["effective_status"] != "booked":
+            return NotificationResult()
+        recipients = [f"practitioners/{row['rpps']}"]
+        if row["patient_id"] is not None:
+            recipients.insert(0, f"patients/{row['patient_id']}")
+        return await self._notify(request.appointment_id, "KIND_JOIN_LINK", "join", recipients)
+
+    @activity.defn(name="mark_arrived")
+    async def mark_arrived(self, request: ArrivalInput) -> AppointmentState:
+        appointment_id = uuid.UUID(request.appointment_id)
+        async with store.transaction(self._pool) as tx:
+            row = await store.lock_appointment(tx, appointment_id)
+            if row is None:
+                raise _refusal("APPOINTMENT_NOT_FOUND", "the appointment does not exist")
+            status = row["effective_status"]
+            if status == "arrived":
+                return AppointmentState(status)  # a retry of an attempt that committed
+            if status != "booked":
+                raise _refusal("INVALID_TRANSITION", f"an appointment that is {status} cannot start")
+            if row["consent_time"] is None:
+                raise _refusal(
+                    "CONSENT_REQUIRED",
+                    "the patient's consent must be recorded before the teleconsultation starts",
+                )
+            await store.transition(tx, appointment_id, "arrived", ["booked"], request.practitioner)
+        return AppointmentState("arrived", changed=True)
+
+    @activity.defn(name="mark_no_show")
+    async def mark_no_show(self, request: NotificationInput) -> AppointmentState:
+        appointment_id = uuid.UUID(request.appointment_id)
+        if await store.transition(
+            self._pool, appointment_id, "noshow", ["booked"], self._actor, "NO_SHOW_GRACE_ELAPSED"
+        ):
+            return AppointmentState("noshow", changed=True)
+        row = await self._appointment(request.appointment_id)
+        return AppointmentState(row["effective_status"])
+
+    @activity.defn(name="record_completion")
+    async def record_completion(self, request: CompletionInput) -> AppointmentState:
+        appointment_id = uuid.UUID(request.appointment_id)
+        if await store.record_completion(
+            self._pool, appointment_id, request.record_json, request.circumstances_json, request.practitioner
+        ):
+            return AppointmentState("fulfilled", changed=True)
+        status = (await self._appointment(request.appointment_id))["effective_status"]
+        if status == "fulfilled":
+            return AppointmentState(status)
+        raise _refusal("INVALID_TRANSITION", f"an appointment that is {status} cannot be completed")
+
+    @activity.defn(name="record_billable_act")
+    async def record_billable_act(self, request: BillingInput) -> BillingResult:
+        row = await self._appointment(request.appointment_id)
+        call = await self._record_act_request(row)
+        try:
+            reply = await self._billing.RecordAct(call, timeout=CALL_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise _refusal(error_reason(error) or "BILLING_REFUSED", error.details() or "") from None
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                # The act as described is malformed: retrying would only repeat it.
+                raise _refusal("BILLING_INVALID_ACT", error.details() or "") from None
+            raise  # billing unreachable or failing: retried by the workflow's policy
+        return BillingResult(charges=[c.name for c in reply.charges])
+
+    async def _record_act_request(self, row: asyncpg.Record) -> billing_pb2.RecordActRequest:
+        record = scheduling_pb2.TeleconsultationRecord()
+        json_format.ParseDict(_json(row["record"]), record)
+        circumstances = billing_pb2.Circumstances()
+        json_format.ParseDict(_json(row["billing_circumstances"] or {}), circumstances)
+        practitioner = await self._directory_get(
+            self._directory.GetPractitioner(
+                directory_pb2.GetPractitionerRequest(name=f"practitioners/{row['rpps']}"),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        )
+        patient = await self._directory_get(
+            self._directory.GetPatient(
+                directory_pb2.GetPatientRequest(name=f"patients/{row['patient_id']}"),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        )
+        establishment = await self._directory_get(
+            self._directory.GetEstablishment(
+                directory_pb2.GetEstablishmentRequest(name=f"establishments/{row['finess']}"),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        )
+        act_time: datetime = record.act_start_time.ToDatetime(tzinfo=UTC)
+        birth = patient.patient.ins.birth_date
+        act = billing_pb2.Act(
+            type=billing_pb2.ACT_TYPE_TELECONSULTATION,
+            act_time=record.act_start_time,
+            establishment=f"establishments/{row['finess']}",
+            region=f"regions/{row['region_code']}",
+            overseas=establishment.establishment.overseas,
+            performer=billing_pb2.Participant(
+                practitioner=practitioner.practitioner.name,
+                profession=practitioner.practitioner.profession,
+                specialty=practitioner.practitioner.specialty,
+                sector=practitioner.practitioner.sector,
+            ),
+            patient_age=age_on(
+                date(birth.year, birth.month, birth.day), act_time.astimezone(TARIFF_ZONE).date()
+            ),
+            circumstances=circumstances,
+        )
+        for prescription in record.prescriptions:
+            if (
+                prescription.kind == scheduling_pb2.Prescription.KIND_SICK_LEAVE
+                and prescription.sick_leave_days
+            ):
+                act.sick_leave.CopyFrom(
+                    billing_pb2.SickLeave(
+                        days=prescription.sick_leave_days, ongoing_days=prescription.ongoing_sick_leave_days
+                    )
+                )
+                break
+        appointment_id = row["appointment_id"]
+        return billing_pb2.RecordActRequest(
+            request_id=str(uuid.uuid5(BILLING_REQUEST_NAMESPACE, f"{appointment_id}/record-act")),
+            act_id=f"teleconsultation-{appointment_id}",
+            patient=f"patients/{row['patient_id']}",
+            act=act,
+        )
+
+    @staticmethod
+    async def _directory_get(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                raise _refusal(
+                    "DIRECTORY_RECORD_MISSING", "the directory no longer knows a party of the act"
+                ) from None
+            raise
+
+    @activity.defn(name="record_billing_outcome")
+    async def record_billing_outcome(self, request: BillingOutcomeInput) -> None:
+        await store.record_billing(
+            self._pool,
+            uuid.UUID(request.appointment_id),
+            request.state,
+            request.charges,
+            request.reason or None,
+            request.message or None,
+        )
+
+    @activity.defn(name="deliver_report")
+    async def deliver_report(self, request: NotificationInput) -> NotificationResult:
+        """The compte rendu goes to the médecin traitant and to the requesting doctor (§7 rule 9)."""
+        row = await self._appointment(request.appointment_id)
+        recipients: list[str] = []
+        for rpps in (row["treating_rpps"], row["requester_rpps"]):
+            if rpps and rpps != row["rpps"] and f"practitioners/{rpps}" not in recipients:
+                recipients.append(f"practitioners/{rpps}")
+        return await self._notify(request.appointment_id, "KIND_REPORT", "compte-rendu", recipients)
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.send_reminder,
+            self.send_join_link,
+            self.mark_arrived,
+            self.mark_no_show,
+            self.record_completion,
+            self.record_billable_act,
+            self.record_billing_outcome,
+            self.deliver_report,
+        ]
+
+
+def _json(value: object) -> dict[str, Any]:
+    found = json.loads(value) if isinstance(value, str) else value
+    return found if isinstance(found, dict) else {}

@@ -1,0 +1,51 @@
+"""The Teleconsultation worker: its settings and how it is built (tests build it the same way)."""
+
+from __future__ import annotations
+
+import asyncpg
+import grpc
+import temporalio.client
+import temporalio.worker
+from parcours.billing.v1 import billing_pb2_grpc
+from parcours.directory.v1 import directory_pb2_grpc
+from pydantic import Field
+
+from services.kit.settings import KitSettings, TemporalSettings
+from services.kit.temporal import build_worker
+from workflows.teleconsultation import TASK_QUEUE
+from workflows.teleconsultation.activities import TeleconsultationActivities
+from workflows.teleconsultation.workflows import TeleconsultationWorkflow
+
+
+class TeleconsultationWorkerSettings(KitSettings, TemporalSettings):
+    component: str = "workflows-teleconsultation"
+    # Billing records the act; the directory gives the practitioner's sector and the patient's age.
+    billing_address: str
+    directory_address: str
+    # Activities run concurrently on the worker's event loop (database and gRPC calls only).
+    max_concurrent_activities: int = Field(default=50, ge=1, le=1000)
+
+
+def teleconsultation_worker(
+    client: temporalio.client.Client,
+    pool: asyncpg.Pool,
+    *,
+    billing: grpc.aio.Channel,
+    directory: grpc.aio.Channel,
+    component: str = "workflows-teleconsultation",
+    task_queue: str = TASK_QUEUE,
+    max_concurrent_activities: int = 50,
+) -> temporalio.worker.Worker:
+    activities = TeleconsultationActivities(
+        pool,
+        billing_pb2_grpc.BillingServiceStub(billing),
+        directory_pb2_grpc.DirectoryServiceStub(directory),
+        component,
+    )
+    return build_worker(
+        client,
+        task_queue=task_queue,
+        workflows=[TeleconsultationWorkflow],
+        activities=activities.all(),
+        max_concurrent_activities=max_concurrent_activities,
+    )

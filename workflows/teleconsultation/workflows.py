@@ -1,0 +1,296 @@
+"""The `Teleconsultation` workflow: the life of one booked appointment after its booking.
+
+    BOOKED ─ reminders ─▶ REMINDED ─ join window opens ─▶ JOIN_OPEN ─ Update `start` ─▶ IN_PROGRESS
+      │                                                      │ grace elapsed, not started
+      │ signal `cancel`                                      ▼
+      ▼                                                    NOSHOW
+    CANCELLED / ENTERED_IN_ERROR        IN_PROGRESS ─ Update `complete` (R.6316-4 items) ─▶ FULFILLED
+                                        FULFILLED ─ billing ─▶ BILLED | BILLING_REFUSED ─ report ─▶ (done)
+
+Every instant comes from the input (computed by the scheduling service from its settings, so tests shrink
+them); every wait is a durable timer or condition. The appointment's row in the scheduling database is the
+projection: each step is persisted by an activity, conditional on the appointment's current status, before the
+workflow moves on (or, for Updates, before the Update answers). The state is mirrored in the ParcoursState
+search attribute; GHT, specialty, region and start time were set at start. No patient data in any of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    # Plain data and constants; passed through so the sandbox does not re-import them for every run.
+    from services.kit import search_attributes
+    from workflows.teleconsultation import WORKFLOW_TYPE
+    from workflows.teleconsultation.activities import TeleconsultationActivities
+    from workflows.teleconsultation.models import (
+        AppointmentState,
+        ArrivalInput,
+        BillingInput,
+        BillingOutcomeInput,
+        BillingResult,
+        CancelNotice,
+        CaseState,
+        CaseStatus,
+        CompletionInput,
+        CompletionRequest,
+        CompletionResult,
+        NotificationInput,
+        StartRequest,
+        StartResult,
+        TeleconsultationInput,
+        TeleconsultationOutcome,
+    )
+
+# Database writes of the projection: quick, retried until the database answers.
+PROJECTION_TIMEOUT = timedelta(seconds=30)
+PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+# Billing: a refusal is a non-retryable ApplicationError; anything else (billing down) is retried, slower.
+BILLING_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+    non_retryable_error_types=["BILLING_INVALID_ACT"],
+)
+
+
+def missing_record_items(record_json: str) -> list[str]:
+    """The R.6316-4 items a TeleconsultationRecord (proto JSON) lacks: compte rendu, acts, participants, date
+    and time, and technical incidents stated (incidents, or explicitly none)."""
+    try:
+        record = json.loads(record_json)
+    except ValueError:
+        return ["report", "acts", "participants", "actStartTime", "technicalIncidents"]
+    missing = [
+        key for key in ("report", "acts", "participants", "actStartTime", "actEndTime") if not record.get(key)
+    ]
+    if not record.get("technicalIncidents") and not record.get("noTechnicalIncident"):
+        missing.append("technicalIncidents")
+    return missing
+
+
+def _refusal(reason: str, message: str) -> ApplicationError:
+    return ApplicationError(message, type=reason, non_retryable=True)
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class TeleconsultationWorkflow:
+    def __init__(self) -> None:
+        self._state = CaseState.BOOKED
+        self._cancel: CancelNotice | None = None
+        self._join_open = False
+        self._deadline_passed = False
+        self._arriving = False
+        self._arrived = False
+        self._completing = False
+        self._completed = False
+
+    # --- run -------------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, case: TeleconsultationInput) -> TeleconsultationOutcome:
+        self._case = case
+        for reminder in sorted(case.reminders, key=lambda r: r.send_time):
+            if await self._cancelled_before(reminder.send_time):
+                return self._ended()
+            if workflow.now() < case.join_open_time:
+                # A reminder whose moment passed while nothing could send it (a late start) is skipped.
+                await workflow.execute_activity_method(
+                    TeleconsultationActivities.send_reminder,
+                    NotificationInput(case.appointment_id, reminder.label),
+                    start_to_close_timeout=PROJECTION_TIMEOUT,
+                    retry_policy=PROJECTION_RETRY,
+                )
+                self._set_state(CaseState.REMINDED)
+        if await self._cancelled_before(case.join_open_time):
+            return self._ended()
+        await workflow.execute_activity_method(
+            TeleconsultationActivities.send_join_link,
+            NotificationInput(case.appointment_id),
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+        )
+        self._join_open = True
+        self._set_state(CaseState.JOIN_OPEN)
+
+        if not await self._wait(lambda: self._arrived or self._cancel is not None, case.no_show_time):
+            self._deadline_passed = True
+            # A start already being persisted wins over the deadline it raced with.
+            await workflow.wait_condition(lambda: not self._arriving)
+        if self._cancel is not None:
+            return self._ended()
+        if not self._arrived:
+            found: AppointmentState = await workflow.execute_activity_method(
+                TeleconsultationActivities.mark_no_show,
+                NotificationInput(case.appointment_id),
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=PROJECTION_RETRY,
+            )
+            if found.status == "noshow":
+                self._set_state(CaseState.NOSHOW)
+                return TeleconsultationOutcome(state=self._state)
+            # Cancelled in the meantime: its signal is on its way.
+            await workflow.wait_condition(lambda: self._cancel is not None)
+            return self._ended()
+
+        await workflow.wait_condition(lambda: self._completed or self._cancel is not None)
+        if not self._completed:
+            return self._ended()
+        return await self._bill_and_report()
+
+    async def _bill_and_report(self) -> TeleconsultationOutcome:
+        case = self._case
+        outcome = TeleconsultationOutcome(state=CaseState.FULFILLED)
+        try:
+            billed: BillingResult = await workflow.execute_activity_method(
+                TeleconsultationActivities.record_billable_act,
+                BillingInput(case.appointment_id),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BILLING_RETRY,
+            )
+            recorded = BillingOutcomeInput(case.appointment_id, "STATE_RECORDED", charges=billed.charges)
+            outcome = TeleconsultationOutcome(CaseState.BILLED, "STATE_RECORDED", charges=billed.charges)
+        except ActivityError as error:
+            refusal = error.cause
+            if not isinstance(refusal, ApplicationError) or not refusal.non_retryable:
+                raise
+            # A business refusal is kept on the appointment with its reason; the case goes on.
+            recorded = BillingOutcomeInput(
+                case.appointment_id,
+                "STATE_REFUSED",
+                reason=refusal.type or "BILLING_REFUSED",
+                message=refusal.message,
+            )
+            outcome = TeleconsultationOutcome(
+                CaseState.BILLING_REFUSED, "STATE_REFUSED", billing_reason=recorded.reason
+            )
+        await workflow.execute_activity_method(
+            TeleconsultationActivities.record_billing_outcome,
+            recorded,
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+        )
+        self._set_state(outcome.state)
+        await workflow.execute_activity_method(
+            TeleconsultationActivities.deliver_report,
+            NotificationInput(case.appointment_id),
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+        )
+        return outcome
+
+    # --- waiting ---------------------------------------------------------------------------------------
+
+    async def _wait(self, condition: Callable[[], bool], until: datetime) -> bool:
+        """Wait for `condition` until the instant `until`; False on timeout."""
+        remaining = until - workflow.now()
+        if remaining <= timedelta(0):
+            return condition()
+        try:
+            await workflow.wait_condition(condition, timeout=remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _cancelled_before(self, instant: datetime) -> bool:
+        return await self._wait(lambda: self._cancel is not None, instant)
+
+    def _ended(self) -> TeleconsultationOutcome:
+        assert self._cancel is not None
+        state = (
+            CaseState.ENTERED_IN_ERROR if self._cancel.status == "entered-in-error" else CaseState.CANCELLED
+        )
+        self._set_state(state)
+        return TeleconsultationOutcome(state=state)
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        workflow.upsert_search_attributes([search_attributes.CASE_STATE.value_set(state)])
+
+    # --- signals, updates, queries ---------------------------------------------------------------------
+
+    @workflow.signal(name="cancel")
+    def cancel(self, notice: CancelNotice) -> None:
+        # Once the act is completed there is nothing to cancel (the scheduling service refuses it anyway).
+        if not self._completed:
+            self._cancel = notice
+
+    @workflow.update(name="start")
+    async def start(self, request: StartRequest) -> StartResult:
+        self._arriving = True
+        try:
+            found: AppointmentState = await workflow.execute_activity_method(
+                TeleconsultationActivities.mark_arrived,
+                ArrivalInput(self._case.appointment_id, request.practitioner),
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=PROJECTION_RETRY,
+            )
+        except ActivityError as error:
+            if isinstance(error.cause, ApplicationError):
+                raise _refusal(error.cause.type or "INVALID_TRANSITION", error.cause.message) from None
+            raise
+        finally:
+            self._arriving = False
+        self._arrived = True
+        self._set_state(CaseState.IN_PROGRESS)
+        return StartResult(state=found.status)
+
+    @start.validator
+    def _validate_start(self, request: StartRequest) -> None:
+        if self._cancel is not None:
+            raise _refusal("INVALID_TRANSITION", "the appointment was cancelled")
+        if self._arrived or self._arriving:
+            raise _refusal("INVALID_TRANSITION", "the teleconsultation has already started")
+        if self._deadline_passed:
+            raise _refusal("JOIN_WINDOW_CLOSED", "the no-show grace period has passed")
+        if not self._join_open:
+            raise _refusal("JOIN_WINDOW_NOT_OPEN", "the join window is not open yet")
+
+    @workflow.update(name="complete")
+    async def complete(self, request: CompletionRequest) -> CompletionResult:
+        self._completing = True
+        try:
+            await workflow.execute_activity_method(
+                TeleconsultationActivities.record_completion,
+                CompletionInput(
+                    self._case.appointment_id,
+                    request.practitioner,
+                    request.record_json,
+                    request.circumstances_json,
+                ),
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=PROJECTION_RETRY,
+            )
+        except ActivityError as error:
+            if isinstance(error.cause, ApplicationError):
+                raise _refusal(error.cause.type or "INVALID_TRANSITION", error.cause.message) from None
+            raise
+        finally:
+            self._completing = False
+        self._completed = True
+        self._set_state(CaseState.FULFILLED)
+        return CompletionResult(state="fulfilled")
+
+    @complete.validator
+    def _validate_complete(self, request: CompletionRequest) -> None:
+        if self._cancel is not None:
+            raise _refusal("INVALID_TRANSITION", "the appointment was cancelled")
+        if not self._arrived:
+            raise _refusal("NOT_IN_PROGRESS", "the teleconsultation has not started")
+        if self._completed or self._completing:
+            raise _refusal("INVALID_TRANSITION", "the teleconsultation is already completed")
+        missing = missing_record_items(request.record_json)
+        if missing:
+            raise _refusal("RECORD_INCOMPLETE", "the R.6316-4 record lacks: " + ", ".join(missing))
+
+    @workflow.query(name="status")
+    def status(self) -> CaseStatus:
+        return CaseStatus(
+            state=self._state, join_open=self._join_open, arrived=self._arrived, completed=self._completed
+        )
