@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import grpc
@@ -78,6 +79,28 @@ def _read(path: object) -> bytes:
     return path.read_bytes()
 
 
+class UnaryOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """Apply an interceptor to unary-unary methods only.
+
+    OpenTelemetry's aio server interceptor wraps every handler as a coroutine, which breaks async-generator
+    streaming handlers (grpc.health.v1.Health/Watch answered UNKNOWN "'async for' requires an object with
+    __aiter__"). Our own APIs are unary; streaming methods (health Watch, reflection) pass through untraced.
+    """
+
+    def __init__(self, inner: grpc.aio.ServerInterceptor) -> None:
+        self._inner = inner
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+
+        async def resolved(_details: Any) -> Any:
+            return handler
+
+        return await self._inner.intercept_service(resolved, handler_call_details)
+
+
 def server_credentials(settings: KitSettings) -> grpc.ServerCredentials:
     """mTLS: a client certificate signed by the hub's CA is required (no certificate, no connection)."""
     return grpc.ssl_server_credentials(
@@ -123,7 +146,10 @@ async def build_server(
     names = [s.name for s in services]
     require_policies(names)
     audit_log = AuditLog(pool, settings.component)
-    interceptors = [aio_server_interceptor(), *kit_interceptors(build_authenticator(settings), audit_log)]
+    interceptors = [
+        UnaryOnly(aio_server_interceptor()),
+        *kit_interceptors(build_authenticator(settings), audit_log),
+    ]
     server = grpc.aio.server(interceptors=interceptors)
     for binding in services:
         binding.add(server)

@@ -77,6 +77,17 @@ async def test_health_is_serving_and_reflection_lists_the_service(
         assert "parcours.directory.v1.DirectoryService" in names
 
 
+async def test_health_watch_streams_the_status(pki: DevPki, directory_address: str) -> None:
+    """Watch is a server stream: it must not be broken by the tracing interceptor of unary calls."""
+    async with establishment_channel(pki, directory_address, LOIRE) as channel:
+        call = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="parcours.directory.v1.DirectoryService"), timeout=10
+        )
+        first = await call.read()
+        call.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
 async def test_a_call_without_a_client_certificate_never_reaches_the_service(
     pki: DevPki, directory_address: str, mint: Minter
 ) -> None:
