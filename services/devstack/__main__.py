@@ -212,6 +212,13 @@ class Stack:
         for package in sorted(p for p in workflows_dir.iterdir() if (p / "__main__.py").exists()):
             self._spawn(f"workflows-{package.name}", f"workflows.{package.name}", env, pki)
         self._wait_ready(pki)
+        # Demo agendas go through the scheduling API (the service materialises the slots), so after readiness.
+        if (REPO_ROOT / "services" / "scheduling" / "__main__.py").exists():
+            self._run_step(
+                "demo-agendas",
+                "services.scheduling.demo",
+                {**env, "PARCOURS_DEV_PKI_DIR": str(pki.directory)},
+            )
 
     def _load_demo(self) -> None:
         try:
