@@ -33,6 +33,7 @@ from parcours.billing.v1 import billing_pb2
 
 from services.billing import catalog as catalog_module
 from services.billing.catalog import Catalog
+from services.kit.db import constraint_errors
 from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition
 
 # First key of the billing service's two-key advisory locks (ASCII "bil").
@@ -263,14 +264,8 @@ class BillingStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection in a transaction, committed on exit; constraint violations become domain errors."""
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield conn
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            error = _CONSTRAINT_ERRORS.get(exc.constraint_name or "")
-            if error is None:
-                raise
-            raise error() from None
+        async with constraint_errors(_CONSTRAINT_ERRORS), self._pool.acquire() as conn, conn.transaction():
+            yield conn
 
     @asynccontextmanager
     async def _read(self, tx: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:

@@ -48,6 +48,7 @@ from parcours.directory.v1 import directory_pb2
 from parcours.type.v1 import practice_pb2
 
 from services.directory.identifiers import national_id
+from services.kit.db import constraint_errors
 from services.kit.errors import (
     Aborted,
     AlreadyExists,
@@ -516,19 +517,13 @@ class DirectoryStore:
     @asynccontextmanager
     async def _write(self, tx: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
         """A transaction of its own, or a savepoint in `tx`; constraint violations become domain errors."""
-        try:
+        async with constraint_errors(_CONSTRAINT_ERRORS):
             if tx is not None:
                 async with tx.transaction():
                     yield tx
             else:
                 async with self._pool.acquire() as conn, conn.transaction():
                     yield conn
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            error = _CONSTRAINT_ERRORS.get(exc.constraint_name or "")
-            if error is None:
-                raise
-            # `from None`: the driver's message quotes the offending key, which may be patient data.
-            raise error() from None
 
     # --- Regions ---
 

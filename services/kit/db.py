@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import asyncpg
 
+from services.kit.errors import DomainError
 from services.kit.settings import KitSettings
 
 log = logging.getLogger(__name__)
@@ -32,3 +35,20 @@ async def open_pool(settings: KitSettings) -> asyncpg.Pool:
     assert pool is not None
     log.info("database pool open (min=%s max=%s)", settings.db_pool_min_size, settings.db_pool_max_size)
     return pool
+
+
+@asynccontextmanager
+async def constraint_errors(errors: Mapping[str, Callable[[], DomainError]]) -> AsyncIterator[None]:
+    """Turn a violated database constraint into the domain error its name stands for.
+
+    The constraints hold the invariants; their names say which refusal a client gets. A violation of a
+    constraint not in `errors` is a bug and propagates unchanged.
+    """
+    try:
+        yield
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        factory = errors.get(exc.constraint_name or "")
+        if factory is None:
+            raise
+        # `from None`: the driver's message quotes the offending key, which may be patient data.
+        raise factory() from None
