@@ -35,6 +35,7 @@ from services.billing import catalog as catalog_module
 from services.billing.catalog import Catalog
 from services.kit.db import constraint_errors
 from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition
+from services.kit.pagination import split_page
 
 # First key of the billing service's two-key advisory locks (ASCII "bil").
 _ADVISORY_LOCK_CLASS = 0x0062696C
@@ -440,11 +441,9 @@ class BillingStore:
                 after[1] if after else None,
                 page_size + 1,
             )
-        next_key = None
-        if len(rows) > page_size:
-            rows = rows[:page_size]
-            next_key = (rows[-1]["act_time"], int(rows[-1]["seq"]))
-        return [charge_from_row(row) for row in rows], next_key
+        page, last = split_page(rows, page_size)
+        next_key = None if last is None else (last["act_time"], int(last["seq"]))
+        return [charge_from_row(row) for row in page], next_key
 
     async def export_charges(self, where: ChargeFilter, limit: int) -> list[billing_pb2.Charge]:
         """Every line of the filter, up to `limit` + 1 (the caller refuses a larger export)."""

@@ -57,6 +57,7 @@ from services.kit.errors import (
     FieldViolation,
     InvalidArgument,
 )
+from services.kit.pagination import split_page
 
 Profession = practice_pb2.Profession
 Specialty = practice_pb2.Specialty
@@ -476,9 +477,8 @@ def _patient(row: asyncpg.Record) -> directory_pb2.Patient:
 
 def _split_page(rows: Sequence[asyncpg.Record], page_size: int, key: str) -> tuple[Sequence[Any], Any]:
     """The page's rows and the key to continue after, from `page_size + 1` rows read."""
-    if len(rows) > page_size:
-        return rows[:page_size], rows[page_size - 1][key]
-    return rows, None
+    page, last = split_page(rows, page_size)
+    return page, None if last is None else last[key]
 
 
 def _limit(page_size: int) -> int:

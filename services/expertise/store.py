@@ -27,6 +27,7 @@ from google.type import date_pb2  # type: ignore[import-untyped]
 from parcours.expertise.v1 import expertise_pb2
 from parcours.type.v1 import practice_pb2
 
+from services.kit.pagination import split_page
 from workflows.teleexpertise.models import (
     FHIR_STATUS,
     BillingOutcome,
@@ -539,10 +540,10 @@ class ExpertiseStore:
             after[1] if after else None,
             size + 1,
         )
-        page = rows[:size]
+        page, last = split_page(rows, size)
         attachments = await self._attachments([r["case_id"] for r in page])
         items = [_request(r, attachments.get(r["case_id"], [])) for r in page]
-        next_key = (page[-1]["create_time"], page[-1]["case_id"]) if len(rows) > size else None
+        next_key = None if last is None else (last["create_time"], last["case_id"])
         return items, next_key
 
     async def get_attachment(
@@ -555,6 +556,7 @@ class ExpertiseStore:
         self, case_id: uuid.UUID, *, size: int, after: int
     ) -> tuple[list[expertise_pb2.Message], int | None]:
         rows = await self._pool.fetch(LIST_MESSAGES, case_id, after, size + 1)
+        page, last = split_page(rows, size)
         items = [
             expertise_pb2.Message(
                 name=f"{_request_name(case_id)}/messages/{r['sequence']}",
@@ -564,14 +566,15 @@ class ExpertiseStore:
                 text=r["text"],
                 create_time=_timestamp(r["create_time"]),
             )
-            for r in rows[:size]
+            for r in page
         ]
-        return items, (rows[size - 1]["sequence"] if len(rows) > size else None)
+        return items, (None if last is None else last["sequence"])
 
     async def list_events(
         self, case_id: uuid.UUID, *, size: int, after: int
     ) -> tuple[list[expertise_pb2.Event], int | None]:
         rows = await self._pool.fetch(LIST_EVENTS, case_id, after, size + 1)
+        page, last = split_page(rows, size)
         items = [
             expertise_pb2.Event(
                 name=f"{_request_name(case_id)}/events/{r['sequence']}",
@@ -581,14 +584,15 @@ class ExpertiseStore:
                 detail=r["detail"],
                 event_time=_timestamp(r["event_time"]),
             )
-            for r in rows[:size]
+            for r in page
         ]
-        return items, (rows[size - 1]["sequence"] if len(rows) > size else None)
+        return items, (None if last is None else last["sequence"])
 
     async def list_notifications(
         self, rpps: str, *, size: int, after: int, case_id: uuid.UUID | None
     ) -> tuple[list[expertise_pb2.Notification], int | None]:
         rows = await self._pool.fetch(LIST_NOTIFICATIONS, rpps, after, case_id, size + 1)
+        page, last = split_page(rows, size)
         items = [
             expertise_pb2.Notification(
                 name=f"notifications/{r['notification_id']}",
@@ -596,9 +600,9 @@ class ExpertiseStore:
                 kind=expertise_pb2.EventKind.Value(f"EVENT_KIND_{r['kind']}"),
                 create_time=_timestamp(r["create_time"]),
             )
-            for r in rows[:size]
+            for r in page
         ]
-        return items, (rows[size - 1]["notification_id"] if len(rows) > size else None)
+        return items, (None if last is None else last["notification_id"])
 
     # --- changes (the workflow's persist activity) --------------------------------------------------------
 

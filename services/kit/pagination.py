@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from services.kit.errors import InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -52,3 +55,13 @@ def decode_token(token: str, filters: Mapping[str, object]) -> str | None:
 def next_page_token(next_key: object | None, filters: Mapping[str, object]) -> str:
     """The response's next_page_token: empty on the last page."""
     return encode_token(str(next_key), filters) if next_key is not None else ""
+
+
+def split_page(rows: Sequence[T], size: int) -> tuple[Sequence[T], T | None]:
+    """From the `size + 1` rows a keyset query read: the page, and its last row when another page follows.
+
+    The caller continues after that row's key; None means this is the last page.
+    """
+    if len(rows) > size:
+        return rows[:size], rows[size - 1]
+    return rows, None

@@ -51,7 +51,7 @@ from services.kit.errors import (
     PermissionDenied,
     Unavailable,
 )
-from services.kit.pagination import decode_token, next_page_token, page_size
+from services.kit.pagination import decode_token, next_page_token, page_size, split_page
 from services.scheduling import store
 from services.scheduling.agenda import exception_blackout, materialise_schedule
 from services.scheduling.availability import day_span
@@ -436,11 +436,10 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             opt(request.practitioner, "practitioners/"),
             opt(request.establishment, "establishments/"),
         )
-        more = len(rows) > size
-        rows = rows[:size]
+        page, last = split_page(rows, size)
         return scheduling_pb2.ListSchedulesResponse(
-            schedules=[schedule_resource(r) for r in rows],
-            next_page_token=next_page_token(rows[-1]["schedule_id"] if more else None, filters),
+            schedules=[schedule_resource(r) for r in page],
+            next_page_token=next_page_token(last["schedule_id"] if last is not None else None, filters),
         )
 
     async def UpdateSchedule(
@@ -536,11 +535,10 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         after = decode_token(request.page_token, filters)
         size = page_size(request.page_size)
         rows = await store.list_rules(self._pool, schedule_id, size + 1, uuid.UUID(after) if after else None)
-        more = len(rows) > size
-        rows = rows[:size]
+        page, last = split_page(rows, size)
         return scheduling_pb2.ListAvailabilityRulesResponse(
-            rules=[rule_resource(r) for r in rows],
-            next_page_token=next_page_token(rows[-1]["rule_id"] if more else None, filters),
+            rules=[rule_resource(r) for r in page],
+            next_page_token=next_page_token(last["rule_id"] if last is not None else None, filters),
         )
 
     async def DeleteAvailabilityRule(
@@ -701,11 +699,10 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             uuid_of(request.schedule, "schedules/", "schedule") if request.schedule else None,
             opt(request.region, "regions/"),
         )
-        more = len(rows) > size
-        rows = rows[:size]
+        page, last = split_page(rows, size)
         return scheduling_pb2.ListAvailabilityExceptionsResponse(
-            exceptions=[exception_resource(r) for r in rows],
-            next_page_token=next_page_token(rows[-1]["exception_id"] if more else None, filters),
+            exceptions=[exception_resource(r) for r in page],
+            next_page_token=next_page_token(last["exception_id"] if last is not None else None, filters),
         )
 
     async def DeleteAvailabilityException(
@@ -768,11 +765,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         after = _parse_key(decode_token(request.page_token, filters))
         size = page_size(request.page_size)
         rows = await store.search_slots(self._pool, slot_filters, start, end, size + 1, after)
-        more = len(rows) > size
-        rows = rows[:size]
-        last = rows[-1] if more else None
+        page, last = split_page(rows, size)
         return scheduling_pb2.SearchSlotsResponse(
-            slots=[slot_resource(r) for r in rows],
+            slots=[slot_resource(r) for r in page],
             next_page_token=next_page_token(
                 _key_token(last["start_time"], last["slot_id"]) if last is not None else None, filters
             ),
@@ -891,11 +886,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         after = _parse_key(decode_token(request.page_token, filters))
         size = page_size(request.page_size)
         rows = await store.list_appointments(self._pool, caller.scope(), list_filters, size + 1, after)
-        more = len(rows) > size
-        rows = rows[:size]
-        last = rows[-1] if more else None
+        page, last = split_page(rows, size)
         return scheduling_pb2.ListAppointmentsResponse(
-            appointments=[appointment_resource(r) for r in rows],
+            appointments=[appointment_resource(r) for r in page],
             next_page_token=next_page_token(
                 _key_token(last["start_time"], last["appointment_id"]) if last is not None else None, filters
             ),
