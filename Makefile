@@ -51,7 +51,7 @@ bench: $(GEN_STAMP)
 	$(PY) -m tests.bench
 
 lock:
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --custom-compile-command "make lock" -o requirements.lock
 
 clean:
 	rm -rf build
