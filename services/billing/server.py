@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import asyncpg
-import grpc
 from parcours.billing.v1 import billing_pb2_grpc
 
 from services.billing.catalog import read_data_file
@@ -14,7 +12,7 @@ from services.billing.contracts import TableContractPolicy
 from services.billing.servicer import SERVICE_NAME, BillingServicer
 from services.billing.settings import BillingSettings
 from services.billing.store import BillingStore
-from services.kit.server import KitServer, ServiceBinding, build_server, serve
+from services.kit.server import Bound, KitServer, ServiceBinding, build_server, serve
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +50,8 @@ async def build(settings: BillingSettings, pool: asyncpg.Pool) -> KitServer:
 
 
 async def run(settings: BillingSettings) -> None:
-    async def bind(pool: asyncpg.Pool) -> tuple[Sequence[ServiceBinding], Sequence[grpc.aio.Channel]]:
+    async def bind(pool: asyncpg.Pool) -> Bound:
         # Billing calls no other service yet: SERVING as soon as its pool answers and its catalog is loaded.
-        return await bindings(settings, pool), ()
+        return Bound(await bindings(settings, pool))
 
     await serve(settings, bind)

@@ -182,6 +182,7 @@ class Stack:
         )
         self.pki = pki
         payload_keys = _ensure_payload_keys(pki.directory / "payload-keys")
+        page_token_key = _ensure_secret(pki.directory / "page-token-key")
 
         logger.info("starting PostgreSQL on 127.0.0.1:%d", self.ports.postgres)
         with self.signals.deferred():
@@ -199,7 +200,7 @@ class Stack:
                 log_file=self.logs_dir / "temporal.log",
             )
 
-        env = self._child_env(postgres, temporal, pki, payload_keys)
+        env = self._child_env(postgres, temporal, pki, payload_keys, page_token_key)
         self._run_step("migrate", "services.kit.migrate", env)
         self._run_step("seed", "services.directory.seed", env)
 
@@ -235,7 +236,12 @@ class Stack:
         self.demo_gp_rpps = chosen[0].rpps if chosen else None
 
     def _child_env(
-        self, postgres: PostgresHandle, temporal: TemporalHandle, pki: DevPki, payload_keys: str
+        self,
+        postgres: PostgresHandle,
+        temporal: TemporalHandle,
+        pki: DevPki,
+        payload_keys: str,
+        page_token_key: str,
     ) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -244,6 +250,7 @@ class Stack:
                 "PARCOURS_TEMPORAL_ADDRESS": temporal.address,
                 "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
                 "PARCOURS_PAYLOAD_KEYS": payload_keys,
+                "PARCOURS_PAGE_TOKEN_KEY": page_token_key,
                 "PARCOURS_GRPC_HOST": "127.0.0.1",
                 # The `cli` identity for the one-shot steps (migrate, seed); servers get their own below.
                 "PARCOURS_TLS_CERT_FILE": str(pki.cert_file("cli")),
@@ -521,14 +528,19 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _ensure_payload_keys(path: Path) -> str:
-    """The payload encryption keyring of the dev stack: one key, created once (histories stay readable)."""
+def _ensure_secret(path: Path, prefix: str = "") -> str:
+    """A random 32-byte base64url secret of the dev stack, created once and kept (file mode 0600)."""
     if not path.exists():
         key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(f"k1:{key}\n")
+            f.write(f"{prefix}{key}\n")
     return path.read_text().strip()
+
+
+def _ensure_payload_keys(path: Path) -> str:
+    """The payload encryption keyring of the dev stack: one key, created once (histories stay readable)."""
+    return _ensure_secret(path, prefix="k1:")
 
 
 def _display(path: Path) -> str:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncpg
-import grpc
 from parcours.directory.v1 import directory_pb2_grpc
 
 from services.directory.servicer import SERVICE_NAME, DirectoryServicer
 from services.directory.settings import DirectorySettings
 from services.directory.store import DirectoryStore
-from services.kit.server import KitServer, ServiceBinding, build_server, serve
+from services.kit.server import Bound, KitServer, ServiceBinding, build_server, serve
 
 
 def bindings(pool: asyncpg.Pool) -> list[ServiceBinding]:
@@ -30,8 +27,8 @@ async def build(settings: DirectorySettings, pool: asyncpg.Pool) -> KitServer:
 
 
 async def run(settings: DirectorySettings) -> None:
-    async def bind(pool: asyncpg.Pool) -> tuple[Sequence[ServiceBinding], Sequence[grpc.aio.Channel]]:
+    async def bind(pool: asyncpg.Pool) -> Bound:
         # The directory calls no other service: SERVING as soon as its pool answers.
-        return bindings(pool), ()
+        return Bound(bindings(pool))
 
     await serve(settings, bind)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncpg
 import grpc
 from parcours.directory.v1 import directory_pb2_grpc
@@ -14,7 +12,7 @@ from services.expertise.directory import DirectoryClient
 from services.expertise.servicer import SERVICE_NAME, ExpertiseServicer
 from services.expertise.settings import ExpertiseSettings
 from services.expertise.store import ExpertiseStore
-from services.kit.server import KitServer, ServiceBinding, build_server, open_channel, serve
+from services.kit.server import Bound, KitServer, ServiceBinding, build_server, open_channel, serve
 from services.kit.temporal import connect_client
 
 
@@ -45,11 +43,11 @@ async def build(
 
 
 async def run(settings: ExpertiseSettings) -> None:
-    async def bind(pool: asyncpg.Pool) -> tuple[Sequence[ServiceBinding], Sequence[grpc.aio.Channel]]:
+    async def bind(pool: asyncpg.Pool) -> Bound:
         # SERVING once the directory answers; Temporal is connected before the server is built (one client
         # per process, with the payload codec and tracing).
         directory = open_channel(settings, settings.directory_address)
         temporal = await connect_client(settings)
-        return bindings(settings, pool, temporal, directory), [directory]
+        return Bound(bindings(settings, pool, temporal, directory), channels=[directory])
 
     await serve(settings, bind)

@@ -16,8 +16,10 @@ SPECIALTY = SearchAttributeKey.for_keyword("ParcoursSpecialty")
 DUE_TIME = SearchAttributeKey.for_datetime("ParcoursDueTime")
 START_TIME = SearchAttributeKey.for_datetime("ParcoursStartTime")
 BREACHED = SearchAttributeKey.for_bool("ParcoursBreached")
+OVERDUE = SearchAttributeKey.for_bool("ParcoursOverdue")
+EXPIRE_TIME = SearchAttributeKey.for_datetime("ParcoursExpireTime")
 
-ALL = (CASE_STATE, CASE_KIND, REGION, GHT, SPECIALTY, DUE_TIME, START_TIME, BREACHED)
+ALL = (CASE_STATE, CASE_KIND, REGION, GHT, SPECIALTY, DUE_TIME, START_TIME, BREACHED, OVERDUE, EXPIRE_TIME)
 
 # The names of the types as `temporal server start-dev --search-attribute Name=Type` spells them.
 _CLI_TYPE = {"KEYWORD": "Keyword", "DATETIME": "Datetime", "BOOL": "Bool", "TEXT": "Text", "INT": "Int"}

@@ -2,17 +2,20 @@
 
 `build_server(settings, ...)` binds the configured port (`0` in tests picks a free one) and returns a
 `KitServer`; `serve(settings, bind)` is the whole life of a service process: telemetry, the pool, the server,
-SERVING once the pool and downstream channels are ready, and on SIGTERM NOT_SERVING then a graceful stop.
+its background tasks (an outbox relay, periodic jobs), SERVING once the pool, the downstream channels and the
+tasks are ready, and on SIGTERM NOT_SERVING then a graceful stop. `Runtime` is the same life in-process, for
+tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import grpc
@@ -24,11 +27,13 @@ from services.kit.audit import AuditLog
 from services.kit.auth import Authenticator
 from services.kit.db import open_pool
 from services.kit.interceptors import kit_interceptors, require_policies
-from services.kit.settings import KitSettings
+from services.kit.pagination import PageTokenInterceptor, PageTokens
+from services.kit.settings import KitSettings, page_token_key_bytes
 from services.kit.telemetry import configure_telemetry
 from services.kit.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,20 @@ def build_authenticator(settings: KitSettings) -> Authenticator:
     return Authenticator(verifier, insecure_dev_mode=settings.insecure_dev_mode)
 
 
+def page_tokens(settings: KitSettings) -> PageTokens:
+    """The service's page-token signer: its configured key, or (development mode only) a per-process one."""
+    if settings.page_token_key is not None:
+        return PageTokens(page_token_key_bytes(settings.page_token_key))
+    if not settings.insecure_dev_mode:
+        raise SystemExit("parcours: cannot start:\n  missing required setting PARCOURS_PAGE_TOKEN_KEY")
+    import secrets
+
+    log.warning(
+        "no PARCOURS_PAGE_TOKEN_KEY: page tokens are signed with a per-process key (development mode)"
+    )
+    return PageTokens(secrets.token_bytes(32))
+
+
 async def build_server(
     settings: KitSettings, *, pool: asyncpg.Pool, services: Sequence[ServiceBinding]
 ) -> KitServer:
@@ -149,6 +168,7 @@ async def build_server(
     interceptors = [
         UnaryOnly(aio_server_interceptor()),
         *kit_interceptors(build_authenticator(settings), audit_log),
+        PageTokenInterceptor(page_tokens(settings)),
     ]
     server = grpc.aio.server(interceptors=interceptors)
     for binding in services:
@@ -172,23 +192,114 @@ async def build_server(
     return kit
 
 
-Binder = Callable[[asyncpg.Pool], Awaitable[tuple[Sequence[ServiceBinding], Sequence[grpc.aio.Channel]]]]
+class BackgroundTask(Protocol):
+    """Work a service process runs beside its RPCs (an outbox relay, a periodic job)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Begin (returns at once; the work runs in its own asyncio task)."""
+
+    async def ready(self) -> None:
+        """Returns once the service may report SERVING as far as this task is concerned."""
+
+    async def stop(self) -> None:
+        """Stop and wait for the task to end."""
+
+
+class Periodic:
+    """Runs `job` every `interval` seconds (first at start); a failed run is logged and the next one runs."""
+
+    def __init__(self, name: str, job: Callable[[], Awaitable[object]], interval: float) -> None:
+        self.name = name
+        self._job = job
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def ready(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background job %s failed; it runs again in %ss", self.name, self._interval)
+            await asyncio.sleep(self._interval)
+
+
+@dataclass
+class Bound:
+    """What a service process serves and depends on."""
+
+    services: Sequence[ServiceBinding]
+    # Downstream services: SERVING once each is connected; closed at stop.
+    channels: Sequence[grpc.aio.Channel] = ()
+    tasks: Sequence[BackgroundTask] = ()
+
+
+@dataclass
+class Runtime:
+    """A built server and its background tasks: the life `serve` gives a process, for tests and benches."""
+
+    kit: KitServer
+    tasks: Sequence[BackgroundTask] = ()
+
+    @property
+    def port(self) -> int:
+        return self.kit.port
+
+    def task(self, kind: type[T]) -> T:
+        """The background task of this type (tests drive a service's relay with it)."""
+        for task in self.tasks:
+            if isinstance(task, kind):
+                return task
+        raise LookupError(f"no {kind.__name__} among the background tasks")
+
+    async def start(self, channels: Sequence[grpc.aio.Channel] = ()) -> None:
+        await self.kit.start()
+        for task in self.tasks:
+            await task.start()
+        for channel in channels:
+            await channel.channel_ready()
+        for task in self.tasks:
+            await task.ready()
+        await self.kit.set_serving(True)
+
+    async def stop(self, grace: float | None = 0.5) -> None:
+        await self.kit.stop(grace)
+        for task in reversed(self.tasks):
+            await task.stop()
+
+
+Binder = Callable[[asyncpg.Pool], Awaitable[Bound]]
 
 
 async def serve(settings: KitSettings, bind: Binder) -> None:
     """Run a service process until SIGTERM/SIGINT."""
     configure_telemetry(settings.component)
     pool = await open_pool(settings)
-    channels: Sequence[grpc.aio.Channel] = ()
+    bound = Bound(services=())
     try:
-        services, channels = await bind(pool)
-        kit = await build_server(settings, pool=pool, services=services)
-        await kit.start()
-        # SERVING only once the pool answers and every downstream channel is connected.
+        bound = await bind(pool)
+        kit = await build_server(settings, pool=pool, services=bound.services)
+        runtime = Runtime(kit, bound.tasks)
+        # SERVING only once the pool answers, every downstream channel is connected and every background
+        # task is ready (an outbox relay has re-driven what earlier processes left).
         await pool.fetchval("SELECT 1")
-        for channel in channels:
-            await channel.channel_ready()
-        await kit.set_serving(True)
+        await runtime.start(bound.channels)
         log.info("%s serving on port %s", settings.component, kit.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -196,8 +307,8 @@ async def serve(settings: KitSettings, bind: Binder) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("%s stopping (grace %ss)", settings.component, settings.shutdown_grace_seconds)
-        await kit.stop(settings.shutdown_grace_seconds)
+        await runtime.stop(settings.shutdown_grace_seconds)
     finally:
-        for channel in channels:
+        for channel in bound.channels:
             await channel.close()
         await pool.close()

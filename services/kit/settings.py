@@ -7,10 +7,11 @@ process at start with the variable's name (`load_settings`), never later at firs
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PARCOURS_"
@@ -50,6 +51,14 @@ class KitSettings(BaseSettings):
     # A JWKS file with the public keys tokens are verified against (kid → key).
     token_jwks_file: Path | None = None
     token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # HMAC key of the page tokens (base64url, at least 32 bytes), the same for every replica of a service so
+    # a client pages through any of them (services/kit/pagination.py). Required of every gRPC server (checked
+    # when it is built); development mode makes one up.
+    page_token_key: SecretStr | None = None
+
+    # How long applied request ids (and the responses kept with them) stay in a service's idempotency ledger:
+    # well past any client's retry horizon, not forever (services/kit/idempotency.py).
+    idempotency_retention: timedelta = Field(default=timedelta(days=30), gt=timedelta(0))
 
     # Seconds in-flight RPCs get to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
@@ -64,7 +73,24 @@ class KitSettings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"required unless PARCOURS_INSECURE_DEV_MODE=true: {', '.join(missing)}")
+        if self.page_token_key is not None:
+            page_token_key_bytes(self.page_token_key)
         return self
+
+
+def page_token_key_bytes(value: SecretStr) -> bytes:
+    """The raw bytes of a base64url page-token key; ValueError (without the key) when malformed."""
+    import base64
+    import binascii
+
+    text = value.get_secret_value().strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("PARCOURS_PAGE_TOKEN_KEY must be base64url") from None
+    if len(key) < 32:
+        raise ValueError("PARCOURS_PAGE_TOKEN_KEY must hold at least 32 bytes")
+    return key
 
 
 class TemporalSettings(BaseSettings):

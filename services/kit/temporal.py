@@ -14,9 +14,9 @@ import logging
 import re
 import signal
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import opentelemetry.trace
 import temporalio.client
@@ -158,3 +158,31 @@ def workflow_id(kind: str, opaque_id: str) -> str:
     if _PERSONAL_NUMBER.search(opaque_id.replace("-", "")):
         raise ValueError("workflow id part looks like a personal number (NIR, phone, ...): use a UUID")
     return f"{kind}-{opaque_id}"
+
+
+S = TypeVar("S")
+WorkerBuilder = Callable[[S, temporalio.client.Client, Any, Mapping[str, Any]], temporalio.worker.Worker]
+
+
+async def run_worker(settings: S, build: WorkerBuilder[S], channels: Mapping[str, str]) -> None:
+    """The whole life of a worker process: telemetry, its pool, a channel (with this component's
+    certificate) to each service it calls, one Temporal client, the worker `build` makes, until SIGTERM."""
+    from services.kit.db import open_pool
+    from services.kit.server import open_channel
+    from services.kit.settings import KitSettings, TemporalSettings
+    from services.kit.telemetry import configure_telemetry
+
+    assert isinstance(settings, KitSettings)
+    assert isinstance(settings, TemporalSettings)
+    configure_telemetry(settings.component)
+    pool = await open_pool(settings)
+    opened = {name: open_channel(settings, address) for name, address in channels.items()}
+    try:
+        client = await connect_client(settings)
+        worker = build(settings, client, pool, opened)
+        logger.info("%s polling task queue %s", settings.component, worker.task_queue)
+        await run_worker_until_signalled(worker)
+    finally:
+        for channel in opened.values():
+            await channel.close()
+        await pool.close()

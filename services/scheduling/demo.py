@@ -23,6 +23,7 @@ from parcours.scheduling.v1 import scheduling_pb2 as s
 from parcours.scheduling.v1 import scheduling_pb2_grpc
 
 from services.directory.demo import DEMO_PRACTITIONERS
+from services.kit import names
 from services.kit.settings import KitSettings
 from services.kit.tokens import mint_token, staff_subject
 
@@ -69,8 +70,8 @@ async def load(channel: grpc.aio.Channel, token: str) -> int:
             s.CreateScheduleRequest(
                 request_id=_request_id("schedule", rpps, finess),
                 schedule=s.ScheduleInput(
-                    practitioner=f"practitioners/{rpps}",
-                    establishment=f"establishments/{finess}",
+                    practitioner=names.PRACTITIONER.format(rpps),
+                    establishment=names.ESTABLISHMENT.format(finess),
                     service_types=[
                         s.ServiceTypeDuration(
                             service_type=s.SERVICE_TYPE_FOLLOW_UP, slot_duration=_minutes(20)

@@ -15,10 +15,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 # googleapis-common-protos ships .pyi stubs for google.type but no py.typed marker.
 from google.type import date_pb2, datetime_pb2, interval_pb2, timeofday_pb2  # type: ignore[import-untyped]
+from parcours.billing.v1 import billing_pb2
 from parcours.scheduling.v1 import scheduling_pb2
 from parcours.type.v1 import practice_pb2
 
+from services.kit import names
 from services.kit.errors import InvalidArgument
+from services.scheduling import models
 
 Appointment = scheduling_pb2.Appointment
 # FHIR Appointment.status code → API state.
@@ -39,31 +42,20 @@ HOLD_EXPIRED = "HOLD_EXPIRED"
 # --- names ----------------------------------------------------------------------------------------------
 
 
-def uuid_of(name: str, prefix: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(name.removeprefix(prefix))
-    except ValueError:
-        raise InvalidArgument.one(field, f"is not a {prefix}{{uuid}} name") from None
-
-
-def opt(name: str, prefix: str) -> str | None:
-    return name.removeprefix(prefix) or None
-
-
 def practitioner_name(rpps: str | None) -> str:
-    return f"practitioners/{rpps}" if rpps else ""
+    return names.PRACTITIONER.format_optional(rpps)
 
 
 def establishment_name(finess: str | None) -> str:
-    return f"establishments/{finess}" if finess else ""
+    return names.ESTABLISHMENT.format_optional(finess)
 
 
 def ght_name(ght_id: str | None) -> str:
-    return f"ghts/{ght_id}" if ght_id else ""
+    return names.GHT.format_optional(ght_id)
 
 
 def patient_name(patient_id: uuid.UUID | None) -> str:
-    return f"patients/{patient_id}" if patient_id else ""
+    return names.PATIENT.format_optional(patient_id)
 
 
 # --- values ---------------------------------------------------------------------------------------------
@@ -134,12 +126,12 @@ def _instant(value: str | datetime) -> datetime:
 
 def schedule_resource(row: Any) -> scheduling_pb2.Schedule:
     return scheduling_pb2.Schedule(
-        name=f"schedules/{row['schedule_id']}",
+        name=names.SCHEDULE.format(row["schedule_id"]),
         practitioner=practitioner_name(row["rpps"]),
         establishment=establishment_name(row["finess"]),
         time_zone=row["time_zone"],
         ght=ght_name(row["ght_id"]),
-        region=f"regions/{row['region_code']}",
+        region=names.REGION.format(row["region_code"]),
         specialty=practice_pb2.Specialty.Value(row["specialty"]),
         profession=practice_pb2.Profession.Value(row["profession"]),
         service_types=[
@@ -160,7 +152,7 @@ def schedule_resource(row: Any) -> scheduling_pb2.Schedule:
 
 def rule_resource(row: Any) -> scheduling_pb2.AvailabilityRule:
     return scheduling_pb2.AvailabilityRule(
-        name=f"schedules/{row['schedule_id']}/availabilityRules/{row['rule_id']}",
+        name=names.AVAILABILITY_RULE.format(row["schedule_id"], row["rule_id"]),
         day_of_week=row["day_of_week"],
         start_time_of_day=time_of_day(row["start_local"]),
         end_time_of_day=time_of_day(row["end_local"]),
@@ -173,19 +165,19 @@ def rule_resource(row: Any) -> scheduling_pb2.AvailabilityRule:
 
 def exception_resource(row: Any) -> scheduling_pb2.AvailabilityException:
     found = scheduling_pb2.AvailabilityException(
-        name=f"availabilityExceptions/{row['exception_id']}",
+        name=names.AVAILABILITY_EXCEPTION.format(row["exception_id"]),
         kind=scheduling_pb2.ExceptionKind.Value(row["kind"]),
         note=row["note"],
         create_time=timestamp(row["create_time"]),
     )
     if row["schedule_id"] is not None:
-        found.schedule = f"schedules/{row['schedule_id']}"
+        found.schedule = names.SCHEDULE.format(row["schedule_id"])
     elif row["rpps"] is not None:
         found.practitioner = practitioner_name(row["rpps"])
     elif row["finess"] is not None:
         found.establishment = establishment_name(row["finess"])
     else:
-        found.region = f"regions/{row['region_code']}"
+        found.region = names.REGION.format(row["region_code"])
     if row["period"] is not None:
         found.interval.CopyFrom(
             interval_pb2.Interval(
@@ -206,12 +198,12 @@ def slot_resource(
     row: Any, state: scheduling_pb2.Slot.State.ValueType = scheduling_pb2.Slot.STATE_FREE
 ) -> scheduling_pb2.Slot:
     return scheduling_pb2.Slot(
-        name=f"slots/{row['slot_id']}",
-        schedule=f"schedules/{row['schedule_id']}",
+        name=names.SLOT.format(row["slot_id"]),
+        schedule=names.SCHEDULE.format(row["schedule_id"]),
         practitioner=practitioner_name(row["rpps"]),
         establishment=establishment_name(row["finess"]),
         ght=ght_name(row["ght_id"]),
-        region=f"regions/{row['region_code']}",
+        region=names.REGION.format(row["region_code"]),
         specialty=practice_pb2.Specialty.Value(row["specialty"]),
         service_type=scheduling_pb2.ServiceType.Value(row["service_type"]),
         start_time=timestamp(row["start_time"]),
@@ -230,11 +222,11 @@ def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) 
     only history entry is `first_change` = (actor, reason) at its creation."""
     status: str = row["effective_status"]
     found = Appointment(
-        name=f"appointments/{row['appointment_id']}",
+        name=names.APPOINTMENT.format(row["appointment_id"]),
         state=STATES[status],
         fhir_status=status,
-        slot=f"slots/{row['slot_id']}" if row["slot_id"] else "",
-        schedule=f"schedules/{row['schedule_id']}",
+        slot=names.SLOT.format_optional(row["slot_id"]),
+        schedule=names.SCHEDULE.format(row["schedule_id"]),
         practitioner=practitioner_name(row["rpps"]),
         establishment=establishment_name(row["finess"]),
         time_zone=row["time_zone"],
@@ -246,13 +238,13 @@ def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) 
         treating_physician=practitioner_name(row["treating_rpps"]),
         booked_by=establishment_name(row["booked_by_finess"]),
         hold_expire_time=timestamp(row["hold_expire_time"]),
-        rescheduled_from=f"appointments/{row['rescheduled_from']}" if row["rescheduled_from"] else "",
-        rescheduled_to=f"appointments/{row['rescheduled_to']}" if row["rescheduled_to"] else "",
+        rescheduled_from=names.APPOINTMENT.format_optional(row["rescheduled_from"]),
+        rescheduled_to=names.APPOINTMENT.format_optional(row["rescheduled_to"]),
         join_open_time=timestamp(row["join_open_time"]),
         no_show_time=timestamp(row["no_show_time"]),
         workflow_id=row["workflow_id"] or "",
         ght=ght_name(row["ght_id"]),
-        region=f"regions/{row['region_code']}",
+        region=names.REGION.format(row["region_code"]),
         specialty=practice_pb2.Specialty.Value(row["specialty"]),
         create_time=timestamp(row["create_time"]),
         update_time=timestamp(row["update_time"]),
@@ -338,3 +330,88 @@ def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) 
             )
         )
     return found
+
+
+# --- the teleconsultation record and billing circumstances, between the API and the workflow's payloads ---
+
+
+def record_model(record: scheduling_pb2.TeleconsultationRecord) -> models.TeleconsultationRecord:
+    """The API's record as the typed payload of the `complete` Update."""
+    return models.TeleconsultationRecord(
+        report=record.report,
+        acts=[models.RecordedAct(code=a.code, description=a.description) for a in record.acts],
+        prescriptions=[
+            models.Prescription(
+                kind=scheduling_pb2.Prescription.Kind.Name(p.kind),
+                description=p.description,
+                sick_leave_days=p.sick_leave_days,
+                ongoing_sick_leave_days=p.ongoing_sick_leave_days,
+            )
+            for p in record.prescriptions
+        ],
+        participants=[
+            models.RecordParticipant(
+                practitioner=p.practitioner, role=scheduling_pb2.RecordParticipant.Role.Name(p.role)
+            )
+            for p in record.participants
+        ],
+        act_start_time=record.act_start_time.ToDatetime(UTC) if record.HasField("act_start_time") else None,
+        act_end_time=record.act_end_time.ToDatetime(UTC) if record.HasField("act_end_time") else None,
+        technical_incidents=[
+            models.TechnicalIncident(
+                description=i.description,
+                occur_time=i.occur_time.ToDatetime(UTC) if i.HasField("occur_time") else None,
+            )
+            for i in record.technical_incidents
+        ],
+        no_technical_incident=record.no_technical_incident,
+    )
+
+
+def record_message(record: models.TeleconsultationRecord) -> scheduling_pb2.TeleconsultationRecord:
+    """The typed record back as the API's message (what is stored and shown)."""
+    return scheduling_pb2.TeleconsultationRecord(
+        report=record.report,
+        acts=[scheduling_pb2.RecordedAct(code=a.code, description=a.description) for a in record.acts],
+        prescriptions=[
+            scheduling_pb2.Prescription(
+                kind=scheduling_pb2.Prescription.Kind.Value(p.kind),
+                description=p.description,
+                sick_leave_days=p.sick_leave_days,
+                ongoing_sick_leave_days=p.ongoing_sick_leave_days,
+            )
+            for p in record.prescriptions
+        ],
+        participants=[
+            scheduling_pb2.RecordParticipant(
+                practitioner=p.practitioner, role=scheduling_pb2.RecordParticipant.Role.Value(p.role)
+            )
+            for p in record.participants
+        ],
+        act_start_time=timestamp(record.act_start_time),
+        act_end_time=timestamp(record.act_end_time),
+        technical_incidents=[
+            scheduling_pb2.TechnicalIncident(description=i.description, occur_time=timestamp(i.occur_time))
+            for i in record.technical_incidents
+        ],
+        no_technical_incident=record.no_technical_incident,
+    )
+
+
+def record_json(record: models.TeleconsultationRecord) -> str:
+    """The record as stored (the API message's JSON, read back by `appointment_resource`)."""
+    return json_format.MessageToJson(record_message(record), indent=None)
+
+
+def circumstances_flags(circumstances: billing_pb2.Circumstances) -> list[str]:
+    """The names of the circumstances that hold."""
+    return [f.name for f, value in circumstances.ListFields() if f.type == f.TYPE_BOOL and value]
+
+
+def circumstances_message(flags: list[str]) -> billing_pb2.Circumstances:
+    return billing_pb2.Circumstances(**dict.fromkeys(flags, True))
+
+
+def circumstances_json(flags: list[str]) -> str:
+    """The circumstances as stored (billing's message as JSON)."""
+    return json_format.MessageToJson(circumstances_message(flags), indent=None)

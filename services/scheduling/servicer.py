@@ -14,34 +14,32 @@ are the same PERMISSION_DENIED (APPOINTMENT_NOT_VISIBLE). A patient must be know
 directory's rule) before an appointment is made for them.
 
 Writes of appointments are database transactions (the exclusion constraint decides between concurrent
-bookings); the teleconsultation's own steps (start, completion) are Temporal Updates on its workflow, which
-validates the transition and persists it through an activity before answering.
+bookings) recorded in the kit's idempotency ledger; a booking's Teleconsultation workflow is started by the
+kit's outbox relay. The teleconsultation's own steps (start, completion) are Temporal Updates on its workflow
+(the kit's `CaseClient`), which validates the transition and persists it through an activity before
+answering. The rules of the appointment's life are `appointments.py`, shared with the workflow's activities.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import grpc
-import temporalio.client
-from google.protobuf import json_format
 from google.protobuf.message import Message
-from parcours.billing.v1 import billing_pb2
 from parcours.options.v1 import options_pb2
 from parcours.scheduling.v1 import scheduling_pb2, scheduling_pb2_grpc
 from parcours.type.v1 import practice_pb2
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
+from services.kit import names
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
+from services.kit.cases import CaseClient, Relay
 from services.kit.errors import (
     DomainError,
     FailedPrecondition,
@@ -49,19 +47,20 @@ from services.kit.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
+from services.kit.idempotency import Call, actor_of
 from services.kit.pagination import decode_token, next_page_token, page_size, split_page
-from services.scheduling import store
+from services.scheduling import appointments, store
 from services.scheduling.agenda import exception_blackout, materialise_schedule
 from services.scheduling.availability import day_span
 from services.scheduling.directory import DirectoryLookup
-from services.scheduling.relay import WorkflowRelay
+from services.scheduling.models import CompletionRequest, CompletionResult, StartRequest, StartResult
 from services.scheduling.resources import (
     FHIR_STATUS,
     appointment_resource,
+    circumstances_flags,
     exception_resource,
-    opt,
+    record_model,
     rule_resource,
     schedule_resource,
     slot_resource,
@@ -70,10 +69,8 @@ from services.scheduling.resources import (
     to_datetime,
     to_time,
     to_timedelta,
-    uuid_of,
 )
 from services.scheduling.settings import SchedulingSettings
-from workflows.teleconsultation.models import CompletionRequest, CompletionResult, StartRequest, StartResult
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +82,7 @@ MEDICAL_PROFESSIONS = frozenset(
 )
 DEFAULT_HORIZON_DAYS = 28
 MAX_SEARCH_SPAN = timedelta(days=400)
-# Exit code of the test-only fault injection (see SchedulingSettings.fault_exit_after_booking_commit).
-FAULT_EXIT_CODE = 75
 Appointment = scheduling_pb2.Appointment
-
-R = TypeVar("R", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -104,17 +97,15 @@ class Caller:
     def actor(self) -> str:
         """Who, in history rows and cancellations: the practitioner, else the establishment, else the
         component or the staff subject."""
-        if self.rpps:
-            return f"practitioners/{self.rpps}"
-        if self.finess:
-            return f"establishments/{self.finess}"
-        if self.principal.component:
-            return f"component/{self.principal.component}"
-        return self.principal.subject or "unknown"
+        return actor_of(self.principal)
 
     @property
     def operator(self) -> bool:
         return self.principal.has_any([options_pb2.ROLE_HUB_OPERATOR])
+
+    def call(self, request: Message, method: str) -> Call:
+        """The request as the idempotency ledger knows it."""
+        return Call.of(request, method, self.principal)
 
     def scope(self) -> store.AppointmentScope:
         if self.privileged:
@@ -154,18 +145,26 @@ def _not_visible() -> PermissionDenied:
     )
 
 
+def _facts(row: Any) -> appointments.Appointment:
+    """What the appointment rules read of a row."""
+    return appointments.Appointment(
+        status=row["effective_status"],
+        start_time=row["start_time"],
+        consented=row["consent_time"] is not None,
+        lapsed=row["lapsed"],
+    )
+
+
 def _key_token(start: datetime, row_id: uuid.UUID) -> str:
     return f"{start.isoformat()}|{row_id}"
 
 
 def _parse_key(key: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The keyset position in a page token (written by this service: signed, so well formed)."""
     if key is None:
         return None
-    try:
-        start, _, row_id = key.partition("|")
-        return datetime.fromisoformat(start), uuid.UUID(row_id)
-    except ValueError:
-        raise InvalidArgument.one("page_token", "is not a token this service issued") from None
+    start, _, row_id = key.partition("|")
+    return datetime.fromisoformat(start), uuid.UUID(row_id)
 
 
 def _service_types(items: Sequence[scheduling_pb2.ServiceTypeDuration], field: str) -> dict[str, timedelta]:
@@ -183,13 +182,13 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         self,
         pool: asyncpg.Pool,
         directory: DirectoryLookup,
-        temporal: temporalio.client.Client,
-        relay: WorkflowRelay,
+        cases: CaseClient,
+        relay: Relay,
         settings: SchedulingSettings,
     ) -> None:
         self._pool = pool
         self._directory = directory
-        self._temporal = temporal
+        self._cases = cases
         self._relay = relay
         self._settings = settings
 
@@ -208,7 +207,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
     async def _require_patient(self, caller: Caller, name: str) -> uuid.UUID:
         """A directory patient the caller may see (known at an establishment of their GHT)."""
-        patient_id = uuid_of(name, "patients/", "patient")
+        patient_id = names.PATIENT.parse_uuid(name, "patient")
         audit_target(patient=name)
         found = await self._directory.patient(name)
         if caller.privileged:
@@ -227,7 +226,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         )
 
     async def _require_practitioner(self, name: str, field: str) -> str | None:
-        rpps = opt(name, "practitioners/")
+        rpps = names.PRACTITIONER.parse_optional(name, field)
         if rpps is not None and await self._directory.practitioner(rpps) is None:
             raise InvalidArgument.one(field, "is not a practitioner of the directory")
         return rpps
@@ -240,8 +239,8 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         if not caller.sees(row):
             raise _not_visible()
         audit_target(
-            resource=f"appointments/{row['appointment_id']}",
-            patient=f"patients/{row['patient_id']}" if row["patient_id"] else "",
+            resource=names.APPOINTMENT.format(row["appointment_id"]),
+            patient=names.PATIENT.format_optional(row["patient_id"]),
         )
         return row
 
@@ -250,11 +249,11 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         assert row is not None
         return appointment_resource(row)
 
-    async def _replayed_appointment(self, request_id: str, method: str) -> Appointment | None:
-        resources = await store.find_request(self._pool, request_id, method)
-        if resources is None:
+    async def _replayed_appointment(self, call: Call) -> Appointment | None:
+        entry = await store.LEDGER.find(self._pool, call)
+        if entry is None:
             return None
-        return await self._appointment(uuid_of(resources[0], "appointments/", "name"))
+        return await self._appointment(names.APPOINTMENT.parse_uuid(entry.resource, "name"))
 
     async def _slot_refusal(self, slot_id: uuid.UUID) -> DomainError:
         """Why a slot could not be taken."""
@@ -270,7 +269,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         return FailedPrecondition("SLOT_ALREADY_BOOKED", "the slot is already held or booked")
 
     async def _schedule_for_change(self, caller: Caller, name: str, field: str = "name") -> Any:
-        schedule = await store.get_schedule(self._pool, uuid_of(name, "schedules/", field))
+        schedule = await store.get_schedule(self._pool, names.SCHEDULE.parse_uuid(name, field))
         if schedule is None:
             raise NotFound("SCHEDULE_NOT_FOUND", f"no schedule {name}")
         if not caller.manages(schedule["rpps"], schedule["finess"]):
@@ -306,15 +305,13 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             no_show_grace=self._settings.no_show_grace,
         )
 
-    async def _take_slot(
-        self, slot_name: str, new: store.NewAppointment, request_id: str, method: str
-    ) -> Appointment:
+    async def _take_slot(self, slot_name: str, new: store.NewAppointment, call: Call) -> Appointment:
         """Hold, propose or book a free slot in one statement; a retried request gets its first answer."""
-        slot_id = uuid_of(slot_name, "slots/", "slot")
+        slot_id = names.SLOT.parse_uuid(slot_name, "slot")
         try:
-            row = await store.insert_appointment_on_slot(self._pool, slot_id, new, request_id, method)
+            row = await store.insert_appointment_on_slot(self._pool, slot_id, new, call)
         except asyncpg.IntegrityConstraintViolationError as exc:
-            replayed = await self._replayed_appointment(request_id, method)
+            replayed = await self._replayed_appointment(call)
             if replayed is not None:
                 return replayed
             error = store.constraint_error(exc)
@@ -322,33 +319,26 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 raise
             raise error from None
         if row is None:
-            replayed = await self._replayed_appointment(request_id, method)
+            replayed = await self._replayed_appointment(call)
             if replayed is not None:
                 return replayed
             raise await self._slot_refusal(slot_id)
-        audit_target(resource=f"appointments/{row['appointment_id']}")
+        audit_target(resource=names.APPOINTMENT.format(row["appointment_id"]))
         if row["workflow_id"] is not None:
-            self._after_booking_commit()
+            self._relay.notify()
         return appointment_resource(row, first_change=(new.actor, new.reason))
 
-    def _after_booking_commit(self) -> None:
-        if self._settings.fault_exit_after_booking_commit:
-            # TEST ONLY: die between the commit and the workflow start (the outbox must recover it).
-            log.warning("fault injection: exiting right after a booking commit")
-            os._exit(FAULT_EXIT_CODE)
-        self._relay.notify()
-
     async def _in_transaction(
-        self, request_id: str, method: str, work: Callable[[asyncpg.Connection], Awaitable[list[str]]]
+        self, call: Call, work: Callable[[asyncpg.Connection], Awaitable[list[str]]]
     ) -> list[str]:
         """Run `work` in a transaction with its request id; a retry returns the resources written first."""
         try:
             async with store.transaction(self._pool) as tx:
-                done = await store.claim_request(tx, request_id, method)
+                done = await store.LEDGER.claim(tx, call)
                 if done is not None:
-                    return done
+                    return done.resources
                 resources = await work(tx)
-                await store.record_request(tx, request_id, method, resources)
+                await store.LEDGER.record(tx, call, resources)
                 return resources
         except asyncpg.IntegrityConstraintViolationError as exc:
             error = store.constraint_error(exc)
@@ -393,7 +383,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             profession=practice_pb2.Profession.Name(practitioner.profession),
             specialty=practice_pb2.Specialty.Name(practitioner.specialty),
             finess=finess,
-            ght_id=opt(establishment.ght, "ghts/"),
+            ght_id=names.GHT.parse_optional(establishment.ght, "ght"),
             region_code=establishment.region.removeprefix("regions/"),
             time_zone=establishment.time_zone,
             buffer=to_timedelta(given.buffer),
@@ -406,16 +396,16 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         async def work(tx: asyncpg.Connection) -> list[str]:
             schedule_id = uuid.uuid4()
             await store.insert_schedule(tx, schedule_id, values)
-            return [f"schedules/{schedule_id}"]
+            return [names.SCHEDULE.format(schedule_id)]
 
-        [name] = await self._in_transaction(request.request_id, "CreateSchedule", work)
-        schedule = await store.get_schedule(self._pool, uuid_of(name, "schedules/", "name"))
+        [name] = await self._in_transaction(caller.call(request, "CreateSchedule"), work)
+        schedule = await store.get_schedule(self._pool, names.SCHEDULE.parse_uuid(name, "name"))
         return scheduling_pb2.CreateScheduleResponse(schedule=schedule_resource(schedule))
 
     async def GetSchedule(
         self, request: scheduling_pb2.GetScheduleRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.GetScheduleResponse:
-        schedule = await store.get_schedule(self._pool, uuid_of(request.name, "schedules/", "name"))
+        schedule = await store.get_schedule(self._pool, names.SCHEDULE.parse_uuid(request.name, "name"))
         if schedule is None:
             raise NotFound("SCHEDULE_NOT_FOUND", f"no schedule {request.name}")
         return scheduling_pb2.GetScheduleResponse(schedule=schedule_resource(schedule))
@@ -433,8 +423,8 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             self._pool,
             size + 1,
             uuid.UUID(after) if after else None,
-            opt(request.practitioner, "practitioners/"),
-            opt(request.establishment, "establishments/"),
+            names.PRACTITIONER.parse_optional(request.practitioner, "practitioner"),
+            names.ESTABLISHMENT.parse_optional(request.establishment, "establishment"),
         )
         page, last = split_page(rows, size)
         return scheduling_pb2.ListSchedulesResponse(
@@ -482,7 +472,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             await materialise_schedule(tx, schedule["schedule_id"])
             return [request.name]
 
-        await self._in_transaction(request.request_id, "UpdateSchedule", work)
+        await self._in_transaction(caller.call(request, "UpdateSchedule"), work)
         updated = await store.get_schedule(self._pool, schedule["schedule_id"])
         return scheduling_pb2.UpdateScheduleResponse(schedule=schedule_resource(updated))
 
@@ -521,7 +511,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             await materialise_schedule(tx, schedule["schedule_id"])
             return [rule_resource(rule).name]
 
-        [name] = await self._in_transaction(request.request_id, "CreateAvailabilityRule", work)
+        [name] = await self._in_transaction(caller.call(request, "CreateAvailabilityRule"), work)
         rule = await store.get_rule(self._pool, uuid.UUID(name.rsplit("/", 1)[1]))
         if rule is None:
             raise NotFound("RULE_NOT_FOUND", "the rule was removed since")
@@ -530,7 +520,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     async def ListAvailabilityRules(
         self, request: scheduling_pb2.ListAvailabilityRulesRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.ListAvailabilityRulesResponse:
-        schedule_id = uuid_of(request.parent, "schedules/", "parent")
+        schedule_id = names.SCHEDULE.parse_uuid(request.parent, "parent")
         filters: dict[str, object] = {"parent": request.parent}
         after = decode_token(request.page_token, filters)
         size = page_size(request.page_size)
@@ -545,9 +535,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         self, request: scheduling_pb2.DeleteAvailabilityRuleRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.DeleteAvailabilityRuleResponse:
         caller = await self._caller()
-        parent, _, rule = request.name.partition("/availabilityRules/")
-        schedule = await self._schedule_for_change(caller, parent)
-        rule_id = uuid_of(rule, "", "name")
+        schedule_id, rule = names.AVAILABILITY_RULE.parse_ids(request.name, "name")
+        schedule = await self._schedule_for_change(caller, names.SCHEDULE.format(schedule_id))
+        rule_id = uuid.UUID(rule)
 
         async def work(tx: asyncpg.Connection) -> list[str]:
             if not await store.delete_rule(tx, rule_id, schedule["schedule_id"]):
@@ -555,7 +545,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             await materialise_schedule(tx, schedule["schedule_id"])
             return [request.name]
 
-        await self._in_transaction(request.request_id, "DeleteAvailabilityRule", work)
+        await self._in_transaction(caller.call(request, "DeleteAvailabilityRule"), work)
         return scheduling_pb2.DeleteAvailabilityRuleResponse()
 
     # --- exceptions ------------------------------------------------------------------------------------
@@ -602,7 +592,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     async def _create_exceptions(
         self, tx: asyncpg.Connection, items: Sequence[tuple[store.ExceptionScope, Any]]
     ) -> tuple[list[str], list[str]]:
-        names: list[str] = []
+        created: list[str] = []
         conflicts: list[str] = []
         for scope, (given, period, days) in items:
             row = await store.insert_exception(
@@ -614,9 +604,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 days,
                 given.note,
             )
-            names.append(f"availabilityExceptions/{row['exception_id']}")
+            created.append(names.AVAILABILITY_EXCEPTION.format(row["exception_id"]))
             conflicts += await self._apply_exception(tx, scope, row)
-        return names, sorted(set(conflicts))
+        return created, sorted(set(conflicts))
 
     @staticmethod
     async def _apply_exception(tx: asyncpg.Connection, scope: store.ExceptionScope, row: Any) -> list[str]:
@@ -632,7 +622,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             span = exception_blackout(row, ZoneInfo(zone_name))
             await store.delete_slots_in_period(tx, schedule_ids, span.start, span.end)
             conflicts += [
-                f"appointments/{a}"
+                names.APPOINTMENT.format(a)
                 for a in await store.live_appointments_in_period(tx, schedule_ids, span.start, span.end)
             ]
         return conflicts
@@ -646,12 +636,12 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         conflicts: list[str] = []
 
         async def work(tx: asyncpg.Connection) -> list[str]:
-            names, found = await self._create_exceptions(tx, [(scope, (request.exception, period, days))])
+            created, found = await self._create_exceptions(tx, [(scope, (request.exception, period, days))])
             conflicts.extend(found)
-            return names
+            return created
 
-        [name] = await self._in_transaction(request.request_id, "CreateAvailabilityException", work)
-        row = await store.get_exception(self._pool, uuid_of(name, "availabilityExceptions/", "name"))
+        [name] = await self._in_transaction(caller.call(request, "CreateAvailabilityException"), work)
+        row = await store.get_exception(self._pool, names.AVAILABILITY_EXCEPTION.parse_uuid(name, "name"))
         if row is None:
             raise NotFound("EXCEPTION_NOT_FOUND", "the exception was removed since")
         return scheduling_pb2.CreateAvailabilityExceptionResponse(
@@ -672,14 +662,14 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         conflicts: list[str] = []
 
         async def work(tx: asyncpg.Connection) -> list[str]:
-            names, found = await self._create_exceptions(tx, items)
+            created, found = await self._create_exceptions(tx, items)
             conflicts.extend(found)
-            return names
+            return created
 
-        names = await self._in_transaction(request.request_id, "BatchCreateAvailabilityExceptions", work)
+        created = await self._in_transaction(caller.call(request, "BatchCreateAvailabilityExceptions"), work)
         rows = [
-            await store.get_exception(self._pool, uuid_of(n, "availabilityExceptions/", "name"))
-            for n in names
+            await store.get_exception(self._pool, names.AVAILABILITY_EXCEPTION.parse_uuid(n, "name"))
+            for n in created
         ]
         return scheduling_pb2.BatchCreateAvailabilityExceptionsResponse(
             exceptions=[exception_resource(r) for r in rows if r is not None],
@@ -696,8 +686,8 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             self._pool,
             size + 1,
             uuid.UUID(after) if after else None,
-            uuid_of(request.schedule, "schedules/", "schedule") if request.schedule else None,
-            opt(request.region, "regions/"),
+            names.SCHEDULE.parse_uuid(request.schedule, "schedule") if request.schedule else None,
+            names.REGION.parse_optional(request.region, "region"),
         )
         page, last = split_page(rows, size)
         return scheduling_pb2.ListAvailabilityExceptionsResponse(
@@ -709,10 +699,10 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         self, request: scheduling_pb2.DeleteAvailabilityExceptionRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.DeleteAvailabilityExceptionResponse:
         caller = await self._caller()
-        exception_id = uuid_of(request.name, "availabilityExceptions/", "name")
+        exception_id = names.AVAILABILITY_EXCEPTION.parse_uuid(request.name, "name")
         row = await store.get_exception(self._pool, exception_id)
         if row is None:
-            if await store.find_request(self._pool, request.request_id, "DeleteAvailabilityException"):
+            if await store.LEDGER.find(self._pool, caller.call(request, "DeleteAvailabilityException")):
                 return scheduling_pb2.DeleteAvailabilityExceptionResponse()
             raise NotFound("EXCEPTION_NOT_FOUND", f"no exception {request.name}")
         given = exception_resource(row)
@@ -728,7 +718,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 await materialise_schedule(tx, schedule["schedule_id"])
             return [request.name]
 
-        await self._in_transaction(request.request_id, "DeleteAvailabilityException", work)
+        await self._in_transaction(caller.call(request, "DeleteAvailabilityException"), work)
         return scheduling_pb2.DeleteAvailabilityExceptionResponse()
 
     # --- slots -----------------------------------------------------------------------------------------
@@ -744,10 +734,10 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             raise InvalidArgument.one("end_time", "must be at most 400 days after start_time")
         slot_filters = store.SlotFilters(
             specialty=practice_pb2.Specialty.Name(request.specialty) if request.specialty else None,
-            ght_id=opt(request.ght, "ghts/"),
-            region_code=opt(request.region, "regions/"),
-            rpps=opt(request.practitioner, "practitioners/"),
-            finess=opt(request.establishment, "establishments/"),
+            ght_id=names.GHT.parse_optional(request.ght, "ght"),
+            region_code=names.REGION.parse_optional(request.region, "region"),
+            rpps=names.PRACTITIONER.parse_optional(request.practitioner, "practitioner"),
+            finess=names.ESTABLISHMENT.parse_optional(request.establishment, "establishment"),
             service_type=scheduling_pb2.ServiceType.Name(request.service_type)
             if request.service_type
             else None,
@@ -783,7 +773,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         longest = self._settings.hold_duration
         ttl = min(to_timedelta(request.ttl), longest) if request.HasField("ttl") else longest
         new = self._new_appointment(caller, "pending", ttl, patient_id, None, None, None)
-        held = await self._take_slot(request.slot, new, request.request_id, "HoldSlot")
+        held = await self._take_slot(request.slot, new, caller.call(request, "HoldSlot"))
         return scheduling_pb2.HoldSlotResponse(appointment=held)
 
     async def ProposeAppointment(
@@ -795,7 +785,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         longest = self._settings.proposal_duration
         ttl = min(to_timedelta(request.ttl), longest) if request.HasField("ttl") else longest
         new = self._new_appointment(caller, "proposed", ttl, patient_id, requester, None, None)
-        proposed = await self._take_slot(request.slot, new, request.request_id, "ProposeAppointment")
+        proposed = await self._take_slot(request.slot, new, caller.call(request, "ProposeAppointment"))
         return scheduling_pb2.ProposeAppointmentResponse(appointment=proposed)
 
     async def BookAppointment(
@@ -810,19 +800,13 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         )
         if request.HasField("slot"):
             new = self._new_appointment(caller, "booked", None, patient_id, requester, treating, consent)
-            booked = await self._take_slot(request.slot, new, request.request_id, "BookAppointment")
+            booked = await self._take_slot(request.slot, new, caller.call(request, "BookAppointment"))
             return scheduling_pb2.BookAppointmentResponse(appointment=booked)
-        appointment_id = uuid_of(request.appointment, "appointments/", "appointment")
+        appointment_id = names.APPOINTMENT.parse_uuid(request.appointment, "appointment")
 
         async def work(tx: asyncpg.Connection) -> list[str]:
             held = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
-            status = held["effective_status"]
-            if held["lapsed"]:
-                raise FailedPrecondition(
-                    "HOLD_EXPIRED", "the hold or proposal has lapsed; book the slot again"
-                )
-            if status not in ("pending", "proposed"):
-                raise store.invalid_transition(status, "booked")
+            appointments.check_book_held(_facts(held))
             if held["patient_id"] is not None and held["patient_id"] != patient_id:
                 raise FailedPrecondition(
                     "HOLD_PATIENT_MISMATCH", "the hold or proposal is for another patient"
@@ -843,13 +827,13 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 raise FailedPrecondition(
                     "HOLD_EXPIRED", "the hold or proposal has lapsed; book the slot again"
                 )
-            return [f"appointments/{appointment_id}"]
+            return [names.APPOINTMENT.format(appointment_id)]
 
-        [name] = await self._in_transaction(request.request_id, "BookAppointment", work)
+        [name] = await self._in_transaction(caller.call(request, "BookAppointment"), work)
         audit_target(resource=name)
-        self._after_booking_commit()
+        self._relay.notify()
         return scheduling_pb2.BookAppointmentResponse(
-            appointment=await self._appointment(uuid_of(name, "appointments/", "name"))
+            appointment=await self._appointment(names.APPOINTMENT.parse_uuid(name, "name"))
         )
 
     # --- reads -----------------------------------------------------------------------------------------
@@ -858,7 +842,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         self, request: scheduling_pb2.GetAppointmentRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.GetAppointmentResponse:
         caller = await self._caller()
-        row = await store.get_appointment(self._pool, uuid_of(request.name, "appointments/", "name"))
+        row = await store.get_appointment(self._pool, names.APPOINTMENT.parse_uuid(request.name, "name"))
         await self._visible_appointment(caller, row)
         return scheduling_pb2.GetAppointmentResponse(appointment=appointment_resource(row))
 
@@ -868,9 +852,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         caller = await self._caller()
         audit_target(resource="appointments", patient=request.patient)
         list_filters = store.AppointmentFilters(
-            rpps=opt(request.practitioner, "practitioners/"),
-            patient_id=uuid_of(request.patient, "patients/", "patient") if request.patient else None,
-            finess=opt(request.establishment, "establishments/"),
+            rpps=names.PRACTITIONER.parse_optional(request.practitioner, "practitioner"),
+            patient_id=names.PATIENT.parse_uuid(request.patient, "patient") if request.patient else None,
+            finess=names.ESTABLISHMENT.parse_optional(request.establishment, "establishment"),
             statuses=tuple(FHIR_STATUS[s] for s in request.states),
             start=to_datetime(request.start_time) if request.HasField("start_time") else None,
             end=to_datetime(request.end_time) if request.HasField("end_time") else None,
@@ -896,37 +880,28 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
     # --- changes ---------------------------------------------------------------------------------------
 
-    def _check_initiator(self, caller: Caller, row: Any, initiator: int, cutoff: timedelta) -> None:
-        if initiator == scheduling_pb2.PARTY_PRACTITIONER:
-            if not caller.acts_for_practitioner(row):
-                raise PermissionDenied(
-                    "PRACTITIONER_ONLY",
-                    "only the teleconsultant's side may cancel or move as the practitioner",
-                )
-            return
-        if row["effective_status"] == "booked" and datetime.now(UTC) >= row["start_time"] - cutoff:
-            raise FailedPrecondition(
-                "CANCELLATION_CUTOFF_PASSED",
-                "the patient side can no longer cancel or move this appointment (the schedule's cut-off)",
-                {"cutoff_seconds": str(int(cutoff.total_seconds()))},
-            )
-
-    async def _cutoff(self, tx: asyncpg.Connection, row: Any) -> timedelta:
+    async def _check_initiator(
+        self, tx: asyncpg.Connection, caller: Caller, row: Any, initiator: scheduling_pb2.Party.ValueType
+    ) -> None:
         schedule = await store.get_schedule(tx, row["schedule_id"])
-        return schedule["cancellation_cutoff"] if schedule is not None else timedelta(0)
+        appointments.check_initiator(
+            _facts(row),
+            appointments.Party(scheduling_pb2.Party.Name(initiator)),
+            acts_for_practitioner=caller.acts_for_practitioner(row),
+            cutoff=schedule["cancellation_cutoff"] if schedule is not None else timedelta(0),
+            now=datetime.now(UTC),
+        )
 
     async def CancelAppointment(
         self, request: scheduling_pb2.CancelAppointmentRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.CancelAppointmentResponse:
         caller = await self._caller()
-        appointment_id = uuid_of(request.name, "appointments/", "name")
+        appointment_id = names.APPOINTMENT.parse_uuid(request.name, "name")
 
         async def work(tx: asyncpg.Connection) -> list[str]:
             row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
-            status = row["effective_status"]
-            if status not in ("proposed", "pending", "booked"):
-                raise store.invalid_transition(status, "cancelled")
-            self._check_initiator(caller, row, request.initiator, await self._cutoff(tx, row))
+            appointments.check(appointments.Change.CANCEL, _facts(row))
+            await self._check_initiator(tx, caller, row, request.initiator)
             await store.cancel(
                 tx,
                 row,
@@ -938,7 +913,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             )
             return [request.name]
 
-        await self._in_transaction(request.request_id, "CancelAppointment", work)
+        await self._in_transaction(caller.call(request, "CancelAppointment"), work)
         self._relay.notify()
         return scheduling_pb2.CancelAppointmentResponse(appointment=await self._appointment(appointment_id))
 
@@ -946,14 +921,13 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         self, request: scheduling_pb2.RescheduleAppointmentRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.RescheduleAppointmentResponse:
         caller = await self._caller()
-        old_id = uuid_of(request.name, "appointments/", "name")
-        slot_id = uuid_of(request.slot, "slots/", "slot")
+        old_id = names.APPOINTMENT.parse_uuid(request.name, "name")
+        slot_id = names.SLOT.parse_uuid(request.slot, "slot")
 
         async def work(tx: asyncpg.Connection) -> list[str]:
             old = await self._visible_appointment(caller, await store.lock_appointment(tx, old_id))
-            if old["effective_status"] != "booked":
-                raise store.invalid_transition(old["effective_status"], "rescheduled")
-            self._check_initiator(caller, old, request.initiator, await self._cutoff(tx, old))
+            appointments.check(appointments.Change.RESCHEDULE, _facts(old))
+            await self._check_initiator(tx, caller, old, request.initiator)
             # The new appointment is booked before the old one is cancelled; both overlap for a moment when
             # the move is by less than a slot, so the overlap check waits for the commit.
             await tx.execute("SET CONSTRAINTS scheduling.appointments_no_overlap DEFERRED")
@@ -974,9 +948,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 rescheduled_from=old_id,
                 reason="RESCHEDULED",
             )
-            row = await store.insert_appointment_on_slot(
-                tx, slot_id, new, request.request_id, "RescheduleAppointment"
-            )
+            row = await store.insert_appointment_on_slot(tx, slot_id, new, call)
             if row is None:
                 raise await self._slot_refusal(slot_id)
             await store.cancel(
@@ -989,46 +961,47 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 actor=caller.actor,
                 rescheduled_to=new.appointment_id,
             )
-            return [f"appointments/{new.appointment_id}"]
+            return [names.APPOINTMENT.format(new.appointment_id)]
 
+        # The new appointment's own insert records the request in the ledger (see insert_appointment_on_slot).
+        call = caller.call(request, "RescheduleAppointment")
         try:
             async with store.transaction(self._pool) as tx:
-                done = await store.claim_request(tx, request.request_id, "RescheduleAppointment")
-                names = done if done is not None else await work(tx)
+                done = await store.LEDGER.claim(tx, call)
+                written = done.resources if done is not None else await work(tx)
         except asyncpg.IntegrityConstraintViolationError as exc:
             error = store.constraint_error(exc)
             if error is None:
                 raise
             raise error from None
-        new_id = uuid_of(names[0], "appointments/", "name")
-        self._after_booking_commit()
+        new_id = names.APPOINTMENT.parse_uuid(written[0], "name")
+        self._relay.notify()
         current = await self._appointment(new_id)
-        previous = await self._appointment(uuid_of(current.rescheduled_from, "appointments/", "name"))
+        previous = await self._appointment(names.APPOINTMENT.parse_uuid(current.rescheduled_from, "name"))
         return scheduling_pb2.RescheduleAppointmentResponse(appointment=current, previous=previous)
 
     async def RecordConsent(
         self, request: scheduling_pb2.RecordConsentRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.RecordConsentResponse:
         caller = await self._caller()
-        appointment_id = uuid_of(request.name, "appointments/", "name")
+        appointment_id = names.APPOINTMENT.parse_uuid(request.name, "name")
 
         async def work(tx: asyncpg.Connection) -> list[str]:
             row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
-            if row["effective_status"] not in ("proposed", "pending", "booked"):
-                raise store.invalid_transition(row["effective_status"], "consented")
+            appointments.check(appointments.Change.CONSENT, _facts(row))
             await store.record_consent(
                 tx, appointment_id, scheduling_pb2.ConsentMethod.Name(request.consent.method), caller.actor
             )
             return [request.name]
 
-        await self._in_transaction(request.request_id, "RecordConsent", work)
+        await self._in_transaction(caller.call(request, "RecordConsent"), work)
         return scheduling_pb2.RecordConsentResponse(appointment=await self._appointment(appointment_id))
 
     async def MarkAppointmentEnteredInError(
         self, request: scheduling_pb2.MarkAppointmentEnteredInErrorRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.MarkAppointmentEnteredInErrorResponse:
         caller = await self._caller()
-        appointment_id = uuid_of(request.name, "appointments/", "name")
+        appointment_id = names.APPOINTMENT.parse_uuid(request.name, "name")
 
         async def work(tx: asyncpg.Connection) -> list[str]:
             row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
@@ -1036,9 +1009,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 raise PermissionDenied(
                     "PRACTITIONER_ONLY", "only the teleconsultant's side or the hub may do this"
                 )
-            if row["effective_status"] in ("fulfilled", "entered-in-error"):
-                # A fulfilled act has been billed: correcting it is a billing reversal, not this.
-                raise store.invalid_transition(row["effective_status"], "entered-in-error")
+            appointments.check(appointments.Change.ENTER_IN_ERROR, _facts(row))
             await store.cancel(
                 tx,
                 row,
@@ -1050,7 +1021,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             )
             return [request.name]
 
-        await self._in_transaction(request.request_id, "MarkAppointmentEnteredInError", work)
+        await self._in_transaction(caller.call(request, "MarkAppointmentEnteredInError"), work)
         self._relay.notify()
         return scheduling_pb2.MarkAppointmentEnteredInErrorResponse(
             appointment=await self._appointment(appointment_id)
@@ -1058,72 +1029,56 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
     # --- the teleconsultation itself (Temporal Updates) ------------------------------------------------
 
-    async def _for_teleconsultant(self, request_id: str, method: str, name: str) -> tuple[Caller, Any, bool]:
-        """The appointment, checked visible and the caller its teleconsultant; True when the request was
-        already done."""
+    async def _for_teleconsultant(
+        self, request: Message, method: str, name: str
+    ) -> tuple[Caller, Any, Call, bool]:
+        """The appointment, checked visible and the caller its teleconsultant; the call as the ledger knows
+        it, and True when it was already applied (the workflow's activity recorded it with the change)."""
         caller = await self._caller()
         row = await self._visible_appointment(
-            caller, await store.get_appointment(self._pool, uuid_of(name, "appointments/", "name"))
+            caller, await store.get_appointment(self._pool, names.APPOINTMENT.parse_uuid(name, "name"))
         )
         if caller.rpps != row["rpps"]:
             raise PermissionDenied(
                 "TELECONSULTANT_ONLY", "only the teleconsultant (their own token) may do this"
             )
-        done = await store.find_request(self._pool, request_id, method) is not None
-        return caller, row, done
+        call = caller.call(request, method)
+        done = await store.LEDGER.find(self._pool, call) is not None
+        return caller, row, call, done
 
     async def _update(self, row: Any, update: str, argument: Any, result_type: type, request_id: str) -> None:
-        await self._relay.ensure_relayed(row["appointment_id"])
-        handle = self._temporal.get_workflow_handle(row["workflow_id"])
-        try:
-            await handle.execute_update(update, argument, id=request_id, result_type=result_type)
-        except temporalio.client.WorkflowUpdateFailedError as failed:
-            cause = failed.cause
-            while cause is not None and not isinstance(cause, ApplicationError):
-                cause = cause.__cause__  # type: ignore[assignment]
-            if isinstance(cause, ApplicationError) and cause.type:
-                raise FailedPrecondition(cause.type, cause.message) from None
-            raise FailedPrecondition("INVALID_TRANSITION", "the teleconsultation refused this step") from None
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                # The workflow has closed (no-show, cancellation): say what the appointment is now.
-                current = await store.get_appointment(self._pool, row["appointment_id"])
-                raise store.invalid_transition(
-                    current["effective_status"] if current else "unknown", update
-                ) from None
-            raise Unavailable(
-                "WORKFLOW_UNAVAILABLE", "the teleconsultation workflow cannot be reached now"
-            ) from error
+        async def closed() -> DomainError:
+            # The workflow has closed (no-show, cancellation): say what the appointment is now.
+            current = await store.get_appointment(self._pool, row["appointment_id"])
+            change = appointments.Change.START if update == "start" else appointments.Change.COMPLETE
+            return appointments.invalid_transition(
+                current["effective_status"] if current else "unknown", change
+            )
 
-    async def _remember(self, request_id: str, method: str, name: str) -> None:
-        try:
-            async with store.transaction(self._pool) as tx:
-                await store.record_request(tx, request_id, method, [name])
-        except asyncpg.UniqueViolationError:
-            pass  # a concurrent retry of the same request recorded it
+        await self._cases.update(
+            row["appointment_id"],
+            update,
+            argument,
+            request_id=request_id,
+            closed=closed,
+            result_type=result_type,
+        )
 
     async def StartTeleconsultation(
         self, request: scheduling_pb2.StartTeleconsultationRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.StartTeleconsultationResponse:
-        method = "StartTeleconsultation"
-        caller, row, done = await self._for_teleconsultant(request.request_id, method, request.name)
+        caller, row, call, done = await self._for_teleconsultant(
+            request, "StartTeleconsultation", request.name
+        )
         if not done:
-            status = row["effective_status"]
-            if status != "booked":
-                raise store.invalid_transition(status, "arrived")
-            if row["consent_time"] is None:
-                raise FailedPrecondition(
-                    "CONSENT_REQUIRED",
-                    "the patient's consent must be recorded before the teleconsultation starts",
-                )
+            appointments.check_start(_facts(row))
             await self._update(
                 row,
                 "start",
-                StartRequest(request_id=request.request_id, practitioner=f"practitioners/{caller.rpps}"),
+                StartRequest(request_id=request.request_id, practitioner=caller.actor, call=call),
                 StartResult,
                 request.request_id,
             )
-            await self._remember(request.request_id, method, request.name)
         return scheduling_pb2.StartTeleconsultationResponse(
             appointment=await self._appointment(row["appointment_id"])
         )
@@ -1131,35 +1086,36 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     async def CompleteTeleconsultation(
         self, request: scheduling_pb2.CompleteTeleconsultationRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.CompleteTeleconsultationResponse:
-        method = "CompleteTeleconsultation"
-        caller, row, done = await self._for_teleconsultant(request.request_id, method, request.name)
+        caller, row, call, done = await self._for_teleconsultant(
+            request, "CompleteTeleconsultation", request.name
+        )
         if not done:
-            if row["effective_status"] != "arrived":
-                raise store.invalid_transition(row["effective_status"], "fulfilled")
+            appointments.check(appointments.Change.COMPLETE, _facts(row))
             participants = {p.practitioner for p in request.record.participants}
-            if f"practitioners/{caller.rpps}" not in participants:
+            if caller.actor not in participants:
                 raise InvalidArgument(
                     [FieldViolation("record.participants", "must name the teleconsultant (R.6316-4 3°)")]
                 )
-            circumstances = billing_pb2.Circumstances()
-            circumstances.CopyFrom(request.circumstances)
+            circumstances = set(circumstances_flags(request.circumstances))
             treating = row["treating_rpps"]
             if treating is not None:
-                circumstances.performer_is_treating_physician |= treating == row["rpps"]
-                circumstances.oriented_by_treating_physician |= treating == row["requester_rpps"]
+                if treating == row["rpps"]:
+                    circumstances.add("performer_is_treating_physician")
+                if treating == row["requester_rpps"]:
+                    circumstances.add("oriented_by_treating_physician")
             await self._update(
                 row,
                 "complete",
                 CompletionRequest(
                     request_id=request.request_id,
-                    practitioner=f"practitioners/{caller.rpps}",
-                    record_json=json_format.MessageToJson(request.record, indent=None),
-                    circumstances_json=json_format.MessageToJson(circumstances, indent=None),
+                    practitioner=caller.actor,
+                    record=record_model(request.record),
+                    circumstances=sorted(circumstances),
+                    call=call,
                 ),
                 CompletionResult,
                 request.request_id,
             )
-            await self._remember(request.request_id, method, request.name)
         return scheduling_pb2.CompleteTeleconsultationResponse(
             appointment=await self._appointment(row["appointment_id"])
         )

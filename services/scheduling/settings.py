@@ -48,9 +48,10 @@ class SchedulingSettings(KitSettings, TemporalSettings):
     # How long directory answers (practitioners, establishments, patients' known establishments) are reused.
     directory_cache_seconds: float = Field(default=60.0, ge=0)
 
-    # TEST ONLY (fault injection for the outbox test): exit the process right after a booking commits, before
-    # its workflow is started. Never set in any deployment (the Helm chart has no value for it).
-    fault_exit_after_booking_commit: bool = False
+    # How long a teleconsultation step (start, completion) waits for its workflow before answering
+    # UNAVAILABLE (the step is still applied once a worker picks it up; a retry with the same request_id
+    # returns it).
+    update_timeout: timedelta = Field(default=timedelta(seconds=20), gt=timedelta(0))
 
     @field_validator("reminder_offsets")
     @classmethod

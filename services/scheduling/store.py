@@ -23,13 +23,13 @@ from typing import Any
 
 import asyncpg
 
-from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument
+from services.kit.cases import Outbox
+from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition
+from services.kit.idempotency import Call, Ledger
 
-# Appointment statuses a live claim has (the exclusion constraint's predicate, repeated verbatim where a query
-# must use its index).
-LIVE_STATUSES = ("proposed", "pending", "booked", "arrived", "fulfilled", "noshow")
-# First key of scheduling's two-key advisory locks (ASCII "sch").
-_ADVISORY_LOCK_CLASS = 0x00736368
+# The service's idempotency ledger and workflow outbox (the kit's shapes, in this schema).
+LEDGER = Ledger("scheduling")
+OUTBOX = Outbox("scheduling")
 
 _CONSTRAINT_ERRORS: dict[str, tuple[type[DomainError], str, str]] = {
     "appointments_no_overlap": (
@@ -62,35 +62,6 @@ def constraint_error(exc: asyncpg.IntegrityConstraintViolationError) -> DomainEr
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     async with pool.acquire() as conn, conn.transaction():
         yield conn
-
-
-# --- requests (idempotency) -------------------------------------------------------------------------------
-
-LOCK_REQUEST = "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::uuid::text))"
-GET_REQUEST = "SELECT method, resources FROM scheduling.requests WHERE request_id = $1"
-INSERT_REQUEST = "INSERT INTO scheduling.requests (request_id, method, resources) VALUES ($1, $2, $3)"
-
-
-async def claim_request(tx: asyncpg.Connection, request_id: str, method: str) -> list[str] | None:
-    """In a transaction: wait for a concurrent attempt of the same request, then return the resources a
-    committed earlier attempt wrote (None: do the work). A request id reused for another method is refused."""
-    await tx.execute(LOCK_REQUEST, _ADVISORY_LOCK_CLASS, request_id)
-    return await find_request(tx, request_id, method)
-
-
-async def find_request(conn: Any, request_id: str, method: str) -> list[str] | None:
-    row = await conn.fetchrow(GET_REQUEST, uuid.UUID(request_id))
-    if row is None:
-        return None
-    if row["method"] != method:
-        raise FailedPrecondition("REQUEST_ID_REUSED", "this request_id was used for another request")
-    return list(row["resources"])
-
-
-async def record_request(
-    tx: asyncpg.Connection, request_id: str, method: str, resources: Sequence[str]
-) -> None:
-    await tx.execute(INSERT_REQUEST, uuid.UUID(request_id), method, list(resources))
 
 
 # Statements marked `noqa: S608` are composed of this module's constant SQL fragments (column lists)
@@ -621,11 +592,11 @@ WITH slot AS (
     INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason)
     SELECT appointment_id, status, $12, $16 FROM appointment
 ), outbox AS (
-    INSERT INTO scheduling.workflow_outbox (appointment_id, kind)
+    INSERT INTO scheduling.outbox (case_id, command)
     SELECT appointment_id, 'start' FROM appointment WHERE workflow_id IS NOT NULL
 ), request AS (
-    INSERT INTO scheduling.requests (request_id, method, resources)
-    SELECT $17, $18, ARRAY['appointments/' || appointment_id::text] FROM appointment
+    INSERT INTO scheduling.idempotency (request_id, method, actor, digest, resources)
+    SELECT $17, $18, $19, $20, ARRAY['appointments/' || appointment_id::text] FROM appointment
 )
 -- The new row as the API shows it; its one history row is known without reading it back (see
 -- resources.appointment_resource), the ranges are not shown.
@@ -655,7 +626,7 @@ WITH appointment AS (
     INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason)
     SELECT appointment_id, 'booked', $9, '' FROM appointment
 ), outbox AS (
-    INSERT INTO scheduling.workflow_outbox (appointment_id, kind)
+    INSERT INTO scheduling.outbox (case_id, command)
     SELECT appointment_id, 'start' FROM appointment
 )
 SELECT count(*) FROM appointment
@@ -684,9 +655,10 @@ class NewAppointment:
 
 
 async def insert_appointment_on_slot(
-    conn: Any, slot_id: uuid.UUID, new: NewAppointment, request_id: str, method: str
+    conn: Any, slot_id: uuid.UUID, new: NewAppointment, call: Call
 ) -> asyncpg.Record | None:
-    """The appointment written on a free slot, or None when the slot is not bookable (see get_slot)."""
+    """The appointment written on a free slot with `call` in the ledger, or None when the slot is not
+    bookable (see get_slot)."""
     return await conn.fetchrow(
         INSERT_APPOINTMENT_ON_SLOT,
         slot_id,
@@ -705,8 +677,10 @@ async def insert_appointment_on_slot(
         new.no_show_grace,
         new.rescheduled_from,
         new.reason,
-        uuid.UUID(request_id),
-        method,
+        uuid.UUID(call.request_id),
+        call.method,
+        call.actor,
+        call.digest,
     )
 
 
@@ -766,7 +740,6 @@ WHERE appointment_id = $1
 INSERT_HISTORY = """
 INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason) VALUES ($1, $2, $3, $4)
 """
-ENQUEUE = "INSERT INTO scheduling.workflow_outbox (appointment_id, kind) VALUES ($1, $2)"
 RECORD_CONSENT = """
 UPDATE scheduling.appointments SET consent_method = $2, consent_time = now(), consent_recorded_by = $3
 WHERE appointment_id = $1
@@ -817,7 +790,7 @@ async def cancel(
     await tx.execute(CANCEL, appointment_id, status, initiator, reason, note, actor, rescheduled_to)
     await tx.execute(INSERT_HISTORY, appointment_id, status, actor, reason)
     if appointment["workflow_id"] is not None:
-        await tx.execute(ENQUEUE, appointment_id, "cancel")
+        await OUTBOX.enqueue(tx, appointment_id, "cancel")
 
 
 async def record_consent(tx: asyncpg.Connection, appointment_id: uuid.UUID, method: str, actor: str) -> None:
@@ -952,73 +925,14 @@ async def list_appointments(
     return list(await conn.fetch(statement, limit, *[values[n] for n in names]))
 
 
-def invalid_transition(current: str, wanted: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        "INVALID_TRANSITION", f"an appointment that is {current} cannot become {wanted}", {"state": current}
-    )
-
-
-def bad_argument(field: str, description: str) -> InvalidArgument:
-    return InvalidArgument.one(field, description)
-
-
 # --- workflow outbox --------------------------------------------------------------------------------------
 
-# Commands ready to relay, oldest first, skipping rows another relay holds; a later command of an appointment
-# waits for its earlier ones (a `cancel` is never sent before its `start`).
-CLAIM_OUTBOX = """
-SELECT o.event_id, o.appointment_id, o.kind, o.attempts FROM scheduling.workflow_outbox o
-WHERE o.done_time IS NULL AND o.next_attempt_time <= now()
-  AND NOT EXISTS (
-      SELECT 1 FROM scheduling.workflow_outbox e
-      WHERE e.appointment_id = o.appointment_id AND e.done_time IS NULL AND e.event_id < o.event_id)
-ORDER BY o.event_id LIMIT $1
-FOR UPDATE OF o SKIP LOCKED
-"""
-# One appointment's pending commands, waiting for a relay that holds them (used before an Update).
-CLAIM_OUTBOX_OF = """
-SELECT o.event_id, o.appointment_id, o.kind, o.attempts FROM scheduling.workflow_outbox o
-WHERE o.appointment_id = $1 AND o.done_time IS NULL
-ORDER BY o.event_id
-FOR UPDATE
-"""
 OUTBOX_APPOINTMENTS = """
 SELECT appointment_id, status, start_time, end_time, join_open_time, no_show_time, ght_id, specialty,
        region_code, workflow_id, cancel_reason
 FROM scheduling.appointments WHERE appointment_id = ANY($1::uuid[])
 """
-MARK_OUTBOX_DONE = (
-    "UPDATE scheduling.workflow_outbox SET done_time = now() WHERE event_id = ANY($1::bigint[])"
-)
-MARK_OUTBOX_FAILED = """
-UPDATE scheduling.workflow_outbox
-SET attempts = attempts + 1, last_error = $2,
-    next_attempt_time = now() + least(power(2, attempts), 60) * interval '1 second'
-WHERE event_id = $1
-"""
-PENDING_OUTBOX = "SELECT count(*) FROM scheduling.workflow_outbox WHERE done_time IS NULL"
-
-
-async def claim_outbox(tx: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    return list(await tx.fetch(CLAIM_OUTBOX, limit))
-
-
-async def claim_outbox_of(tx: asyncpg.Connection, appointment_id: uuid.UUID) -> list[asyncpg.Record]:
-    return list(await tx.fetch(CLAIM_OUTBOX_OF, appointment_id))
 
 
 async def outbox_appointments(conn: Any, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
     return {r["appointment_id"]: r for r in await conn.fetch(OUTBOX_APPOINTMENTS, list(set(ids)))}
-
-
-async def mark_outbox_done(tx: asyncpg.Connection, event_ids: Sequence[int]) -> None:
-    if event_ids:
-        await tx.execute(MARK_OUTBOX_DONE, list(event_ids))
-
-
-async def mark_outbox_failed(tx: asyncpg.Connection, event_id: int, error: str) -> None:
-    await tx.execute(MARK_OUTBOX_FAILED, event_id, error[:500])
-
-
-async def pending_outbox(conn: Any) -> int:
-    return int(await conn.fetchval(PENDING_OUTBOX))

@@ -34,7 +34,7 @@ from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.devstack import free_port, log_tail
 from tests.bench import BenchEnv
 from tests.billing.builders import paris, teleconsultation, teleexpertise
-from tests.support import component_channel, repo_root
+from tests.support import component_channel, process_env, repo_root
 
 IN_FLIGHT = 32
 WARMUP_SECONDS = 0.5
@@ -92,18 +92,9 @@ async def closed_loop(name: str, call: Callable[[int], Awaitable[object]]) -> Me
 def start_server(env: BenchEnv) -> tuple[subprocess.Popen[bytes], str, object]:
     port = free_port()
     log_file = env.work_dir / "billing.log"
-    child_env = {
-        **os.environ,
-        "PARCOURS_COMPONENT": "billing",
-        "PARCOURS_DATABASE_URL": env.database_url,
-        "PARCOURS_GRPC_HOST": "127.0.0.1",
-        "PARCOURS_BILLING_GRPC_PORT": str(port),
-        "PARCOURS_TLS_CERT_FILE": str(env.pki.cert_file("billing")),
-        "PARCOURS_TLS_KEY_FILE": str(env.pki.key_file("billing")),
-        "PARCOURS_TLS_CA_FILE": str(env.pki.ca_file),
-        "PARCOURS_TOKEN_JWKS_FILE": str(env.pki.jwks_file),
-    }
-    child_env.pop("PARCOURS_GRPC_PORT", None)
+    child_env = process_env(
+        env.pki, "billing", component="billing", database_url=env.database_url, billing_grpc_port=port
+    )
     log = log_file.open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "services.billing"],

@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         bearer,
         component_channel,
         establishment_channel,
+        process_env,
         repo_root,
     )
 
@@ -213,16 +214,14 @@ class Child:
 def spawn(env: BenchEnv, name: str, module: str, certificate: str, extra: dict[str, str]) -> Child:
     port = free_port()
     child_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")},
-        "PARCOURS_COMPONENT": name,
-        "PARCOURS_DATABASE_URL": env.database_url,
-        "PARCOURS_GRPC_HOST": "127.0.0.1",
-        "PARCOURS_GRPC_PORT": str(port),
-        "PARCOURS_TLS_CERT_FILE": str(env.pki.cert_file(certificate)),
-        "PARCOURS_TLS_KEY_FILE": str(env.pki.key_file(certificate)),
-        "PARCOURS_TLS_CA_FILE": str(env.pki.ca_file),
-        "PARCOURS_TOKEN_JWKS_FILE": str(env.pki.jwks_file),
-        "PARCOURS_LOG_LEVEL": "WARNING",
+        **process_env(
+            env.pki,
+            certificate,
+            component=name,
+            database_url=env.database_url,
+            grpc_port=port,
+            log_level="WARNING",
+        ),
         **extra,
     }
     log = (env.work_dir / f"{name}.log").open("ab")

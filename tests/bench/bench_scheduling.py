@@ -52,7 +52,7 @@ from services.kit.pki import DevPki
 from services.kit.tokens import mint_token
 from services.scheduling import store
 from tests.bench import BenchEnv
-from tests.support import AUDIENCE, ISSUER, LOIRE, establishment_channel, repo_root
+from tests.support import AUDIENCE, ISSUER, LOIRE, establishment_channel, process_env, repo_root
 
 IN_FLIGHT = 32
 WARMUP_SECONDS = 0.5
@@ -307,19 +307,7 @@ def time_of(text: str) -> Any:
 
 
 def spawn(env: BenchEnv, name: str, argv: list[str], extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
-    child_env.update(
-        {
-            "PARCOURS_COMPONENT": name,
-            "PARCOURS_DATABASE_URL": env.database_url,
-            "PARCOURS_GRPC_HOST": "127.0.0.1",
-            "PARCOURS_TLS_CERT_FILE": str(env.pki.cert_file(name)),
-            "PARCOURS_TLS_KEY_FILE": str(env.pki.key_file(name)),
-            "PARCOURS_TLS_CA_FILE": str(env.pki.ca_file),
-            "PARCOURS_TOKEN_JWKS_FILE": str(env.pki.jwks_file),
-            **extra,
-        }
-    )
+    child_env = {**process_env(env.pki, name, component=name, database_url=env.database_url), **extra}
     log = (env.work_dir / f"{name}.log").open("ab")
     return subprocess.Popen(
         [sys.executable, *argv],

@@ -26,8 +26,8 @@ from tests.billing.builders import (
 )
 from tests.billing.conftest import establishment_stub
 from tests.conftest import Minter
-from tests.kit.test_server import call, details
 from tests.support import DAUPHINE, LOIRE, bearer, request_id
+from tests.support.calls import call, details
 
 AUGUST = {
     "start_date": {"year": 2025, "month": 8, "day": 1},

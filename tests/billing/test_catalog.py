@@ -11,7 +11,7 @@ from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from services.billing.catalog import DATA_FILE, CatalogError, load, parse, read_data_file
 from tests.billing.builders import cents
-from tests.kit.test_server import call, details
+from tests.support.calls import call, details
 
 CATALOG = "catalogs/ngap-telemedicine"
 REQUIRED_CODES = {"TCG", "TC", "TE2", "RQD", "TLS", "TLL", "TLD", "TLM", "TMI"}

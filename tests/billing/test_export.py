@@ -16,8 +16,8 @@ from services.kit.pki import DevPki
 from tests.billing.builders import GP, new_patient, paris, teleconsultation, teleexpertise
 from tests.billing.conftest import establishment_stub
 from tests.conftest import Minter
-from tests.kit.test_server import call, details
 from tests.support import VAL_RHONE, bearer, request_id
+from tests.support.calls import call, details
 
 NOVEMBER_2024 = {
     "start_date": {"year": 2024, "month": 11, "day": 1},

@@ -13,8 +13,8 @@ import pytest
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from tests.billing.builders import cents, new_patient, paris, teleconsultation, teleexpertise
-from tests.kit.test_server import call, details
 from tests.support import request_id
+from tests.support.calls import call, details
 
 
 def record(act: billing_pb2.Act, patient: str, act_id: str | None = None) -> billing_pb2.RecordActRequest:

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.devstack import free_port
 from services.kit.pki import DevPki
-from tests.support import LOIRE, establishment_channel, repo_root
+from tests.support import LOIRE, establishment_channel, process_env, repo_root
 
 
 def test_a_missing_setting_stops_the_start_naming_it() -> None:
@@ -49,17 +49,9 @@ def test_without_tls_material_the_start_is_refused_unless_in_development_mode() 
 
 async def test_the_process_serves_then_stops_cleanly_on_sigterm(pki: DevPki, database_url: str) -> None:
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")},
-        "PARCOURS_DATABASE_URL": database_url,
-        "PARCOURS_DIRECTORY_GRPC_PORT": str(port),
-        "PARCOURS_GRPC_HOST": "127.0.0.1",
-        "PARCOURS_TLS_CERT_FILE": str(pki.cert_file("directory")),
-        "PARCOURS_TLS_KEY_FILE": str(pki.key_file("directory")),
-        "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
-        "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
-        "PARCOURS_SHUTDOWN_GRACE_SECONDS": "2",
-    }
+    env = process_env(
+        pki, "directory", database_url=database_url, directory_grpc_port=port, shutdown_grace_seconds=2
+    )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -14,8 +14,8 @@ from services.directory.demo import DEMO_PATIENTS, DEMO_PRACTITIONERS
 from services.directory.identifiers import nir_key
 from services.kit.pki import DevPki
 from tests.conftest import Minter
-from tests.kit.test_server import call, details
 from tests.support import DAUPHINE, LOIRE, REUNION, bearer, establishment_channel, request_id
+from tests.support.calls import call, details
 
 GP_LOIRE = "10000000101"
 QUALIFIED_LOIRE = DEMO_PATIENTS[0]  # qualified, known at 420000017 and 420000033 (GHT Loire)

@@ -25,8 +25,8 @@ from tests.expertise.conftest import (
     Stack,
     request_input,
 )
-from tests.kit.test_server import call, details
 from tests.support import DAUPHINE, STRANGER, request_id
+from tests.support.calls import call, details
 
 Request = expertise_pb2.TeleexpertiseRequest
 NewPatient = Callable[..., Awaitable[str]]

@@ -20,8 +20,8 @@ from tests.expertise.conftest import (
     Stack,
     request_input,
 )
-from tests.kit.test_server import call, details
 from tests.support import DAUPHINE, LOIRE, VAL_RHONE, request_id
+from tests.support.calls import call, details
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 
 Request = expertise_pb2.TeleexpertiseRequest

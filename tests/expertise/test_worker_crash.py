@@ -21,7 +21,7 @@ from parcours.expertise.v1 import expertise_pb2
 
 from services.expertise.store import ExpertiseStore
 from tests.expertise.conftest import DERM_LOIRE, GP, KEY_SPEC, Stack
-from tests.support import component_channel, repo_root
+from tests.support import component_channel, process_env, repo_root
 from workflows.teleexpertise.activities import TeleexpertiseActivities
 from workflows.teleexpertise.models import BillingInput
 
@@ -32,22 +32,19 @@ NewPatient = Callable[..., Awaitable[str]]
 @asynccontextmanager
 async def worker_process(stack: Stack) -> AsyncIterator[asyncio.subprocess.Process]:
     pki = stack.pki
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")},
-        "PARCOURS_COMPONENT": "workflows-teleexpertise",
-        "PARCOURS_DATABASE_URL": stack.settings.database_url,
-        "PARCOURS_TLS_CERT_FILE": str(pki.cert_file("workflows")),
-        "PARCOURS_TLS_KEY_FILE": str(pki.key_file("workflows")),
-        "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
-        "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
-        "PARCOURS_TEMPORAL_ADDRESS": stack.settings.temporal_address,
-        "PARCOURS_PAYLOAD_KEYS": KEY_SPEC,
-        "PARCOURS_DIRECTORY_ADDRESS": stack.directory_address,
-        "PARCOURS_BILLING_ADDRESS": stack.billing_address,
-        "PARCOURS_TELEEXPERTISE_TASK_QUEUE": stack.task_queue,
+    env = process_env(
+        pki,
+        "workflows",
+        component="workflows-teleexpertise",
+        database_url=stack.settings.database_url,
+        temporal_address=stack.settings.temporal_address,
+        payload_keys=KEY_SPEC,
+        directory_address=stack.directory_address,
+        billing_address=stack.billing_address,
+        teleexpertise_task_queue=stack.task_queue,
         # A dead worker's cases go to another worker after this (default 10 s).
-        "PARCOURS_TELEEXPERTISE_STICKY_TIMEOUT_SECONDS": "1",
-    }
+        teleexpertise_sticky_timeout_seconds=1,
+    )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -12,41 +12,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 
 from services.kit.pki import DevPki
 from services.kit.tokens import mint_token
 from tests.conftest import Minter
 from tests.support import AUDIENCE, ISSUER, LOIRE, bearer, establishment_channel, request_id
+from tests.support.calls import call, details
 
 GP = "10000000101"  # a demo GP practising in GHT Loire
-
-
-def details(error: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo | None, list[tuple[str, str]]]:
-    """The ErrorInfo and the (field, description) violations a refused call carries."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    info: error_details_pb2.ErrorInfo | None = None
-    violations: list[tuple[str, str]] = []
-    assert status is not None, "a refusal must carry google.rpc.Status details"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations += [(v.field, v.description) for v in bad.field_violations]
-    return info, violations
-
-
-async def call(coro: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await coro  # type: ignore[misc]
-    return caught.value
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from services.devstack.postgres import PostgresHandle
 from services.devstack.temporal import TemporalHandle
 from services.kit.migrate import apply_all
 from services.kit.pki import DevPki
-from services.kit.server import open_channel
+from services.kit.server import Runtime, open_channel
 from services.kit.settings import TemporalSettings
 from services.kit.temporal import connect_client
-from services.scheduling.server import SchedulingRuntime, build
+from services.scheduling.server import build
 from services.scheduling.settings import SchedulingSettings
 from tests.conftest import Minter
 from tests.scheduling.helpers import Metadata
@@ -53,7 +53,7 @@ def scheduling_settings(
 
 async def start_scheduling(
     settings: SchedulingSettings, pool: asyncpg.Pool, client: temporalio.client.Client
-) -> SchedulingRuntime:
+) -> Runtime:
     runtime = await build(
         settings, pool, temporal=client, directory=open_channel(settings, settings.directory_address)
     )
@@ -77,7 +77,7 @@ async def scheduling(
     directory_address: str,
     temporal: TemporalHandle,
     temporal_client: temporalio.client.Client,
-) -> AsyncIterator[SchedulingRuntime]:
+) -> AsyncIterator[Runtime]:
     """A running scheduling service (mTLS, tokens, audit, outbox relay to the suite's Temporal)."""
     settings = scheduling_settings(pki, database_url, directory_address, temporal.address)
     runtime = await start_scheduling(settings, seeded_pool, temporal_client)
@@ -88,7 +88,7 @@ async def scheduling(
 
 
 @pytest.fixture(scope="session")
-def scheduling_address(scheduling: SchedulingRuntime) -> str:
+def scheduling_address(scheduling: Runtime) -> str:
     return f"127.0.0.1:{scheduling.port}"
 
 

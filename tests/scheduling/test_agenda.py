@@ -17,7 +17,6 @@ from parcours.type.v1 import practice_pb2 as p
 
 from services.kit.pki import DevPki
 from tests.conftest import Minter
-from tests.kit.test_server import call, details
 from tests.scheduling.helpers import (
     FIRST_VISIT,
     FOLLOW_UP,
@@ -38,6 +37,7 @@ from tests.scheduling.helpers import (
     when,
 )
 from tests.support import DAUPHINE, LOIRE, REUNION, bearer, establishment_channel, request_id
+from tests.support.calls import call, details
 
 REUNION_ZONE = ZoneInfo("Indian/Reunion")
 H_CHARTREUSE = "380000032"  # a GHT Dauphiné site without a test certificate

@@ -17,7 +17,6 @@ from parcours.type.v1 import practice_pb2 as p
 
 from services.kit.pki import DevPki
 from tests.conftest import Minter
-from tests.kit.test_server import call, details
 from tests.scheduling.helpers import (
     FIRST_VISIT,
     FOLLOW_UP,
@@ -37,6 +36,7 @@ from tests.scheduling.helpers import (
     when,
 )
 from tests.support import DAUPHINE, LOIRE, bearer, establishment_channel, request_id
+from tests.support.calls import call, details
 
 Directory = directory_pb2_grpc.DirectoryServiceStub
 A = s.Appointment
@@ -86,9 +86,9 @@ async def test_fifty_concurrent_bookings_of_one_slot_book_it_once(
         "SELECT count(*) FROM scheduling.appointments WHERE rpps = $1 AND status = 'booked'", rpps
     )
     starts = await pool.fetchval(
-        "SELECT count(*) FROM scheduling.workflow_outbox o"
-        " JOIN scheduling.appointments a USING (appointment_id)"
-        " WHERE a.rpps = $1 AND o.kind = 'start'",
+        "SELECT count(*) FROM scheduling.outbox o"
+        " JOIN scheduling.appointments a ON a.appointment_id = o.case_id"
+        " WHERE a.rpps = $1 AND o.command = 'start'",
         rpps,
     )
     assert (live, starts) == (1, 1)
@@ -196,8 +196,8 @@ async def test_the_holder_books_the_slot_it_holds(
     appointment_id = hold.name.removeprefix("appointments/")
     assert (
         await pool.fetchval(
-            "SELECT count(*) FROM scheduling.workflow_outbox"
-            " WHERE appointment_id = $1::uuid AND kind = 'start'",
+            "SELECT count(*) FROM scheduling.outbox"
+            " WHERE case_id = $1::uuid AND command = 'start'",
             appointment_id,
         )
         == 1

@@ -1,10 +1,10 @@
 """Every booking gets its Teleconsultation workflow, exactly once, through the transactional outbox — also
-when the process dies between the database commit and the workflow start (a real process, killed there)."""
+when the process dies between the database commit and the workflow start (a real process, SIGKILLed from
+outside while Temporal is unreachable from it, so its relay could not start the workflow)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import uuid
@@ -26,9 +26,9 @@ from services.devstack import free_port
 from services.devstack.postgres import PostgresHandle
 from services.devstack.temporal import TemporalHandle
 from services.kit import search_attributes
+from services.kit.cases import Relay
 from services.kit.pki import DevPki
-from services.scheduling.server import SchedulingRuntime
-from services.scheduling.servicer import FAULT_EXIT_CODE
+from services.kit.server import Runtime
 from tests.conftest import Minter
 from tests.scheduling.conftest import PAYLOAD_KEYS, create_database
 from tests.scheduling.helpers import (
@@ -43,7 +43,8 @@ from tests.scheduling.helpers import (
     new_schedule,
     when,
 )
-from tests.support import LOIRE, bearer, establishment_channel, repo_root, request_id
+from tests.support import LOIRE, bearer, establishment_channel, process_env, repo_root, request_id
+from tests.support.proxy import Proxy
 
 Directory = directory_pb2_grpc.DirectoryServiceStub
 
@@ -72,12 +73,12 @@ async def test_a_booking_starts_its_workflow_filterable_by_state_ght_specialty_a
     directory: Directory,
     operator: Metadata,
     front_desk: Metadata,
-    scheduling: SchedulingRuntime,
+    scheduling: Runtime,
     temporal_client: temporalio.client.Client,
     pool: asyncpg.Pool,
 ) -> None:
     booked = await booked_agenda(loire, directory, operator, front_desk)
-    await scheduling.relay.ensure_relayed(appointment_uuid(booked))
+    await scheduling.task(Relay).relay_now(appointment_uuid(booked))
     assert booked.workflow_id == f"teleconsultation-{appointment_uuid(booked)}"
     described = await temporal_client.get_workflow_handle(booked.workflow_id).describe()
     assert described.workflow_type == "Teleconsultation" and described.task_queue == "teleconsultation"
@@ -94,7 +95,7 @@ async def test_a_booking_starts_its_workflow_filterable_by_state_ght_specialty_a
     assert patient_id not in booked.workflow_id
     assert patient_id not in repr([(p.key.name, p.value) for p in attributes])
     done = await pool.fetchval(
-        "SELECT bool_and(done_time IS NOT NULL) FROM scheduling.workflow_outbox WHERE appointment_id = $1",
+        "SELECT bool_and(done_time IS NOT NULL) FROM scheduling.outbox WHERE case_id = $1",
         appointment_uuid(booked),
     )
     assert done
@@ -105,7 +106,7 @@ async def test_a_cancellation_reaches_the_workflow(
     directory: Directory,
     operator: Metadata,
     front_desk: Metadata,
-    scheduling: SchedulingRuntime,
+    scheduling: Runtime,
     temporal_client: temporalio.client.Client,
 ) -> None:
     booked = await booked_agenda(loire, directory, operator, front_desk)
@@ -118,7 +119,7 @@ async def test_a_cancellation_reaches_the_workflow(
         ),
         metadata=front_desk,
     )
-    await scheduling.relay.ensure_relayed(appointment_uuid(booked))
+    await scheduling.task(Relay).relay_now(appointment_uuid(booked))
     history = await temporal_client.get_workflow_handle(booked.workflow_id).fetch_history()
     signals = [
         e.workflow_execution_signaled_event_attributes.signal_name
@@ -171,8 +172,10 @@ class SchedulingProcess:
             await asyncio.sleep(0.1)
         raise AssertionError("the scheduling process never became SERVING")
 
-    async def wait(self) -> int:
+    async def kill(self) -> int:
+        """SIGKILL from outside (no handler runs, nothing is flushed); the exit code."""
         assert self.process is not None
+        self.process.kill()
         return await asyncio.wait_for(self.process.wait(), timeout=30)
 
     async def stop(self) -> int | None:
@@ -198,26 +201,26 @@ async def test_killed_between_commit_and_workflow_start_the_booking_still_gets_e
     operator: Metadata,
     front_desk: Metadata,
 ) -> None:
+    # The process reaches Temporal through a proxy the test can cut: once cut, the booking still commits
+    # (the relay runs after the commit) but no workflow can start; then the process is killed from outside.
+    host, temporal_port = temporal.address.rsplit(":", 1)
+    partition = Proxy(host, int(temporal_port))
+    await partition.start()
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")},
-        "PARCOURS_DATABASE_URL": own_database,
-        "PARCOURS_SCHEDULING_GRPC_PORT": str(port),
-        "PARCOURS_GRPC_HOST": "127.0.0.1",
-        "PARCOURS_TLS_CERT_FILE": str(pki.cert_file("scheduling")),
-        "PARCOURS_TLS_KEY_FILE": str(pki.key_file("scheduling")),
-        "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
-        "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
-        "PARCOURS_TEMPORAL_ADDRESS": temporal.address,
-        "PARCOURS_PAYLOAD_KEYS": PAYLOAD_KEYS,
-        "PARCOURS_DIRECTORY_ADDRESS": directory_address,
-        "PARCOURS_SHUTDOWN_GRACE_SECONDS": "1",
-    }
+    env = process_env(
+        pki,
+        "scheduling",
+        database_url=own_database,
+        scheduling_grpc_port=port,
+        temporal_address=partition.address,
+        payload_keys=PAYLOAD_KEYS,
+        directory_address=directory_address,
+        shutdown_grace_seconds=1,
+    )
     process = SchedulingProcess(env, port)
     channel = establishment_channel(pki, f"127.0.0.1:{port}", LOIRE)
     stub = scheduling_pb2_grpc.SchedulingServiceStub(channel)
-    # TEST ONLY: the process exits right after a booking commits, before it starts the workflow.
-    await process.start(PARCOURS_FAULT_EXIT_AFTER_BOOKING_COMMIT="true")
+    await process.start()
     try:
         await process.serving(channel)
         rpps = await new_practitioner(directory, operator, LOIRE)
@@ -225,28 +228,30 @@ async def test_killed_between_commit_and_workflow_start_the_booking_still_gets_e
         await add_rules(stub, operator, schedule.name, every_day())
         slot = await first_free(stub, front_desk, rpps, after=timedelta(hours=2))
         booking = s.BookAppointmentRequest(request_id=request_id(), slot=slot.name, patient=PATIENT_LOIRE)
-        with pytest.raises(grpc.aio.AioRpcError) as died:
-            await stub.BookAppointment(booking, metadata=front_desk, timeout=30)
-        assert died.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert await process.wait() == FAULT_EXIT_CODE
+        partition.blackhole()
+        booked = await stub.BookAppointment(booking, metadata=front_desk, timeout=30)
+        assert booked.appointment.state == s.Appointment.STATE_BOOKED
+        assert await process.kill() == -signal.SIGKILL
 
         # The booking committed; its workflow was never started.
         conn = await asyncpg.connect(own_database)
         try:
             row = await conn.fetchrow(
                 "SELECT a.appointment_id, a.workflow_id, a.status, o.done_time FROM scheduling.appointments a"
-                " JOIN scheduling.workflow_outbox o USING (appointment_id) WHERE a.rpps = $1",
+                " JOIN scheduling.outbox o ON o.case_id = a.appointment_id WHERE a.rpps = $1",
                 rpps,
             )
         finally:
             await conn.close()
         assert row is not None and row["status"] == "booked" and row["done_time"] is None
+        assert f"appointments/{row['appointment_id']}" == booked.appointment.name
         handle = temporal_client.get_workflow_handle(row["workflow_id"])
         with pytest.raises(RPCError) as missing:
             await handle.describe()
         assert missing.value.status == RPCStatusCode.NOT_FOUND
 
-        # Restarted (without the fault), the process relays what the dead one left before it says SERVING.
+        # Restarted (Temporal reachable again), the process relays what the dead one left before SERVING.
+        partition.resume()
         await process.start()
         await process.serving(channel)
         described = await handle.describe()
@@ -270,3 +275,4 @@ async def test_killed_between_commit_and_workflow_start_the_booking_still_gets_e
     finally:
         await channel.close()
         await process.stop()
+        await partition.stop()

@@ -29,13 +29,19 @@ from temporalio.worker import Replayer
 
 from services.devstack.postgres import PostgresHandle
 from services.kit import search_attributes
+from services.kit.cases import Relay
 from services.kit.codec import Keyring, data_converter
 from services.kit.pki import DevPki
+from services.kit.server import Runtime
 from services.kit.settings import TemporalSettings
 from services.kit.temporal import connect_client
-from services.scheduling.server import SchedulingRuntime
+from services.scheduling.models import (
+    RecordedAct,
+    RecordParticipant,
+    TeleconsultationOutcome,
+    TeleconsultationRecord,
+)
 from tests.conftest import Minter
-from tests.kit.test_server import call, details
 from tests.scheduling.conftest import PAYLOAD_KEYS, create_database, scheduling_settings, start_scheduling
 from tests.scheduling.helpers import (
     PATIENT_LOIRE,
@@ -49,9 +55,9 @@ from tests.scheduling.helpers import (
     when,
 )
 from tests.support import LOIRE, bearer, component_channel, establishment_channel, request_id
-from workflows.teleconsultation.models import TeleconsultationOutcome
+from tests.support.calls import call, details
 from workflows.teleconsultation.worker import teleconsultation_worker
-from workflows.teleconsultation.workflows import TeleconsultationWorkflow, missing_record_items
+from workflows.teleconsultation.workflows import TeleconsultationWorkflow
 
 A = s.Appointment
 TREATING_GP = "10000000101"  # a demo GP of GHT Loire: the patient's médecin traitant
@@ -64,7 +70,7 @@ def time_skipping_server() -> str:
 @dataclass
 class Stack:
     env: WorkflowEnvironment
-    scheduling: SchedulingRuntime
+    scheduling: Runtime
     stub: Stub
     pool: asyncpg.Pool
 
@@ -160,7 +166,7 @@ async def booked_case(
         ),
         metadata=front_desk,
     )
-    await stack.scheduling.relay.ensure_relayed(appointment_id(booked.appointment))
+    await stack.scheduling.task(Relay).relay_now(appointment_id(booked.appointment))
     return Case(booked.appointment, doctor, rpps)
 
 
@@ -406,7 +412,7 @@ async def test_a_cancellation_ends_the_workflow(
         ),
         metadata=case.doctor,
     )
-    await stack.scheduling.relay.ensure_relayed(appointment_id(case.appointment))
+    await stack.scheduling.task(Relay).relay_now(appointment_id(case.appointment))
     assert (await outcome(stack, case)).state == "CANCELLED"
     described = await stack.env.client.get_workflow_handle(case.appointment.workflow_id).describe()
     assert described.status == temporalio.client.WorkflowExecutionStatus.COMPLETED
@@ -434,7 +440,14 @@ async def test_an_incomplete_record_is_refused_naming_what_is_missing(
         "record",
     } <= fields
     # The workflow's own validator says the same of a record that reached it without the edge's checks.
-    assert missing_record_items('{"report": "x", "acts": [{}], "participants": [{}]}') == [
+    record = TeleconsultationRecord(
+        report="x",
+        acts=[RecordedAct(description="consultation")],
+        participants=[
+            RecordParticipant(practitioner="practitioners/10000000101", role="ROLE_TELECONSULTANT")
+        ],
+    )
+    assert record.missing_items() == [
         "actStartTime",
         "actEndTime",
         "technicalIncidents",

@@ -8,7 +8,10 @@ by (appointment, kind, label, recipient), and billing is called with an act id a
 the appointment, so a retried activity never writes twice.
 
 Business refusals are non-retryable ApplicationErrors whose type is the stable reason (CONSENT_REQUIRED,
-INVALID_TRANSITION, or billing's own reason such as TELECONSULTATION_NOT_REIMBURSABLE).
+INVALID_TRANSITION, or billing's own reason such as TELECONSULTATION_NOT_REIMBURSABLE); the transition and
+consent rules are the service's own (`services/scheduling/appointments.py`), asked on the row each activity
+locks. A step an RPC asked for (start, completion) records the RPC's request id in the service's idempotency
+ledger in the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ from parcours.scheduling.v1 import scheduling_pb2
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from services.scheduling import store
-from workflows.teleconsultation.models import (
+from services.kit import names
+from services.kit.errors import DomainError
+from services.kit.idempotency import Call
+from services.scheduling import appointments, store
+from services.scheduling.models import (
+    TELECONSULTATION,
     AppointmentState,
     ArrivalInput,
     BillingInput,
@@ -42,7 +49,9 @@ from workflows.teleconsultation.models import (
     CompletionInput,
     NotificationInput,
     NotificationResult,
+    Reason,
 )
+from services.scheduling.resources import circumstances_json, record_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +65,16 @@ TARIFF_ZONE = ZoneInfo("Europe/Paris")
 
 def _refusal(reason: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=reason, non_retryable=True)
+
+
+def _refused(error: DomainError) -> ApplicationError:
+    return _refusal(error.reason, error.message)
+
+
+async def _record_call(tx: asyncpg.Connection, call: Call | None, appointment_id: uuid.UUID) -> None:
+    """The RPC that asked for this step, applied with it (a retried activity finds it there already)."""
+    if call is not None:
+        await store.LEDGER.record(tx, call, [names.APPOINTMENT.format(appointment_id)], if_absent=True)
 
 
 def age_on(birth: date, day: date) -> int:
@@ -88,7 +107,7 @@ class TeleconsultationActivities:
     async def _appointment(self, appointment_id: str) -> asyncpg.Record:
         row = await store.get_appointment(self._pool, uuid.UUID(appointment_id))
         if row is None:
-            raise _refusal("APPOINTMENT_NOT_FOUND", "the appointment does not exist")
+            raise _refusal(Reason.APPOINTMENT_NOT_FOUND, "the appointment does not exist")
         return row
 
     async def _notify(
@@ -108,7 +127,7 @@ class TeleconsultationActivities:
         if row["effective_status"] != "booked" or row["patient_id"] is None:
             return NotificationResult()
         return await self._notify(
-            request.appointment_id, "KIND_REMINDER", request.label, [f"patients/{row['patient_id']}"]
+            request.appointment_id, "KIND_REMINDER", request.label, [names.PATIENT.format(row["patient_id"])]
         )
 
     @activity.defn(name="send_join_link")
@@ -116,9 +135,9 @@ class TeleconsultationActivities:
         row = await self._appointment(request.appointment_id)
         if row["effective_status"] != "booked":
             return NotificationResult()
-        recipients = [f"practitioners/{row['rpps']}"]
+        recipients = [names.PRACTITIONER.format(row["rpps"])]
         if row["patient_id"] is not None:
-            recipients.insert(0, f"patients/{row['patient_id']}")
+            recipients.insert(0, names.PATIENT.format(row["patient_id"]))
         return await self._notify(request.appointment_id, "KIND_JOIN_LINK", "join", recipients)
 
     @activity.defn(name="mark_arrived")
@@ -127,41 +146,59 @@ class TeleconsultationActivities:
         async with store.transaction(self._pool) as tx:
             row = await store.lock_appointment(tx, appointment_id)
             if row is None:
-                raise _refusal("APPOINTMENT_NOT_FOUND", "the appointment does not exist")
+                raise _refusal(Reason.APPOINTMENT_NOT_FOUND, "the appointment does not exist")
             status = row["effective_status"]
-            if status == "arrived":
-                return AppointmentState(status)  # a retry of an attempt that committed
-            if status != "booked":
-                raise _refusal("INVALID_TRANSITION", f"an appointment that is {status} cannot start")
-            if row["consent_time"] is None:
-                raise _refusal(
-                    "CONSENT_REQUIRED",
-                    "the patient's consent must be recorded before the teleconsultation starts",
+            if status == appointments.ARRIVED:
+                return AppointmentState(status=status)  # a retry of an attempt that committed
+            try:
+                appointments.check_start(
+                    appointments.Appointment(
+                        status=status,
+                        start_time=row["start_time"],
+                        consented=row["consent_time"] is not None,
+                        lapsed=row["lapsed"],
+                    )
                 )
-            await store.transition(tx, appointment_id, "arrived", ["booked"], request.practitioner)
-        return AppointmentState("arrived", changed=True)
+            except DomainError as error:
+                raise _refused(error) from None
+            await store.transition(
+                tx, appointment_id, appointments.ARRIVED, [appointments.BOOKED], request.practitioner
+            )
+            await _record_call(tx, request.call, appointment_id)
+        return AppointmentState(status=appointments.ARRIVED, changed=True)
 
     @activity.defn(name="mark_no_show")
     async def mark_no_show(self, request: NotificationInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
         if await store.transition(
-            self._pool, appointment_id, "noshow", ["booked"], self._actor, "NO_SHOW_GRACE_ELAPSED"
+            self._pool,
+            appointment_id,
+            appointments.NOSHOW,
+            sorted(appointments.ALLOWED[appointments.Change.NO_SHOW]),
+            self._actor,
+            "NO_SHOW_GRACE_ELAPSED",
         ):
-            return AppointmentState("noshow", changed=True)
+            return AppointmentState(status=appointments.NOSHOW, changed=True)
         row = await self._appointment(request.appointment_id)
-        return AppointmentState(row["effective_status"])
+        return AppointmentState(status=row["effective_status"])
 
     @activity.defn(name="record_completion")
     async def record_completion(self, request: CompletionInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
-        if await store.record_completion(
-            self._pool, appointment_id, request.record_json, request.circumstances_json, request.practitioner
-        ):
-            return AppointmentState("fulfilled", changed=True)
+        async with store.transaction(self._pool) as tx:
+            if await store.record_completion(
+                tx,
+                appointment_id,
+                record_json(request.record),
+                circumstances_json(request.circumstances),
+                request.practitioner,
+            ):
+                await _record_call(tx, request.call, appointment_id)
+                return AppointmentState(status=appointments.FULFILLED, changed=True)
         status = (await self._appointment(request.appointment_id))["effective_status"]
-        if status == "fulfilled":
-            return AppointmentState(status)
-        raise _refusal("INVALID_TRANSITION", f"an appointment that is {status} cannot be completed")
+        if status == appointments.FULFILLED:
+            return AppointmentState(status=status)  # a retry of an attempt that committed
+        raise _refused(appointments.invalid_transition(status, appointments.Change.COMPLETE))
 
     @activity.defn(name="record_billable_act")
     async def record_billable_act(self, request: BillingInput) -> BillingResult:
@@ -185,19 +222,19 @@ class TeleconsultationActivities:
         json_format.ParseDict(_json(row["billing_circumstances"] or {}), circumstances)
         practitioner = await self._directory_get(
             self._directory.GetPractitioner(
-                directory_pb2.GetPractitionerRequest(name=f"practitioners/{row['rpps']}"),
+                directory_pb2.GetPractitionerRequest(name=names.PRACTITIONER.format(row["rpps"])),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         )
         patient = await self._directory_get(
             self._directory.GetPatient(
-                directory_pb2.GetPatientRequest(name=f"patients/{row['patient_id']}"),
+                directory_pb2.GetPatientRequest(name=names.PATIENT.format(row["patient_id"])),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         )
         establishment = await self._directory_get(
             self._directory.GetEstablishment(
-                directory_pb2.GetEstablishmentRequest(name=f"establishments/{row['finess']}"),
+                directory_pb2.GetEstablishmentRequest(name=names.ESTABLISHMENT.format(row["finess"])),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         )
@@ -206,8 +243,8 @@ class TeleconsultationActivities:
         act = billing_pb2.Act(
             type=billing_pb2.ACT_TYPE_TELECONSULTATION,
             act_time=record.act_start_time,
-            establishment=f"establishments/{row['finess']}",
-            region=f"regions/{row['region_code']}",
+            establishment=names.ESTABLISHMENT.format(row["finess"]),
+            region=names.REGION.format(row["region_code"]),
             overseas=establishment.establishment.overseas,
             performer=billing_pb2.Participant(
                 practitioner=practitioner.practitioner.name,
@@ -234,8 +271,8 @@ class TeleconsultationActivities:
         appointment_id = row["appointment_id"]
         return billing_pb2.RecordActRequest(
             request_id=str(uuid.uuid5(BILLING_REQUEST_NAMESPACE, f"{appointment_id}/record-act")),
-            act_id=f"teleconsultation-{appointment_id}",
-            patient=f"patients/{row['patient_id']}",
+            act_id=TELECONSULTATION.workflow_id(appointment_id),
+            patient=names.PATIENT.format(row["patient_id"]),
             act=act,
         )
 
@@ -267,8 +304,8 @@ class TeleconsultationActivities:
         row = await self._appointment(request.appointment_id)
         recipients: list[str] = []
         for rpps in (row["treating_rpps"], row["requester_rpps"]):
-            if rpps and rpps != row["rpps"] and f"practitioners/{rpps}" not in recipients:
-                recipients.append(f"practitioners/{rpps}")
+            if rpps and rpps != row["rpps"] and names.PRACTITIONER.format(rpps) not in recipients:
+                recipients.append(names.PRACTITIONER.format(rpps))
         return await self._notify(request.appointment_id, "KIND_REPORT", "compte-rendu", recipients)
 
     def all(self) -> list[Callable[..., Any]]:

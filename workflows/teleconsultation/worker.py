@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncpg
 import grpc
 import temporalio.client
@@ -12,7 +14,7 @@ from pydantic import Field
 
 from services.kit.settings import KitSettings, TemporalSettings
 from services.kit.temporal import build_worker
-from workflows.teleconsultation import TASK_QUEUE
+from services.scheduling.models import TASK_QUEUE
 from workflows.teleconsultation.activities import TeleconsultationActivities
 from workflows.teleconsultation.workflows import TeleconsultationWorkflow
 
@@ -24,6 +26,9 @@ class TeleconsultationWorkerSettings(KitSettings, TemporalSettings):
     directory_address: str
     # Activities run concurrently on the worker's event loop (database and gRPC calls only).
     max_concurrent_activities: int = Field(default=50, ge=1, le=1000)
+
+    def channels(self) -> dict[str, str]:
+        return {"billing": self.billing_address, "directory": self.directory_address}
 
 
 def teleconsultation_worker(
@@ -48,4 +53,21 @@ def teleconsultation_worker(
         workflows=[TeleconsultationWorkflow],
         activities=activities.all(),
         max_concurrent_activities=max_concurrent_activities,
+    )
+
+
+def build(
+    settings: TeleconsultationWorkerSettings,
+    client: temporalio.client.Client,
+    pool: asyncpg.Pool,
+    channels: Mapping[str, grpc.aio.Channel],
+) -> temporalio.worker.Worker:
+    """The worker of a `python -m workflows.teleconsultation` process (services.kit.temporal.run_worker)."""
+    return teleconsultation_worker(
+        client,
+        pool,
+        billing=channels["billing"],
+        directory=channels["directory"],
+        component=settings.component,
+        max_concurrent_activities=settings.max_concurrent_activities,
     )

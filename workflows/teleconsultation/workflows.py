@@ -10,13 +10,15 @@
 Every instant comes from the input (computed by the scheduling service from its settings, so tests shrink
 them); every wait is a durable timer or condition. The appointment's row in the scheduling database is the
 projection: each step is persisted by an activity, conditional on the appointment's current status, before the
-workflow moves on (or, for Updates, before the Update answers). The state is mirrored in the ParcoursState
-search attribute; GHT, specialty, region and start time were set at start. No patient data in any of them.
+workflow moves on (or, for Updates, before the Update answers); the rules of those steps are the service's
+(`services/scheduling/appointments.py`). The join window follows the clock: the teleconsultant may start from
+its opening to the no-show deadline, whether or not the join-link notification has gone yet. The workflow ends
+only once no Update handler is still running. Its search attributes come from one function of the service
+(`models.case_attributes`), the same the relay starts it with; no patient data in any of them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -25,11 +27,11 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    # Plain data and constants; passed through so the sandbox does not re-import them for every run.
-    from services.kit import search_attributes
-    from workflows.teleconsultation import WORKFLOW_TYPE
-    from workflows.teleconsultation.activities import TeleconsultationActivities
-    from workflows.teleconsultation.models import (
+    # Plain data, constants and pure rules; passed through so the sandbox does not re-import them per run.
+    from services.kit.errors import DomainError
+    from services.scheduling import appointments
+    from services.scheduling.models import (
+        WORKFLOW_TYPE,
         AppointmentState,
         ArrivalInput,
         BillingInput,
@@ -46,7 +48,9 @@ with workflow.unsafe.imports_passed_through():
         StartResult,
         TeleconsultationInput,
         TeleconsultationOutcome,
+        case_attributes,
     )
+    from workflows.teleconsultation.activities import TeleconsultationActivities
 
 # Database writes of the projection: quick, retried until the database answers.
 PROJECTION_TIMEOUT = timedelta(seconds=30)
@@ -60,28 +64,21 @@ BILLING_RETRY = RetryPolicy(
 )
 
 
-def missing_record_items(record_json: str) -> list[str]:
-    """The R.6316-4 items a TeleconsultationRecord (proto JSON) lacks: compte rendu, acts, participants, date
-    and time, and technical incidents stated (incidents, or explicitly none)."""
-    try:
-        record = json.loads(record_json)
-    except ValueError:
-        return ["report", "acts", "participants", "actStartTime", "technicalIncidents"]
-    missing = [
-        key for key in ("report", "acts", "participants", "actStartTime", "actEndTime") if not record.get(key)
-    ]
-    if not record.get("technicalIncidents") and not record.get("noTechnicalIncident"):
-        missing.append("technicalIncidents")
-    return missing
-
-
 def _refusal(reason: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=reason, non_retryable=True)
 
 
+def _refused(error: DomainError) -> ApplicationError:
+    """A rule's refusal as the Update's failure (its reason travels as the error's type)."""
+    return _refusal(error.reason, error.message)
+
+
 @workflow.defn(name=WORKFLOW_TYPE)
 class TeleconsultationWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, case: TeleconsultationInput) -> None:
+        # From the input before any handler runs: an Update delivered with the start already sees the case.
+        self._case = case
         self._state = CaseState.BOOKED
         self._cancel: CancelNotice | None = None
         self._join_open = False
@@ -95,7 +92,12 @@ class TeleconsultationWorkflow:
 
     @workflow.run
     async def run(self, case: TeleconsultationInput) -> TeleconsultationOutcome:
-        self._case = case
+        outcome = await self._run(case)
+        # An Update still being handled (a start racing the no-show deadline) finishes before the case ends.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return outcome
+
+    async def _run(self, case: TeleconsultationInput) -> TeleconsultationOutcome:
         for reminder in sorted(case.reminders, key=lambda r: r.send_time):
             if await self._cancelled_before(reminder.send_time):
                 return self._ended()
@@ -103,7 +105,7 @@ class TeleconsultationWorkflow:
                 # A reminder whose moment passed while nothing could send it (a late start) is skipped.
                 await workflow.execute_activity_method(
                     TeleconsultationActivities.send_reminder,
-                    NotificationInput(case.appointment_id, reminder.label),
+                    NotificationInput(appointment_id=case.appointment_id, label=reminder.label),
                     start_to_close_timeout=PROJECTION_TIMEOUT,
                     retry_policy=PROJECTION_RETRY,
                 )
@@ -112,7 +114,7 @@ class TeleconsultationWorkflow:
             return self._ended()
         await workflow.execute_activity_method(
             TeleconsultationActivities.send_join_link,
-            NotificationInput(case.appointment_id),
+            NotificationInput(appointment_id=case.appointment_id),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
         )
@@ -128,7 +130,7 @@ class TeleconsultationWorkflow:
         if not self._arrived:
             found: AppointmentState = await workflow.execute_activity_method(
                 TeleconsultationActivities.mark_no_show,
-                NotificationInput(case.appointment_id),
+                NotificationInput(appointment_id=case.appointment_id),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
             )
@@ -150,25 +152,29 @@ class TeleconsultationWorkflow:
         try:
             billed: BillingResult = await workflow.execute_activity_method(
                 TeleconsultationActivities.record_billable_act,
-                BillingInput(case.appointment_id),
+                BillingInput(appointment_id=case.appointment_id),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=BILLING_RETRY,
             )
-            recorded = BillingOutcomeInput(case.appointment_id, "STATE_RECORDED", charges=billed.charges)
-            outcome = TeleconsultationOutcome(CaseState.BILLED, "STATE_RECORDED", charges=billed.charges)
+            recorded = BillingOutcomeInput(
+                appointment_id=case.appointment_id, state="STATE_RECORDED", charges=billed.charges
+            )
+            outcome = TeleconsultationOutcome(
+                state=CaseState.BILLED, billing_state="STATE_RECORDED", charges=billed.charges
+            )
         except ActivityError as error:
             refusal = error.cause
             if not isinstance(refusal, ApplicationError) or not refusal.non_retryable:
                 raise
             # A business refusal is kept on the appointment with its reason; the case goes on.
             recorded = BillingOutcomeInput(
-                case.appointment_id,
-                "STATE_REFUSED",
+                appointment_id=case.appointment_id,
+                state="STATE_REFUSED",
                 reason=refusal.type or "BILLING_REFUSED",
                 message=refusal.message,
             )
             outcome = TeleconsultationOutcome(
-                CaseState.BILLING_REFUSED, "STATE_REFUSED", billing_reason=recorded.reason
+                state=CaseState.BILLING_REFUSED, billing_state="STATE_REFUSED", billing_reason=recorded.reason
             )
         await workflow.execute_activity_method(
             TeleconsultationActivities.record_billing_outcome,
@@ -179,7 +185,7 @@ class TeleconsultationWorkflow:
         self._set_state(outcome.state)
         await workflow.execute_activity_method(
             TeleconsultationActivities.deliver_report,
-            NotificationInput(case.appointment_id),
+            NotificationInput(appointment_id=case.appointment_id),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
         )
@@ -210,8 +216,9 @@ class TeleconsultationWorkflow:
         return TeleconsultationOutcome(state=state)
 
     def _set_state(self, state: str) -> None:
+        before = case_attributes(self._case, self._state)
         self._state = state
-        workflow.upsert_search_attributes([search_attributes.CASE_STATE.value_set(state)])
+        workflow.upsert_search_attributes(case_attributes(self._case, state).updates(before))
 
     # --- signals, updates, queries ---------------------------------------------------------------------
 
@@ -227,7 +234,11 @@ class TeleconsultationWorkflow:
         try:
             found: AppointmentState = await workflow.execute_activity_method(
                 TeleconsultationActivities.mark_arrived,
-                ArrivalInput(self._case.appointment_id, request.practitioner),
+                ArrivalInput(
+                    appointment_id=self._case.appointment_id,
+                    practitioner=request.practitioner,
+                    call=request.call,
+                ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
             )
@@ -249,8 +260,14 @@ class TeleconsultationWorkflow:
             raise _refusal("INVALID_TRANSITION", "the teleconsultation has already started")
         if self._deadline_passed:
             raise _refusal("JOIN_WINDOW_CLOSED", "the no-show grace period has passed")
-        if not self._join_open:
-            raise _refusal("JOIN_WINDOW_NOT_OPEN", "the join window is not open yet")
+        try:
+            appointments.check_join_window(
+                workflow.now(),
+                join_open_time=self._case.join_open_time,
+                no_show_time=self._case.no_show_time,
+            )
+        except DomainError as error:
+            raise _refused(error) from None
 
     @workflow.update(name="complete")
     async def complete(self, request: CompletionRequest) -> CompletionResult:
@@ -259,10 +276,11 @@ class TeleconsultationWorkflow:
             await workflow.execute_activity_method(
                 TeleconsultationActivities.record_completion,
                 CompletionInput(
-                    self._case.appointment_id,
-                    request.practitioner,
-                    request.record_json,
-                    request.circumstances_json,
+                    appointment_id=self._case.appointment_id,
+                    practitioner=request.practitioner,
+                    record=request.record,
+                    circumstances=request.circumstances,
+                    call=request.call,
                 ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
@@ -275,7 +293,7 @@ class TeleconsultationWorkflow:
             self._completing = False
         self._completed = True
         self._set_state(CaseState.FULFILLED)
-        return CompletionResult(state="fulfilled")
+        return CompletionResult(state=appointments.FULFILLED)
 
     @complete.validator
     def _validate_complete(self, request: CompletionRequest) -> None:
@@ -285,7 +303,7 @@ class TeleconsultationWorkflow:
             raise _refusal("NOT_IN_PROGRESS", "the teleconsultation has not started")
         if self._completed or self._completing:
             raise _refusal("INVALID_TRANSITION", "the teleconsultation is already completed")
-        missing = missing_record_items(request.record_json)
+        missing = request.record.missing_items()
         if missing:
             raise _refusal("RECORD_INCOMPLETE", "the R.6316-4 record lacks: " + ", ".join(missing))
 

@@ -17,6 +17,8 @@ LOIRE, DAUPHINE, VAL_RHONE = "420000017", "380000024", "690000019"
 REUNION, STRANGER = "974000013", "2A0000031"
 TEST_ESTABLISHMENTS = (LOIRE, DAUPHINE, VAL_RHONE, REUNION, STRANGER)
 ISSUER = KitSettings.model_fields["token_issuer"].default
+# The page-token key every test server shares (as a service's replicas do).
+PAGE_TOKEN_KEY = "cGFyY291cnMtdGVzdHMtcGFnZS10b2tlbi1rZXktMzJieXRlcyE"
 AUDIENCE = KitSettings.model_fields["token_audience"].default
 
 
@@ -31,6 +33,7 @@ def kit_settings(pki: DevPki, database_url: str, component: str, **overrides: ob
         "tls_key_file": pki.key_file(component),
         "tls_ca_file": pki.ca_file,
         "token_jwks_file": pki.jwks_file,
+        "page_token_key": PAGE_TOKEN_KEY,
         "shutdown_grace_seconds": 1.0,
     }
     values.update(overrides)
@@ -67,3 +70,24 @@ def request_id() -> str:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def process_env(pki: DevPki, certificate: str, **settings: object) -> dict[str, str]:
+    """The environment of a Parcours process the test starts: this machine's environment without any
+    PARCOURS_* variable, the mTLS material of the component `certificate`, the token keys, and `settings`
+    as PARCOURS_<NAME>."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
+    env.update(
+        {
+            "PARCOURS_GRPC_HOST": "127.0.0.1",
+            "PARCOURS_TLS_CERT_FILE": str(pki.cert_file(certificate)),
+            "PARCOURS_TLS_KEY_FILE": str(pki.key_file(certificate)),
+            "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
+            "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
+            "PARCOURS_PAGE_TOKEN_KEY": PAGE_TOKEN_KEY,
+        }
+    )
+    env.update({f"PARCOURS_{name.upper()}": str(value) for name, value in settings.items()})
+    return env

@@ -1,0 +1,146 @@
+"""Resource names (AIP-122): one typed pattern per resource, used by every service to parse and to format.
+
+    APPOINTMENT.parse("appointments/0b6c…", "name")  -> "0b6c…"         (the id, as written)
+    APPOINTMENT.parse_uuid(request.name, "name")     -> UUID("0b6c…")
+    APPOINTMENT.format(appointment_id)               -> "appointments/0b6c…"
+    AVAILABILITY_RULE.parse_ids(name, "name")        -> ("<schedule id>", "<rule id>")
+    PATIENT.parse_optional(request.patient, "patient") -> "…" or None when empty
+
+A value that does not match raises the kit's INVALID_ARGUMENT naming the field and the expected shape, so a
+handler never sees a malformed name. The same shapes are declared once in the protos
+(`protos/parcours/type/v1/names.proto`, predefined protovalidate rules each field refers to); a test checks
+that both say the same.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from services.kit.errors import InvalidArgument
+
+# The id shapes the hub issues or accepts.
+UUID_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+RPPS_ID = "[0-9]{11}"
+FINESS_ID = "(?:[0-9]{2}|2[AB])[0-9]{7}"
+REGION_ID = "[0-9]{2}"
+SLUG_ID = "[a-z0-9][a-z0-9-]{1,62}"
+
+_SEGMENT = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class ResourceName:
+    """A resource's name pattern, e.g. `schedules/{schedule}/availabilityRules/{rule}`, with each variable's
+    id shape."""
+
+    pattern: str
+    ids: dict[str, str]
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _variables: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        variables = tuple(_SEGMENT.findall(self.pattern))
+        if set(variables) != set(self.ids):
+            raise ValueError(f"{self.pattern}: id shapes given for {sorted(self.ids)}")
+        regex = "".join(
+            f"({self.ids[part[1:-1]]})" if _SEGMENT.fullmatch(part) else re.escape(part)
+            for part in re.split(r"(\{[a-z_]+\})", self.pattern)
+            if part
+        )
+        object.__setattr__(self, "_variables", variables)
+        object.__setattr__(self, "_regex", re.compile(regex))
+
+    @property
+    def regex(self) -> str:
+        """The full-match regular expression of a name (as the proto rule writes it, without anchors)."""
+        return self._regex.pattern
+
+    @property
+    def collection(self) -> str:
+        """The first collection segment (`appointments`)."""
+        return self.pattern.split("/", 1)[0]
+
+    def _refusal(self, field_path: str) -> InvalidArgument:
+        return InvalidArgument.one(field_path, f"must be a resource name {self.pattern}")
+
+    def parse_ids(self, value: str, field_path: str) -> tuple[str, ...]:
+        """Every id of the name, in order."""
+        found = self._regex.fullmatch(value)
+        if found is None:
+            raise self._refusal(field_path)
+        return found.groups()
+
+    def parse(self, value: str, field_path: str) -> str:
+        """The last id of the name (the resource's own)."""
+        return self.parse_ids(value, field_path)[-1]
+
+    def parse_uuid(self, value: str, field_path: str) -> uuid.UUID:
+        return uuid.UUID(self.parse(value, field_path))
+
+    def parse_optional(self, value: str, field_path: str) -> str | None:
+        """None for an empty value (an unset optional reference), else `parse`."""
+        return self.parse(value, field_path) if value else None
+
+    def parse_optional_uuid(self, value: str, field_path: str) -> uuid.UUID | None:
+        return uuid.UUID(self.parse(value, field_path)) if value else None
+
+    def matches(self, value: str) -> bool:
+        return self._regex.fullmatch(value) is not None
+
+    def format(self, *ids: object) -> str:
+        """The name of the resource with these ids (in the pattern's order)."""
+        if len(ids) != len(self._variables):
+            raise ValueError(f"{self.pattern} takes {len(self._variables)} ids")
+        values = iter(str(i) for i in ids)
+        return _SEGMENT.sub(lambda _: next(values), self.pattern)
+
+    def format_optional(self, value: object | None) -> str:
+        """'' for None (an unset optional reference), else `format`."""
+        return "" if value is None or value == "" else self.format(value)
+
+
+def _name(pattern: str, **ids: str) -> ResourceName:
+    return ResourceName(pattern, ids)
+
+
+# Reference data (directory).
+REGION = _name("regions/{region}", region=REGION_ID)
+GHT = _name("ghts/{ght}", ght=SLUG_ID)
+ESTABLISHMENT = _name("establishments/{establishment}", establishment=FINESS_ID)
+PRACTITIONER = _name("practitioners/{practitioner}", practitioner=RPPS_ID)
+PATIENT = _name("patients/{patient}", patient=UUID_ID)
+EXPERTISE_OFFER = _name("expertiseOffers/{offer}", offer=SLUG_ID)
+# Scheduling.
+SCHEDULE = _name("schedules/{schedule}", schedule=UUID_ID)
+AVAILABILITY_RULE = _name("schedules/{schedule}/availabilityRules/{rule}", schedule=UUID_ID, rule=UUID_ID)
+AVAILABILITY_EXCEPTION = _name("availabilityExceptions/{exception}", exception=UUID_ID)
+SLOT = _name("slots/{slot}", slot=UUID_ID)
+APPOINTMENT = _name("appointments/{appointment}", appointment=UUID_ID)
+# Téléexpertise.
+TELEEXPERTISE_REQUEST = _name("teleexpertiseRequests/{request}", request=UUID_ID)
+TELEEXPERTISE_ATTACHMENT = _name(
+    "teleexpertiseRequests/{request}/attachments/{attachment}", request=UUID_ID, attachment=UUID_ID
+)
+# Billing.
+CHARGE = _name("charges/{charge}", charge=UUID_ID)
+CATALOG = _name("catalogs/{catalog}", catalog=SLUG_ID)
+
+ALL: dict[str, ResourceName] = {
+    "region": REGION,
+    "ght": GHT,
+    "establishment": ESTABLISHMENT,
+    "practitioner": PRACTITIONER,
+    "patient": PATIENT,
+    "expertise_offer": EXPERTISE_OFFER,
+    "schedule": SCHEDULE,
+    "availability_rule": AVAILABILITY_RULE,
+    "availability_exception": AVAILABILITY_EXCEPTION,
+    "slot": SLOT,
+    "appointment": APPOINTMENT,
+    "teleexpertise_request": TELEEXPERTISE_REQUEST,
+    "teleexpertise_attachment": TELEEXPERTISE_ATTACHMENT,
+    "charge": CHARGE,
+    "catalog": CATALOG,
+}
