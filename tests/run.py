@@ -19,7 +19,14 @@ def main() -> int:
     report = ROOT / "build" / "test-report.xml"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)
-    rc = subprocess.call([sys.executable, "-m", "pytest", f"--junitxml={report}", *sys.argv[1:]], cwd=ROOT)
+    # Our own temporary root: pytest prunes old `pytest-of-<user>/pytest-N` folders under the system's temp
+    # folder, which would pull the data folder out from under this run's PostgreSQL when another checkout
+    # runs its suite at the same time.
+    basetemp = ROOT / "build" / "pytest-tmp"
+    rc = subprocess.call(
+        [sys.executable, "-m", "pytest", f"--junitxml={report}", f"--basetemp={basetemp}", *sys.argv[1:]],
+        cwd=ROOT,
+    )
     if rc in (134, -6) and report.exists():
         suite = ET.parse(report).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")  # type: ignore[assignment]

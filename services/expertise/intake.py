@@ -20,9 +20,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parcours.directory.v1 import directory_pb2
 from parcours.expertise.v1 import expertise_pb2
 
+from services.expertise.models import Tier
 from services.expertise.store import NewAttachment
 from services.kit.errors import FieldViolation, InvalidArgument
-from workflows.teleexpertise.models import Tier
 
 # Only these may be the requis of a téléexpertise (L.6316-1, R.6316-1 CSP: professionnels médicaux; §7.2).
 MEDICAL_PROFESSIONS = frozenset({"PROFESSION_PHYSICIAN", "PROFESSION_MIDWIFE", "PROFESSION_DENTIST"})

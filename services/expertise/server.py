@@ -1,6 +1,13 @@
-"""Build and serve the expertise service."""
+"""Build and serve the expertise service: its gRPC server and its background tasks — the outbox relay that
+starts every saved request's Teleexpertise workflow, and the purge of old idempotency entries.
+
+SERVING once the pool answers, the directory channel is connected and the relay has drained what earlier
+processes left (the kit's `serve`).
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import asyncpg
 import grpc
@@ -9,45 +16,71 @@ from parcours.expertise.v1 import expertise_pb2_grpc
 from temporalio.client import Client
 
 from services.expertise.directory import DirectoryClient
+from services.expertise.models import TELEEXPERTISE
+from services.expertise.relay import CasePlan
 from services.expertise.servicer import SERVICE_NAME, ExpertiseServicer
 from services.expertise.settings import ExpertiseSettings
-from services.expertise.store import ExpertiseStore
-from services.kit.server import Bound, KitServer, ServiceBinding, build_server, open_channel, serve
+from services.expertise.store import OUTBOX, ExpertiseStore
+from services.kit.cases import CaseClient, Relay
+from services.kit.server import (
+    BackgroundTask,
+    Bound,
+    Periodic,
+    Runtime,
+    ServiceBinding,
+    build_server,
+    open_channel,
+    serve,
+)
 from services.kit.temporal import connect_client
 
+PURGE_INTERVAL_SECONDS = 3600.0
 
-def bindings(
+
+def _parts(
     settings: ExpertiseSettings, pool: asyncpg.Pool, temporal: Client, directory: grpc.aio.Channel
-) -> list[ServiceBinding]:
+) -> tuple[list[ServiceBinding], list[BackgroundTask]]:
+    kind = dataclasses.replace(TELEEXPERTISE, task_queue=settings.teleexpertise_task_queue)
+    store = ExpertiseStore(pool)
+    relay = Relay(pool, temporal, OUTBOX, CasePlan(store, kind), kind)
     servicer = ExpertiseServicer(
         settings,
-        ExpertiseStore(pool),
-        temporal,
+        store,
+        CaseClient(temporal, kind, update_timeout=settings.teleexpertise_update_timeout),
+        relay,
         DirectoryClient(
             directory_pb2_grpc.DirectoryServiceStub(directory), cache_seconds=settings.directory_cache_seconds
         ),
     )
-    return [
+    purge = Periodic(
+        "idempotency-purge",
+        lambda: store.purge_requests(settings.idempotency_retention),
+        PURGE_INTERVAL_SECONDS,
+    )
+    bindings = [
         ServiceBinding(
             SERVICE_NAME,
             lambda server: expertise_pb2_grpc.add_ExpertiseServiceServicer_to_server(servicer, server),
         )
     ]
+    return bindings, [relay, purge]
 
 
 async def build(
     settings: ExpertiseSettings, pool: asyncpg.Pool, *, temporal: Client, directory: grpc.aio.Channel
-) -> KitServer:
-    """The expertise server bound to its port (tests pass port 0), not yet started."""
-    return await build_server(settings, pool=pool, services=bindings(settings, pool, temporal, directory))
+) -> Runtime:
+    """The expertise service bound to its port (tests pass port 0) with its background tasks, not started."""
+    bindings, tasks = _parts(settings, pool, temporal, directory)
+    return Runtime(await build_server(settings, pool=pool, services=bindings), tasks)
 
 
 async def run(settings: ExpertiseSettings) -> None:
     async def bind(pool: asyncpg.Pool) -> Bound:
-        # SERVING once the directory answers; Temporal is connected before the server is built (one client
-        # per process, with the payload codec and tracing).
+        # SERVING once the directory answers and the relay has drained the outbox; Temporal is connected
+        # before the server is built (one client per process, with the payload codec and tracing).
         directory = open_channel(settings, settings.directory_address)
         temporal = await connect_client(settings)
-        return Bound(bindings(settings, pool, temporal, directory), channels=[directory])
+        bindings, tasks = _parts(settings, pool, temporal, directory)
+        return Bound(bindings, channels=[directory], tasks=tasks)
 
     await serve(settings, bind)

@@ -1,10 +1,13 @@
 """RPC handlers of parcours.expertise.v1.ExpertiseService.
 
 Reads come from the service's tables. A creation is saved by the service (its content never travels through
-Temporal), then its `Teleexpertise` workflow is started and the call waits (update-with-start of `routed`)
-until the request is routed and its first candidates notified. Every later state change is a Temporal
-Update on the case's workflow, which validates it and persists the projection before answering; the
-workflow's refusal reasons become FAILED_PRECONDITION (state) or PERMISSION_DENIED (who) here.
+Temporal) with the outbox command that starts its `Teleexpertise` workflow; the call then starts it itself
+and waits (update-with-start of `routed`, through the kit's relay) until the request is routed and its first
+candidates notified. If that cannot happen now, the request is saved and the relay starts it later: the
+client is told to retry with the same request_id, and nothing is lost if it never does. Every later state
+change is a Temporal Update on the case's workflow (the kit's `CaseClient`), which validates it and persists
+the projection, with the RPC's idempotency entry, before answering; the workflow's refusal reasons become
+FAILED_PRECONDITION (state) or PERMISSION_DENIED (who) as `models.TELEEXPERTISE` declares.
 
 Visibility is checked before existence, from the tables: the requester, the assigned expert, and the
 candidates of an unassigned request; a former candidate may still try to accept (and is told
@@ -13,7 +16,6 @@ ALREADY_ASSIGNED). Everything else is REQUEST_NOT_VISIBLE, whether the request e
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -21,31 +23,34 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from parcours.directory.v1 import directory_pb2
 from parcours.expertise.v1 import expertise_pb2, expertise_pb2_grpc
 from parcours.type.v1 import practice_pb2
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from services.expertise import intake
 from services.expertise.directory import DirectoryClient
+from services.expertise.models import (
+    AcceptInput,
+    AnswerInput,
+    AskInput,
+    CancelInput,
+    DeclineInput,
+    HandBackInput,
+    Reason,
+    ReportInput,
+    RoutedQuery,
+    State,
+    UpdateOutcome,
+)
 from services.expertise.settings import ExpertiseSettings
-from services.expertise.store import Access, ExpertiseStore, NewRequest, StartData
-from services.kit import search_attributes as sa
+from services.expertise.store import Access, ExpertiseStore, NewRequest
+from services.kit import names
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
+from services.kit.cases import CaseClient, Relay
 from services.kit.errors import (
     DomainError,
     FailedPrecondition,
@@ -54,25 +59,8 @@ from services.kit.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.kit.idempotency import Call
 from services.kit.pagination import decode_token, next_page_token, page_size
-from services.kit.temporal import workflow_id
-from workflows.teleexpertise.models import (
-    WORKFLOW_KIND,
-    AcceptInput,
-    AnswerInput,
-    AskInput,
-    CancelInput,
-    CaseInput,
-    DeclineInput,
-    HandBackInput,
-    Reason,
-    ReportInput,
-    RoutedQuery,
-    State,
-    Tier,
-    Timeline,
-)
-from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +86,10 @@ def _not_visible() -> PermissionDenied:
     )
 
 
-def _case_id(name: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(name.removeprefix("teleexpertiseRequests/").split("/", 1)[0])
-    except ValueError:
-        raise InvalidArgument.one(field, "is not a request name (teleexpertiseRequests/{uuid})") from None
-
-
-def _refusal(error: ApplicationError) -> DomainError:
-    reason = error.type or "REFUSED"
-    if reason in Reason.PERMISSION:
-        return PermissionDenied(reason, error.message)
-    return FailedPrecondition(reason, error.message)
+def _not_routed_yet() -> Unavailable:
+    return Unavailable(
+        "REQUEST_NOT_ROUTED_YET", "the request is saved but not routed yet; retry with the same request_id"
+    )
 
 
 class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
@@ -117,12 +97,14 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
         self,
         settings: ExpertiseSettings,
         store: ExpertiseStore,
-        temporal: Client,
+        cases: CaseClient,
+        relay: Relay,
         directory: DirectoryClient,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._temporal = temporal
+        self._cases = cases
+        self._relay = relay
         self._directory = directory
         self._media_types = settings.media_types()
         self._professions = settings.requester_professions()
@@ -162,12 +144,12 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> tuple[uuid.UUID, str, Access]:
         """The case and the caller's relation to it; REQUEST_NOT_VISIBLE unless they take part in it."""
         rpps = self._rpps(current_principal())
-        case_id = _case_id(name, field)
-        audit_target(resource=f"teleexpertiseRequests/{case_id}")
+        case_id = names.TELEEXPERTISE_REQUEST.parse_uuid(name, field)
+        audit_target(resource=names.TELEEXPERTISE_REQUEST.format(case_id))
         access = await self._store.access(case_id, rpps)
         if access is None or not (access.visible or (offered_may and access.offered)):
             raise _not_visible()
-        audit_target(patient=f"patients/{access.patient}")
+        audit_target(patient=names.PATIENT.format(access.patient))
         return case_id, rpps, access
 
     async def _read(self, case_id: uuid.UUID) -> Request:
@@ -184,11 +166,10 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
         principal = current_principal()
         rpps = self._rpps(principal)
         request_id = uuid.UUID(request.request_id)
-        applied = await self._store.applied(request_id)
+        call = Call.of(request, "create", principal)
+        applied = await self._store.applied(call)
         if applied is not None:
-            if applied.method != "create" or applied.actor != rpps:
-                raise FailedPrecondition("REQUEST_ID_REUSED", "this request_id was used for another call")
-            return await self._created(applied.case_id)
+            return await self._created(applied)
 
         if principal.profession not in self._professions:
             raise PermissionDenied(
@@ -210,7 +191,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
             max_total_bytes=self._settings.teleexpertise_attachments_max_total_bytes,
         )
 
-        requester = f"practitioners/{rpps}"
+        requester = names.PRACTITIONER.format(rpps)
         place = await self._place(principal, requester)
         establishment = await self._directory.establishment(place)
         assert establishment is not None
@@ -241,10 +222,10 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
             case_id=case_id,
             request_id=request_id,
             requester=rpps,
-            requester_establishment=place.removeprefix("establishments/"),
-            ght=establishment.ght.removeprefix("ghts/") or None,
-            region=establishment.region.removeprefix("regions/"),
-            patient=uuid.UUID(patient.name.removeprefix("patients/")),
+            requester_establishment=names.ESTABLISHMENT.parse(place, "establishment"),
+            ght=names.GHT.parse_optional(establishment.ght, "ght"),
+            region=names.REGION.parse(establishment.region, "region"),
+            patient=names.PATIENT.parse_uuid(patient.name, "patient"),
             patient_identity={
                 "birth_family_name": ins.birth_family_name,
                 "birth_given_names": ins.birth_given_names,
@@ -257,39 +238,44 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
                 "identity_status": directory_pb2.IdentityStatus.Name(patient.identity_status),
             },
             specialty=practice_pb2.Specialty.Name(specialty).removeprefix("SPECIALTY_"),
-            requested_expert=named.removeprefix("practitioners/") if named else None,
+            requested_expert=names.PRACTITIONER.parse_optional(named or "", "expert"),
             question=given.question,
             clinical_context=given.clinical_context,
             urgency=urgency,
             requested_answer_time=due,
             routing=[{"source": t.source, "members": t.members} for t in tiers],
             timeline=self._settings.timeline().__dict__,
-            workflow_id=workflow_id(WORKFLOW_KIND, str(case_id)),
+            workflow_id=self._cases.kind.workflow_id(case_id),
             create_time=now,
             attachments=attachments,
         )
-        created_id, created = await self._store.create_request(new)
-        if not created:
-            # A concurrent retry of the same request saved it first.
-            applied = await self._store.applied(request_id)
-            if applied is None or applied.method != "create" or applied.actor != rpps:
-                raise FailedPrecondition("REQUEST_ID_REUSED", "this request_id was used for another call")
-            return await self._created(created_id)
-        return await self._created(case_id, StartData.of(new))
+        # A concurrent retry of the same request that saved it first gives its case (never a second one).
+        created_id, _ = await self._store.create_request(new, call)
+        return await self._created(created_id)
 
-    async def _created(
-        self, case_id: uuid.UUID, data: StartData | None = None
-    ) -> expertise_pb2.CreateTeleexpertiseRequestResponse:
+    async def _created(self, case_id: uuid.UUID) -> expertise_pb2.CreateTeleexpertiseRequestResponse:
         """Start the case's workflow if it is not yet (a retried creation), and return the routed request."""
-        if data is None:
-            data = await self._store.start_data(case_id)
-            assert data is not None
-        audit_target(resource=f"teleexpertiseRequests/{case_id}", patient=f"patients/{data.patient}")
-        if data.state == State.REQUESTED:
-            await self._start(data)
-        return expertise_pb2.CreateTeleexpertiseRequestResponse(
-            teleexpertise_request=await self._read(case_id)
-        )
+        audit_target(resource=names.TELEEXPERTISE_REQUEST.format(case_id))
+        if await self._store.state(case_id) == State.REQUESTED:
+            await self._route(case_id)
+        found = await self._read(case_id)
+        audit_target(patient=found.patient)
+        return expertise_pb2.CreateTeleexpertiseRequestResponse(teleexpertise_request=found)
+
+    async def _route(self, case_id: uuid.UUID) -> None:
+        """Start the case's workflow (if not yet) and wait until its first routing is persisted."""
+        try:
+            await self._relay.start_with_update(
+                case_id,
+                "routed",
+                RoutedQuery(),
+                update_id=f"routed-{case_id}",
+                result_type=UpdateOutcome,
+                timeout=self._settings.teleexpertise_update_timeout,
+            )
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, Unavailable) as error:
+            log.warning("case %s not routed yet: %s", case_id, type(error).__name__)
+            raise _not_routed_yet() from None
 
     async def _visible_patient(self, name: str, ght: str, place: str) -> directory_pb2.Patient:
         """The directory patient, if known at the requester's establishment or in its GHT."""
@@ -327,63 +313,6 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
                 "the expert of a téléexpertise must be an active physician, midwife or dentist (R.6316-1)",
             )
         return expert.specialty, given.expert
-
-    async def _start(self, data: StartData) -> None:
-        """Start the case's workflow (if not yet) and wait until its first routing is persisted."""
-        case = CaseInput(
-            case_id=str(data.case_id),
-            requester=f"practitioners/{data.requester}",
-            requester_establishment=f"establishments/{data.requester_establishment}",
-            patient=f"patients/{data.patient}",
-            specialty=data.specialty,
-            ght=data.ght,
-            region=data.region,
-            tiers=[Tier(source=t["source"], members=list(t["members"])) for t in data.routing],
-            created_at=data.create_time,
-            answer_due=data.requested_answer_time,
-            timeline=Timeline(**data.timeline),
-        )
-        attributes: list[SearchAttributePair[Any]] = [
-            SearchAttributePair(sa.CASE_KIND, WORKFLOW_KIND),
-            SearchAttributePair(sa.CASE_STATE, State.REQUESTED),
-            SearchAttributePair(sa.SPECIALTY, data.specialty),
-            SearchAttributePair(sa.REGION, data.region),
-            SearchAttributePair(sa.DUE_TIME, data.requested_answer_time),
-            SearchAttributePair(sa.START_TIME, data.create_time),
-            SearchAttributePair(sa.BREACHED, False),
-        ]
-        if data.ght:
-            attributes.append(SearchAttributePair(sa.GHT, data.ght))
-        start = WithStartWorkflowOperation(
-            TeleexpertiseWorkflow.run,
-            case,
-            id=data.workflow_id,
-            task_queue=self._settings.teleexpertise_task_queue,
-            # A retried creation joins the running workflow; a closed one is never started again.
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(attributes),
-        )
-        try:
-            # (The SDK types the awaited value of this overload as a coroutine: it is the update's result.)
-            routed: object = await asyncio.wait_for(
-                self._temporal.execute_update_with_start_workflow(
-                    TeleexpertiseWorkflow.routed,
-                    RoutedQuery(),
-                    start_workflow_operation=start,
-                    id=f"routed-{data.case_id}",
-                ),
-                self._settings.teleexpertise_update_timeout.total_seconds(),
-            )
-            log.debug("case %s routed: %s", data.case_id, routed)
-        except WorkflowAlreadyStartedError:
-            return  # closed already: the tables say how it ended
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as error:
-            log.warning("case %s not routed yet: %s", data.case_id, type(error).__name__)
-            raise Unavailable(
-                "REQUEST_NOT_ROUTED_YET",
-                "the request is saved but not routed yet; retry with the same request_id",
-            ) from None
 
     # --- reads -------------------------------------------------------------------------------------------
 
@@ -446,8 +375,9 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     async def GetTeleexpertiseAttachment(
         self, request: expertise_pb2.GetTeleexpertiseAttachmentRequest, context: grpc.aio.ServicerContext
     ) -> expertise_pb2.GetTeleexpertiseAttachmentResponse:
-        case_id, _, _ = await self._access(request.name, "name")
-        attachment_id = uuid.UUID(request.name.rsplit("/", 1)[1])
+        _, attachment = names.TELEEXPERTISE_ATTACHMENT.parse_ids(request.name, "name")
+        case_id, _, _ = await self._access(request.name.rsplit("/attachments/", 1)[0], "name")
+        attachment_id = uuid.UUID(attachment)
         found = await self._store.get_attachment(case_id, attachment_id)
         if found is None:
             raise NotFound("ATTACHMENT_NOT_FOUND", "the request has no such attachment")
@@ -460,7 +390,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
         filters: dict[str, object] = {"request": request.teleexpertise_request, "caller": rpps}
         key = decode_token(request.page_token, filters)
         case_id = (
-            _case_id(request.teleexpertise_request, "teleexpertise_request")
+            names.TELEEXPERTISE_REQUEST.parse_uuid(request.teleexpertise_request, "teleexpertise_request")
             if request.teleexpertise_request
             else None
         )
@@ -476,7 +406,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     async def _change(
         self,
         method: str,
-        request_id: str,
+        request: Message,
         checked: tuple[uuid.UUID, str, Access],
         build: Callable[[str], Any],
     ) -> Request:
@@ -485,35 +415,28 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
         `checked` is the caller's access to the case (`_access`), verified before anything else.
         """
         case_id, rpps, access = checked
-        applied = await self._store.applied(uuid.UUID(request_id))
-        if applied is not None:
-            if applied.case_id != case_id or applied.method != method or applied.actor != rpps:
-                raise FailedPrecondition("REQUEST_ID_REUSED", "this request_id was used for another call")
-            return await self._read(case_id)
-        handle = self._temporal.get_workflow_handle(workflow_id(WORKFLOW_KIND, str(case_id)))
-        update = getattr(TeleexpertiseWorkflow, method)
-        try:
-            await asyncio.wait_for(
-                handle.execute_update(update, build(f"practitioners/{rpps}"), id=f"{method}-{request_id}"),
-                self._settings.teleexpertise_update_timeout.total_seconds(),
-            )
-        except WorkflowUpdateFailedError as error:
-            if isinstance(error.cause, ApplicationError):
-                raise _refusal(error.cause) from None
-            raise
-        except RPCError:
+        call = Call.of(request, method, current_principal())
+        if await self._store.applied(call) is not None:
+            return await self._read(case_id)  # a retry: the change was applied (with this very payload)
+        change = build(names.PRACTITIONER.format(rpps))
+        change.call = call
+
+        async def closed() -> DomainError:
             # The workflow is gone: closed. Its final state is in the tables.
             current = await self._store.access(case_id, rpps)
-            closed = _CLOSED_REASONS.get(current.state if current is not None else access.state)
-            if closed is not None:
-                raise FailedPrecondition(*closed) from None
-            raise Unavailable(
-                "REQUEST_UNAVAILABLE", "the request cannot be changed right now; retry"
-            ) from None
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            raise Unavailable(
-                "REQUEST_BUSY", "the change is not applied yet; retry with the same request_id"
-            ) from None
+            reason = _CLOSED_REASONS.get(current.state if current is not None else access.state)
+            if reason is not None:
+                return FailedPrecondition(*reason)
+            return Unavailable("REQUEST_UNAVAILABLE", "the request cannot be changed right now; retry")
+
+        await self._cases.update(
+            case_id,
+            method,
+            change,
+            request_id=call.request_id,
+            closed=closed,
+            result_type=UpdateOutcome,
+        )
         return await self._read(case_id)
 
     async def AcceptTeleexpertiseRequest(
@@ -521,10 +444,10 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> expertise_pb2.AcceptTeleexpertiseRequestResponse:
         # Taking part in the request is checked first, then where the expert practises (where TE2 is billed).
         checked = await self._access(request.name, "name", offered_may=True)
-        place = await self._place(current_principal(), f"practitioners/{checked[1]}")
+        place = await self._place(current_principal(), names.PRACTITIONER.format(checked[1]))
         found = await self._change(
             "accept",
-            request.request_id,
+            request,
             checked,
             lambda actor: AcceptInput(request_id=request.request_id, actor=actor, establishment=place),
         )
@@ -535,7 +458,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> expertise_pb2.DeclineTeleexpertiseRequestResponse:
         found = await self._change(
             "decline",
-            request.request_id,
+            request,
             await self._access(request.name, "name"),
             lambda actor: DeclineInput(request_id=request.request_id, actor=actor, reason=request.reason),
         )
@@ -546,7 +469,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> expertise_pb2.HandBackTeleexpertiseRequestResponse:
         found = await self._change(
             "hand_back",
-            request.request_id,
+            request,
             await self._access(request.name, "name"),
             lambda actor: HandBackInput(request_id=request.request_id, actor=actor, reason=request.reason),
         )
@@ -557,7 +480,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> expertise_pb2.CancelTeleexpertiseRequestResponse:
         found = await self._change(
             "cancel",
-            request.request_id,
+            request,
             await self._access(request.name, "name"),
             lambda actor: CancelInput(request_id=request.request_id, actor=actor, reason=request.reason),
         )
@@ -568,7 +491,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> expertise_pb2.AskTeleexpertiseQuestionResponse:
         found = await self._change(
             "ask",
-            request.request_id,
+            request,
             await self._access(request.name, "name"),
             lambda actor: AskInput(request_id=request.request_id, actor=actor, text=request.text),
         )
@@ -579,7 +502,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> expertise_pb2.AnswerTeleexpertiseQuestionResponse:
         found = await self._change(
             "answer",
-            request.request_id,
+            request,
             await self._access(request.name, "name"),
             lambda actor: AnswerInput(request_id=request.request_id, actor=actor, text=request.text),
         )
@@ -591,7 +514,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
         report = request.report
         found = await self._change(
             "submit_report",
-            request.request_id,
+            request,
             await self._access(request.name, "name"),
             lambda actor: ReportInput(
                 request_id=request.request_id,

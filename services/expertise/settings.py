@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from pydantic import AliasChoices, Field, model_validator
 
+from services.expertise.models import TASK_QUEUE, Timeline
 from services.kit.settings import KitSettings, TemporalSettings
-from workflows.teleexpertise.models import TASK_QUEUE, Timeline
 
 DEFAULT_PORT = 50053
 # Any health professional may request a téléexpertise since 2021 (domain §1.1, §3.3); psychologists are not

@@ -1,10 +1,11 @@
 """The expertise schema's SQL: requests, candidates, attachments, thread, history, notifications.
 
 Two writers, one owner each:
-- the service inserts a request when it is created (`create_request`): its content, attachments and the
-  creation's request id, in one transaction;
+- the service inserts a request when it is created (`create_request`): its content, attachments, the
+  creation's request id (the kit's idempotency ledger) and the outbox command that starts its workflow, in
+  one transaction;
 - the `Teleexpertise` workflow's persist activity writes every later change (`apply`): the request's new view,
-  its candidates, and what the change appends (events, messages, notifications, the applied request id), in
+  its candidates, and what the change appends (events, messages, notifications, the RPC's ledger entry), in
   one transaction. `version` only grows: a retried activity that lost the race against a newer change leaves
   the view alone, and its appended rows are keyed (case, sequence) so they are never written twice.
 
@@ -18,7 +19,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -27,16 +28,22 @@ from google.type import date_pb2  # type: ignore[import-untyped]
 from parcours.expertise.v1 import expertise_pb2
 from parcours.type.v1 import practice_pb2
 
-from services.kit.pagination import split_page
-from workflows.teleexpertise.models import (
+from services.expertise.models import (
     FHIR_STATUS,
     BillingOutcome,
     ProjectionWrite,
     ReportRecord,
     State,
 )
+from services.kit import names
+from services.kit.cases import Outbox
+from services.kit.idempotency import Call, Ledger
+from services.kit.pagination import split_page
 
 Request = expertise_pb2.TeleexpertiseRequest
+# The service's idempotency ledger and workflow outbox (the kit's shapes, in this schema).
+LEDGER = Ledger("expertise")
+OUTBOX = Outbox("expertise")
 
 PRACTITIONERS = "practitioners/"
 ESTABLISHMENTS = "establishments/"
@@ -59,11 +66,6 @@ INSERT INTO expertise.attachments (case_id, attachment_id, position, title, medi
                                    content, uri, create_time)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 """
-INSERT_APPLIED = """
-INSERT INTO expertise.applied_requests (request_id, case_id, method, actor) VALUES ($1, $2, $3, $4)
-ON CONFLICT (request_id) DO NOTHING
-"""
-GET_APPLIED = "SELECT case_id, method, actor FROM expertise.applied_requests WHERE request_id = $1"
 
 # Who the caller is to a case: one row whatever the answer, None when the case does not exist.
 GET_ACCESS = """
@@ -123,7 +125,7 @@ ORDER BY notification_id LIMIT $4
 GET_START_DATA = """
 SELECT case_id, requester, requester_establishment, ght, region, patient, specialty, routing, timeline,
        requested_answer_time, create_time, workflow_id, state
-FROM expertise.requests WHERE case_id = $1
+FROM expertise.requests WHERE case_id = ANY($1::uuid[])
 """
 
 # One change of a case in one statement (one round trip): the view when its version is newer, the candidates
@@ -157,8 +159,8 @@ WITH view AS (
     SELECT $1, * FROM unnest($29::int[], $30::text[], $31::text[])
     ON CONFLICT (case_id, event_sequence, recipient) DO NOTHING
 ), applied AS (
-    INSERT INTO expertise.applied_requests (request_id, case_id, method, actor)
-    SELECT $32::uuid, $1, $33, $34 WHERE $32::uuid IS NOT NULL
+    INSERT INTO expertise.idempotency (request_id, method, actor, digest, resources)
+    SELECT $32::uuid, $33, $34, $35, ARRAY['teleexpertiseRequests/' || $1::text] WHERE $32::uuid IS NOT NULL
     ON CONFLICT (request_id) DO NOTHING
 )
 SELECT count(*) FROM view
@@ -200,13 +202,6 @@ class NewRequest:
     workflow_id: str
     create_time: datetime
     attachments: Sequence[NewAttachment]
-
-
-@dataclass(frozen=True)
-class Applied:
-    case_id: uuid.UUID
-    method: str
-    actor: str
 
 
 @dataclass(frozen=True)
@@ -410,20 +405,42 @@ def _billing_json(billing: BillingOutcome | None) -> str | None:
     return to_json(asdict(billing)) if billing is not None else None
 
 
+def _start_data(row: Any) -> StartData:
+    return StartData(
+        case_id=row["case_id"],
+        requester=row["requester"],
+        requester_establishment=row["requester_establishment"],
+        ght=row["ght"] or "",
+        region=row["region"],
+        patient=row["patient"],
+        specialty=row["specialty"],
+        routing=json.loads(row["routing"]),
+        timeline=json.loads(row["timeline"]),
+        requested_answer_time=row["requested_answer_time"],
+        create_time=row["create_time"],
+        workflow_id=row["workflow_id"],
+        state=row["state"],
+    )
+
+
 class ExpertiseStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     # --- creation (the service) --------------------------------------------------------------------------
 
-    async def create_request(self, new: NewRequest) -> tuple[uuid.UUID, bool]:
-        """Insert the request, its attachments and its creation's request id in one transaction.
+    async def create_request(self, new: NewRequest, call: Call) -> tuple[uuid.UUID, bool]:
+        """Insert the request, its attachments, its creation's request id and the `start` of its workflow in
+        one transaction.
 
-        Returns (case id, created): a request id already used returns the case it created, unchanged. Two
-        concurrent creations with one request id both end up with the case of whichever committed first.
+        Returns (case id, created): a request id already used returns the case it created, unchanged (two
+        concurrent creations with one request id: the second waits for the first and gets its case).
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
+            done = await LEDGER.claim(conn, call)
+            if done is not None:
+                return names.TELEEXPERTISE_REQUEST.parse_uuid(done.resource, "name"), False
+            await conn.execute(
                 INSERT_REQUEST,
                 new.case_id,
                 new.request_id,
@@ -444,11 +461,6 @@ class ExpertiseStore:
                 new.workflow_id,
                 new.create_time,
             )
-            if status.endswith(" 0"):
-                existing = await conn.fetchval(
-                    "SELECT case_id FROM expertise.requests WHERE request_id = $1", new.request_id
-                )
-                return existing, False
             for position, attachment in enumerate(new.attachments):
                 await conn.execute(
                     INSERT_ATTACHMENT,
@@ -463,32 +475,28 @@ class ExpertiseStore:
                     attachment.uri,
                     new.create_time,
                 )
-            await conn.execute(INSERT_APPLIED, new.request_id, new.case_id, "create", new.requester)
+            await LEDGER.record(conn, call, [names.TELEEXPERTISE_REQUEST.format(new.case_id)])
+            await OUTBOX.enqueue(conn, new.case_id)
             return new.case_id, True
 
-    async def applied(self, request_id: uuid.UUID) -> Applied | None:
-        row = await self._pool.fetchrow(GET_APPLIED, request_id)
-        return Applied(row["case_id"], row["method"], row["actor"]) if row is not None else None
+    async def applied(self, call: Call) -> uuid.UUID | None:
+        """The case a request id applied to (None: not applied); REQUEST_ID_REUSED for another call."""
+        entry = await LEDGER.find(self._pool, call)
+        return names.TELEEXPERTISE_REQUEST.parse_uuid(entry.resource, "name") if entry is not None else None
 
-    async def start_data(self, case_id: uuid.UUID) -> StartData | None:
-        row = await self._pool.fetchrow(GET_START_DATA, case_id)
-        if row is None:
-            return None
-        return StartData(
-            case_id=row["case_id"],
-            requester=row["requester"],
-            requester_establishment=row["requester_establishment"],
-            ght=row["ght"] or "",
-            region=row["region"],
-            patient=row["patient"],
-            specialty=row["specialty"],
-            routing=json.loads(row["routing"]),
-            timeline=json.loads(row["timeline"]),
-            requested_answer_time=row["requested_answer_time"],
-            create_time=row["create_time"],
-            workflow_id=row["workflow_id"],
-            state=row["state"],
+    async def start_data(self, conn: Any, case_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StartData]:
+        """What starting each case's workflow needs (cases that exist)."""
+        return {row["case_id"]: _start_data(row) for row in await conn.fetch(GET_START_DATA, list(case_ids))}
+
+    async def purge_requests(self, older_than: timedelta) -> int:
+        """Drop idempotency entries past the retention."""
+        return await LEDGER.purge(self._pool, older_than)
+
+    async def state(self, case_id: uuid.UUID) -> str | None:
+        found: str | None = await self._pool.fetchval(
+            "SELECT state FROM expertise.requests WHERE case_id = $1", case_id
         )
+        return found
 
     # --- reads -------------------------------------------------------------------------------------------
 
@@ -645,6 +653,7 @@ class ExpertiseStore:
             [n.kind for n in notices],
             uuid.UUID(applied.request_id) if applied is not None else None,
             applied.method if applied is not None else "",
-            _rpps(applied.actor) if applied is not None else "",
+            applied.actor if applied is not None else "",
+            applied.digest if applied is not None else "",
         )
         return bool(updated)

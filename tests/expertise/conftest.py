@@ -28,6 +28,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from services.devstack.temporal import TemporalHandle
 from services.directory.identifiers import nir_key
+from services.expertise.models import CaseResult
 from services.expertise.server import build
 from services.expertise.settings import ExpertiseSettings
 from services.kit.pki import DevPki
@@ -36,7 +37,6 @@ from services.kit.settings import TemporalSettings
 from services.kit.temporal import connect_client
 from tests.conftest import Minter
 from tests.support import LOIRE, bearer, establishment_channel, kit_settings, request_id
-from workflows.teleexpertise.models import CaseResult
 from workflows.teleexpertise.worker import TeleexpertiseWorkerSettings
 from workflows.teleexpertise.worker import build as build_worker
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
@@ -350,13 +350,12 @@ async def make_stack(
             )
             directory = open_channel(settings, directory_address)
             exits.push_async_callback(directory.close)
-            kit = await build(settings, seeded_pool, temporal=temporal_client, directory=directory)
-            await kit.start()
-            await kit.set_serving(True)
-            exits.push_async_callback(kit.stop, 0.5)
+            runtime = await build(settings, seeded_pool, temporal=temporal_client, directory=directory)
+            await runtime.start()
+            exits.push_async_callback(runtime.stop, 0.5)
             stack = Stack(
                 pki=pki,
-                address=f"127.0.0.1:{kit.port}",
+                address=f"127.0.0.1:{runtime.port}",
                 task_queue=task_queue,
                 settings=settings,
                 client=temporal_client,
@@ -394,7 +393,9 @@ class start_worker:
         billing = open_channel(settings, settings.billing_address)
         self._exits.push_async_callback(directory.close)
         self._exits.push_async_callback(billing.close)
-        worker = build_worker(settings, stack.client, stack.pool, directory=directory, billing=billing)
+        worker = build_worker(
+            settings, stack.client, stack.pool, {"directory": directory, "billing": billing}
+        )
         await self._exits.enter_async_context(worker)
 
     async def __aexit__(self, *exc: object) -> None:

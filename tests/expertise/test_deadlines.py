@@ -20,10 +20,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from services.kit import search_attributes as sa
-from tests.expertise.conftest import DERM_DAUPHINE, DERM_LOIRE, DERM_VAL_RHONE, GP, Stack, eventually
-from tests.support import DAUPHINE, VAL_RHONE
-from workflows.teleexpertise.models import (
+from services.expertise.models import (
     AcceptInput,
     AnswerInput,
     AskInput,
@@ -33,6 +30,9 @@ from workflows.teleexpertise.models import (
     Tier,
     Timeline,
 )
+from services.kit import search_attributes as sa
+from tests.expertise.conftest import DERM_DAUPHINE, DERM_LOIRE, DERM_VAL_RHONE, GP, Stack, eventually
+from tests.support import DAUPHINE, VAL_RHONE
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 
 Request = expertise_pb2.TeleexpertiseRequest
@@ -135,9 +135,9 @@ def _case(now: datetime, *, due: timedelta, timeline: Timeline | None = None) ->
         ght="ght-loire",
         region="84",
         tiers=[
-            Tier("expertiseOffers/derm-ght-loire", [f"practitioners/{DERM_LOIRE}"]),
-            Tier("expertiseOffers/derm-region-84", [f"practitioners/{DERM_DAUPHINE}"]),
-            Tier("backup", [f"practitioners/{DERM_VAL_RHONE}"]),
+            Tier(source="expertiseOffers/derm-ght-loire", members=[f"practitioners/{DERM_LOIRE}"]),
+            Tier(source="expertiseOffers/derm-region-84", members=[f"practitioners/{DERM_DAUPHINE}"]),
+            Tier(source="backup", members=[f"practitioners/{DERM_VAL_RHONE}"]),
         ],
         created_at=now,
         answer_due=now + due,
@@ -205,18 +205,23 @@ async def test_the_deadline_while_the_expert_waits_for_an_answer(
             TeleexpertiseWorkflow.run, case, id=f"teleexpertise-{case.case_id}", task_queue=task_queue
         )
         await handle.execute_update(
-            TeleexpertiseWorkflow.accept, AcceptInput(str(uuid.uuid4()), expert, "establishments/420000017")
+            TeleexpertiseWorkflow.accept,
+            AcceptInput(request_id=str(uuid.uuid4()), actor=expert, establishment="establishments/420000017"),
         )
-        await handle.execute_update(TeleexpertiseWorkflow.ask, AskInput(str(uuid.uuid4()), expert, "Âge ?"))
+        await handle.execute_update(
+            TeleexpertiseWorkflow.ask, AskInput(request_id=str(uuid.uuid4()), actor=expert, text="Âge ?")
+        )
         # The requester answers 50 hours later.
         await skipping.sleep(timedelta(hours=50))
         await handle.execute_update(
-            TeleexpertiseWorkflow.answer, AnswerInput(str(uuid.uuid4()), requester, "62 ans")
+            TeleexpertiseWorkflow.answer,
+            AnswerInput(request_id=str(uuid.uuid4()), actor=requester, text="62 ans"),
         )
         answered = writes[-1].view
         await skipping.sleep(timedelta(hours=20))
         await handle.execute_update(
-            TeleexpertiseWorkflow.cancel, CancelInput(str(uuid.uuid4()), requester, "fin")
+            TeleexpertiseWorkflow.cancel,
+            CancelInput(request_id=str(uuid.uuid4()), actor=requester, reason="fin"),
         )
         await handle.result()
 

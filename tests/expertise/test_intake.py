@@ -9,8 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parcours.directory.v1 import directory_pb2
 
 from services.expertise import intake
+from services.expertise.models import Tier
 from services.kit.errors import InvalidArgument
-from workflows.teleexpertise.models import Tier
 
 P = "practitioners/"
 
@@ -32,10 +32,10 @@ def test_tiers_go_from_the_named_expert_to_the_ght_pool_the_region_pool_then_the
         region_offers=[offer("region", ["3", "4", "2"], backup="6")],
     )
     assert tiers == [
-        Tier(P + "9", [P + "9"]),
-        Tier("expertiseOffers/ght", [P + "2"]),
-        Tier("expertiseOffers/region", [P + "3", P + "4"]),
-        Tier("backup", [P + "5", P + "6"]),
+        Tier(source=P + "9", members=[P + "9"]),
+        Tier(source="expertiseOffers/ght", members=[P + "2"]),
+        Tier(source="expertiseOffers/region", members=[P + "3", P + "4"]),
+        Tier(source="backup", members=[P + "5", P + "6"]),
     ]
 
 
@@ -46,7 +46,7 @@ def test_the_requester_is_never_a_candidate_and_empty_tiers_are_dropped() -> Non
         ght_offers=[offer("ght", ["1"], backup="2")],
         region_offers=[offer("region", ["2"], backup="1")],
     )
-    assert tiers == [Tier("expertiseOffers/region", [P + "2"])]
+    assert tiers == [Tier(source="expertiseOffers/region", members=[P + "2"])]
     assert intake.tiers(requester=P + "1", named_expert=None, ght_offers=[], region_offers=[]) == []
 
 

@@ -122,7 +122,7 @@ async def test_happy_path_from_request_to_billed_report(stack: Stack, new_patien
     assert description.status == WorkflowExecutionStatus.COMPLETED
     attributes = {k: v for k, v in description.search_attributes.items() if k.startswith("Parcours")}
     assert attributes["ParcoursState"] == ["COMPLETED"]
-    assert attributes["ParcoursSpecialty"] == ["DERMATOLOGY"]
+    assert attributes["ParcoursSpecialty"] == ["SPECIALTY_DERMATOLOGY"]
     assert attributes["ParcoursGht"] == ["ght-loire"] and attributes["ParcoursRegion"] == ["84"]
     assert attributes["ParcoursBreached"] == [False] and attributes["ParcoursKind"] == ["teleexpertise"]
     assert patient.removeprefix("patients/") not in str(description.search_attributes)
@@ -156,7 +156,7 @@ async def test_creation_is_idempotent_on_request_id(stack: Stack, new_patient: N
     # The same id from someone else, or for another call, is refused.
     other = stack.as_("10000000201")
     error = await call(other.stub.CreateTeleexpertiseRequest(message, metadata=other.metadata))
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert details(error)[0].reason == "REQUEST_ID_REUSED"  # type: ignore[union-attr]
     derm = stack.as_(DERM_LOIRE)
     error = await call(

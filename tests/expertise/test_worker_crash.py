@@ -19,11 +19,11 @@ from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from parcours.directory.v1 import directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2
 
+from services.expertise.models import BillingInput
 from services.expertise.store import ExpertiseStore
 from tests.expertise.conftest import DERM_LOIRE, GP, KEY_SPEC, Stack
 from tests.support import component_channel, process_env, repo_root
 from workflows.teleexpertise.activities import TeleexpertiseActivities
-from workflows.teleexpertise.models import BillingInput
 
 Request = expertise_pb2.TeleexpertiseRequest
 NewPatient = Callable[..., Awaitable[str]]

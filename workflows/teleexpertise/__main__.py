@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from services.kit.settings import load_settings
-from workflows.teleexpertise.worker import TeleexpertiseWorkerSettings, run
+from services.kit.temporal import run_worker
+from workflows.teleexpertise.worker import TeleexpertiseWorkerSettings, build
 
 
 def main() -> None:
-    asyncio.run(run(load_settings(TeleexpertiseWorkerSettings)))
+    settings = load_settings(TeleexpertiseWorkerSettings)
+    asyncio.run(run_worker(settings, build, settings.channels()))
 
 
 if __name__ == "__main__":

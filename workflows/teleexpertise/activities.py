@@ -25,8 +25,7 @@ from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from services.expertise.store import ExpertiseStore
-from workflows.teleexpertise.models import (
+from services.expertise.models import (
     BilledLine,
     BillingInput,
     BillingOutcome,
@@ -34,6 +33,7 @@ from workflows.teleexpertise.models import (
     BillingState,
     ProjectionWrite,
 )
+from services.expertise.store import ExpertiseStore
 
 log = logging.getLogger(__name__)
 

@@ -19,17 +19,13 @@ tier that brings a new candidate. When every candidate of a tier declines, the c
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
-from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
-from services.kit import search_attributes as sa
-from workflows.teleexpertise.models import (
-    WORKFLOW_KIND,
+from services.expertise.models import (
+    TELEEXPERTISE,
     AcceptInput,
     AnswerInput,
-    AppliedRequest,
     AskInput,
     BillingInput,
     BillingOutcome,
@@ -51,7 +47,10 @@ from workflows.teleexpertise.models import (
     State,
     ThreadMessage,
     UpdateOutcome,
+    case_attributes,
 )
+from services.kit.cases import CaseAttributes
+from services.kit.idempotency import Call
 
 
 def refusal(reason: str, message: str) -> ApplicationError:
@@ -125,7 +124,7 @@ class Case:
             billing=self.billing,
         )
 
-    def take_write(self, applied: AppliedRequest | None) -> ProjectionWrite:
+    def take_write(self, applied: Call | None) -> ProjectionWrite:
         """The change to persist: the new view (next version) and what was appended since the last one."""
         self.version += 1
         write = ProjectionWrite(
@@ -138,24 +137,18 @@ class Case:
         self._events, self._messages, self._notices = [], [], []
         return write
 
-    def search_attributes(self) -> list[SearchAttributeUpdate[Any]]:
-        """What the Temporal Web UI filters cases on: no patient data."""
-        return [
-            sa.CASE_KIND.value_set(WORKFLOW_KIND),
-            sa.CASE_STATE.value_set(self.state),
-            sa.SPECIALTY.value_set(self.input.specialty),
-            sa.GHT.value_set(self.input.ght) if self.input.ght else sa.GHT.value_unset(),
-            sa.REGION.value_set(self.input.region),
-            sa.DUE_TIME.value_set(self.due),
-            sa.BREACHED.value_set(self.breached),
-        ]
+    def attributes(self) -> CaseAttributes:
+        """What the Temporal Web UI filters cases on (the service's one function): no patient data."""
+        return case_attributes(self.input, state=self.state, due=self.due, breached=self.breached)
 
     # --- events ------------------------------------------------------------------------------------------
 
     def _record(self, now: datetime, kind: str, actor: str, detail: str, notify: list[str]) -> None:
         """Append an event and notify each recipient once (never the actor of the event)."""
         self._event_seq += 1
-        self._events.append(CaseEvent(self._event_seq, kind, actor, detail, now))
+        self._events.append(
+            CaseEvent(sequence=self._event_seq, kind=kind, actor=actor, detail=detail, time=now)
+        )
         seen: set[str] = set()
         for recipient in notify:
             if recipient and recipient != actor and recipient not in seen:
@@ -164,7 +157,9 @@ class Case:
 
     def _message(self, now: datetime, author: str, kind: str, text: str) -> None:
         self._message_seq += 1
-        self._messages.append(ThreadMessage(self._message_seq, author, kind, text, now))
+        self._messages.append(
+            ThreadMessage(sequence=self._message_seq, author=author, kind=kind, text=text, time=now)
+        )
 
     # --- routing -----------------------------------------------------------------------------------------
 
@@ -407,7 +402,7 @@ class Case:
 
     def act_id(self) -> str:
         """Billing's idempotency key: one act per case, whatever the retries."""
-        return f"{WORKFLOW_KIND}-{self.input.case_id}"
+        return TELEEXPERTISE.workflow_id(self.input.case_id)
 
     def billing_input(self) -> BillingInput:
         assert self.report is not None

@@ -8,6 +8,7 @@ client with the payload codec and tracing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 
 import asyncpg
@@ -18,14 +19,11 @@ from parcours.billing.v1 import billing_pb2_grpc
 from parcours.directory.v1 import directory_pb2_grpc
 from pydantic import Field
 
+from services.expertise.models import TASK_QUEUE
 from services.expertise.store import ExpertiseStore
-from services.kit.db import open_pool
-from services.kit.server import open_channel
 from services.kit.settings import KitSettings, TemporalSettings
-from services.kit.telemetry import configure_telemetry
-from services.kit.temporal import build_worker, connect_client, run_worker_until_signalled
+from services.kit.temporal import build_worker
 from workflows.teleexpertise.activities import TeleexpertiseActivities
-from workflows.teleexpertise.models import TASK_QUEUE
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 
 log = logging.getLogger(__name__)
@@ -41,19 +39,21 @@ class TeleexpertiseWorkerSettings(KitSettings, TemporalSettings):
     teleexpertise_sticky_timeout_seconds: float = Field(default=10.0, gt=0)
     teleexpertise_max_concurrent_activities: int = Field(default=50, ge=1)
 
+    def channels(self) -> dict[str, str]:
+        return {"directory": self.directory_address, "billing": self.billing_address}
+
 
 def build(
     settings: TeleexpertiseWorkerSettings,
     client: temporalio.client.Client,
     pool: asyncpg.Pool,
-    *,
-    directory: grpc.aio.Channel,
-    billing: grpc.aio.Channel,
+    channels: Mapping[str, grpc.aio.Channel],
 ) -> temporalio.worker.Worker:
+    """The worker of a `python -m workflows.teleexpertise` process (services.kit.temporal.run_worker)."""
     activities = TeleexpertiseActivities(
         ExpertiseStore(pool),
-        directory_pb2_grpc.DirectoryServiceStub(directory),
-        billing_pb2_grpc.BillingServiceStub(billing),
+        directory_pb2_grpc.DirectoryServiceStub(channels["directory"]),
+        billing_pb2_grpc.BillingServiceStub(channels["billing"]),
     )
     return build_worker(
         client,
@@ -65,19 +65,3 @@ def build(
         ),
         max_concurrent_activities=settings.teleexpertise_max_concurrent_activities,
     )
-
-
-async def run(settings: TeleexpertiseWorkerSettings) -> None:
-    configure_telemetry(settings.component)
-    pool = await open_pool(settings)
-    directory = open_channel(settings, settings.directory_address)
-    billing = open_channel(settings, settings.billing_address)
-    try:
-        client = await connect_client(settings)
-        worker = build(settings, client, pool, directory=directory, billing=billing)
-        log.info("teleexpertise worker polling %s", settings.teleexpertise_task_queue)
-        await run_worker_until_signalled(worker)
-    finally:
-        await directory.close()
-        await billing.close()
-        await pool.close()

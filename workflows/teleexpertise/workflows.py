@@ -29,12 +29,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     # Loaded once per worker, not re-executed for every case: the activities (only their names and types are
     # used here), the models, and the case's rules (deterministic: no clock, no I/O).
-    from workflows.teleexpertise.activities import TeleexpertiseActivities
-    from workflows.teleexpertise.case import Case
-    from workflows.teleexpertise.models import (
+    from services.expertise.models import (
         AcceptInput,
         AnswerInput,
-        AppliedRequest,
         AskInput,
         BillingOutcome,
         BillingRefusal,
@@ -49,6 +46,9 @@ with workflow.unsafe.imports_passed_through():
         State,
         UpdateOutcome,
     )
+    from services.kit.idempotency import Call
+    from workflows.teleexpertise.activities import TeleexpertiseActivities
+    from workflows.teleexpertise.case import Case
 
 # Writing the projection must eventually succeed (the database may be away for a while): retried without
 # limit, backing off to a minute.
@@ -74,6 +74,8 @@ class TeleexpertiseWorkflow:
         # Built from the input before any handler runs: an update delivered with the start (update-with-start)
         # already sees the case.
         self._case = Case(case)
+        # The search attributes as they stand (the relay started the workflow with these).
+        self._attributes = self._case.attributes()
         self._lock = asyncio.Lock()
         self._routed = False
         self._changed = False
@@ -101,10 +103,14 @@ class TeleexpertiseWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._case.result()
 
-    async def _persist(self, applied: AppliedRequest | None) -> None:
+    async def _persist(self, applied: Call | None) -> None:
         """Write the case's new view with what it appends; callers hold the lock."""
         write = self._case.take_write(applied)
-        workflow.upsert_search_attributes(self._case.search_attributes())
+        attributes = self._case.attributes()
+        changed = attributes.updates(self._attributes)
+        if changed:
+            workflow.upsert_search_attributes(changed)
+        self._attributes = attributes
         # A local activity: a short database write run by this worker inside the workflow task, so a change is
         # one workflow task (an update, one round trip) instead of an activity task and a second workflow task
         # through the server. Retried like any activity; idempotent (versions, sequences).
@@ -115,13 +121,12 @@ class TeleexpertiseWorkflow:
             retry_policy=PERSIST_RETRY,
         )
 
-    async def _change(
-        self, method: str, request_id: str, actor: str, apply: Callable[[datetime], None]
-    ) -> UpdateOutcome:
-        """One state change: checked and applied under the lock, persisted before the update returns."""
+    async def _change(self, call: Call | None, apply: Callable[[datetime], None]) -> UpdateOutcome:
+        """One state change: checked and applied under the lock, persisted (with the RPC that asked for it,
+        in the service's idempotency ledger) before the update returns."""
         async with self._lock:
             apply(workflow.now())
-            await self._persist(AppliedRequest(request_id, method, actor))
+            await self._persist(call)
             self._changed = True
             return self._case.outcome()
 
@@ -136,9 +141,7 @@ class TeleexpertiseWorkflow:
 
     @workflow.update(name="accept")
     async def accept(self, request: AcceptInput) -> UpdateOutcome:
-        return await self._change(
-            "accept", request.request_id, request.actor, lambda now: self._case.accept(now, request)
-        )
+        return await self._change(request.call, lambda now: self._case.accept(now, request))
 
     @accept.validator
     def _validate_accept(self, request: AcceptInput) -> None:
@@ -146,9 +149,7 @@ class TeleexpertiseWorkflow:
 
     @workflow.update(name="decline")
     async def decline(self, request: DeclineInput) -> UpdateOutcome:
-        return await self._change(
-            "decline", request.request_id, request.actor, lambda now: self._case.decline(now, request)
-        )
+        return await self._change(request.call, lambda now: self._case.decline(now, request))
 
     @decline.validator
     def _validate_decline(self, request: DeclineInput) -> None:
@@ -156,9 +157,7 @@ class TeleexpertiseWorkflow:
 
     @workflow.update(name="hand_back")
     async def hand_back(self, request: HandBackInput) -> UpdateOutcome:
-        return await self._change(
-            "hand_back", request.request_id, request.actor, lambda now: self._case.hand_back(now, request)
-        )
+        return await self._change(request.call, lambda now: self._case.hand_back(now, request))
 
     @hand_back.validator
     def _validate_hand_back(self, request: HandBackInput) -> None:
@@ -166,9 +165,7 @@ class TeleexpertiseWorkflow:
 
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelInput) -> UpdateOutcome:
-        return await self._change(
-            "cancel", request.request_id, request.actor, lambda now: self._case.cancel(now, request)
-        )
+        return await self._change(request.call, lambda now: self._case.cancel(now, request))
 
     @cancel.validator
     def _validate_cancel(self, request: CancelInput) -> None:
@@ -176,9 +173,7 @@ class TeleexpertiseWorkflow:
 
     @workflow.update(name="ask")
     async def ask(self, request: AskInput) -> UpdateOutcome:
-        return await self._change(
-            "ask", request.request_id, request.actor, lambda now: self._case.ask(now, request)
-        )
+        return await self._change(request.call, lambda now: self._case.ask(now, request))
 
     @ask.validator
     def _validate_ask(self, request: AskInput) -> None:
@@ -186,9 +181,7 @@ class TeleexpertiseWorkflow:
 
     @workflow.update(name="answer")
     async def answer(self, request: AnswerInput) -> UpdateOutcome:
-        return await self._change(
-            "answer", request.request_id, request.actor, lambda now: self._case.answer(now, request)
-        )
+        return await self._change(request.call, lambda now: self._case.answer(now, request))
 
     @answer.validator
     def _validate_answer(self, request: AnswerInput) -> None:
@@ -197,9 +190,7 @@ class TeleexpertiseWorkflow:
     @workflow.update(name="submit_report")
     async def submit_report(self, request: ReportInput) -> UpdateOutcome:
         return await self._change(
-            "submit_report",
-            request.request_id,
-            request.actor,
+            request.call,
             lambda now: self._case.submit_report(now, request),
         )
 

@@ -1,7 +1,10 @@
-"""The dataclasses that cross the Temporal boundary of the `Teleexpertise` workflow, and its vocabulary.
+"""The Teleexpertise case as the expertise service owns it: its kind, the dataclasses that cross the Temporal
+boundary, its vocabulary, its refusal reasons (with the gRPC status each maps to) and its search attributes.
 
-One dataclass in and one out for the workflow, every update and every activity; new fields get defaults so
-that histories recorded before them still replay. States, event kinds and refusal reasons are the suffixes of
+The service starts and changes `Teleexpertise` workflows through these; `workflows/teleexpertise` implements
+them and depends on this module, never the reverse. One dataclass in and one out for the workflow, every
+update and every activity, keyword-only; new fields get defaults so that histories recorded before them still
+replay. States, event kinds and refusal reasons are the suffixes of
 the `parcours.expertise.v1` enum names (`AWAITING_EXPERT` ↔ `TeleexpertiseRequest.STATE_AWAITING_EXPERT`), so
 the projection stores them as the API spells them. Nothing here is patient data except what the payload codec
 encrypts: ids are opaque (`patients/{uuid}`, `practitioners/{rpps}`), texts never reach search attributes.
@@ -11,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from services.kit.cases import CaseAttributes, CaseKind
+from services.kit.errors import PermissionDenied
+from services.kit.idempotency import Call
 
 # The task queue the service starts cases on and the worker polls (overridable in both settings).
 TASK_QUEUE = "teleexpertise"
@@ -136,10 +143,20 @@ class Reason:
     )
 
 
+TELEEXPERTISE = CaseKind(
+    kind=WORKFLOW_KIND,
+    workflow_type="Teleexpertise",
+    task_queue=TASK_QUEUE,
+    refusals=dict.fromkeys(Reason.PERMISSION, PermissionDenied),
+    unavailable_reason="REQUEST_UNAVAILABLE",
+    busy_reason="REQUEST_BUSY",
+)
+
+
 # --- workflow input ----------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Tier:
     """Experts a request is routed to together: the named expert, a specialty pool, or the backup experts."""
 
@@ -149,7 +166,7 @@ class Tier:
     members: list[str]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Timeline:
     """How acceptance windows, reminders, escalations and expiry follow from the answer deadline.
 
@@ -170,7 +187,7 @@ class Timeline:
     activity_timeout_seconds: float = 15.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CaseInput:
     """The workflow's input: what routing and deadlines need, no free text."""
 
@@ -187,7 +204,21 @@ class CaseInput:
     timeline: Timeline = field(default_factory=Timeline)
 
 
-@dataclass
+def case_attributes(case: CaseInput, *, state: str, due: datetime, breached: bool) -> CaseAttributes:
+    """The case's search attributes: at the start (by the relay) and at every change (by the workflow)."""
+    return CaseAttributes(
+        kind=WORKFLOW_KIND,
+        state=state,
+        region=case.region,
+        ght=case.ght,
+        specialty=f"SPECIALTY_{case.specialty}",
+        due_time=due,
+        start_time=case.created_at,
+        breached=breached,
+    )
+
+
+@dataclass(kw_only=True)
 class CaseResult:
     state: str
     breached: bool
@@ -197,56 +228,62 @@ class CaseResult:
 # --- updates -----------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RoutedQuery:
     """Input of the `routed` update: wait until the first routing is persisted."""
 
     request_id: str = ""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AcceptInput:
     request_id: str
     actor: str  # practitioners/{rpps}
     establishment: str  # establishments/{finess} the expert accepts from (where TE2 is billed)
+    call: Call | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DeclineInput:
     request_id: str
     actor: str
     reason: str
+    call: Call | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HandBackInput:
     request_id: str
     actor: str
     reason: str
+    call: Call | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CancelInput:
     request_id: str
     actor: str
     reason: str
+    call: Call | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AskInput:
     request_id: str
     actor: str
     text: str
+    call: Call | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AnswerInput:
     request_id: str
     actor: str
     text: str
+    call: Call | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReportInput:
     request_id: str
     actor: str
@@ -254,9 +291,10 @@ class ReportInput:
     acts_and_prescriptions: list[str]
     technical_incidents: str
     other_participants: list[str] = field(default_factory=list)
+    call: Call | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class UpdateOutcome:
     """What an update returns: the projection version it persisted and the state."""
 
@@ -267,7 +305,7 @@ class UpdateOutcome:
 # --- projection (written by the persist activity) -----------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReportRecord:
     summary: str
     acts_and_prescriptions: list[str]
@@ -277,21 +315,21 @@ class ReportRecord:
     author: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BilledLine:
     charge: str  # charges/{id}
     code: str  # RQD | TE2
     practitioner: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BillingRefusal:
     reason: str
     code: str
     message: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BillingOutcome:
     state: str
     act_id: str
@@ -300,7 +338,7 @@ class BillingOutcome:
     record_time: datetime | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CaseView:
     """The mutable part of the case as the service's tables show it."""
 
@@ -326,7 +364,7 @@ class CaseView:
     billing: BillingOutcome | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CaseEvent:
     sequence: int
     kind: str
@@ -335,7 +373,7 @@ class CaseEvent:
     time: datetime
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ThreadMessage:
     sequence: int
     author: str
@@ -344,7 +382,7 @@ class ThreadMessage:
     time: datetime
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Notice:
     """A notification for one practitioner about one event of the case."""
 
@@ -353,16 +391,7 @@ class Notice:
     kind: str
 
 
-@dataclass
-class AppliedRequest:
-    """The client request id an update applied, recorded with its change so a retry is recognised."""
-
-    request_id: str
-    method: str
-    actor: str
-
-
-@dataclass
+@dataclass(kw_only=True)
 class ProjectionWrite:
     """One change of a case: its new view and what it appends, written in one transaction."""
 
@@ -370,13 +399,14 @@ class ProjectionWrite:
     events: list[CaseEvent] = field(default_factory=list)
     messages: list[ThreadMessage] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
-    applied: AppliedRequest | None = None
+    # The RPC the change applied, recorded in the service's idempotency ledger with it (None for timers).
+    applied: Call | None = None
 
 
 # --- billing ---------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BillingInput:
     """What the billing activity needs to record the téléexpertise's acts (RQD + TE2)."""
 
