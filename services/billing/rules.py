@@ -7,9 +7,16 @@
 Nothing here does I/O, reads a clock or a global: the same act, catalog and facts give the same quote, so the
 rules are tested as a table and the servicer only gathers facts and writes lines.
 
-Dates. Every dated value (tariff, rate, participation, quota, cap, limit) is chosen by the act's date in
-Europe/Paris, for overseas acts too; yearly quotas and the remote-activity cap count calendar years of that
-date, monthly quotas calendar months.
+Dates (§7.14). Every dated value (tariff, rate, participation, quota, cap, limit, parcours rule) is chosen by
+the act's local civil date where it took place: its instant read in the time zone of the act's region
+(`REGION_ZONES`). An act at 01:00 on 1 January in La Réunion is a 1 January act although it is still
+31 December in Paris; one at 23:30 on 31 December in Guyane is a 31 December act although Paris is already in
+the new year. Yearly quotas and the remote-activity cap count calendar years of that date, monthly quotas
+calendar months.
+
+Facts the caller gives (the hub does not see in-person care): the performer's activity of the year
+(`ActivityToDate`, for the remote-activity cap) and the patient's care by the performer over the alternance
+window (`CareWithPerformer`). The ledger gives floors for both: remote acts the hub recorded itself.
 
 Each rule cites the rule of the domain reference it implements (`§7.n` of french-telemedicine.md) and
 says where the fact comes from (the catalog entry's or parameter's source). Refusals and warnings carry
@@ -20,16 +27,27 @@ téléexpertise bills on its own.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from services.billing.catalog import BillerRule, Catalog, Entry, Parameter
 from services.billing.contracts import Activity, ActivityKind, ContractDecision, Requirement
 
+# The civil time zone of metropolitan regions (Corse included), and of GetCatalog's "today".
 TARIFF_ZONE = ZoneInfo("Europe/Paris")
+# §7.14: an act is dated where it took place, the act's region (its billing establishment's). Each DROM region
+# has a single civil time zone, none of them with daylight saving (same list as the directory's regions).
+REGION_ZONES: Mapping[str, ZoneInfo] = {
+    "01": ZoneInfo("America/Guadeloupe"),
+    "02": ZoneInfo("America/Martinique"),
+    "03": ZoneInfo("America/Cayenne"),
+    "04": ZoneInfo("Indian/Reunion"),
+    "06": ZoneInfo("Indian/Mayotte"),
+}
 ARCHITECTURE = "ARCHITECTURE §5"
 
 PHYSICIAN = "PROFESSION_PHYSICIAN"
@@ -76,6 +94,12 @@ EXPLOITANT = "BILLER_ROLE_EXPLOITANT"
 
 SECTOR_2 = "CONVENTION_SECTOR_2"
 PSYCHIATRY = "SPECIALTY_PSYCHIATRY"
+# Values of the parameter `remote_cap.excluded`.
+TREATING_PHYSICIAN_OWN_PATIENTS = "TREATING_PHYSICIAN_OWN_PATIENTS"
+# Values of the parameter `parcours.territoriality_exception_zones`: any zone of insufficient supply or
+# difficult access (ZIP or ZAC), or ZIP only.
+UNDERSERVED = "UNDERSERVED"
+ZIP = "ZIP"
 
 
 class Reason:
@@ -101,6 +125,7 @@ class Reason:
     DEVICE_NOT_LISTED = "DEVICE_NOT_LISTED"
     # Warnings.
     REMOTE_CAP_EXCEEDED = "REMOTE_CAP_EXCEEDED"
+    ALTERNANCE_NOT_OBSERVED = "ALTERNANCE_NOT_OBSERVED"
     OUTSIDE_PARCOURS = "OUTSIDE_PARCOURS"
     QUOTA_NOT_EVALUATED = "QUOTA_NOT_EVALUATED"
     UNCONFIRMED_VALUE = "UNCONFIRMED_VALUE"
@@ -141,6 +166,8 @@ class Circumstances:
     long_term_condition: bool = False
     patient_seen_in_person: bool = False
     performer_is_referent_midwife: bool = False
+    # A zone of insufficient supply or difficult access (ZIP or ZAC); `zip_resident` implies it.
+    underserved_zone_resident: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,8 +187,21 @@ class Telesurveillance:
 
 @dataclass(frozen=True)
 class ActivityToDate:
+    """The performer's activity of the calendar year so far, this act excluded (the caller's figures)."""
+
     conventioned_acts: int
+    # Every téléconsultation (télésoin act for a nurse), those to own patients as médecin traitant included.
     teleconsultations: int
+    teleexpertises: int = 0
+    own_patient_teleconsultations: int = 0
+
+
+@dataclass(frozen=True)
+class CareWithPerformer:
+    """The patient's care by the performer over the alternance window, this act excluded (the caller's)."""
+
+    in_person_acts: int
+    remote_acts: int
 
 
 @dataclass(frozen=True)
@@ -182,17 +222,27 @@ class Act:
     additional_codes: tuple[str, ...] = ()
     extra_fee_cents: int = 0
     performer_activity: ActivityToDate | None = None
+    care_with_performer: CareWithPerformer | None = None
+
+    @property
+    def time_zone(self) -> ZoneInfo:
+        return place_zone(self.region)
 
     @property
     def act_date(self) -> date:
-        return tariff_date(self.act_time)
+        return tariff_date(self.act_time, self.region)
 
 
-def tariff_date(instant: datetime) -> date:
-    """The date that chooses tariffs and parameters: the act's date in Europe/Paris."""
+def place_zone(region: str) -> ZoneInfo:
+    """The civil time zone of an ARS region (INSEE code): a DROM's own, else Europe/Paris."""
+    return REGION_ZONES.get(region, TARIFF_ZONE)
+
+
+def tariff_date(instant: datetime, region: str) -> date:
+    """The date that chooses tariffs and parameters (§7.14): the act's civil date in its region."""
     if instant.tzinfo is None:
         raise ValueError("act_time must be timezone-aware")
-    return instant.astimezone(TARIFF_ZONE).date()
+    return instant.astimezone(place_zone(region)).date()
 
 
 # --- What a quote says --------------------------------------------------------------------------------------
@@ -301,10 +351,22 @@ class Facts:
 
     # Slots used per quota counter key.
     quota_used: Mapping[str, int] = field(default_factory=dict)
-    # Téléconsultations counted by the remote cap that the hub recorded for the performer this calendar year.
+    # Remote acts counted by the remote cap that the hub recorded for the performer this calendar year.
     remote_recorded: int = 0
+    # Téléconsultations the hub recorded for the performer and the patient over the alternance window.
+    pair_remote_recorded: int = 0
     # The contract policy's answer for `Needs.contract_activity`.
     contract: ContractDecision | None = None
+
+
+@dataclass(frozen=True)
+class PairWindow:
+    """The téléconsultations of one practitioner to one patient over a period (both days included)."""
+
+    rpps: str
+    patient: str  # patients/{uuid}
+    start: date
+    end: date
 
 
 @dataclass(frozen=True)
@@ -313,6 +375,8 @@ class Needs:
     # (rpps, calendar year) whose recorded remote acts the cap needs.
     remote_cap: tuple[str, int] | None
     contract_activity: Activity | None
+    # The pair whose recorded téléconsultations the alternance needs.
+    alternance: PairWindow | None = None
 
 
 # --- Helpers ------------------------------------------------------------------------------------------------
@@ -338,48 +402,111 @@ def quota_key(quota: str, mode: str, role: str, biller: str, patient: str, day: 
     return f"{quota}|{_short(role, 'BILLER_ROLE_')}|{who}|{patient}|{period}"
 
 
-def in_parcours(act: Act, catalog: Catalog) -> tuple[bool, str, str]:
-    """§7.10: (whether the téléconsultation is within the parcours de soins, why, source)."""
+@dataclass(frozen=True)
+class ParcoursDecision:
+    """§7.10: whether a téléconsultation is within the parcours de soins, why, and on what source."""
+
+    inside: bool
+    why: str
+    source: str
+    confirmed: bool = True
+
+
+def _items(parameter: Parameter, prefix: str = "") -> frozenset[str]:
+    """The comma-separated items of a text parameter, each with `prefix` (an enum's)."""
+    return frozenset(f"{prefix}{item.strip()}" for item in parameter.text.split(",") if item.strip())
+
+
+def in_parcours(act: Act, catalog: Catalog) -> ParcoursDecision:
+    """§7.10: whether the téléconsultation is within the parcours de soins, or which exception applies."""
     c = act.circumstances
     day = act.act_date
     source = "Convention médicale 2024 arts 87-90; ameli 'organisations coordonnées territoriales' (H)"
     if c.performer_is_treating_physician:
-        return True, "the teleconsultant is the patient's médecin traitant", source
+        return ParcoursDecision(True, "the teleconsultant is the patient's médecin traitant", source)
     if c.oriented_by_treating_physician:
-        return True, "oriented by the patient's médecin traitant", source
+        return ParcoursDecision(True, "oriented by the patient's médecin traitant", source)
+    specialty = act.performer.specialty
+    name = _short(specialty, "SPECIALTY_").lower()
     direct = catalog.parameter("parcours.direct_access_specialties", day)
-    if direct is not None:
-        specialties = {f"SPECIALTY_{s.strip()}" for s in direct.text.split(",") if s.strip()}
-        if act.performer.specialty in specialties:
-            name = _short(act.performer.specialty, "SPECIALTY_").lower()
-            return True, f"exception: direct-access specialty ({name})", direct.source
+    if direct is not None and specialty in _items(direct, "SPECIALTY_"):
+        return ParcoursDecision(
+            True, f"exception: direct-access specialty ({name})", direct.source, direct.confirmed
+        )
+    # Psychiatry and neuropsychiatry: direct access only for patients aged 16 to 25 (corrected §3.2).
+    not_by_age = ""
+    by_age = catalog.parameter("parcours.direct_access_by_age.specialties", day)
+    low = catalog.parameter("parcours.direct_access_by_age.min_age", day)
+    high = catalog.parameter("parcours.direct_access_by_age.max_age", day)
+    age_limited = by_age is not None and specialty in _items(by_age, "SPECIALTY_")
+    if by_age is not None and low is not None and high is not None and age_limited:
+        ages = f"aged {low.number} to {high.number}"
+        confirmed = by_age.confirmed and low.confirmed and high.confirmed
+        if low.number <= act.patient_age <= high.number:
+            return ParcoursDecision(
+                True,
+                f"exception: direct access to {name} for a patient {ages} (patient aged {act.patient_age})",
+                f"{by_age.source}; {low.source}; {high.source}",
+                confirmed,
+            )
+        not_by_age = f"direct access to {name} is for patients {ages} only (patient aged {act.patient_age})"
     below = catalog.parameter("parcours.exception_below_age", day)
     if below is not None and act.patient_age < below.number:
-        return True, f"exception: patient under {below.number}", below.source
+        under = f"exception: patient under {below.number}"
+        return ParcoursDecision(True, under, below.source, below.confirmed)
     if c.emergency:
-        return True, "exception: emergency", source
+        return ParcoursDecision(True, "exception: emergency", source)
     if c.prisoner:
-        return True, "exception: prisoner", source
+        return ParcoursDecision(True, "exception: prisoner", source)
     if c.care_home_resident:
-        return True, "exception: resident of an EHPAD or a facility for disabled adults", source
-    if c.sas_orientation:
-        return True, "exception: oriented by the SAS regulator (lifts knowledge and territoriality)", source
-    if c.no_available_treating_physician:
-        if c.zip_resident:
-            return True, "exception: no médecin traitant available, patient living in a ZIP", source
-        if c.performer_in_patient_territory:
-            return (
-                True,
-                "exception: no médecin traitant available, teleconsultant of the patient's territory",
-                source,
-            )
-        return (
-            False,
-            "no médecin traitant available, but the teleconsultant is outside the patient's territory "
-            "and the patient does not live in a ZIP (territoriality)",
-            source,
+        return ParcoursDecision(
+            True, "exception: resident of an EHPAD or a facility for disabled adults", source
         )
-    return False, "not oriented by the médecin traitant and no exception applies", source
+    if c.sas_orientation:
+        return ParcoursDecision(
+            True, "exception: oriented by the SAS regulator (lifts knowledge and territoriality)", source
+        )
+    if c.no_available_treating_physician:
+        return _territoriality(act, catalog, source)
+    return ParcoursDecision(
+        False, not_by_age or "not oriented by the médecin traitant and no exception applies", source
+    )
+
+
+def _territoriality(act: Act, catalog: Catalog, source: str) -> ParcoursDecision:
+    """No médecin traitant available: within the parcours if territoriality holds or the zone lifts it."""
+    c = act.circumstances
+    if c.performer_in_patient_territory:
+        why = "exception: no médecin traitant available, teleconsultant of the patient's territory"
+        return ParcoursDecision(True, why, source)
+    zones = catalog.parameter("parcours.territoriality_exception_zones", act.act_date)
+    allowed = _items(zones) if zones is not None else frozenset()
+    zone_source = zones.source if zones is not None else source
+    confirmed = zones.confirmed if zones is not None else True
+    if c.zip_resident and allowed & {ZIP, UNDERSERVED}:
+        return ParcoursDecision(
+            True, "exception: no médecin traitant available, patient living in a ZIP", zone_source, confirmed
+        )
+    if c.underserved_zone_resident and UNDERSERVED in allowed:
+        return ParcoursDecision(
+            True,
+            "exception: no médecin traitant available, patient living in an under-served zone (before the "
+            "2024 convention, any under-served zone lifted territoriality)",
+            zone_source,
+            confirmed,
+        )
+    if c.underserved_zone_resident:
+        why = (
+            "no médecin traitant available and the teleconsultant is outside the patient's territory: the "
+            "patient lives in an under-served zone that is not a ZIP, and since the 2024 convention only a "
+            "ZIP lifts territoriality"
+        )
+    else:
+        why = (
+            "no médecin traitant available, but the teleconsultant is outside the patient's territory and "
+            "the patient does not live in a ZIP (territoriality)"
+        )
+    return ParcoursDecision(False, why, zone_source, confirmed)
 
 
 def _rule_matches(rule: BillerRule, who: Participant, act: Act, day: date) -> bool:
@@ -443,11 +570,14 @@ class _Evaluation:
 
     def run(self) -> Quote:
         act = self.act
+        local = act.act_time.astimezone(act.time_zone)
         self.applied(
             "TARIFF_DATE",
             "§7.14",
-            f"act at {act.act_time.isoformat()} is dated {self.day.isoformat()} in Europe/Paris: tariffs and "
-            f"parameters in force that day apply (catalog {self.catalog.version})",
+            f"act at {local.isoformat()} in {act.time_zone.key} (region {act.region}, where it took place) "
+            f"is dated {self.day.isoformat()}: tariffs and parameters in force that day apply, and yearly "
+            f"counts are of {self.day.year} (catalog {self.catalog.version})",
+            "domain reference §7.14: the act's local civil date where it took place",
         )
         if not self._billable_act_type() or not self._professions():
             return self.q
@@ -468,6 +598,7 @@ class _Evaluation:
             self._quota(line)
             if line in self.q.lines:
                 self._remote_cap(line)
+        self._alternance()
         self._unconfirmed_warnings()
         return self.q
 
@@ -587,12 +718,7 @@ class _Evaluation:
         )
         source = "avenant 9 (TLC, 2021-2022); ameli.fr MK télésoin (17/09/2024); avenant 5 sages-femmes (H/M)"
         if act.act_type == TELECONSULTATION and profession == PHYSICIAN:
-            self.applied(
-                "PRIOR_IN_PERSON_VISIT",
-                "§7.11",
-                "a physician's téléconsultation needs no prior in-person consultation (removed by avenant 9)",
-                source,
-            )
+            self._physician_prior_visit(source)
             return
         if not needed:
             return
@@ -613,17 +739,61 @@ class _Evaluation:
                 source,
             )
 
+    def _physician_prior_visit(self, source: str) -> None:
+        """§7.11: the connaissance préalable of avenant 6, required until avenant 9 removed it (dated)."""
+        months = self.param("prior_visit.physician_teleconsultation_months")
+        if months is None or months.number == 0:
+            self.applied(
+                "PRIOR_IN_PERSON_VISIT",
+                "§7.11",
+                "a physician's téléconsultation needs no prior in-person consultation on the act date (the "
+                "connaissance préalable was removed by avenant 9)",
+                months.source if months is not None else source,
+                confirmed=months.confirmed if months is not None else True,
+            )
+            return
+        needed = (
+            f"the patient seen in person by the teleconsultant within the previous {months.number} months"
+        )
+        if self.act.circumstances.patient_seen_in_person:
+            self.applied(
+                "PRIOR_IN_PERSON_VISIT",
+                "§7.11",
+                f"before avenant 9 a physician's téléconsultation needed {needed} (connaissance préalable): "
+                "it was",
+                months.source,
+                confirmed=months.confirmed,
+            )
+            return
+        self.applied(
+            "PRIOR_IN_PERSON_VISIT",
+            "§7.11",
+            f"connaissance préalable in force on {self.day.isoformat()}: not met",
+            months.source,
+            confirmed=months.confirmed,
+        )
+        self.refuse(
+            Reason.PRIOR_IN_PERSON_VISIT_REQUIRED,
+            f"until avenant 9, a physician's téléconsultation was reimbursed only with {needed} "
+            "(connaissance préalable, avenant 6)",
+            "§7.11",
+            months.source,
+        )
+
     def _parcours(self) -> None:
-        inside, why, source = in_parcours(self.act, self.catalog)
-        if inside:
-            self.applied("PARCOURS", "§7.10", why, source)
+        parcours = in_parcours(self.act, self.catalog)
+        why, source = parcours.why, parcours.source
+        if parcours.inside:
+            self.applied("PARCOURS", "§7.10", why, source, confirmed=parcours.confirmed)
             return
         self.outside_parcours = True
-        self.applied("PARCOURS", "§7.10", f"outside the parcours de soins: {why}", source)
+        self.applied(
+            "PARCOURS", "§7.10", f"outside the parcours de soins: {why}", source, confirmed=parcours.confirmed
+        )
         self.warn(
             Reason.OUTSIDE_PARCOURS,
-            f"outside the parcours de soins ({why}): the téléconsultation is not reimbursed by the Assurance "
-            "Maladie",
+            f"outside the parcours de soins ({why}): the Assurance Maladie reimburses the téléconsultation "
+            "at the out-of-parcours rate only (see the REIMBURSEMENT rule applied)",
             "§7.10",
             source,
         )
@@ -889,16 +1059,13 @@ class _Evaluation:
         entry = line.entry
         act = self.act
         rate: Parameter | None
+        reference = "§7.20"
         if self.outside_parcours and entry.rate_class == "consultation" and line.biller_role == PERFORMER:
-            line.rate_bp = 0
-            self.applied(
-                "REIMBURSEMENT",
-                "§7.10",
-                f"{entry.code}: outside the parcours de soins, not reimbursed (0 %)",
-                code=entry.code,
-            )
-            return
-        if entry.rate_class == "consultation" and act.circumstances.long_term_condition:
+            # §7.10 / §3.2: the reference disagrees with itself (30 % or nothing): a dated, unconfirmed rate.
+            rate = self.param("reimbursement_rate.outside_parcours")
+            why = "outside the parcours de soins"
+            reference = "§7.10"
+        elif entry.rate_class == "consultation" and act.circumstances.long_term_condition:
             rate = self.param("reimbursement_rate.long_term_condition")
             why = "affection de longue durée"
         else:
@@ -909,8 +1076,8 @@ class _Evaluation:
             line.mark_unconfirmed("reimbursement rate")
             self.applied(
                 "REIMBURSEMENT",
-                "§7.20",
-                f"{entry.code}: no reimbursement rate of class {entry.rate_class} in force on the act date",
+                reference,
+                f"{entry.code}: no reimbursement rate ({why}) in force on the act date",
                 code=entry.code,
                 confirmed=False,
             )
@@ -927,7 +1094,7 @@ class _Evaluation:
         detail = f", minus participation forfaitaire {euros(participation)}" if participation else ""
         self.applied(
             "REIMBURSEMENT",
-            "§7.20",
+            reference,
             f"{entry.code}: {percent(rate.number)} ({why}) of {euros(line.amount_cents)} = "
             f"{euros(gross)}{detail}: {euros(line.reimbursement_cents)} reimbursed",
             rate.source,
@@ -1100,18 +1267,63 @@ class _Evaluation:
         )
 
     def _remote_cap(self, line: Line) -> None:
-        if not line.counts_toward_remote_cap or not line.practitioner or line.biller_role != PERFORMER:
+        """§7.12: whether the line counts toward its biller's remote-activity cap, and the performer's share.
+
+        Dated: under avenant 9 téléconsultations and téléexpertises count, with no exclusion; under the
+        2024 convention téléconsultations only, the médecin traitant's own patients excepted, and 40 % for
+        psychiatrists.
+        """
+        if not line.counts_toward_remote_cap or not line.practitioner:
             return
         act = self.act
-        if act.act_type == TELECONSULTATION and act.circumstances.performer_is_treating_physician:
+        code = line.code
+        counted = self.param("remote_cap.counted_act_types")
+        if counted is None:
+            line.counts_toward_remote_cap = False
+            if line.biller_role == PERFORMER:
+                none = "no remote-activity cap in force on the act date"
+                self.applied("REMOTE_CAP", "§7.12", none, code=code)
+            return
+        kind = _short(line.entry.act_type, "ACT_TYPE_").lower()
+        if line.entry.act_type not in _items(counted, "ACT_TYPE_"):
             line.counts_toward_remote_cap = False
             self.applied(
                 "REMOTE_CAP",
                 "§7.12",
-                f"{line.code}: the médecin traitant's téléconsultations of their own patients are not "
-                "counted",
-                "Convention médicale 2024 (H)",
-                code=line.code,
+                f"{code}: a {kind} is not counted by the remote-activity cap on the act date",
+                counted.source,
+                code=code,
+                confirmed=counted.confirmed,
+            )
+            return
+        excluded_parameter = self.param("remote_cap.excluded")
+        excluded = _items(excluded_parameter) if excluded_parameter is not None else frozenset()
+        own_patient = act.act_type == TELECONSULTATION and act.circumstances.performer_is_treating_physician
+        if line.biller_role == PERFORMER and own_patient and TREATING_PHYSICIAN_OWN_PATIENTS in excluded:
+            assert excluded_parameter is not None
+            line.counts_toward_remote_cap = False
+            self.applied(
+                "REMOTE_CAP",
+                "§7.12",
+                f"{code}: the médecin traitant's téléconsultations of their own patients are not counted",
+                excluded_parameter.source,
+                code=code,
+                confirmed=excluded_parameter.confirmed,
+            )
+            return
+        if line.biller_role != PERFORMER:
+            # The requester's own téléexpertise act (avenant 9): counted in the ledger for that doctor; the
+            # figures given are the performer's, so the requester's share is evaluated on their own acts.
+            if act.requester is None or act.requester.profession != PHYSICIAN:
+                line.counts_toward_remote_cap = False
+                return
+            self.applied(
+                "REMOTE_CAP",
+                "§7.12",
+                f"{code}: counts toward the requesting physician's remote activity of {self.day.year}",
+                counted.source,
+                code=code,
+                confirmed=counted.confirmed,
             )
             return
         cap = None
@@ -1122,40 +1334,113 @@ class _Evaluation:
         if cap is None:
             cap = self.param("remote_cap.default")
         if cap is None:
-            self.applied(
-                "REMOTE_CAP", "§7.12", "no remote-activity cap in force on the act date", code=line.code
-            )
+            self.applied("REMOTE_CAP", "§7.12", "no remote-activity cap in force on the act date", code=code)
             return
+        source = f"{cap.source}; counted: {counted.source}"
+        confirmed = cap.confirmed and counted.confirmed
         activity = act.performer_activity
         if activity is None:
             self.applied(
                 "REMOTE_CAP",
                 "§7.12",
-                f"{line.code}: cap of {percent(cap.number)} not evaluated (no activity figures given)",
-                cap.source,
-                code=line.code,
-                confirmed=cap.confirmed,
+                f"{code}: cap of {percent(cap.number)} not evaluated (no activity figures given)",
+                source,
+                code=code,
             )
             return
-        remote = max(activity.teleconsultations, self.facts.remote_recorded) + 1
+        types = _items(counted, "ACT_TYPE_")
+        given = activity.teleconsultations
+        what = "téléconsultations"
+        if TREATING_PHYSICIAN_OWN_PATIENTS in excluded:
+            given -= min(activity.own_patient_teleconsultations, activity.teleconsultations)
+            what += " (own patients as médecin traitant excepted)"
+        if TELEEXPERTISE in types:
+            given += activity.teleexpertises
+            what += " and téléexpertises"
+        remote = max(given, self.facts.remote_recorded) + 1
         total = activity.conventioned_acts + 1
-        share = f"{remote} remote of {total} acts this year ({percent(remote * 10000 // total)})"
+        ratio = percent(remote * 10000 // total)
+        share = f"{remote} remote of {total} acts this year ({ratio}; counted: {what})"
         if remote * 10000 > cap.number * total:
             self.warn(
                 Reason.REMOTE_CAP_EXCEEDED,
                 f"{share}: above the cap of {percent(cap.number)} of the year's activity (a warning: the CPN "
                 "may grant exceptions)",
                 "§7.12",
-                cap.source,
-                code=line.code,
+                source,
+                code=code,
             )
         self.applied(
             "REMOTE_CAP",
             "§7.12",
-            f"{line.code}: {share}, cap {percent(cap.number)}",
-            cap.source,
+            f"{code}: {share}, cap {percent(cap.number)}",
+            source,
+            code=code,
+            confirmed=confirmed,
+        )
+
+    def _alternance(self) -> None:
+        """§7.10: the alternance of in-person and remote care between the patient and the teleconsultant.
+
+        Checked per act for a physician's téléconsultation when the caller gives the pair's care over the
+        window (the hub does not see in-person care): a warning when the remote share is above the dated
+        threshold. The sources state the principle without figures, so every value used is unconfirmed.
+        """
+        act = self.act
+        line = self._performer_line()
+        if act.act_type != TELECONSULTATION or act.performer.profession != PHYSICIAN or line is None:
+            return
+        window = self.param("alternance.window_months")
+        maximum = self.param("alternance.max_remote_share")
+        minimum = self.param("alternance.min_acts")
+        if window is None or maximum is None or minimum is None:
+            return
+        care = act.care_with_performer
+        source = f"{window.source}; {maximum.source}; {minimum.source}"
+        confirmed = window.confirmed and maximum.confirmed and minimum.confirmed
+        if care is None:
+            self.applied(
+                "ALTERNANCE",
+                "§7.10",
+                f"alternance of in-person and remote care not evaluated (the patient's care by the "
+                f"teleconsultant over {window.number} months was not given)",
+                source,
+                code=line.code,
+            )
+            return
+        remote = max(care.remote_acts, self.facts.pair_remote_recorded) + 1
+        total = care.in_person_acts + remote
+        share = (
+            f"{remote} of the pair's {total} acts over {window.number} months are remote "
+            f"({percent(remote * 10000 // total)}, this one included)"
+        )
+        if total < minimum.number:
+            self.applied(
+                "ALTERNANCE",
+                "§7.10",
+                f"{share}: fewer than {minimum.number} acts, too few to judge the alternance",
+                source,
+                code=line.code,
+                confirmed=confirmed,
+            )
+            return
+        if remote * 10000 > maximum.number * total:
+            line.mark_unconfirmed("alternance threshold")
+            self.warn(
+                Reason.ALTERNANCE_NOT_OBSERVED,
+                f"{share}: above {percent(maximum.number)}, in-person and remote care do not alternate, a "
+                "condition of the téléconsultation's reimbursement (the threshold is unconfirmed: a warning)",
+                "§7.10",
+                source,
+                code=line.code,
+            )
+        self.applied(
+            "ALTERNANCE",
+            "§7.10",
+            f"{share}, at most {percent(maximum.number)}",
+            source,
             code=line.code,
-            confirmed=cap.confirmed,
+            confirmed=confirmed,
         )
 
     def _unconfirmed_warnings(self) -> None:
@@ -1211,12 +1496,16 @@ def quote(act: Act, catalog: Catalog, facts: Facts | None = None) -> Quote:
 
 
 def needs(act: Act, catalog: Catalog) -> Needs:
-    """The facts `quote` depends on: quota counters, the remote cap's count, a contract answer."""
+    """The facts `quote` depends on: quota counters, the remote cap's count, a contract answer, the pair's
+    recorded téléconsultations for the alternance."""
     day = act.act_date
     draft = _Evaluation(act, catalog, Facts()).run()
     keys = tuple(sorted({line.quota.key for line in draft.lines if line.quota is not None}))
     remote = None
-    if any(line.counts_toward_remote_cap for line in draft.lines) and act.performer_activity is not None:
+    performer_counts = any(
+        line.counts_toward_remote_cap and line.biller_role == PERFORMER for line in draft.lines
+    )
+    if performer_counts and act.performer_activity is not None:
         remote = (act.performer.practitioner.removeprefix("practitioners/"), day.year)
     activity = None
     if act.act_type == TELESURVEILLANCE:
@@ -1227,7 +1516,7 @@ def needs(act: Act, catalog: Catalog) -> Needs:
             act.performer.establishment,
             day,
         )
-    elif act.act_type == TELECONSULTATION and not in_parcours(act, catalog)[0]:
+    elif act.act_type == TELECONSULTATION and not in_parcours(act, catalog).inside:
         activity = Activity(
             ActivityKind.OUTSIDE_PARCOURS_TELECONSULTATION,
             act.region,
@@ -1235,4 +1524,31 @@ def needs(act: Act, catalog: Catalog) -> Needs:
             act.performer.establishment,
             day,
         )
-    return Needs(quota_keys=keys, remote_cap=remote, contract_activity=activity)
+    return Needs(
+        quota_keys=keys,
+        remote_cap=remote,
+        contract_activity=activity,
+        alternance=_alternance_window(act, catalog, draft),
+    )
+
+
+def months_before(day: date, months: int) -> date:
+    """The same day `months` calendar months earlier (the month's last day when it has no such day)."""
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+def _alternance_window(act: Act, catalog: Catalog, draft: Quote) -> PairWindow | None:
+    """The pair and period (the window's months up to the act date) whose recorded téléconsultations the
+    alternance check counts, when it runs."""
+    checked = any(a.rule == "ALTERNANCE" for a in draft.applied)
+    window = catalog.parameter("alternance.window_months", act.act_date)
+    if not checked or window is None or act.care_with_performer is None or not act.patient:
+        return None
+    return PairWindow(
+        rpps=act.performer.practitioner.removeprefix("practitioners/"),
+        patient=act.patient,
+        start=months_before(act.act_date, window.number) + timedelta(days=1),
+        end=act.act_date,
+    )

@@ -195,6 +195,14 @@ def act_from_request(given: billing_pb2.Act, patient: str, catalog: Catalog) -> 
         activity = rules.ActivityToDate(
             conventioned_acts=given.performer_activity.conventioned_acts,
             teleconsultations=given.performer_activity.teleconsultations,
+            teleexpertises=given.performer_activity.teleexpertises,
+            own_patient_teleconsultations=given.performer_activity.own_patient_teleconsultations,
+        )
+    care = None
+    if given.HasField("care_with_performer"):
+        care = rules.CareWithPerformer(
+            in_person_acts=given.care_with_performer.in_person_acts,
+            remote_acts=given.care_with_performer.remote_acts,
         )
     if violations:
         raise InvalidArgument(violations)
@@ -227,12 +235,14 @@ def act_from_request(given: billing_pb2.Act, patient: str, catalog: Catalog) -> 
             long_term_condition=c.long_term_condition,
             patient_seen_in_person=c.patient_seen_in_person,
             performer_is_referent_midwife=c.performer_is_referent_midwife,
+            underserved_zone_resident=c.underserved_zone_resident,
         ),
         sick_leave=sick_leave,
         telesurveillance=telesurveillance,
         additional_codes=tuple(given.additional_codes),
         extra_fee_cents=_cents(given.extra_fee) if given.HasField("extra_fee") else 0,
         performer_activity=activity,
+        care_with_performer=care,
     )
 
 
@@ -457,10 +467,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         contract = None
         if needs.contract_activity is not None:
             contract = await self._contracts.decide(needs.contract_activity)
+        pair = 0
+        if needs.alternance is not None:
+            pair = await self._store.pair_teleconsultations(needs.alternance)
         return rules.Facts(
             quota_used=await self._store.quota_used(needs.quota_keys),
             remote_recorded=remote,
             contract=contract,
+            pair_remote_recorded=pair,
         )
 
     # --- catalog ---

@@ -33,6 +33,7 @@ from parcours.billing.v1 import billing_pb2
 
 from services.billing import catalog as catalog_module
 from services.billing.catalog import Catalog
+from services.billing.rules import PairWindow
 from services.kit.db import constraint_errors
 from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition
 from services.kit.pagination import split_page
@@ -70,6 +71,17 @@ COUNT_REMOTE = """
 SELECT coalesce(sum(CASE kind WHEN 'KIND_CHARGE' THEN 1 ELSE -1 END), 0)::integer
 FROM billing.charges
 WHERE practitioner_rpps = $1 AND counts_toward_remote_cap AND act_date BETWEEN $2 AND $3
+"""
+
+# Téléconsultations a practitioner gave a patient over a period (acts whose performer line is not reversed):
+# the alternance check's floor of remote acts (§7.10).
+COUNT_PAIR_TELECONSULTATIONS = """
+SELECT count(DISTINCT c.act_id)::integer
+FROM billing.charges c
+WHERE c.patient_id = $2 AND c.act_date BETWEEN $3 AND $4 AND c.practitioner_rpps = $1
+  AND c.kind = 'KIND_CHARGE' AND c.biller_role = 'BILLER_ROLE_PERFORMER'
+  AND c.act_type = 'ACT_TYPE_TELECONSULTATION'
+  AND NOT EXISTS (SELECT 1 FROM billing.charges r WHERE r.reverses = c.charge_id)
 """
 
 LOCK = "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::text))"
@@ -302,6 +314,19 @@ class BillingStore:
     async def remote_recorded(self, rpps: str, year: int, *, tx: asyncpg.Connection | None = None) -> int:
         async with self._read(tx) as conn:
             count = await conn.fetchval(COUNT_REMOTE, rpps, date(year, 1, 1), date(year, 12, 31))
+        return int(count)
+
+    async def pair_teleconsultations(
+        self, window: PairWindow, *, tx: asyncpg.Connection | None = None
+    ) -> int:
+        async with self._read(tx) as conn:
+            count = await conn.fetchval(
+                COUNT_PAIR_TELECONSULTATIONS,
+                window.rpps,
+                uuid.UUID(window.patient.removeprefix("patients/")),
+                window.start,
+                window.end,
+            )
         return int(count)
 
     # --- recording ---

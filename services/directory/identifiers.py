@@ -3,13 +3,24 @@
 Each check returns the field violations of one value (empty when valid) so that a servicer can gather every
 bad field of a request into one INVALID_ARGUMENT; none of them raises. Descriptions name the part that fails
 but never echo the whole value back, since a matricule is patient data that must stay out of logs and errors.
+
+A NIR also says who it belongs to (§7.5 of the domain reference): its sex digit, birth year and month, and
+département of birth must agree with the strict traits of the identity it is stored with.
+`nir_trait_mismatches` names each trait that does not; `check_nir_traits` refuses the identity with
+NIR_TRAITS_MISMATCH, or returns the mismatches as warnings when the identity is only provisional. The database
+holds the same rule for every stored identity that is not provisional (directory migration 0003, constraints
+`patients_nir_*_agrees`, mapped to the same reason by `NIR_TRAIT_CONSTRAINTS`), so that an identity flagged
+while provisional cannot be promoted without its NIR or traits being corrected.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
 
-from services.kit.errors import FieldViolation
+from services.kit.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
 
 NIR_LENGTH = 15
 RPPS_LENGTH = 11
@@ -117,3 +128,120 @@ def finess_violations(finess: str, field: str) -> list[FieldViolation]:
 def national_id(rpps: str) -> str:
     """The national health-professional identifier (ANS PSIdNat) of an RPPS: "8" + RPPS."""
     return "8" + rpps
+
+
+# --- NIR ↔ strict traits (§7.5) ----------------------------------------------------------------------------
+
+NIR_TRAITS_MISMATCH = "NIR_TRAITS_MISMATCH"
+
+# The traits a NIR carries, and the field of InsIdentityInput holding each.
+TRAIT_FIELDS: Mapping[str, str] = {
+    "sex": "sex",
+    "birth_year": "birth_date",
+    "birth_month": "birth_date",
+    "birth_place": "birth_place_code",
+}
+_TRAIT_TEXT: Mapping[str, str] = {
+    "sex": "the NIR's sex digit (1 male, 2 female) does not match the identity's sex",
+    "birth_year": "the NIR's birth year (digits 2-3) does not match the year of the birth date",
+    "birth_month": "the NIR's birth month (digits 4-5) does not match the month of the birth date",
+    "birth_place": (
+        "the NIR's département of birth (digits 6-7, 3 digits overseas, 99 abroad) does not match the "
+        "birth place code"
+    ),
+}
+# Sex digits whose meaning is sourced (§7.5): 1 male, 2 female. 3, 7 and 8 (NIA) are not checked.
+_SEX_OF_DIGIT = {"1": "SEX_MALE", "2": "SEX_FEMALE"}
+_OVERSEAS = frozenset({"97", "98"})
+
+
+@dataclass(frozen=True)
+class TraitMismatch:
+    """A strict trait the NIR contradicts: which trait, the request field holding it, and why (no values)."""
+
+    trait: str
+    field: str
+    description: str
+
+
+def _departement(code: str) -> str:
+    """The département of a NIR's birth place (from its 6th character) or of an INSEE birth place code."""
+    return code[:3] if code[:2] in _OVERSEAS else code[:2]
+
+
+def birth_place_agrees(nir_place: str, birth_place_code: str, birth_year: int) -> bool:
+    """Whether the NIR's birth place (its characters 6-10) names the département of the birth place code.
+
+    The NIR keeps the code in force at birth (service-public.fr F33078), so historical codes agree with
+    today's: Corsica's 20 before 2A/2B (1976); Seine (75) and Seine-et-Oise (78) before their split into 75
+    and 91-95 (1968); and, for births abroad (99), 91 to 94 for Algeria before 1963 and 95 (Morocco) or 96
+    (Tunisia) before 1957.
+    """
+    nir, born = _departement(nir_place), _departement(birth_place_code)
+    if nir == born:
+        return True
+    if nir == "20" and born in ("2A", "2B"):
+        return birth_year < 1976
+    if nir in ("75", "78") and born in ("75", "78", "91", "92", "93", "94", "95"):
+        return birth_year < 1968
+    if born == "99" and nir in ("91", "92", "93", "94"):
+        return birth_year < 1963
+    if born == "99" and nir in ("95", "96"):
+        return birth_year < 1957
+    return False
+
+
+def nir_trait_mismatches(
+    matricule: str, *, sex: str, birth_date: date, birth_place_code: str, prefix: str = "ins."
+) -> list[TraitMismatch]:
+    """The strict traits a well-formed NIR/NIA contradicts (§7.5); empty when they agree.
+
+    `sex` is a parcours.directory.v1.Sex NAME. A birth month of 20-42 or 50-99 (incomplete civil record) says
+    nothing about the month; sex digits other than 1 and 2 say nothing about the sex.
+    """
+    found: list[str] = []
+    expected_sex = _SEX_OF_DIGIT.get(matricule[0])
+    if expected_sex is not None and expected_sex != sex:
+        found.append("sex")
+    if matricule[1:3] != f"{birth_date.year % 100:02d}":
+        found.append("birth_year")
+    month = int(matricule[3:5])
+    if 1 <= month <= 12 and month != birth_date.month:
+        found.append("birth_month")
+    if not birth_place_agrees(matricule[5:10], birth_place_code, birth_date.year):
+        found.append("birth_place")
+    return [TraitMismatch(t, prefix + TRAIT_FIELDS[t], _TRAIT_TEXT[t]) for t in found]
+
+
+def check_nir_traits(mismatches: list[TraitMismatch], *, provisional: bool) -> list[TraitMismatch]:
+    """Refuse an identity whose NIR contradicts its traits, or return the mismatches as warnings when the
+    identity is only provisional (RNIV: a provisional identity is still being checked).
+
+    The refusal is INVALID_ARGUMENT with reason NIR_TRAITS_MISMATCH, a field violation per trait and the
+    traits named in the ErrorInfo metadata (`traits`: comma-separated).
+    """
+    if not mismatches or provisional:
+        return mismatches
+    error = InvalidArgument(
+        [FieldViolation(m.field, m.description) for m in mismatches], reason=NIR_TRAITS_MISMATCH
+    )
+    error.metadata["traits"] = ",".join(m.trait for m in mismatches)
+    raise error
+
+
+def _stored_mismatch(trait: str) -> Callable[[], DomainError]:
+    def refusal() -> DomainError:
+        return FailedPrecondition(
+            NIR_TRAITS_MISMATCH,
+            f"{_TRAIT_TEXT[trait]}: only a provisional identity may be kept so (correct the NIR or the "
+            "traits)",
+            {"traits": trait},
+        )
+
+    return refusal
+
+
+# The database's constraints holding the same rule for stored identities that are not provisional.
+NIR_TRAIT_CONSTRAINTS: Mapping[str, Callable[[], DomainError]] = {
+    f"patients_nir_{trait}_agrees": _stored_mismatch(trait) for trait in TRAIT_FIELDS
+}

@@ -21,7 +21,12 @@ from google.protobuf.message import Message
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from parcours.options.v1 import options_pb2
 
-from services.directory.identifiers import nir_violations
+from services.directory.identifiers import (
+    NIR_TRAITS_MISMATCH,
+    check_nir_traits,
+    nir_trait_mismatches,
+    nir_violations,
+)
 from services.directory.store import DirectoryStore, EstablishmentChanges, PractitionerChanges
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
@@ -461,6 +466,16 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             birth_date = date(ins.birth_date.year, ins.birth_date.month, ins.birth_date.day)
         except ValueError:
             raise InvalidArgument.one("ins.birth_date", "is not a calendar date") from None
+        # §7.5: the NIR agrees with the strict traits, or the identity is only provisional (then a warning).
+        mismatches = check_nir_traits(
+            nir_trait_mismatches(
+                ins.matricule,
+                sex=directory_pb2.Sex.Name(ins.sex),
+                birth_date=birth_date,
+                birth_place_code=ins.birth_place_code,
+            ),
+            provisional=request.identity_status == directory_pb2.IDENTITY_STATUS_PROVISIONAL,
+        )
         local: tuple[str, str] | None = None
         if request.HasField("local_identifier"):
             establishment = request.local_identifier.establishment
@@ -491,7 +506,15 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
                     "IDENTITY_TRAITS_MISMATCH",
                     "this INS is already known with other strict traits; check the identity (INSi)",
                 )
-            return directory_pb2.CreatePatientResponse(patient=creation.patient)
+            return directory_pb2.CreatePatientResponse(
+                patient=creation.patient,
+                warnings=[
+                    directory_pb2.IdentityWarning(
+                        reason=NIR_TRAITS_MISMATCH, trait=m.trait, field=m.field, message=m.description
+                    )
+                    for m in mismatches
+                ],
+            )
 
         response = await self._idempotent(
             request.request_id, "CreatePatient", directory_pb2.CreatePatientResponse, work

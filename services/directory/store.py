@@ -47,7 +47,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parcours.directory.v1 import directory_pb2
 from parcours.type.v1 import practice_pb2
 
-from services.directory.identifiers import national_id
+from services.directory.identifiers import NIR_TRAIT_CONSTRAINTS, national_id
 from services.kit.db import constraint_errors
 from services.kit.errors import (
     Aborted,
@@ -324,6 +324,8 @@ _CONSTRAINT_ERRORS: dict[str, Callable[[], DomainError]] = {
     "patients_birth_place_format": _invalid("ins.birth_place_code", "an INSEE code of 5 characters"),
     "patients_identity_status_known": _invalid("identity_status", "an identity status is required"),
     "patient_local_ids_ipp_format": _invalid("ipp", "1 to 32 letters, digits or dashes"),
+    # NIR ↔ traits of a non-provisional identity (§7.5): NIR_TRAITS_MISMATCH naming the trait.
+    **NIR_TRAIT_CONSTRAINTS,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
@@ -195,7 +196,7 @@ CASES = [
     case(
         "tcg-100-percent-in-2021",
         "§7.20",
-        tlc(paris("2021-02-01 10:00")),
+        tlc(paris("2021-02-01 10:00"), C(oriented_by_treating_physician=True, patient_seen_in_person=True)),
         {"TCG": 2500},
         reimbursement={"TCG": 2400},
         unconfirmed=True,
@@ -266,12 +267,13 @@ CASES = [
     ),
     # --- §7.10 parcours de soins and each of its exceptions ---
     case(
-        "outside-parcours-not-reimbursed",
+        "outside-parcours-at-the-unconfirmed-30-percent",
         "§7.10",
         tlc(circumstances=NOT_ORIENTED),
         {"TCG": 2500},
-        warnings=("OUTSIDE_PARCOURS",),
-        reimbursement={"TCG": 0},
+        warnings=("OUTSIDE_PARCOURS", "UNCONFIRMED_VALUE"),
+        reimbursement={"TCG": 550},
+        unconfirmed=True,
     ),
     case(
         "teleconsultant-is-the-mt",
@@ -281,9 +283,9 @@ CASES = [
         reimbursement={"TCG": 1550},
     ),
     case(
-        "direct-access-psychiatry",
+        "psychiatry-oriented-at-45",
         "§7.10",
-        tlc(circumstances=NOT_ORIENTED, performer=PSYCHIATRIST),
+        tlc(performer=PSYCHIATRIST),
         {"TC": 2300},
         warnings=("UNCONFIRMED_VALUE",),
         reimbursement={"TC": 1410},
@@ -336,7 +338,7 @@ CASES = [
         tlc(circumstances=C(no_available_treating_physician=True)),
         {"TCG": 2500},
         warnings=("OUTSIDE_PARCOURS",),
-        reimbursement={"TCG": 0},
+        reimbursement={"TCG": 550},
     ),
     case(
         "zip-alone-is-not-an-exception",
@@ -344,7 +346,7 @@ CASES = [
         tlc(circumstances=C(zip_resident=True)),
         {"TCG": 2500},
         warnings=("OUTSIDE_PARCOURS",),
-        reimbursement={"TCG": 0},
+        reimbursement={"TCG": 550},
     ),
     case(
         "prisoner", "§7.10", tlc(circumstances=C(prisoner=True)), {"TCG": 2500}, reimbursement={"TCG": 1550}
@@ -389,7 +391,7 @@ CASES = [
         tlc(circumstances=NOT_ORIENTED, performer=gp(GP_PACA), region="93", establishment="130000011"),
         {"TCG": 2500},
         warnings=("OUTSIDE_PARCOURS",),
-        reimbursement={"TCG": 0},
+        reimbursement={"TCG": 550},
     ),
     # --- §7.11 prior in-person contact ---
     case(
@@ -654,8 +656,308 @@ CASES = [
 ]
 
 
+# --- Issue 13: rules the corrected reference changed, each at its boundary dates and ages -------------------
+
+
+def local(text: str, zone: str) -> datetime:
+    """An instant as wall time where the act took place: local('2026-01-01 01:00', 'Indian/Reunion')."""
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
+
+
+def figures(
+    given: billing_pb2.Act, conventioned: int, teleconsultations: int, teleexpertises: int = 0, own: int = 0
+) -> billing_pb2.Act:
+    """The act with the performer's activity of the year (remote-activity cap)."""
+    given.performer_activity.CopyFrom(
+        billing_pb2.ActivityToDate(
+            conventioned_acts=conventioned,
+            teleconsultations=teleconsultations,
+            teleexpertises=teleexpertises,
+            own_patient_teleconsultations=own,
+        )
+    )
+    return given
+
+
+def cared(given: billing_pb2.Act, in_person: int, remote: int) -> billing_pb2.Act:
+    """The act with the patient's care by the teleconsultant over the alternance window."""
+    given.care_with_performer.CopyFrom(
+        billing_pb2.CareWithPerformer(in_person_acts=in_person, remote_acts=remote)
+    )
+    return given
+
+
+NEUROPSYCHIATRIST = md("10000002501", p.SPECIALTY_NEUROPSYCHIATRY)
+NEPHROLOGIST = md("10000004201", p.SPECIALTY_NEPHROLOGY)
+MT = C(performer_is_treating_physician=True)
+NO_MT_UNDERSERVED = C(no_available_treating_physician=True, underserved_zone_resident=True)
+SEEN = C(oriented_by_treating_physician=True, patient_seen_in_person=True)
+FOUR_IN_2025 = tuple(paris(f"2025-0{m}-01 10:00") for m in (2, 3, 4, 5))
+
+
+def drom_tle(when: datetime, region: str, establishment: str) -> billing_pb2.Act:
+    return teleexpertise(when, NEPHROLOGIST, gp(GP_REUNION), region=region, establishment=establishment)
+
+
+ISSUE_13_CASES = [
+    # §7.10 (corrected §3.2): psychiatry and neuropsychiatry in direct access from the 16th birthday to the
+    # day before the 26th; under 16 the age exception applies; from 26 an unoriented TLC is outside the
+    # parcours.
+    case(
+        "psychiatry-under-16-by-the-age-exception",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=PSYCHIATRIST, age=15),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TC": 1610},
+    ),
+    case(
+        "psychiatry-direct-access-from-the-16th-birthday",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=PSYCHIATRIST, age=16),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TC": 1610},
+    ),
+    case(
+        "psychiatry-direct-access-until-the-26th-birthday",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=PSYCHIATRIST, age=25),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TC": 1410},
+    ),
+    case(
+        "psychiatry-outside-parcours-from-the-26th-birthday",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=PSYCHIATRIST, age=26),
+        {"TC": 2300},
+        warnings=("OUTSIDE_PARCOURS", "UNCONFIRMED_VALUE"),
+        reimbursement={"TC": 490},
+    ),
+    case(
+        "neuropsychiatry-direct-access-at-20",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=NEUROPSYCHIATRIST, age=20),
+        {"TC": 2300},
+        warnings=("UNCONFIRMED_VALUE",),
+        reimbursement={"TC": 1410},
+    ),
+    case(
+        "neuropsychiatry-outside-parcours-at-40",
+        "§7.10",
+        tlc(circumstances=NOT_ORIENTED, performer=NEUROPSYCHIATRIST, age=40),
+        {"TC": 2300},
+        warnings=("OUTSIDE_PARCOURS", "UNCONFIRMED_VALUE"),
+        reimbursement={"TC": 490},
+    ),
+    # §7.14: the tariff date and the quota year are the local civil date where the act took place.
+    case(
+        "reunion-01h-on-1-january-is-a-2026-act",
+        "§7.14",
+        drom_tle(local("2026-01-01 01:00", "Indian/Reunion"), "04", "974000013"),
+        {"TE2": 2760, "RQD": 1200},
+    ),
+    case(
+        "reunion-quota-year-starts-at-local-midnight",
+        "§7.13",
+        drom_tle(local("2026-01-01 01:00", "Indian/Reunion"), "04", "974000013"),
+        {"TE2": 2760, "RQD": 1200},
+        prior=FOUR_IN_2025,
+    ),
+    case(
+        "guadeloupe-22h30-on-31-december-is-a-2025-act",
+        "§7.14",
+        drom_tle(local("2025-12-31 22:30", "America/Guadeloupe"), "01", "971000010"),
+        {"TE2": 2400, "RQD": 1200},
+    ),
+    case(
+        "martinique-23h00-on-31-december-is-a-2025-act",
+        "§7.14",
+        drom_tle(local("2025-12-31 23:00", "America/Martinique"), "02", "972000018"),
+        {"TE2": 2400, "RQD": 1200},
+    ),
+    case(
+        "guyane-23h30-on-31-december-is-a-2025-act",
+        "§7.14",
+        drom_tle(local("2025-12-31 23:30", "America/Cayenne"), "03", "973000016"),
+        {"TE2": 2400, "RQD": 1200},
+    ),
+    case(
+        "guyane-fifth-of-2025-on-local-new-years-eve",
+        "§7.13",
+        drom_tle(local("2025-12-31 23:30", "America/Cayenne"), "03", "973000016"),
+        {},
+        refusals=("TELEEXPERTISE_QUOTA_EXCEEDED",),
+        prior=FOUR_IN_2025,
+    ),
+    # §7.12 dated: avenant 9 counted TLC + TLE with no exclusion; the 2024 convention TLC only, the médecin
+    # traitant's own patients and every TLE excluded (first day 22 June 2024, unconfirmed until December).
+    case(
+        "cap-avenant-9-counts-the-mt-own-patients",
+        "§7.12",
+        figures(tlc(paris("2023-11-06 10:00"), MT, performer=gp(GP_CAP)), 50, 40, own=40),
+        {"TCG": 2500},
+        warnings=("REMOTE_CAP_EXCEEDED",),
+    ),
+    case(
+        "cap-avenant-9-on-2024-06-21",
+        "§7.12",
+        figures(tlc(paris("2024-06-21 10:00"), MT, performer=gp(GP_CAP)), 50, 40, own=40),
+        {"TCG": 2500},
+        warnings=("REMOTE_CAP_EXCEEDED",),
+    ),
+    case(
+        "cap-convention-2024-on-2024-06-22-leaves-out-the-mt-own-patients",
+        "§7.12",
+        figures(tlc(paris("2024-06-22 10:00"), MT, performer=gp(GP_CAP)), 50, 40, own=40),
+        {"TCG": 2500},
+        unconfirmed=True,
+    ),
+    case(
+        "cap-convention-2024-counts-other-teleconsultations",
+        "§7.12",
+        figures(tlc(paris("2025-03-10 10:00"), performer=gp(GP_CAP)), 50, 40, own=30),
+        {"TCG": 2500},
+        warnings=("REMOTE_CAP_EXCEEDED",),
+        unconfirmed=False,
+    ),
+    case(
+        "cap-convention-2024-own-patients-left-out-of-the-count",
+        "§7.12",
+        figures(tlc(paris("2025-03-10 10:00"), performer=gp(GP_CAP)), 50, 40, own=35),
+        {"TCG": 2500},
+        unconfirmed=False,
+    ),
+    case(
+        "cap-avenant-9-counts-teleexpertises",
+        "§7.12",
+        figures(teleexpertise(paris("2023-11-06 10:00")), 50, 5, teleexpertises=6),
+        {"TE2": 2000, "RQD": 1000},
+        warnings=("REMOTE_CAP_EXCEEDED",),
+    ),
+    case(
+        "cap-convention-2024-leaves-out-teleexpertises",
+        "§7.12",
+        figures(teleexpertise(paris("2025-03-10 10:00")), 50, 5, teleexpertises=40),
+        {"TE2": 2000, "RQD": 1000},
+    ),
+    # §7.10 dated: territoriality was lifted for any under-served zone before the 2024 convention, for a ZIP
+    # only since.
+    case(
+        "underserved-zone-lifts-territoriality-on-2024-06-21",
+        "§7.10",
+        tlc(paris("2024-06-21 10:00"), NO_MT_UNDERSERVED),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+        unconfirmed=True,
+    ),
+    case(
+        "underserved-zone-no-longer-from-2024-06-22",
+        "§7.10",
+        tlc(paris("2024-06-22 10:00"), NO_MT_UNDERSERVED),
+        {"TCG": 2500},
+        warnings=("OUTSIDE_PARCOURS", "UNCONFIRMED_VALUE"),
+        reimbursement={"TCG": 550},
+    ),
+    case(
+        "underserved-zone-outside-parcours-in-2025",
+        "§7.10",
+        tlc(paris("2025-03-10 10:00"), NO_MT_UNDERSERVED),
+        {"TCG": 2500},
+        warnings=("OUTSIDE_PARCOURS", "UNCONFIRMED_VALUE"),
+        reimbursement={"TCG": 550},
+    ),
+    # §7.11 dated: the connaissance préalable of avenant 6, until avenant 9 (TLC part immediate; §7.11's
+    # 1 April 2022 leaves the months between unconfirmed).
+    case(
+        "connaissance-prealable-required-on-2021-09-22",
+        "§7.11",
+        tlc(paris("2021-09-22 10:00")),
+        {},
+        refusals=("PRIOR_IN_PERSON_VISIT_REQUIRED",),
+    ),
+    case(
+        "connaissance-prealable-met-on-2021-09-22",
+        "§7.11",
+        tlc(paris("2021-09-22 10:00"), SEEN),
+        {"TCG": 2500},
+        reimbursement={"TCG": 2400},
+    ),
+    case(
+        "connaissance-prealable-removed-from-2021-09-23-unconfirmed",
+        "§7.11",
+        tlc(paris("2021-09-23 10:00")),
+        {"TCG": 2500},
+        unconfirmed=True,
+    ),
+    case(
+        "connaissance-prealable-removed-in-2025",
+        "§7.11",
+        tlc(paris("2025-03-10 10:00")),
+        {"TCG": 2500},
+        unconfirmed=False,
+    ),
+    # §7.10 alternance of in-person and remote care between the patient and the teleconsultant (per act, a
+    # warning; window, share and minimum are unconfirmed parameters).
+    case(
+        "alternance-too-few-acts-to-judge",
+        "§7.10",
+        cared(tlc(), 0, 1),
+        {"TCG": 2500},
+        unconfirmed=True,
+    ),
+    case(
+        "alternance-third-remote-act-without-in-person-care",
+        "§7.10",
+        cared(tlc(), 0, 2),
+        {"TCG": 2500},
+        warnings=("ALTERNANCE_NOT_OBSERVED", "UNCONFIRMED_VALUE"),
+        unconfirmed=True,
+    ),
+    case(
+        "alternance-80-percent-remote-is-within",
+        "§7.10",
+        cared(tlc(), 1, 3),
+        {"TCG": 2500},
+        reimbursement={"TCG": 1550},
+    ),
+    case(
+        "alternance-83-percent-remote-is-not",
+        "§7.10",
+        cared(tlc(), 1, 4),
+        {"TCG": 2500},
+        warnings=("ALTERNANCE_NOT_OBSERVED", "UNCONFIRMED_VALUE"),
+        reimbursement={"TCG": 1550},
+    ),
+    case(
+        "alternance-counts-the-teleconsultations-the-hub-recorded",
+        "§7.10",
+        cared(tlc(), 0, 0),
+        {"TCG": 2500},
+        warnings=("ALTERNANCE_NOT_OBSERVED", "UNCONFIRMED_VALUE"),
+        prior=(paris("2024-03-11 10:00"), paris("2025-01-10 10:00")),
+    ),
+    case(
+        "alternance-window-is-the-12-months-up-to-the-act",
+        "§7.10",
+        cared(tlc(), 0, 0),
+        {"TCG": 2500},
+        prior=(paris("2024-03-10 10:00"), paris("2025-01-10 10:00")),
+        unconfirmed=True,
+    ),
+    case(
+        "alternance-not-checked-before-avenant-9",
+        "§7.11",
+        cared(tlc(paris("2021-06-01 10:00"), SEEN), 0, 9),
+        {"TCG": 2500},
+    ),
+]
+CASES += ISSUE_13_CASES
+
+
 def test_the_table_is_at_least_forty_cases_each_citing_a_rule() -> None:
-    assert len(CASES) >= 40
+    assert len(CASES) >= 40 + len(ISSUE_13_CASES)
     assert len({c.id for c in CASES}) == len(CASES)
     assert all(c.rule.startswith(("§", "ARCHITECTURE")) for c in CASES)
 

@@ -387,6 +387,7 @@ async def test_a_valid_corsican_nir_is_accepted(
     assert matricule[-2:] == f"{97 - int('1850718033123') % 97:02d}"
     ins = _ins(matricule)
     ins.birth_place_code = "2B033"
+    ins.sex, ins.birth_date.year, ins.birth_date.month = directory_pb2.SEX_MALE, 1985, 7
     created = await loire.CreatePatient(
         directory_pb2.CreatePatientRequest(
             request_id=request_id(),

@@ -123,6 +123,7 @@ async def make_patient(
     status: directory_pb2.IdentityStatus.ValueType = Status.IDENTITY_STATUS_QUALIFIED,
     matricule: str | None = None,
     local_identifier: tuple[str, str] | None = None,
+    birth_place_code: str = "42218",
 ) -> directory_pb2.Patient:
     creation = await store.create_patient(
         matricule=matricule or new_nir(),
@@ -131,7 +132,7 @@ async def make_patient(
         birth_given_names="MARIE LOUISE",
         birth_date=date(1985, 3, 2),
         sex=Sex.SEX_FEMALE,
-        birth_place_code="42218",
+        birth_place_code=birth_place_code,
         identity_status=status,
         local_identifier=local_identifier,
     )
@@ -573,13 +574,15 @@ async def test_a_matricule_with_a_wrong_key_is_refused_by_the_database(store: Di
     good = new_nir()
     bad = good[:13] + f"{(int(good[13:]) % 97) + 1:02d}"
     # Born in Ajaccio: the key counts 2A as 19; one computed as if 2A were 20 is refused.
-    corsica_first13 = "28507" + "2A004" + f"{secrets.randbelow(1000):03d}"
+    corsica_first13 = "28503" + "2A004" + f"{secrets.randbelow(1000):03d}"
     unsubstituted = corsica_first13 + f"{97 - int(corsica_first13.replace('2A', '20')) % 97:02d}"
     for matricule in (bad, unsubstituted):
         with pytest.raises(InvalidArgument) as excinfo:
             await make_patient(store, matricule=matricule)
         assert excinfo.value.violations[0].field == "ins.matricule"
-    corsican = await make_patient(store, matricule=corsica_first13 + nir_key(corsica_first13))
+    corsican = await make_patient(
+        store, matricule=corsica_first13 + nir_key(corsica_first13), birth_place_code="2A004"
+    )
     assert corsican.ins.matricule[5:7] == "2A"
 
 

@@ -42,6 +42,25 @@ PARAMETER_KINDS = ("basis_points", "money", "count", "text")
 # How a quota counts (parameter `quota.{quota}.key`): per billing professional or per patient, per calendar
 # year or month of the act date.
 QUOTA_KEYS = frozenset({"biller_patient_year", "patient_year", "biller_patient_month", "patient_month"})
+# Text parameters that list values (comma-separated), and the values each may list: the rule engine compares
+# them with the act, so a misspelt one would silently never match.
+_SPECIALTIES = frozenset(
+    name.removeprefix("SPECIALTY_")
+    for name in practice_pb2.Specialty.keys()  # noqa: SIM118 (an EnumTypeWrapper)
+    if name not in ("SPECIALTY_UNSPECIFIED", "SPECIALTY_NONE")
+)
+LIST_PARAMETERS: Mapping[str, frozenset[str]] = {
+    "parcours.direct_access_specialties": _SPECIALTIES,
+    "parcours.direct_access_by_age.specialties": _SPECIALTIES,
+    "parcours.territoriality_exception_zones": frozenset({"UNDERSERVED", "ZIP"}),
+    "remote_cap.counted_act_types": frozenset(
+        name.removeprefix("ACT_TYPE_")
+        for name in billing_pb2.ActType.keys()  # noqa: SIM118 (an EnumTypeWrapper)
+        if name != "ACT_TYPE_UNSPECIFIED"
+    ),
+    "remote_cap.excluded": frozenset({"TREATING_PHYSICIAN_OWN_PATIENTS"}),
+    "participation_forfaitaire.rate_classes": frozenset(),  # checked against the entries' rate classes
+}
 
 
 class CatalogError(ValueError):
@@ -396,10 +415,18 @@ def parse(text: str) -> Catalog:
     overlapping += _overlaps([(p.name, p.effective_from, p.effective_to) for p in parameters])
     if overlapping:
         raise CatalogError(f"two versions in force on the same day: {', '.join(sorted(overlapping))}")
+    rate_classes = frozenset(e.rate_class for e in entries)
     for parameter in parameters:
         is_key = parameter.name.startswith("quota.") and parameter.name.endswith(".key")
         if is_key and parameter.value not in QUOTA_KEYS:
             raise CatalogError(f"{parameter.name}: {parameter.value!r} is not one of {sorted(QUOTA_KEYS)}")
+        if parameter.name in LIST_PARAMETERS:
+            known = LIST_PARAMETERS[parameter.name] or rate_classes
+            if parameter.kind != "text":
+                raise CatalogError(f"{parameter.name}: a comma-separated list (text) is required")
+            unknown = sorted({i.strip() for i in parameter.text.split(",") if i.strip()} - known)
+            if unknown:
+                raise CatalogError(f"{parameter.name}: unknown values {unknown} (known: {sorted(known)})")
     for entry in entries:
         if entry.quota and not any(p.name == f"quota.{entry.quota}.max" for p in parameters):
             raise CatalogError(
