@@ -18,8 +18,8 @@ from parcours.type.v1 import practice_pb2 as p
 
 from services.billing.catalog import DATA_FILE, CatalogError, parse, read_data_file
 from tests.billing.builders import cents, gp, md, new_patient, paris, teleconsultation, teleexpertise
-from tests.kit.test_server import call, details
 from tests.support import request_id
+from tests.support.calls import call, details
 
 CATALOG = "catalogs/ngap-telemedicine"
 

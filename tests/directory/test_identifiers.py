@@ -27,8 +27,8 @@ from services.directory.identifiers import (
 from services.kit.errors import InvalidArgument
 from services.kit.pki import DevPki
 from tests.conftest import Minter
-from tests.kit.test_server import call, details
 from tests.support import LOIRE, bearer, establishment_channel, request_id
+from tests.support.calls import call, details
 
 
 def key_of(digits13: str) -> str:
