@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 from services.kit.audit import AuditLog
 from services.kit.auth import Authenticator
 from services.kit.db import open_pool
+from services.kit.directory import PracticeBinding
 from services.kit.interceptors import kit_interceptors, require_policies
 from services.kit.settings import KitSettings
 from services.kit.telemetry import configure_telemetry
@@ -33,10 +34,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """A servicer to expose: its full proto service name and the generated `add_..._to_server`."""
+    """A servicer to expose: its full proto service name and the generated `add_..._to_server`; with
+    `practice`, every call to it first passes the token-binding check (services.kit.directory)."""
 
     name: str
     add: Callable[[grpc.aio.Server], None]
+    practice: PracticeBinding | None = None
 
 
 @dataclass
@@ -148,7 +151,11 @@ async def build_server(
     audit_log = AuditLog(pool, settings.component)
     interceptors = [
         UnaryOnly(aio_server_interceptor()),
-        *kit_interceptors(build_authenticator(settings), audit_log),
+        *kit_interceptors(
+            build_authenticator(settings),
+            audit_log,
+            {s.name: s.practice for s in services if s.practice is not None},
+        ),
     ]
     server = grpc.aio.server(interceptors=interceptors)
     for binding in services:
