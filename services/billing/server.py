@@ -1,10 +1,14 @@
-"""Build and serve the billing service."""
+"""Build and serve the billing service.
+
+The process is SERVING once its pool answers, its catalog is loaded and the directory channel is connected.
+"""
 
 from __future__ import annotations
 
 import logging
 
 import asyncpg
+import grpc
 from parcours.billing.v1 import billing_pb2_grpc
 
 from services.billing.catalog import read_data_file
@@ -12,17 +16,22 @@ from services.billing.contracts import TableContractPolicy
 from services.billing.servicer import SERVICE_NAME, BillingServicer
 from services.billing.settings import BillingSettings
 from services.billing.store import BillingStore
-from services.kit.server import Bound, KitServer, ServiceBinding, build_server, serve
+from services.kit.directory import DirectoryClient
+from services.kit.server import Bound, KitServer, ServiceBinding, build_server, open_channel, serve
 
 log = logging.getLogger(__name__)
 
 
-async def bindings(settings: BillingSettings, pool: asyncpg.Pool) -> list[ServiceBinding]:
+async def bindings(
+    settings: BillingSettings, pool: asyncpg.Pool, directory: grpc.aio.Channel
+) -> list[ServiceBinding]:
     """The billing servicer, its catalog loaded (fails at start when the migrations have not run)."""
+    client = DirectoryClient(directory, cache_seconds=settings.directory_cache_seconds)
     servicer = BillingServicer(
         BillingStore(pool),
         # The contracts service will answer this once it exists; until then, the policy tables.
         TableContractPolicy(pool),
+        client,
         catalog_refresh_seconds=settings.catalog_refresh_seconds,
     )
     loaded = await servicer.ready()
@@ -40,18 +49,24 @@ async def bindings(settings: BillingSettings, pool: asyncpg.Pool) -> list[Servic
         ServiceBinding(
             SERVICE_NAME,
             lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server),
+            # A practitioner's token is accepted only through an establishment where they practise.
+            practice=client.practice,
         )
     ]
 
 
-async def build(settings: BillingSettings, pool: asyncpg.Pool) -> KitServer:
-    """The billing server bound to its port (tests pass port 0), not yet started."""
-    return await build_server(settings, pool=pool, services=await bindings(settings, pool))
+async def build(
+    settings: BillingSettings, pool: asyncpg.Pool, *, directory: grpc.aio.Channel | None = None
+) -> KitServer:
+    """The billing server bound to its port (tests pass port 0), not yet started; it reaches the directory
+    through `directory`, else through a channel of its own to `settings.directory_address`."""
+    channel = directory or open_channel(settings, settings.directory_address)
+    return await build_server(settings, pool=pool, services=await bindings(settings, pool, channel))
 
 
 async def run(settings: BillingSettings) -> None:
     async def bind(pool: asyncpg.Pool) -> Bound:
-        # Billing calls no other service yet: SERVING as soon as its pool answers and its catalog is loaded.
-        return Bound(await bindings(settings, pool))
+        directory = open_channel(settings, settings.directory_address)
+        return Bound(await bindings(settings, pool, directory), channels=[directory])
 
     await serve(settings, bind)

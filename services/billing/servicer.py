@@ -5,12 +5,21 @@ The proto's field rules are checked by the kit before a handler runs; the handle
 request into the rule engine's `rules.Act`, gather the facts its rules need (quota counters, the performer's
 recorded téléconsultations, the contract policy's answer) and write or read the ledger.
 
-Who sees what. Hub components (workflow workers) see and record everything. An establishment's billing staff
-(ROLE_BILLING, certificate of the establishment) see, record, reverse and export that establishment's lines. A
-practitioner sees their own lines and records acts they take part in, from their establishment. Permission is
-checked before existence: a charge the caller may not see and one that does not exist get the same
-PERMISSION_DENIED. Every RPC touching patient data is audited by the kit; handlers name the resource and
-the patient.
+Who sees what. Hub components acting on their own behalf (workflow workers) see and record everything: the
+hub's workflows record the acts of the cases they run, in every participant's name. Everyone else acts
+through an establishment (a practitioner's token only through an establishment where they practise: the
+kit's token-binding check runs before every handler):
+- an establishment's billing staff (ROLE_BILLING) see, reverse and export that establishment's lines, and
+  record acts billed at the establishment for the practitioners who practise there;
+- a practitioner sees their own lines, and quotes and records the acts they take part in, billed in their own
+  name only: an act with lines for other professionals is recorded by the hub's workflows or the billing
+  staff, so nobody can bill — and use up the quota of — another practitioner.
+Quoting or recording an act for a patient needs the patient to be visible to the caller (the directory
+decides, `services.kit.directory`): a patient the caller may not see and one that does not exist get the same
+PERMISSION_DENIED PATIENT_NOT_VISIBLE, before any counter is read, so quotas tell nothing of another GHT's
+patients. Permission is checked before existence: a charge the caller may not see and one that does not
+exist get the same PERMISSION_DENIED. Every RPC touching patient data is audited by the kit; handlers name the
+resource and the patient.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from services.billing.store import (
 )
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
+from services.kit.directory import DirectoryClient
 from services.kit.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -384,8 +394,14 @@ def _participants(act: rules.Act) -> set[str]:
     return {p.practitioner for p in (act.performer, act.requester, act.assistant) if p is not None}
 
 
-def _may_record(principal: Principal, act: rules.Act) -> None:
-    if principal.has_any([HUB_SERVICE]):
+def _unrestricted(principal: Principal) -> bool:
+    """A hub component acting on its own behalf (not for a caller it names)."""
+    return principal.has_any([HUB_SERVICE]) and not principal.delegated
+
+
+def _may_act(principal: Principal, act: rules.Act) -> None:
+    """Who may quote or record an act: its establishment's billing staff, or a participant through it."""
+    if _unrestricted(principal):
         return
     establishments = {act.establishment} | {
         p.establishment for p in (act.performer, act.requester, act.assistant) if p is not None
@@ -401,7 +417,7 @@ def _may_record(principal: Principal, act: rules.Act) -> None:
 
 
 def _may_see(principal: Principal, charge: billing_pb2.Charge) -> bool:
-    if principal.has_any([HUB_SERVICE]):
+    if _unrestricted(principal):
         return True
     if principal.has_any([BILLING]) and principal.establishment == charge.establishment:
         return True
@@ -410,7 +426,7 @@ def _may_see(principal: Principal, charge: billing_pb2.Charge) -> bool:
 
 def _scope(principal: Principal, practitioner: str, establishment: str) -> tuple[str, str]:
     """The (practitioner, establishment) filters a caller may use, defaults applied."""
-    if principal.has_any([HUB_SERVICE]):
+    if _unrestricted(principal):
         return practitioner, establishment
     if principal.has_any([BILLING]):
         if not principal.establishment:
@@ -450,15 +466,50 @@ def _refused(quote: rules.Quote) -> FailedPrecondition:
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(
-        self, store: BillingStore, contracts: ContractPolicy, *, catalog_refresh_seconds: float = 60.0
+        self,
+        store: BillingStore,
+        contracts: ContractPolicy,
+        directory: DirectoryClient,
+        *,
+        catalog_refresh_seconds: float = 60.0,
     ) -> None:
         self._store = store
         self._contracts = contracts
+        self._directory = directory
         self._catalog = CatalogCache(store, catalog_refresh_seconds)
 
     async def ready(self) -> Catalog:
         """Loads the catalog; fails (CATALOG_NOT_LOADED) when the migrations have not run."""
         return await self._catalog.get()
+
+    async def _authorise(self, principal: Principal, act: rules.Act) -> None:
+        """The caller may quote or record this act, for this patient (see the module docstring)."""
+        _may_act(principal, act)
+        if act.patient and not _unrestricted(principal):
+            await self._directory.require_patient(act.patient, principal)
+
+    async def _own_lines(self, principal: Principal, quote: rules.Quote) -> None:
+        """Only the hub's workflows bill a line in the name of a practitioner who did not ask for it."""
+        if _unrestricted(principal):
+            return
+        if principal.has_any([BILLING]):
+            for line in quote.lines:
+                if line.establishment != principal.establishment or (
+                    line.practitioner
+                    and not await self._directory.practises_at(line.practitioner, principal.establishment)
+                ):
+                    raise PermissionDenied(
+                        "LINE_OF_ANOTHER_ESTABLISHMENT",
+                        "billing staff record lines billed at their establishment, for its practitioners",
+                    )
+            return
+        # An exploitant's line (a device company's forfait technique) is nobody's practitioner line.
+        if any(line.practitioner not in ("", principal.practitioner) for line in quote.lines):
+            raise PermissionDenied(
+                "LINE_OF_ANOTHER_PRACTITIONER",
+                "a practitioner records only lines billed in their own name; an act with other billing "
+                "professionals is recorded by the hub's workflows or the establishment's billing staff",
+            )
 
     async def _facts(self, needs: rules.Needs) -> rules.Facts:
         remote = 0
@@ -546,6 +597,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             audit_target(resource=request.patient, patient=request.patient)
         catalog = await self._catalog.get()
         act = act_from_request(request.act, request.patient, catalog)
+        await self._authorise(current_principal(), act)
         facts = await self._facts(rules.needs(act, catalog))
         quote = rules.quote(act, catalog, facts)
         numbers = {id(line): i for i, line in enumerate(quote.lines, start=1)}
@@ -562,9 +614,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             raise InvalidArgument.one(
                 "act.act_time", "an act is recorded once it took place, not in the future"
             )
-        _may_record(principal, act)
+        await self._authorise(principal, act)
         digest = _digest(request.patient, request.act)
         quote = rules.quote(act, catalog, await self._facts(rules.needs(act, catalog)))
+        await self._own_lines(principal, quote)
         numbers = {id(line): i for i, line in enumerate(quote.lines, start=1)}
         patient_id = uuid.UUID(request.patient.removeprefix("patients/"))
         async with self._store.transaction() as tx:
@@ -692,7 +745,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 return billing_pb2.ReverseChargeResponse(reversal=previous.charge, charge=original.charge)
             stored = await self._store.get_charge(charge_id, tx=tx)
             if stored is None or not _may_see(principal, stored.charge):
-                if stored is None and principal.has_any([HUB_SERVICE]):
+                if stored is None and _unrestricted(principal):
                     raise NotFound("CHARGE_NOT_FOUND", f"no charge {request.name}")
                 raise _not_visible()
             charge, row = stored.charge, stored.row
@@ -755,7 +808,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         audit_target(resource=request.name)
         stored = await self._store.get_charge(uuid.UUID(request.name.removeprefix("charges/")))
         if stored is None or not _may_see(principal, stored.charge):
-            if stored is None and principal.has_any([HUB_SERVICE]):
+            if stored is None and _unrestricted(principal):
                 raise NotFound("CHARGE_NOT_FOUND", f"no charge {request.name}")
             raise _not_visible()
         audit_target(patient=stored.charge.patient)

@@ -20,3 +20,8 @@ class BillingSettings(KitSettings):
     # How long the catalog read from the database is reused before it is read again (a new version loaded by a
     # migration is picked up within this delay, without a restart).
     catalog_refresh_seconds: float = Field(default=60.0, ge=0)
+    # The directory (patients' visibility for the caller, practitioners' practice places), called with this
+    # component's certificate on behalf of the caller.
+    directory_address: str
+    # How long the directory's reference data (practitioners, establishments) is reused.
+    directory_cache_seconds: float = Field(default=60.0, ge=0)

@@ -2,14 +2,24 @@
 
 Reference data (regions, GHTs, establishments, practitioners, expertise offers) is readable by any
 authenticated caller; writes are for hub operators (the proto's access policies say so and the kit enforces
-them). Patient data is visible to Parcours components and hub operators, and otherwise only to callers whose
-establishment shares a GHT with an establishment that knows the patient (local IPP). That is checked before
-existence: a patient the caller may not see and a patient that does not exist get the same PERMISSION_DENIED,
-so no id of another GHT can be probed.
+them). A practitioner's token is accepted only through an establishment where they practise (the kit's
+token-binding check, declared in server.py, runs before every handler).
+
+Patients: the directory is where the hub's visibility rule is applied (`services.kit.directory` states it;
+`store._PATIENT_VIEWS` is its one implementation). Hub operators and components acting on their own behalf are
+unrestricted; anyone else — including a component acting for a caller it names (a delegated principal) — is
+scoped to the GHT of its establishment, and sees patients as that GHT knows them. That is checked before
+existence: a patient the caller may not see and a patient that does not exist get the same PERMISSION_DENIED
+PATIENT_NOT_VISIBLE, so no id of another GHT can be probed.
+
+How an identity known in another GHT is shared: see services/directory/README.md. In short, the INS is
+national (one record per INS); local identifiers and identity statuses belong to the GHT that recorded them;
+registering or linking an INS the caller's GHT does not know answers exactly as a new registration would.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date
@@ -19,7 +29,6 @@ import asyncpg
 import grpc
 from google.protobuf.message import Message
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
-from parcours.options.v1 import options_pb2
 
 from services.directory.identifiers import (
     NIR_TRAITS_MISMATCH,
@@ -30,6 +39,7 @@ from services.directory.identifiers import (
 from services.directory.store import DirectoryStore, EstablishmentChanges, PractitionerChanges
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
+from services.kit.directory import patient_not_found, patient_not_visible, patient_scope
 from services.kit.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -39,8 +49,9 @@ from services.kit.errors import (
 )
 from services.kit.pagination import decode_token, next_page_token, page_size
 
+log = logging.getLogger(__name__)
+
 SERVICE_NAME = directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name
-_PRIVILEGED = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
 
 R = TypeVar("R", bound=Message)
 
@@ -76,10 +87,20 @@ def _populated(message: Message, name: str) -> bool:
     return len(value) > 0 if not isinstance(value, (int, str)) else bool(value)
 
 
-def _denied() -> PermissionDenied:
-    return PermissionDenied(
-        "PATIENT_NOT_VISIBLE", "the patient is not known in the caller's GHT (or does not exist)"
-    )
+def _scope(principal: Principal) -> str | None:
+    """The caller's FINESS when it is scoped to its GHT ('' scopes it to nothing), None when unrestricted."""
+    scope = patient_scope(principal)
+    return None if scope is None else scope.removeprefix("establishments/")
+
+
+def _actor(principal: Principal) -> str:
+    """Who made a request, for replaying its recorded response to that caller only."""
+    who = principal.practitioner or principal.subject
+    return f"{principal.establishment}|{principal.component}|{who}"
+
+
+def _establishment_not_visible(message: str) -> PermissionDenied:
+    return PermissionDenied("ESTABLISHMENT_NOT_VISIBLE", message)
 
 
 class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
@@ -95,48 +116,29 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         response_type: type[R],
         work: Callable[[asyncpg.Connection], Awaitable[R]],
     ) -> R:
+        actor = _actor(current_principal())
         async with self._store.transaction() as tx:
-            cached = await self._store.idempotent_response(request_id, method, tx=tx)
+            cached = await self._store.idempotent_response(request_id, method, actor=actor, tx=tx)
             if cached is not None:
                 return response_type.FromString(cached)
             response = await work(tx)
-            await self._store.store_idempotent_response(tx, request_id, method, response.SerializeToString())
+            await self._store.store_idempotent_response(
+                tx, request_id, method, response.SerializeToString(), actor=actor
+            )
             return response
 
-    async def _scope_of(self, establishment: str) -> tuple[str, str | None]:
-        """(FINESS, GHT id or None) of an establishment name."""
-        finess = establishment.removeprefix("establishments/")
-        found = await self._store.get_establishment(finess)
-        ght = found.ght.removeprefix("ghts/") if found is not None and found.ght else None
-        return finess, ght
+    async def _in_scope(self, scope: str | None, establishment: str) -> bool:
+        return await self._store.in_scope(scope, establishment.removeprefix("establishments/"))
 
-    async def _may_see_establishment(self, principal: Principal, establishment: str) -> bool:
-        if principal.has_any(_PRIVILEGED):
-            return True
-        if not principal.establishment:
-            return False
-        if principal.establishment == establishment:
-            return True
-        _, mine = await self._scope_of(principal.establishment)
-        _, theirs = await self._scope_of(establishment)
-        return mine is not None and mine == theirs
+    async def _visible_patient(self, scope: str | None, patient_id: uuid.UUID) -> directory_pb2.Patient:
+        """The patient as the caller sees it; the uniform refusal when it may not (or there is none)."""
+        patient = await self._store.get_patient(patient_id, scope=scope)
+        return self._found(scope, patient)
 
-    async def _may_see_patient(self, principal: Principal, patient: directory_pb2.Patient) -> bool:
-        if principal.has_any(_PRIVILEGED):
-            return True
-        for local in patient.local_identifiers:
-            if await self._may_see_establishment(principal, local.establishment):
-                return True
-        return False
-
-    async def _visible_patient(self, patient: directory_pb2.Patient | None) -> directory_pb2.Patient:
-        principal = current_principal()
+    @staticmethod
+    def _found(scope: str | None, patient: directory_pb2.Patient | None) -> directory_pb2.Patient:
         if patient is None:
-            if principal.has_any(_PRIVILEGED):
-                raise NotFound("PATIENT_NOT_FOUND", "no such patient")
-            raise _denied()
-        if not await self._may_see_patient(principal, patient):
-            raise _denied()
+            raise patient_not_found() if scope is None else patient_not_visible()
         audit_target(resource=patient.name, patient=patient.name)
         return patient
 
@@ -425,7 +427,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             request.request_id, "CreateExpertiseOffer", directory_pb2.CreateExpertiseOfferResponse, work
         )
 
-    # --- patients ----------------------------------------------------------------------------------------
+    # --- patients ---
 
     async def GetPatient(
         self, request: directory_pb2.GetPatientRequest, context: grpc.aio.ServicerContext
@@ -433,23 +435,27 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         patient_id = _patient_uuid(request.name)
         # Named before the visibility check: a refused attempt on a patient is what an auditor looks for.
         audit_target(resource=request.name, patient=request.name)
-        patient = await self._store.get_patient(patient_id)
-        return directory_pb2.GetPatientResponse(patient=await self._visible_patient(patient))
+        scope = _scope(current_principal())
+        return directory_pb2.GetPatientResponse(patient=await self._visible_patient(scope, patient_id))
 
     async def ListPatients(
         self, request: directory_pb2.ListPatientsRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.ListPatientsResponse:
-        if not await self._may_see_establishment(current_principal(), request.establishment):
-            raise PermissionDenied(
-                "ESTABLISHMENT_NOT_VISIBLE", "the establishment is outside the caller's GHT"
-            )
+        scope = _scope(current_principal())
+        if not await self._in_scope(scope, request.establishment):
+            raise _establishment_not_visible("the establishment is outside the caller's GHT")
         audit_target(resource=request.establishment)
         filters: dict[str, object] = {"establishment": request.establishment}
         after = decode_token(request.page_token, filters)
+        try:
+            after_id = uuid.UUID(after) if after else None
+        except ValueError:
+            raise InvalidArgument.one("page_token", "is not a token this service issued") from None
         items, next_key = await self._store.list_patients(
             page_size(request.page_size),
-            uuid.UUID(after) if after else None,
+            after_id,
             finess=_id(request.establishment, "establishments/"),
+            scope=scope,
         )
         return directory_pb2.ListPatientsResponse(
             patients=items, next_page_token=next_page_token(next_key, filters)
@@ -459,13 +465,8 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: directory_pb2.CreatePatientRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.CreatePatientResponse:
         ins = request.ins
-        violations = nir_violations(ins.matricule, "ins.matricule")
-        if violations:
-            raise InvalidArgument(violations)
-        try:
-            birth_date = date(ins.birth_date.year, ins.birth_date.month, ins.birth_date.day)
-        except ValueError:
-            raise InvalidArgument.one("ins.birth_date", "is not a calendar date") from None
+        birth_date = _ins_input(ins, "ins")
+        scope = _scope(current_principal())
         # §7.5: the NIR agrees with the strict traits, or the identity is only provisional (then a warning).
         mismatches = check_nir_traits(
             nir_trait_mismatches(
@@ -481,10 +482,8 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             establishment = request.local_identifier.establishment
             if not establishment.startswith("establishments/") or not request.local_identifier.ipp:
                 raise InvalidArgument.one("local_identifier", "needs establishments/{finess} and an ipp")
-            if not await self._may_see_establishment(current_principal(), establishment):
-                raise PermissionDenied(
-                    "ESTABLISHMENT_NOT_VISIBLE", "a local identifier can only be set for the caller's GHT"
-                )
+            if not await self._in_scope(scope, establishment):
+                raise _establishment_not_visible("a local identifier can only be set for the caller's GHT")
             local = (_id(establishment, "establishments/"), request.local_identifier.ipp)
 
         async def work(tx: asyncpg.Connection) -> directory_pb2.CreatePatientResponse:
@@ -498,14 +497,19 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
                 birth_place_code=ins.birth_place_code,
                 identity_status=request.identity_status,
                 local_identifier=local,
+                scope=scope,
                 tx=tx,
             )
             if not creation.traits_match:
-                # Identity vigilance: the INS is known with other strict traits; never merge silently.
+                # Identity vigilance: the caller's GHT knows this INS with other strict traits; never merge
+                # silently. (An INS only other GHTs know is never refused: that would tell it exists.)
                 raise FailedPrecondition(
                     "IDENTITY_TRAITS_MISMATCH",
                     "this INS is already known with other strict traits; check the identity (INSi)",
                 )
+            if creation.conflict:
+                # For the hub's identity vigilance; an opaque id only, never the identity.
+                log.warning("INS registered with other strict traits: %s", creation.patient.name)
             return directory_pb2.CreatePatientResponse(
                 patient=creation.patient,
                 warnings=[
@@ -528,13 +532,14 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     ) -> directory_pb2.UpdatePatientResponse:
         patient_id = _patient_uuid(request.name)
         audit_target(resource=request.name, patient=request.name)
-        await self._visible_patient(await self._store.get_patient(patient_id))
+        scope = _scope(current_principal())
+        await self._visible_patient(scope, patient_id)
 
         async def work(tx: asyncpg.Connection) -> directory_pb2.UpdatePatientResponse:
-            updated = await self._store.update_patient_status(patient_id, request.identity_status, tx=tx)
-            if updated is None:
-                raise NotFound("PATIENT_NOT_FOUND", "no such patient")
-            return directory_pb2.UpdatePatientResponse(patient=updated)
+            updated = await self._store.update_patient_status(
+                patient_id, request.identity_status, scope=scope, tx=tx
+            )
+            return directory_pb2.UpdatePatientResponse(patient=self._found(scope, updated))
 
         return await self._idempotent(
             request.request_id, "UpdatePatient", directory_pb2.UpdatePatientResponse, work
@@ -543,27 +548,48 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     async def LinkLocalIdentifier(
         self, request: directory_pb2.LinkLocalIdentifierRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.LinkLocalIdentifierResponse:
-        principal = current_principal()
         patient_id = _patient_uuid(request.name)
         audit_target(resource=request.name, patient=request.name)
-        if not await self._may_see_establishment(principal, request.establishment):
-            raise PermissionDenied(
-                "ESTABLISHMENT_NOT_VISIBLE", "a local identifier can only be set for the caller's GHT"
+        scope = _scope(current_principal())
+        presented = request.HasField("ins")
+        if presented:
+            birth_date = _ins_input(request.ins, "ins")
+            if not request.identity_status:
+                raise InvalidArgument.one("identity_status", "is required with ins")
+        if not await self._in_scope(scope, request.establishment):
+            raise _establishment_not_visible("a local identifier can only be set for the caller's GHT")
+        visible = await self._store.get_patient(patient_id, scope=scope)
+        matches = presented and await self._store.ins_matches(
+            patient_id,
+            matricule=request.ins.matricule,
+            oid=request.ins.oid,
+            birth_family_name=request.ins.birth_family_name,
+            birth_given_names=request.ins.birth_given_names,
+            birth_date=birth_date,
+            sex=request.ins.sex,
+            birth_place_code=request.ins.birth_place_code,
+        )
+        if visible is None and not matches:
+            # Not known in the caller's GHT and not proven by its INS: exactly as if there were no patient.
+            raise patient_not_found() if scope is None else patient_not_visible()
+        if visible is not None and presented and not matches:
+            raise FailedPrecondition(
+                "IDENTITY_TRAITS_MISMATCH",
+                "the INS presented is not this patient's; check the identity (INSi)",
             )
-        patient = await self._store.get_patient(patient_id)
-        if patient is None and not principal.has_any(_PRIVILEGED):
-            raise _denied()
-        if patient is None:
-            raise NotFound("PATIENT_NOT_FOUND", "no such patient")
-        audit_target(resource=patient.name, patient=patient.name)
+        # A GHT that proves the INS records its own identity status, as a registration does.
+        domain_status = request.identity_status if visible is None else None
 
         async def work(tx: asyncpg.Connection) -> directory_pb2.LinkLocalIdentifierResponse:
             linked = await self._store.link_local_identifier(
-                patient_id, _id(request.establishment, "establishments/"), request.ipp, tx=tx
+                patient_id,
+                _id(request.establishment, "establishments/"),
+                request.ipp,
+                scope=scope,
+                domain_status=domain_status,
+                tx=tx,
             )
-            if linked is None:
-                raise NotFound("PATIENT_NOT_FOUND", "no such patient")
-            return directory_pb2.LinkLocalIdentifierResponse(patient=linked)
+            return directory_pb2.LinkLocalIdentifierResponse(patient=self._found(scope, linked))
 
         return await self._idempotent(
             request.request_id, "LinkLocalIdentifier", directory_pb2.LinkLocalIdentifierResponse, work
@@ -572,18 +598,30 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     async def ResolvePatient(
         self, request: directory_pb2.ResolvePatientRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.ResolvePatientResponse:
+        scope = _scope(current_principal())
         if request.HasField("local_identifier"):
             establishment = request.local_identifier.establishment
             if not establishment.startswith("establishments/"):
                 raise InvalidArgument.one("local_identifier.establishment", "must be establishments/{finess}")
-            if not await self._may_see_establishment(current_principal(), establishment):
-                raise _denied()
+            if not await self._in_scope(scope, establishment):
+                raise patient_not_visible()
             patient = await self._store.resolve_by_local_identifier(
-                _id(establishment, "establishments/"), request.local_identifier.ipp
+                _id(establishment, "establishments/"), request.local_identifier.ipp, scope=scope
             )
         else:
             violations = nir_violations(request.matricule, "matricule")
             if violations:
                 raise InvalidArgument(violations)
-            patient = await self._store.resolve_by_matricule(request.matricule)
-        return directory_pb2.ResolvePatientResponse(patient=await self._visible_patient(patient))
+            patient = await self._store.resolve_by_matricule(request.matricule, scope=scope)
+        return directory_pb2.ResolvePatientResponse(patient=self._found(scope, patient))
+
+
+def _ins_input(ins: directory_pb2.InsIdentityInput, field: str) -> date:
+    """The birth date of an INS identity, after the checks its proto rules cannot say (the NIR's key)."""
+    violations = nir_violations(ins.matricule, f"{field}.matricule")
+    if violations:
+        raise InvalidArgument(violations)
+    try:
+        return date(ins.birth_date.year, ins.birth_date.month, ins.birth_date.day)
+    except ValueError:
+        raise InvalidArgument.one(f"{field}.birth_date", "is not a calendar date") from None

@@ -17,3 +17,6 @@ class DirectorySettings(KitSettings):
         le=65535,
         validation_alias=AliasChoices("PARCOURS_DIRECTORY_GRPC_PORT", "PARCOURS_GRPC_PORT"),
     )
+    # How long practice places and establishments read for the token-binding check are reused: a change of
+    # practice places takes effect within this delay.
+    reference_cache_seconds: float = Field(default=60.0, ge=0)

@@ -33,6 +33,7 @@ and a request never writes twice. A request id reused for another method is refu
 refusal is not recorded: retrying a refused request re-evaluates it, as a client wants after fixing the cause.
 """
 
+# ruff: noqa: S608  (queries are composed of module constants only; values always travel as $n parameters)
 from __future__ import annotations
 
 import uuid
@@ -188,31 +189,113 @@ INSERT INTO directory.expertise_offer_members (offer_id, rpps, profession)
 SELECT $1, m.rpps, m.profession FROM unnest($2::text[], $3::text[]) AS m (rpps, profession)
 """
 
-GET_PATIENT = "SELECT * FROM directory.patient_resources WHERE patient_id = $1"
-LIST_PATIENTS = """
-SELECT * FROM directory.patient_resources pa
-WHERE ($1::uuid IS NULL OR pa.patient_id > $1)
-  AND ($2::text IS NULL OR EXISTS (
-      SELECT 1 FROM directory.patient_local_ids l WHERE l.patient_id = pa.patient_id AND l.finess = $2))
-ORDER BY pa.patient_id LIMIT $3
+# The hub's patient-visibility rule (services.kit.directory states it) and the view of a patient it gives, in
+# one place. $1 is the caller's FINESS, NULL for an unrestricted caller (hub operator, component).
+#
+# A restricted caller sees a patient when a local identifier of the patient is at its establishment or at an
+# establishment of its GHT, and sees it as its GHT knows it: the national INS identity, the identity status
+# its domain recorded (else the hub's), only the local identifiers of its own GHT, created when its GHT first
+# knew the patient and updated at the last change it can see. Nothing in a row tells what another GHT knows.
+# An unrestricted caller sees every record as the hub holds it.
+# The queries below are composed of these constants only (no value is ever formatted into SQL: S608 is off
+# for this module at its top).
+_DOMAIN = "coalesce('ghts/' || {e}.ght_id, 'establishments/' || {e}.finess)"
+_PATIENT_VIEWS = f"""
+WITH caller AS (
+    SELECT e.finess, e.ght_id, {_DOMAIN.format(e="e")} AS domain
+    FROM directory.establishments e WHERE e.finess = $1
+)
+SELECT
+    pa.patient_id, pa.matricule, pa.oid, pa.birth_family_name, pa.birth_given_names, pa.birth_date, pa.sex,
+    pa.birth_place_code, pa.conflicts_with,
+    coalesce(s.identity_status, pa.identity_status) AS identity_status,
+    CASE WHEN $1::text IS NULL THEN pa.create_time ELSE k.first_link END AS create_time,
+    greatest(k.last_link, coalesce(s.update_time, pa.update_time)) AS update_time,
+    k.local_finess, k.local_ipps
+FROM directory.patients pa
+LEFT JOIN caller c ON true
+LEFT JOIN directory.patient_domain_statuses s ON s.patient_id = pa.patient_id AND s.domain = c.domain
+CROSS JOIN LATERAL (
+    SELECT
+        min(l.create_time) AS first_link,
+        max(l.create_time) AS last_link,
+        coalesce(array_agg(l.finess ORDER BY l.finess), '{{}}') AS local_finess,
+        coalesce(array_agg(l.ipp ORDER BY l.finess), '{{}}') AS local_ipps
+    FROM directory.patient_local_ids l JOIN directory.establishments e ON e.finess = l.finess
+    WHERE l.patient_id = pa.patient_id AND ($1::text IS NULL OR l.finess = c.finess OR e.ght_id = c.ght_id)
+) k
+WHERE ($1::text IS NULL OR k.first_link IS NOT NULL)
+"""
+GET_PATIENT = _PATIENT_VIEWS + "  AND pa.patient_id = $2"
+LIST_PATIENTS = (
+    _PATIENT_VIEWS
+    + """  AND ($2::uuid IS NULL OR pa.patient_id > $2)
+  AND ($3::text IS NULL OR EXISTS (
+      SELECT 1 FROM directory.patient_local_ids l WHERE l.patient_id = pa.patient_id AND l.finess = $3))
+ORDER BY pa.patient_id LIMIT $4
+"""
+)
+RESOLVE_BY_LOCAL_IDENTIFIER = (
+    _PATIENT_VIEWS
+    + """  AND pa.patient_id = (
+      SELECT l.patient_id FROM directory.patient_local_ids l WHERE l.finess = $2 AND l.ipp = $3)
+"""
+)
+# An unrestricted caller resolves to the INS's first record (conflict records are the operators' to review).
+RESOLVE_BY_MATRICULE = (
+    _PATIENT_VIEWS
+    + """  AND pa.matricule = $2 AND ($3::text IS NULL OR pa.oid = $3)
+  AND ($1::text IS NOT NULL OR pa.conflicts_with IS NULL)
+ORDER BY pa.patient_id LIMIT 2
+"""
+)
+# The records of an INS the caller sees, its first record first.
+VISIBLE_INS_RECORDS = (
+    _PATIENT_VIEWS
+    + """  AND pa.oid = $2 AND pa.matricule = $3
+ORDER BY pa.conflicts_with IS NOT NULL, pa.create_time
+"""
+)
+# Whether establishment $2 is within the reach of a caller at $1 (the same establishment, or its GHT).
+IN_SCOPE = """
+SELECT EXISTS (
+    SELECT 1 FROM directory.establishments c JOIN directory.establishments e ON e.finess = $2
+    WHERE c.finess = $1 AND (e.finess = c.finess OR e.ght_id = c.ght_id)
+)
 """
 PATIENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM directory.patients WHERE patient_id = $1)"
 INSERT_PATIENT = """
 INSERT INTO directory.patients (patient_id, matricule, oid, birth_family_name, birth_given_names, birth_date,
     sex, birth_place_code, identity_status)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (oid, matricule) DO NOTHING
+ON CONFLICT (oid, matricule) WHERE conflicts_with IS NULL DO NOTHING
 RETURNING patient_id
 """
-GET_PATIENT_BY_INS = """
+INSERT_CONFLICTING_PATIENT = """
+INSERT INTO directory.patients (patient_id, matricule, oid, birth_family_name, birth_given_names, birth_date,
+    sex, birth_place_code, identity_status, conflicts_with)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+# Every record of an INS, its first record first.
+GET_INS_RECORDS = """
 SELECT patient_id, birth_family_name, birth_given_names, birth_date, sex, birth_place_code
 FROM directory.patients WHERE oid = $1 AND matricule = $2
+ORDER BY conflicts_with IS NOT NULL, create_time
+"""
+GET_PATIENT_INS = """
+SELECT patient_id, oid, matricule, birth_family_name, birth_given_names, birth_date, sex, birth_place_code
+FROM directory.patients WHERE patient_id = $1
 """
 UPDATE_PATIENT_STATUS = """
 UPDATE directory.patients SET identity_status = $2 WHERE patient_id = $1 RETURNING patient_id
 """
-# Local identifiers are part of the patient resource: linking one is an update of the patient.
-TOUCH_PATIENT = "UPDATE directory.patients SET update_time = now() WHERE patient_id = $1"
+# The status a caller's identity domain records ($2: the caller's FINESS).
+SET_DOMAIN_STATUS = f"""
+INSERT INTO directory.patient_domain_statuses (patient_id, domain, identity_status)
+SELECT $1, {_DOMAIN.format(e="e")}, $3 FROM directory.establishments e WHERE e.finess = $2
+ON CONFLICT (patient_id, domain) DO UPDATE SET identity_status = excluded.identity_status, update_time = now()
+"""
+TRANSACTION_TIME = "SELECT now()"
 INSERT_LOCAL_IDENTIFIER = """
 INSERT INTO directory.patient_local_ids (finess, ipp, patient_id) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING
@@ -221,21 +304,11 @@ RETURNING patient_id
 GET_LOCAL_IDENTIFIER_CONFLICTS = """
 SELECT ipp, patient_id FROM directory.patient_local_ids WHERE finess = $1 AND (ipp = $2 OR patient_id = $3)
 """
-RESOLVE_BY_LOCAL_IDENTIFIER = """
-SELECT pa.* FROM directory.patient_resources pa
-JOIN directory.patient_local_ids l ON l.patient_id = pa.patient_id
-WHERE l.finess = $1 AND l.ipp = $2
-"""
-RESOLVE_BY_MATRICULE = """
-SELECT * FROM directory.patient_resources
-WHERE matricule = $1 AND ($2::text IS NULL OR oid = $2)
-ORDER BY patient_id LIMIT 2
-"""
 
 LOCK_REQUEST = "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::uuid::text))"
-GET_IDEMPOTENT_RESPONSE = "SELECT method, response FROM directory.idempotency WHERE request_id = $1"
+GET_IDEMPOTENT_RESPONSE = "SELECT method, actor, response FROM directory.idempotency WHERE request_id = $1"
 INSERT_IDEMPOTENT_RESPONSE = """
-INSERT INTO directory.idempotency (request_id, method, response) VALUES ($1, $2, $3)
+INSERT INTO directory.idempotency (request_id, method, response, actor) VALUES ($1, $2, $3, $4)
 """
 
 CLAIM_SEED = "INSERT INTO directory.seeds (seed) VALUES ($1) ON CONFLICT DO NOTHING RETURNING seed"
@@ -336,12 +409,15 @@ _CONSTRAINT_ERRORS: dict[str, Callable[[], DomainError]] = {
 class PatientCreation:
     """What create_patient did."""
 
+    # The patient as the caller may see it.
     patient: directory_pb2.Patient
-    # False when the INS was already known: the existing patient is returned.
+    # False when an existing record of the INS is returned.
     created: bool
-    # False when the INS was known with other strict traits: an identity-vigilance alert for the caller to
-    # raise, never a silent overwrite of a possibly qualified identity.
-    traits_match: bool
+    # False when the caller sees the INS with other strict traits: an identity-vigilance alert for the caller
+    # to raise, never a silent overwrite of a possibly qualified identity.
+    traits_match: bool = True
+    # True when a conflict record was written (an INS known elsewhere with other strict traits).
+    conflict: bool = False
 
 
 class EstablishmentChanges(TypedDict, total=False):
@@ -448,7 +524,18 @@ def _expertise_offer(row: asyncpg.Record) -> directory_pb2.ExpertiseOffer:
     return offer
 
 
-def _patient(row: asyncpg.Record) -> directory_pb2.Patient:
+def _traits(row: Any) -> tuple[object, ...]:
+    return (
+        row["birth_family_name"],
+        row["birth_given_names"],
+        row["birth_date"],
+        row["sex"],
+        row["birth_place_code"],
+    )
+
+
+def _patient(row: Any, scoped: bool) -> directory_pb2.Patient:
+    """A row of _PATIENT_VIEWS as a resource; a `scoped` caller never learns of conflict records."""
     birth: date = row["birth_date"]
     qualified = row["identity_status"] == "IDENTITY_STATUS_QUALIFIED"
     patient = directory_pb2.Patient(
@@ -470,6 +557,8 @@ def _patient(row: asyncpg.Record) -> directory_pb2.Patient:
         create_time=_timestamp(row["create_time"]),
         update_time=_timestamp(row["update_time"]),
     )
+    if not scoped and row["conflicts_with"] is not None:
+        patient.identity_conflict = f"patients/{row['conflicts_with']}"
     # Set field by field rather than built as a google.type.Date: that module ships no type information.
     patient.ins.birth_date.year = birth.year
     patient.ins.birth_date.month = birth.month
@@ -870,13 +959,22 @@ class DirectoryStore:
         return _expertise_offer(row)
 
     # --- Patients ---
+    # `scope` is the caller's FINESS for a caller restricted to its GHT, None for an unrestricted one (see
+    # _PATIENT_VIEWS): reads return the patient as that caller may see it, None when it may not.
+
+    async def in_scope(self, scope: str | None, finess: str, *, tx: asyncpg.Connection | None = None) -> bool:
+        """Whether establishment `finess` is the caller's or in the caller's GHT (always, unrestricted)."""
+        if scope is None:
+            return True
+        async with self._read(tx) as conn:
+            return bool(await conn.fetchval(IN_SCOPE, scope, finess))
 
     async def get_patient(
-        self, patient_id: uuid.UUID, *, tx: asyncpg.Connection | None = None
+        self, patient_id: uuid.UUID, *, scope: str | None = None, tx: asyncpg.Connection | None = None
     ) -> directory_pb2.Patient | None:
         async with self._read(tx) as conn:
-            row = await conn.fetchrow(GET_PATIENT, patient_id)
-        return None if row is None else _patient(row)
+            row = await conn.fetchrow(GET_PATIENT, scope, patient_id)
+        return None if row is None else _patient(row, scoped=scope is not None)
 
     async def list_patients(
         self,
@@ -884,13 +982,14 @@ class DirectoryStore:
         after_uuid: uuid.UUID | None = None,
         finess: str | None = None,
         *,
+        scope: str | None = None,
         tx: asyncpg.Connection | None = None,
     ) -> tuple[list[directory_pb2.Patient], uuid.UUID | None]:
         """Patients known at an establishment (by FINESS), or all patients when `finess` is None."""
         async with self._read(tx) as conn:
-            rows = await conn.fetch(LIST_PATIENTS, after_uuid, finess, _limit(page_size))
+            rows = await conn.fetch(LIST_PATIENTS, scope, after_uuid, finess, _limit(page_size))
         page, next_key = _split_page(rows, page_size, "patient_id")
-        return [_patient(row) for row in page], next_key
+        return [_patient(row, scoped=scope is not None) for row in page], next_key
 
     async def create_patient(
         self,
@@ -905,65 +1004,158 @@ class DirectoryStore:
         identity_status: directory_pb2.IdentityStatus.ValueType,
         local_identifier: tuple[str, str] | None = None,
         patient_id: uuid.UUID | None = None,
+        scope: str | None = None,
         tx: asyncpg.Connection | None = None,
     ) -> PatientCreation:
-        """Creates the patient of an INS, or returns the patient that INS (oid, matricule) already names.
+        """Registers an INS identity for a caller, linking `local_identifier` (FINESS, IPP) in the same
+        transaction; `patient_id` is for loaders with stable ids (the demo seed).
 
-        `local_identifier` (FINESS, IPP) is linked in the same transaction, to a new or an existing patient.
-        `patient_id` is for loaders with stable ids (the demo seed); else a random UUID names the patient.
+        - A new INS: a new patient.
+        - An INS the caller sees: that patient (`traits_match` False when its strict traits differ: an
+          identity-vigilance alert for the caller, never a silent overwrite).
+        - An INS only other GHTs know (restricted caller): registered for the caller's GHT exactly as a new
+          one would be — the same record when the traits match (the INS is national), else a conflict record
+          for the hub's identity vigilance — and answered with only what the caller sent and its GHT's data.
         """
-        new_id = patient_id or uuid.uuid4()
         sex_name = Sex.Name(sex)
+        status_name = IdentityStatus.Name(identity_status)
         traits = (birth_family_name, birth_given_names, birth_date, sex_name, birth_place_code)
+        values = (matricule, oid, *traits[:3], sex_name, birth_place_code, status_name)
         async with self._write(tx) as conn:
-            inserted = await conn.fetchval(
-                INSERT_PATIENT,
-                new_id,
-                matricule,
-                oid,
-                birth_family_name,
-                birth_given_names,
-                birth_date,
-                sex_name,
-                birth_place_code,
-                IdentityStatus.Name(identity_status),
-            )
-            created = inserted is not None
-            traits_match = True
-            if not created:
-                existing = await conn.fetchrow(GET_PATIENT_BY_INS, oid, matricule)
-                new_id = existing["patient_id"]
-                traits_match = traits == (
-                    existing["birth_family_name"],
-                    existing["birth_given_names"],
-                    existing["birth_date"],
-                    existing["sex"],
-                    existing["birth_place_code"],
+            new_id = patient_id or uuid.uuid4()
+            if await conn.fetchval(INSERT_PATIENT, new_id, *values) is not None:
+                return await self._registered(
+                    conn, new_id, status_name, local_identifier, scope, created=True, conflict=False
+                )
+            if scope is None:
+                records = await conn.fetch(GET_INS_RECORDS, oid, matricule)
+                known = records[0]
+            else:
+                visible = await conn.fetch(VISIBLE_INS_RECORDS, scope, oid, matricule)
+                if not visible:
+                    return await self._register_known_elsewhere(
+                        conn, values, traits, status_name, local_identifier, scope
+                    )
+                known = visible[0]
+            if _traits(known) != traits:
+                found = await conn.fetchrow(GET_PATIENT, scope, known["patient_id"])
+                return PatientCreation(
+                    patient=_patient(found, scope is not None), created=False, traits_match=False
                 )
             if local_identifier is not None:
-                finess, ipp = local_identifier
-                await self._link(conn, new_id, finess, ipp)
-            row = await conn.fetchrow(GET_PATIENT, new_id)
-        return PatientCreation(patient=_patient(row), created=created, traits_match=traits_match)
+                await self._link(conn, known["patient_id"], *local_identifier)
+            row = await conn.fetchrow(GET_PATIENT, scope, known["patient_id"])
+        return PatientCreation(patient=_patient(row, scoped=scope is not None), created=False)
+
+    async def _register_known_elsewhere(
+        self,
+        conn: asyncpg.Connection,
+        values: tuple[object, ...],
+        traits: tuple[object, ...],
+        status_name: str,
+        local_identifier: tuple[str, str] | None,
+        scope: str,
+    ) -> PatientCreation:
+        matricule, oid = values[0], values[1]
+        records = await conn.fetch(GET_INS_RECORDS, oid, matricule)
+        same = next((r for r in records if _traits(r) == traits), None)
+        if same is not None:
+            return await self._registered(
+                conn, same["patient_id"], status_name, local_identifier, scope, created=False, conflict=False
+            )
+        conflict_id = uuid.uuid4()
+        await conn.execute(INSERT_CONFLICTING_PATIENT, conflict_id, *values, records[0]["patient_id"])
+        return await self._registered(
+            conn, conflict_id, status_name, local_identifier, scope, created=True, conflict=True
+        )
+
+    async def _registered(
+        self,
+        conn: asyncpg.Connection,
+        patient_id: uuid.UUID,
+        status_name: str,
+        local_identifier: tuple[str, str] | None,
+        scope: str | None,
+        *,
+        created: bool,
+        conflict: bool,
+    ) -> PatientCreation:
+        """The answer to a registration that brought the patient into the caller's reach (or created it)."""
+        if scope is not None:
+            await conn.execute(SET_DOMAIN_STATUS, patient_id, scope, status_name)
+        if local_identifier is not None:
+            await self._link(conn, patient_id, *local_identifier)
+        row = await conn.fetchrow(GET_PATIENT, scope, patient_id)
+        if row is None:
+            # Registered without a local identifier of the caller's GHT: the caller does not see the patient
+            # (nobody in its GHT knows it). Answer with what it sent, as of now, known elsewhere or not.
+            row = dict(await conn.fetchrow(GET_PATIENT, None, patient_id))
+            row.update(
+                identity_status=status_name,
+                create_time=await conn.fetchval(TRANSACTION_TIME),
+                local_finess=[],
+                local_ipps=[],
+            )
+            row["update_time"] = row["create_time"]
+        return PatientCreation(
+            patient=_patient(row, scoped=scope is not None), created=created, conflict=conflict
+        )
 
     async def update_patient_status(
         self,
         patient_id: uuid.UUID,
         status: directory_pb2.IdentityStatus.ValueType,
         *,
+        scope: str | None = None,
         tx: asyncpg.Connection | None = None,
     ) -> directory_pb2.Patient | None:
+        """Records the identity status: the caller's domain's (restricted), or the hub's (unrestricted).
+
+        None when no such patient, or the caller does not see it.
+        """
         async with self._write(tx) as conn:
-            updated = await conn.fetchval(UPDATE_PATIENT_STATUS, patient_id, IdentityStatus.Name(status))
-            if updated is None:
+            if await conn.fetchrow(GET_PATIENT, scope, patient_id) is None:
                 return None
-            row = await conn.fetchrow(GET_PATIENT, patient_id)
-        return _patient(row)
+            if scope is None:
+                await conn.execute(UPDATE_PATIENT_STATUS, patient_id, IdentityStatus.Name(status))
+            else:
+                await conn.execute(SET_DOMAIN_STATUS, patient_id, scope, IdentityStatus.Name(status))
+            row = await conn.fetchrow(GET_PATIENT, scope, patient_id)
+        return _patient(row, scoped=scope is not None)
+
+    async def ins_matches(
+        self,
+        patient_id: uuid.UUID,
+        *,
+        matricule: str,
+        oid: str,
+        birth_family_name: str,
+        birth_given_names: str,
+        birth_date: date,
+        sex: directory_pb2.Sex.ValueType,
+        birth_place_code: str,
+        tx: asyncpg.Connection | None = None,
+    ) -> bool:
+        """Whether `patient_id` is a record of exactly this INS identity (matricule, OID, strict traits)."""
+        async with self._read(tx) as conn:
+            row = await conn.fetchrow(GET_PATIENT_INS, patient_id)
+        if row is None:
+            return False
+        traits = (birth_family_name, birth_given_names, birth_date, Sex.Name(sex), birth_place_code)
+        return (row["matricule"], row["oid"]) == (matricule, oid) and _traits(row) == traits
 
     async def link_local_identifier(
-        self, patient_id: uuid.UUID, finess: str, ipp: str, *, tx: asyncpg.Connection | None = None
+        self,
+        patient_id: uuid.UUID,
+        finess: str,
+        ipp: str,
+        *,
+        scope: str | None = None,
+        domain_status: directory_pb2.IdentityStatus.ValueType | None = None,
+        tx: asyncpg.Connection | None = None,
     ) -> directory_pb2.Patient | None:
-        """Records that `finess` knows the patient as `ipp` (linking the same pair again is a no-op).
+        """Records that `finess` knows the patient as `ipp` (linking the same pair again is a no-op), and with
+        `domain_status` the status the caller's domain records; returns the patient as `scope` sees it.
 
         None when no such patient. Raises AlreadyExists LOCAL_IDENTIFIER_IN_USE (the IPP names another patient
         there) or PATIENT_HAS_LOCAL_IDENTIFIER (the establishment knows the patient under another IPP);
@@ -972,14 +1164,17 @@ class DirectoryStore:
         async with self._write(tx) as conn:
             if not await conn.fetchval(PATIENT_EXISTS, patient_id):
                 return None
+            if scope is not None and domain_status is not None:
+                await conn.execute(SET_DOMAIN_STATUS, patient_id, scope, IdentityStatus.Name(domain_status))
             await self._link(conn, patient_id, finess, ipp)
-            row = await conn.fetchrow(GET_PATIENT, patient_id)
-        return _patient(row)
+            row = await conn.fetchrow(GET_PATIENT, scope, patient_id)
+        return None if row is None else _patient(row, scoped=scope is not None)
 
     @staticmethod
     async def _link(conn: asyncpg.Connection, patient_id: uuid.UUID, finess: str, ipp: str) -> None:
+        # The link's own create_time is the patient's last change as every view computes it: the patient row
+        # is not touched, so that a link made in one GHT is not a change another GHT can observe.
         if await conn.fetchval(INSERT_LOCAL_IDENTIFIER, finess, ipp, patient_id) is not None:
-            await conn.execute(TOUCH_PATIENT, patient_id)
             return
         for row in await conn.fetch(GET_LOCAL_IDENTIFIER_CONFLICTS, finess, ipp, patient_id):
             if row["ipp"] == ipp and row["patient_id"] != patient_id:
@@ -989,35 +1184,46 @@ class DirectoryStore:
         # The same (establishment, IPP, patient) was already recorded: nothing to do.
 
     async def resolve_by_local_identifier(
-        self, finess: str, ipp: str, *, tx: asyncpg.Connection | None = None
+        self, finess: str, ipp: str, *, scope: str | None = None, tx: asyncpg.Connection | None = None
     ) -> directory_pb2.Patient | None:
         async with self._read(tx) as conn:
-            row = await conn.fetchrow(RESOLVE_BY_LOCAL_IDENTIFIER, finess, ipp)
-        return None if row is None else _patient(row)
+            row = await conn.fetchrow(RESOLVE_BY_LOCAL_IDENTIFIER, scope, finess, ipp)
+        return None if row is None else _patient(row, scoped=scope is not None)
 
     async def resolve_by_matricule(
-        self, matricule: str, oid: str | None = None, *, tx: asyncpg.Connection | None = None
+        self,
+        matricule: str,
+        oid: str | None = None,
+        *,
+        scope: str | None = None,
+        tx: asyncpg.Connection | None = None,
     ) -> directory_pb2.Patient | None:
-        """The patient of a matricule (in the OID's domain when given).
+        """The patient of a matricule (in the OID's domain when given) among those the caller sees.
 
-        Raises FailedPrecondition AMBIGUOUS_MATRICULE when the matricule is known in two domains (e.g. an
-        INS-NIR and a test NIR) and no OID says which.
+        Raises FailedPrecondition AMBIGUOUS_MATRICULE when the caller sees the matricule in two records (e.g.
+        an INS-NIR and a test NIR) and no OID says which.
         """
         async with self._read(tx) as conn:
-            rows = await conn.fetch(RESOLVE_BY_MATRICULE, matricule, oid)
+            rows = await conn.fetch(RESOLVE_BY_MATRICULE, scope, matricule, oid)
         if len(rows) > 1:
             raise FailedPrecondition("AMBIGUOUS_MATRICULE", "the matricule is known in several INS domains")
-        return _patient(rows[0]) if rows else None
+        return _patient(rows[0], scoped=scope is not None) if rows else None
 
     # --- Idempotency and loaders ---
 
     async def idempotent_response(
-        self, request_id: uuid.UUID | str, method: str, *, tx: asyncpg.Connection | None = None
+        self,
+        request_id: uuid.UUID | str,
+        method: str,
+        *,
+        actor: str = "",
+        tx: asyncpg.Connection | None = None,
     ) -> bytes | None:
         """The response recorded for `request_id`, or None when the request has not been done yet.
 
         Given `tx`, first waits for any concurrent transaction handling the same request id (see the module
-        docstring). Raises FailedPrecondition REQUEST_ID_REUSED when the id was used for another method.
+        docstring). Raises FailedPrecondition REQUEST_ID_REUSED when the id was used for another method or by
+        another actor (a response is the answer to its caller: nobody else gets it replayed).
         """
         async with self._read(tx) as conn:
             if tx is not None:
@@ -1031,10 +1237,20 @@ class DirectoryStore:
                 "this request_id was already used for another method",
                 {"method": row["method"]},
             )
+        if row["actor"] != actor:
+            raise FailedPrecondition(
+                "REQUEST_ID_REUSED", "this request_id was already used by another caller"
+            )
         return bytes(row["response"])
 
     async def store_idempotent_response(
-        self, tx: asyncpg.Connection | None, request_id: uuid.UUID | str, method: str, payload: bytes
+        self,
+        tx: asyncpg.Connection | None,
+        request_id: uuid.UUID | str,
+        method: str,
+        payload: bytes,
+        *,
+        actor: str = "",
     ) -> None:
         """Records the response of `request_id`, in `tx` (the write's transaction) when given.
 
@@ -1042,7 +1258,7 @@ class DirectoryStore:
         lock that `idempotent_response(..., tx=tx)` takes).
         """
         async with self._write(tx) as conn:
-            await conn.execute(INSERT_IDEMPOTENT_RESPONSE, request_id, method, payload)
+            await conn.execute(INSERT_IDEMPOTENT_RESPONSE, request_id, method, payload, actor)
 
     async def claim_seed(self, seed: str, *, tx: asyncpg.Connection) -> bool:
         """Marks data set `seed` as loaded in `tx`; False if it already was (waits for a concurrent load)."""

@@ -4,6 +4,14 @@ Hospital systems present a client certificate whose CN is their FINESS; Parcours
 hub-issued certificate whose CN is `parcours-<component>`. The acting practitioner is named by a signed
 bearer token shaped like a Pro Santé Connect access token (see services/kit/tokens.py). Handlers read one
 `Principal` with `current_principal()`.
+
+Delegation. A Parcours component serving a caller asks another service *on that caller's behalf* by naming
+the caller's establishment (and practitioner) in call metadata (`x-parcours-acting-establishment`,
+`x-parcours-acting-practitioner`; `services.kit.directory.acting_metadata` writes them). Those headers are
+honoured only from a component certificate without a token (the component vouches for a caller it has
+already authenticated and bound to its establishment); from anyone else they are ignored. The principal is
+then `delegated`: it names the acting establishment and practitioner, keeps ROLE_HUB_SERVICE (so the audit
+log shows the call came through the hub) and is scoped like the caller it stands for, never like the hub.
 """
 
 from __future__ import annotations
@@ -21,7 +29,11 @@ from services.kit.tokens import TokenVerifier, VerifiedToken, bearer_token
 Role = options_pb2.Role
 
 FINESS_RE = re.compile(r"^(?:[0-9]{2}|2[AB])[0-9]{7}$")
+RPPS_RE = re.compile(r"^[0-9]{11}$")
 COMPONENT_PREFIX = "parcours-"
+# Call metadata by which a component names the caller it acts for (see the module docstring).
+ACTING_ESTABLISHMENT_HEADER = "x-parcours-acting-establishment"
+ACTING_PRACTITIONER_HEADER = "x-parcours-acting-practitioner"
 
 _TOKEN_ROLES: Mapping[str, int] = {
     "hub_operator": options_pb2.ROLE_HUB_OPERATOR,
@@ -47,6 +59,8 @@ class Principal:
     roles: frozenset[int]  # parcours.options.v1.Role values
     # ARS region code for an ARS officer.
     region: str | None = None
+    # A component acting for the establishment (and practitioner) above, named in its call metadata.
+    delegated: bool = False
 
     def has_any(self, roles: Iterable[int]) -> bool:
         return bool(self.roles.intersection(roles))
@@ -129,6 +143,9 @@ class Authenticator:
         raw = None if authorization is None else bearer_token(authorization)
         if raw is None:
             if peer.component:
+                delegated = _delegation(peer.component, metadata)
+                if delegated is not None:
+                    return delegated
                 # A Parcours component acting on its own behalf (a workflow worker recording a charge).
                 roles: set[int] = {options_pb2.ROLE_HUB_SERVICE}
                 if self._insecure and peer.component == "dev":
@@ -161,3 +178,35 @@ class Authenticator:
             roles=frozenset(roles),
             region=token.region,
         )
+
+
+def _delegation(component: str, metadata: Mapping[str, str]) -> Principal | None:
+    """The principal of a component acting for the caller its metadata names; None when it names none."""
+    establishment = metadata.get(ACTING_ESTABLISHMENT_HEADER)
+    practitioner = metadata.get(ACTING_PRACTITIONER_HEADER, "")
+    if establishment is None:
+        if practitioner:
+            raise Unauthenticated(
+                "DELEGATION_MALFORMED", "an acting practitioner is named only with their establishment"
+            )
+        return None
+    if not (
+        establishment.startswith("establishments/")
+        and FINESS_RE.match(establishment.removeprefix("establishments/"))
+        and (not practitioner or RPPS_RE.match(practitioner.removeprefix("practitioners/")))
+        and (not practitioner or practitioner.startswith("practitioners/"))
+    ):
+        raise Unauthenticated(
+            "DELEGATION_MALFORMED",
+            "acting metadata must name establishments/{finess} and optionally practitioners/{rpps}",
+        )
+    return Principal(
+        establishment=establishment,
+        component=component,
+        practitioner=practitioner,
+        subject="",
+        profession=None,
+        specialty=None,
+        roles=frozenset({options_pb2.ROLE_HUB_SERVICE}),
+        delegated=True,
+    )

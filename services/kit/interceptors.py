@@ -7,7 +7,10 @@
 3. `AuditInterceptor` — for methods whose policy says `patient_data`, appends an audit record with the
    outcome, including refusals.
 4. `AuthorizationInterceptor` — the method's roles (from its proto `access` option) → PERMISSION_DENIED.
-5. `ValidationInterceptor` — the request's protovalidate rules → INVALID_ARGUMENT naming each field.
+5. `PracticeInterceptor` — for services that declare it: a practitioner's token presented through an
+   establishment where they do not practise → PERMISSION_DENIED `PRACTITIONER_NOT_AT_ESTABLISHMENT`, for every
+   method (the binding is a property of the credentials, not of the method), before the request is looked at.
+6. `ValidationInterceptor` — the request's protovalidate rules → INVALID_ARGUMENT naming each field.
 
 OpenTelemetry's own server interceptor runs before all of them, so every span and log line carries the
 trace. The policies come from the proto method options, so the contract and the check are one thing; a
@@ -35,6 +38,7 @@ from parcours.options.v1 import options_pb2
 
 from services.kit import audit
 from services.kit.auth import Authenticator, Principal, current_principal, reset_principal, set_principal
+from services.kit.directory import PracticeBinding
 from services.kit.errors import (
     ERROR_DOMAIN,
     DomainError,
@@ -337,7 +341,27 @@ class AuthorizationInterceptor(_UnaryInterceptor):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 5. validation
+# 5. token binding
+
+
+class PracticeInterceptor(_UnaryInterceptor):
+    """Runs the token-binding check of the services that declare one (by full service name)."""
+
+    def __init__(self, bindings: Mapping[str, PracticeBinding]) -> None:
+        super().__init__()
+        self._bindings = dict(bindings)
+
+    async def around(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    ) -> Any:
+        binding = self._bindings.get(info.service)
+        if binding is not None:
+            await binding.check(current_principal())
+        return await call_next(request, context)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. validation
 
 
 def _field_path(violation: protovalidate.Violation) -> str:
@@ -372,13 +396,17 @@ class ValidationInterceptor(_UnaryInterceptor):
 
 
 def kit_interceptors(
-    authenticator: Authenticator, audit_log: audit.AuditLog
+    authenticator: Authenticator,
+    audit_log: audit.AuditLog,
+    practice: Mapping[str, PracticeBinding] | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The kit's interceptors in order (outermost first), after OpenTelemetry's."""
+    """The kit's interceptors in order (outermost first), after OpenTelemetry's; `practice` maps full
+    service names to the token-binding check their calls go through."""
     return [
         ErrorInterceptor(),
         AuthenticationInterceptor(authenticator),
         AuditInterceptor(audit_log),
         AuthorizationInterceptor(),
+        PracticeInterceptor(practice or {}),
         ValidationInterceptor(),
     ]

@@ -26,6 +26,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 from services.kit.audit import AuditLog
 from services.kit.auth import Authenticator
 from services.kit.db import open_pool
+from services.kit.directory import PracticeBinding
 from services.kit.interceptors import kit_interceptors, require_policies
 from services.kit.pagination import PageTokenInterceptor, PageTokens
 from services.kit.settings import KitSettings, page_token_key_bytes
@@ -38,10 +39,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """A servicer to expose: its full proto service name and the generated `add_..._to_server`."""
+    """A servicer to expose: its full proto service name and the generated `add_..._to_server`; with
+    `practice`, every call to it first passes the token-binding check (services.kit.directory)."""
 
     name: str
     add: Callable[[grpc.aio.Server], None]
+    practice: PracticeBinding | None = None
 
 
 @dataclass
@@ -167,7 +170,11 @@ async def build_server(
     audit_log = AuditLog(pool, settings.component)
     interceptors = [
         UnaryOnly(aio_server_interceptor()),
-        *kit_interceptors(build_authenticator(settings), audit_log),
+        *kit_interceptors(
+            build_authenticator(settings),
+            audit_log,
+            {s.name: s.practice for s in services if s.practice is not None},
+        ),
         PageTokenInterceptor(page_tokens(settings)),
     ]
     server = grpc.aio.server(interceptors=interceptors)

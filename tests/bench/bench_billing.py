@@ -89,15 +89,25 @@ async def closed_loop(name: str, call: Callable[[int], Awaitable[object]]) -> Me
     )
 
 
-def start_server(env: BenchEnv) -> tuple[subprocess.Popen[bytes], str, object]:
+def start_process(
+    env: BenchEnv, component: str, extra: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str, object]:
+    """`python -m services.<component>` on a free port, with its own certificate; (process, address, log)."""
     port = free_port()
-    log_file = env.work_dir / "billing.log"
-    child_env = process_env(
-        env.pki, "billing", component="billing", database_url=env.database_url, billing_grpc_port=port
-    )
+    log_file = env.work_dir / f"{component}.log"
+    child_env = {
+        **process_env(
+            env.pki,
+            component,
+            component=component,
+            database_url=env.database_url,
+            **{f"{component}_grpc_port": port},
+        ),
+        **extra,
+    }
     log = log_file.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.billing"],
+        [sys.executable, "-m", f"services.{component}"],
         env=child_env,
         cwd=repo_root(),
         stdin=subprocess.DEVNULL,
@@ -158,7 +168,10 @@ def table(rows: list[Measurement], ratios: dict[str, float]) -> str:
 
 
 async def main(env: BenchEnv) -> None:
-    process, address, log = start_server(env)
+    # Billing serves once its directory channel is up; the bench calls as the hub, so the directory (asked
+    # only on behalf of other callers) is never on the measured path.
+    directory, directory_address, directory_log = start_process(env, "directory", {})
+    process, address, log = start_process(env, "billing", {"PARCOURS_DIRECTORY_ADDRESS": directory_address})
     channel = component_channel(env.pki, address, "workflows")
     try:
         await wait_serving(channel, process, env)
@@ -193,12 +206,13 @@ async def main(env: BenchEnv) -> None:
         record_m = await closed_loop("RecordAct (téléconsultation, audited)", record)
     finally:
         await channel.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()  # type: ignore[attr-defined]
+        for child, child_log in [(process, log), (directory, directory_log)]:
+            child.terminate()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            child_log.close()  # type: ignore[attr-defined]
     ratios = {
         "QuoteAct / echo ceiling": round(quote_m.per_second / echo_m.per_second, 3),
         "RecordAct / INSERT ceiling": round(record_m.per_second / insert_m.per_second, 3),

@@ -389,7 +389,9 @@ async def main(env: BenchEnv) -> None:
     try:
         directory = spawn(env, "directory", "services.directory", "directory", {})
         children.append(directory)
-        billing = spawn(env, "billing", "services.billing", "billing", {})
+        billing = spawn(
+            env, "billing", "services.billing", "billing", {"PARCOURS_DIRECTORY_ADDRESS": directory.address}
+        )
         children.append(billing)
         await wait_serving(env, directory)
         await wait_serving(env, billing)

@@ -3,17 +3,20 @@ so the catalog data file is loaded), plus the contract-policy rows the tests rel
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 
 import asyncpg
 import pytest
 from parcours.billing.v1 import billing_pb2_grpc
+from parcours.directory.v1 import directory_pb2_grpc
 
 from services.billing.contracts import ActivityKind, Requirement, TableContractPolicy
 from services.kit.pki import DevPki
 from tests.billing.builders import CARDIO_OPERATOR, GP_PACA, PACA
-from tests.support import component_channel, establishment_channel, kit_settings
+from tests.conftest import Minter
+from tests.directory.builders import register
+from tests.support import LOIRE, bearer, component_channel, establishment_channel, kit_settings
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +51,15 @@ async def contract_policies(pool: asyncpg.Pool) -> None:
 
 @pytest.fixture(scope="session")
 async def billing_address(
-    pki: DevPki, database_url: str, pool: asyncpg.Pool, contract_policies: None
+    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str, contract_policies: None
 ) -> AsyncIterator[str]:
     """A running billing service (mTLS, tokens, audit); its address."""
     from services.billing.server import build
     from services.billing.settings import BillingSettings
 
-    settings = BillingSettings(**kit_settings(pki, database_url, "billing"))  # type: ignore[arg-type]
+    settings = BillingSettings(
+        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
+    )
     kit = await build(settings, pool)
     await kit.start()
     await kit.set_serving(True)
@@ -72,3 +77,18 @@ async def hub(pki: DevPki, billing_address: str) -> billing_pb2_grpc.BillingServ
 
 def establishment_stub(pki: DevPki, address: str, finess: str) -> billing_pb2_grpc.BillingServiceStub:
     return billing_pb2_grpc.BillingServiceStub(establishment_channel(pki, address, finess))
+
+
+PatientFactory = Callable[[str], Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+async def known_at(pki: DevPki, directory_address: str, mint: Minter) -> PatientFactory:
+    """known_at(finess) → `patients/{id}` of a fresh patient known (an IPP) at that establishment only."""
+    directory = directory_pb2_grpc.DirectoryServiceStub(establishment_channel(pki, directory_address, LOIRE))
+    operator = bearer(mint(staff="ops-billing-tests", roles=["hub_operator"]))
+
+    async def create(finess: str) -> str:
+        return str((await register(directory, operator, finess)).name)
+
+    return create

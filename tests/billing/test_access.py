@@ -24,7 +24,7 @@ from tests.billing.builders import (
     teleconsultation,
     teleexpertise,
 )
-from tests.billing.conftest import establishment_stub
+from tests.billing.conftest import PatientFactory, establishment_stub
 from tests.conftest import Minter
 from tests.support import DAUPHINE, LOIRE, bearer, request_id
 from tests.support.calls import call, details
@@ -198,19 +198,18 @@ async def test_paging_through_a_patients_charges(
 
 
 async def test_a_practitioner_records_acts_they_take_part_in(
-    loire: billing_pb2_grpc.BillingServiceStub, mint: Minter
+    loire: billing_pb2_grpc.BillingServiceStub, mint: Minter, known_at: PatientFactory
 ) -> None:
     me = bearer(mint(rpps=GP))
-    reply = await loire.RecordAct(
-        record(teleconsultation(paris("2025-08-06 10:00")), new_patient()), metadata=me
-    )
+    patient = await known_at(LOIRE)
+    reply = await loire.RecordAct(record(teleconsultation(paris("2025-08-06 10:00")), patient), metadata=me)
     assert [c.code for c in reply.charges] == ["TCG"]
     someone_else = teleconsultation(paris("2025-08-06 11:00"), gp(GP_OPTAM, p.CONVENTION_SECTOR_2_OPTAM))
-    error = await call(loire.RecordAct(record(someone_else, new_patient()), metadata=me))
+    error = await call(loire.RecordAct(record(someone_else, patient), metadata=me))
     assert details(error)[0].reason == "NOT_A_PARTICIPANT"  # type: ignore[union-attr]
     elsewhere = teleconsultation(paris("2025-08-06 12:00"))
     elsewhere.establishment = f"establishments/{DAUPHINE}"
-    error = await call(loire.RecordAct(record(elsewhere, new_patient()), metadata=me))
+    error = await call(loire.RecordAct(record(elsewhere, patient), metadata=me))
     assert details(error)[0].reason == "ESTABLISHMENT_NOT_CALLER"  # type: ignore[union-attr]
 
 

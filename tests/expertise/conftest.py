@@ -65,12 +65,16 @@ async def temporal_client(temporal: TemporalHandle) -> Client:
 
 
 @pytest.fixture(scope="session")
-async def billing_service(pki: DevPki, database_url: str, pool: asyncpg.Pool) -> AsyncIterator[str]:
+async def billing_service(
+    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str
+) -> AsyncIterator[str]:
     """The real billing service, in-process; its address."""
     from services.billing.server import build as build_billing
     from services.billing.settings import BillingSettings
 
-    settings = BillingSettings(**kit_settings(pki, database_url, "billing"))  # type: ignore[arg-type]
+    settings = BillingSettings(
+        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
+    )
     kit = await build_billing(settings, pool)
     await kit.start()
     await kit.set_serving(True)

@@ -27,6 +27,7 @@ from services.expertise.models import (
     CancelInput,
     CaseInput,
     ProjectionWrite,
+    RoutedQuery,
     Tier,
     Timeline,
 )
@@ -204,6 +205,8 @@ async def test_the_deadline_while_the_expert_waits_for_an_answer(
         handle = await skipping.client.start_workflow(
             TeleexpertiseWorkflow.run, case, id=f"teleexpertise-{case.case_id}", task_queue=task_queue
         )
+        # As the service does: the first change waits for the case's first routing (else NOT_ROUTED).
+        await handle.execute_update(TeleexpertiseWorkflow.routed, RoutedQuery())
         await handle.execute_update(
             TeleexpertiseWorkflow.accept,
             AcceptInput(request_id=str(uuid.uuid4()), actor=expert, establishment="establishments/420000017"),
