@@ -136,9 +136,8 @@ def act_from_request(given: billing_pb2.Act, patient: str, catalog: Catalog) -> 
     act_type = _enum_name(billing_pb2.ActType, given.type)
     region = given.region.removeprefix("regions/")
     if given.overseas != (region in rules.DROM_REGIONS):
-        violations.append(
-            FieldViolation("act.overseas", f"must be {region in rules.DROM_REGIONS} for region {region}")
-        )
+        expected = "true" if region in rules.DROM_REGIONS else "false"  # as the field is spelt in proto JSON
+        violations.append(FieldViolation("act.overseas", f"must be {expected} for region {region}"))
     performer = _participant(given.performer, "act.performer", given, violations)
     requester = assistant = None
     if given.HasField("requester"):
