@@ -464,6 +464,18 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     # --- catalog ---
 
+    async def ListCatalogs(
+        self, request: billing_pb2.ListCatalogsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ListCatalogsResponse:
+        # One catalog today, so every page is the last; the token is still checked like any other.
+        after = decode_token(request.page_token, {})
+        catalog = await self._catalog.get()
+        found = billing_pb2.Catalog(name=f"catalogs/{catalog.catalog}", version=catalog.version)
+        if catalog.loaded_at is not None:
+            found.load_time.CopyFrom(timestamp(catalog.loaded_at))
+        page = [found] if after is None or found.name > after else []
+        return billing_pb2.ListCatalogsResponse(catalogs=page)
+
     async def GetCatalog(
         self, request: billing_pb2.GetCatalogRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.GetCatalogResponse:
