@@ -19,12 +19,14 @@ import contextvars
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+
+from services.kit.fhir import establishment_identifier, practitioner_identifier
 
 GENESIS = bytes(32)
 
@@ -298,9 +300,6 @@ async def _verify_chain(
     return result
 
 
-# National identifier systems (ANS): IDNPS for health professionals ("8" + RPPS), IDNST for structures.
-IDNPS = "urn:oid:1.2.250.1.71.4.2.1"
-IDNST = "urn:oid:1.2.250.1.71.4.2.2"
 _FHIR_OUTCOME = {
     "OK": "0",
     "INVALID_ARGUMENT": "4",
@@ -313,27 +312,30 @@ _FHIR_OUTCOME = {
 }
 
 
+def _who(name: str, prefix: str, identifier: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """An agent's `who`: its national identifier, or its name as recorded when it is not one (a component)."""
+    if name.startswith(prefix):
+        with contextlib.suppress(ValueError):
+            return {"identifier": identifier(name)}
+    return {"display": name}
+
+
 def fhir_audit_event(row: Mapping[str, Any]) -> dict[str, Any]:
     """A FHIR R4 AuditEvent for one audit row."""
     agents: list[dict[str, Any]] = []
     practitioner = str(row["practitioner"])
-    if practitioner.startswith("practitioners/"):
-        rpps = practitioner.removeprefix("practitioners/")
-        agents.append({"who": {"identifier": {"system": IDNPS, "value": f"8{rpps}"}}, "requestor": True})
-    elif practitioner:
-        agents.append({"who": {"display": practitioner}, "requestor": True})
+    if practitioner:
+        agents.append(
+            {"who": _who(practitioner, "practitioners/", practitioner_identifier), "requestor": True}
+        )
     establishment = str(row["establishment"])
-    if establishment.startswith("establishments/"):
+    if establishment:
         agents.append(
             {
-                "who": {
-                    "identifier": {"system": IDNST, "value": establishment.removeprefix("establishments/")}
-                },
+                "who": _who(establishment, "establishments/", establishment_identifier),
                 "requestor": not practitioner,
             }
         )
-    elif establishment:
-        agents.append({"who": {"display": establishment}, "requestor": not practitioner})
     entities: list[dict[str, Any]] = []
     if row["patient"]:
         entities.append(
