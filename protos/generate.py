@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import google.rpc
@@ -66,8 +67,9 @@ def _our_protos() -> list[str]:
     return sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
 
 
-def build_image(protos: Path, out: Path) -> None:
-    """The image of the protos under `protos` (ours, or an older commit's for `buf breaking`)."""
+def build_image(protos: Path, out: Path, extra: Sequence[str] = ()) -> None:
+    """The image of the protos under `protos` (ours, or an older commit's for `buf breaking`), with every
+    import and source info; `extra` adds files of the include path (e.g. google/rpc/error_details.proto)."""
     if not VALIDATE_SET.exists():
         _write_validate_descriptor_set()
     sources = sorted(str(p.relative_to(protos)) for p in protos.rglob("*.proto"))
@@ -77,6 +79,7 @@ def build_image(protos: Path, out: Path) -> None:
         "--include_source_info",
         f"--descriptor_set_out={out}",
         *sources,
+        *extra,
         proto_path=protos,
     )
 
@@ -99,7 +102,17 @@ def _protoc(*args: str, proto_path: Path = PROTOS) -> None:
     subprocess.run(cmd, check=True)
 
 
+# What a client in another language needs besides our API: the error details our errors carry.
+SDK_EXTRA = ("google/rpc/status.proto", "google/rpc/error_details.proto")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["sdk"]:
+        # `make sdk`: the self-contained FileDescriptorSet of the client bundle.
+        out = Path(sys.argv[2])
+        build_image(PROTOS, out, SDK_EXTRA)
+        print(f"wrote {out}")
+        return
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)

