@@ -80,75 +80,75 @@ async def hub(
     await asyncio.to_thread(apply_all, url)
     own = await asyncpg.create_pool(url, min_size=1, max_size=20)
     assert own is not None
-    await seed_demo(own)
-    client = await connect_client(
-        TemporalSettings(temporal_address=hub_temporal.address, payload_keys=PAYLOAD_KEYS)
-    )
-    temporal = {"temporal_address": hub_temporal.address, "payload_keys": PAYLOAD_KEYS}
-    async with AsyncExitStack() as exits:
+    try:
+        await seed_demo(own)
+        client = await connect_client(
+            TemporalSettings(temporal_address=hub_temporal.address, payload_keys=PAYLOAD_KEYS)
+        )
+        temporal = {"temporal_address": hub_temporal.address, "payload_keys": PAYLOAD_KEYS}
+        async with AsyncExitStack() as exits:
 
-        async def serving(kit: object) -> str:
-            await kit.start()  # type: ignore[attr-defined]
-            await kit.set_serving(True)  # type: ignore[attr-defined]
-            exits.push_async_callback(kit.stop, 0.5)  # type: ignore[attr-defined]
-            return f"127.0.0.1:{kit.port}"  # type: ignore[attr-defined]
+            async def serving(kit: object) -> str:
+                await kit.start()  # type: ignore[attr-defined]
+                await kit.set_serving(True)  # type: ignore[attr-defined]
+                exits.push_async_callback(kit.stop, 0.5)  # type: ignore[attr-defined]
+                return f"127.0.0.1:{kit.port}"  # type: ignore[attr-defined]
 
-        directory = await serving(
-            await build_directory(DirectorySettings(**kit_settings(pki, url, "directory")), own)  # type: ignore[arg-type]
-        )
-        billing = await serving(
-            await build_billing(BillingSettings(**kit_settings(pki, url, "billing")), own)  # type: ignore[arg-type]
-        )
-        scheduling_settings = SchedulingSettings(
-            **kit_settings(pki, url, "scheduling"),  # type: ignore[arg-type]
-            **temporal,
-            directory_address=directory,
-            relay_poll_seconds=0.5,
-            directory_cache_seconds=0.0,
-        )
-        scheduling_directory = open_channel(scheduling_settings, directory)
-        exits.push_async_callback(scheduling_directory.close)
-        runtime = await build_scheduling(
-            scheduling_settings, own, temporal=client, directory=scheduling_directory
-        )
-        await runtime.start()
-        exits.push_async_callback(runtime.stop, 0.5)
-        task_queue = f"teleexpertise-integrator-{uuid.uuid4()}"
-        expertise_settings = ExpertiseSettings(
-            **kit_settings(pki, url, "expertise"),  # type: ignore[arg-type]
-            **temporal,
-            directory_address=directory,
-            teleexpertise_task_queue=task_queue,
-        )
-        expertise_directory = open_channel(expertise_settings, directory)
-        exits.push_async_callback(expertise_directory.close)
-        expertise = await serving(
-            await build_expertise(expertise_settings, own, temporal=client, directory=expertise_directory)
-        )
-        channels = [
-            component_channel(pki, directory, "workflows"),
-            component_channel(pki, billing, "workflows"),
-            component_channel(pki, directory, "workflows"),
-            component_channel(pki, billing, "workflows"),
-        ]
-        for channel in channels:
-            exits.push_async_callback(channel.close)
-        await exits.enter_async_context(
-            teleconsultation_worker(client, own, directory=channels[0], billing=channels[1])
-        )
-        worker_settings = TeleexpertiseWorkerSettings(
-            **kit_settings(pki, url, "workflows"),  # type: ignore[arg-type]
-            **temporal,
-            directory_address=directory,
-            billing_address=billing,
-            teleexpertise_task_queue=task_queue,
-        )
-        await exits.enter_async_context(
-            build_teleexpertise_worker(
-                worker_settings, client, own, directory=channels[2], billing=channels[3]
+            directory = await serving(
+                await build_directory(DirectorySettings(**kit_settings(pki, url, "directory")), own)  # type: ignore[arg-type]
             )
-        )
-        try:
+            billing = await serving(
+                await build_billing(BillingSettings(**kit_settings(pki, url, "billing")), own)  # type: ignore[arg-type]
+            )
+            scheduling_settings = SchedulingSettings(
+                **kit_settings(pki, url, "scheduling"),  # type: ignore[arg-type]
+                **temporal,
+                directory_address=directory,
+                relay_poll_seconds=0.5,
+                directory_cache_seconds=0.0,
+            )
+            scheduling_directory = open_channel(scheduling_settings, directory)
+            exits.push_async_callback(scheduling_directory.close)
+            runtime = await build_scheduling(
+                scheduling_settings, own, temporal=client, directory=scheduling_directory
+            )
+            await runtime.start()
+            exits.push_async_callback(runtime.stop, 0.5)
+            task_queue = f"teleexpertise-integrator-{uuid.uuid4()}"
+            expertise_settings = ExpertiseSettings(
+                **kit_settings(pki, url, "expertise"),  # type: ignore[arg-type]
+                **temporal,
+                directory_address=directory,
+                teleexpertise_task_queue=task_queue,
+            )
+            expertise_directory = open_channel(expertise_settings, directory)
+            exits.push_async_callback(expertise_directory.close)
+            expertise = await serving(
+                await build_expertise(expertise_settings, own, temporal=client, directory=expertise_directory)
+            )
+            channels = [
+                component_channel(pki, directory, "workflows"),
+                component_channel(pki, billing, "workflows"),
+                component_channel(pki, directory, "workflows"),
+                component_channel(pki, billing, "workflows"),
+            ]
+            for channel in channels:
+                exits.push_async_callback(channel.close)
+            await exits.enter_async_context(
+                teleconsultation_worker(client, own, directory=channels[0], billing=channels[1])
+            )
+            worker_settings = TeleexpertiseWorkerSettings(
+                **kit_settings(pki, url, "workflows"),  # type: ignore[arg-type]
+                **temporal,
+                directory_address=directory,
+                billing_address=billing,
+                teleexpertise_task_queue=task_queue,
+            )
+            await exits.enter_async_context(
+                build_teleexpertise_worker(
+                    worker_settings, client, own, directory=channels[2], billing=channels[3]
+                )
+            )
             yield Hub(
                 pki=pki,
                 database_url=url,
@@ -160,10 +160,9 @@ async def hub(
                 expertise=expertise,
                 expertise_task_queue=task_queue,
             )
-        finally:
-            await exits.aclose()
-            await own.close()
-            await pool.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await own.close()
+        await pool.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def tool(path: str) -> Path:
