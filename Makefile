@@ -9,15 +9,28 @@ STAMP := $(VENV)/.installed
 GEN_STAMP := build/gen/.stamp
 BUF := build/node/node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto')
+# The port `make run` gives the Temporal Web UI (services/devstack: PORT_DEFAULTS).
+TEMPORAL_UI_PORT := $(or $(PARCOURS_TEMPORAL_UI_PORT),8233)
+# npm installs stay under build/, pinned by the committed package-lock.json, with their cache.
+NPM := npm --silent --no-audit --no-fund --cache $(CURDIR)/build/npm-cache
+SDK := build/sdk/node
+SDK_MODULES := $(SDK)/node_modules/.installed
+SDK_STAMP := $(SDK)/.built
+SDK_SOURCES := $(wildcard sdk/node/*.js sdk/node/*.ts sdk/node/*.json sdk/node/*.yaml sdk/node/*.md sdk/node/examples/*)
+# FHIR R4 validation (tests) needs fhir.resources 6.x, which needs pydantic 1: a venv of its own.
+FHIR_R4 := build/fhir-r4
+FHIR_R4_STAMP := $(FHIR_R4)/.installed
 
-.PHONY: run test lint protos bench lock clean help
+.PHONY: run test lint protos sdk bench lock clean help
 
 help:
-	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :8233, every service) with demo data"
+	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :$(TEMPORAL_UI_PORT), every service) with demo data"
 	@echo "make test     run the whole test suite against its own PostgreSQL and Temporal"
-	@echo "make lint     ruff, mypy --strict, buf lint"
+	@echo "make lint     ruff, mypy --strict, buf lint, buf breaking against the previous commit"
 	@echo "make protos   generate the Python code of protos/ into build/gen/python"
+	@echo "make sdk      the client bundle: build/sdk/node (typed Node package) and its parcours.binpb"
 	@echo "make bench    run the benchmarks"
+	@echo "make lock     re-lock the Python dependencies (requirements.lock)"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,16 +49,40 @@ protos: $(GEN_STAMP)
 run: $(GEN_STAMP)
 	$(PY) -m services.devstack
 
-test: $(GEN_STAMP)
+test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP)
 	$(PY) tests/run.py $(ARGS)
 
 $(BUF):
-	npm install --silent --no-audit --no-fund --prefix build/node @bufbuild/buf@1.75.0
+	$(NPM) install --prefix build/node @bufbuild/buf@1.75.0
 
 lint: $(GEN_STAMP) $(BUF)
 	$(VENV)/bin/ruff check services workflows tests protos
-	MYPYPATH=build/gen/python $(VENV)/bin/mypy
+	MYPYPATH=build/gen/python:protos $(VENV)/bin/mypy
 	$(BUF) lint build/image.binpb --config buf.yaml
+	$(PY) protos/breaking.py
+
+# The client bundle: the API as one FileDescriptorSet (every import, comments included) and a typed Node
+# package generated from it by protoc-gen-es, with Connect for gRPC over HTTP/2 and mutual TLS.
+sdk: $(SDK_STAMP)
+
+$(SDK_MODULES): sdk/node/package.json sdk/node/package-lock.json
+	mkdir -p $(SDK)
+	cp sdk/node/package.json sdk/node/package-lock.json $(SDK)/
+	$(NPM) ci --prefix $(SDK)
+	touch $@
+
+$(SDK_STAMP): $(GEN_STAMP) $(BUF) $(SDK_MODULES) $(SDK_SOURCES)
+	$(PY) protos/generate.py sdk $(SDK)/parcours.binpb
+	rm -rf $(SDK)/gen $(SDK)/examples
+	$(BUF) generate $(SDK)/parcours.binpb --template sdk/node/buf.gen.yaml --exclude-path google/protobuf
+	cp -r sdk/node/index.js sdk/node/index.d.ts sdk/node/tsconfig.json sdk/node/README.md sdk/node/examples $(SDK)/
+	cd $(SDK) && node_modules/.bin/tsc --project tsconfig.json
+	touch $@
+
+$(FHIR_R4_STAMP): tests/integrator/fhir_r4/requirements.lock
+	test -x $(FHIR_R4)/bin/python || $(PYTHON) -m venv $(FHIR_R4)
+	$(FHIR_R4)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
+	touch $@
 
 bench: $(GEN_STAMP)
 	$(PY) -m tests.bench

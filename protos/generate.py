@@ -7,7 +7,9 @@ Third-party schemas come from installed packages, never from copies in this repo
   FileDescriptorProto; we extract it into a FileDescriptorSet that protoc reads with --descriptor_set_in,
   and generate the classic `buf.validate.validate_pb2` module from it so our generated code can import it.
 
-Also writes build/image.binpb (a buf image with source info) for `buf lint`.
+Also writes the API image (a FileDescriptorSet with every import and source info, a buf image): into the
+generated package as `parcours/image.binpb`, where the kit's server reflection reads it so that clients see
+the comments, and as build/image.binpb for `buf lint`, `buf breaking` and `make sdk`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import google.rpc
@@ -64,7 +67,24 @@ def _our_protos() -> list[str]:
     return sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
 
 
-def _protoc(*args: str) -> None:
+def build_image(protos: Path, out: Path, extra: Sequence[str] = ()) -> None:
+    """The image of the protos under `protos` (ours, or an older commit's for `buf breaking`), with every
+    import and source info; `extra` adds files of the include path (e.g. google/rpc/error_details.proto)."""
+    if not VALIDATE_SET.exists():
+        _write_validate_descriptor_set()
+    sources = sorted(str(p.relative_to(protos)) for p in protos.rglob("*.proto"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _protoc(
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out}",
+        *sources,
+        *extra,
+        proto_path=protos,
+    )
+
+
+def _protoc(*args: str, proto_path: Path = PROTOS) -> None:
     googleapis = Path(
         next(iter(google.rpc.__path__))
     ).parent.parent  # site-packages holding google/rpc/*.proto
@@ -73,7 +93,7 @@ def _protoc(*args: str) -> None:
         sys.executable,
         "-m",
         "grpc_tools.protoc",
-        f"--proto_path={PROTOS}",
+        f"--proto_path={proto_path}",
         f"--proto_path={googleapis}",
         f"--proto_path={wkt}",
         f"--descriptor_set_in={VALIDATE_SET}",
@@ -82,7 +102,17 @@ def _protoc(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+# What a client in another language needs besides our API: the error details our errors carry.
+SDK_EXTRA = ("google/rpc/status.proto", "google/rpc/error_details.proto")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["sdk"]:
+        # `make sdk`: the self-contained FileDescriptorSet of the client bundle.
+        out = Path(sys.argv[2])
+        build_image(PROTOS, out, SDK_EXTRA)
+        print(f"wrote {out}")
+        return
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
@@ -101,7 +131,8 @@ def main() -> None:
     _protoc(f"--python_out={OUT}", f"--mypy_out=quiet:{OUT}", "buf/validate/validate.proto")
     for folder in [p for p in OUT.rglob("*") if p.is_dir()]:
         (folder / "__init__.py").touch()
-    _protoc("--include_imports", "--include_source_info", f"--descriptor_set_out={IMAGE}", *sources)
+    build_image(PROTOS, IMAGE)
+    shutil.copyfile(IMAGE, OUT / "parcours" / "image.binpb")
     print(f"generated {len(sources)} protos into {OUT.relative_to(ROOT)}")
 
 

@@ -8,15 +8,18 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+import temporalio.client
 
 from services.devstack import free_port
 from services.devstack.postgres import PostgresHandle, start_postgres
 from services.devstack.temporal import TemporalHandle, start_temporal
 from services.kit.migrate import apply_all
 from services.kit.pki import DevPki, ensure_dev_pki
+from services.kit.settings import TemporalSettings
 from services.kit.telemetry import configure_telemetry
+from services.kit.temporal import connect_client
 from services.kit.tokens import mint_token
-from tests.support import AUDIENCE, COMPONENTS, ISSUER, TEST_ESTABLISHMENTS
+from tests.support import AUDIENCE, COMPONENTS, ISSUER, PAYLOAD_KEYS, TEST_ESTABLISHMENTS, kit_settings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -110,11 +113,38 @@ async def seeded_pool(pool: asyncpg.Pool) -> asyncpg.Pool:
 
 
 @pytest.fixture(scope="session")
+async def temporal_client(temporal: TemporalHandle) -> temporalio.client.Client:
+    """The suite's one Temporal client, built as every Parcours component builds one (codec, tracing)."""
+    return await connect_client(
+        TemporalSettings(temporal_address=temporal.address, payload_keys=PAYLOAD_KEYS)
+    )
+
+
+@pytest.fixture(scope="session")
+async def billing_address(
+    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str
+) -> AsyncIterator[str]:
+    """The real billing service (mTLS, tokens, audit), in-process on the suite's database; its address."""
+    from services.billing.server import build
+    from services.billing.settings import BillingSettings
+
+    settings = BillingSettings(
+        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
+    )
+    kit = await build(settings, pool)
+    await kit.start()
+    await kit.set_serving(True)
+    try:
+        yield f"127.0.0.1:{kit.port}"
+    finally:
+        await kit.stop(0.5)
+
+
+@pytest.fixture(scope="session")
 async def directory_address(pki: DevPki, database_url: str, seeded_pool: asyncpg.Pool) -> AsyncIterator[str]:
     """A running directory service (mTLS, tokens, audit) over the demo region; its address."""
     from services.directory.server import build
     from services.directory.settings import DirectorySettings
-    from tests.support import kit_settings
 
     settings = DirectorySettings(**kit_settings(pki, database_url, "directory"))  # type: ignore[arg-type]
     kit = await build(settings, seeded_pool)

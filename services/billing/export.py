@@ -6,9 +6,8 @@ negative amounts. FHIR: one ChargeItem per charge (reversal lines are not items 
 `billable` (recorded, not reversed), `entered-in-error`, `aborted` or `not-billable` (reversed for that
 reason).
 
-Identifier systems: practitioners by IDNPS (urn:oid:1.2.250.1.71.4.2.1, "8" + RPPS); establishments by IDNST
-(urn:oid:1.2.250.1.71.4.2.2) with "1" + FINESS — the "1" prefix for FINESS is the ANS convention as we
-understand it, not confirmed by the domain reference. No official FHIR code system URI was found for NGAP
+Identifier systems: practitioners by IDNPS ("8" + RPPS), establishments by IDNST ("1" + FINESS), built by
+services/kit/fhir.py as for every FHIR export of the hub. No official FHIR code system URI was found for NGAP
 codes: they carry Parcours' own system URI below (unconfirmed).
 """
 
@@ -24,11 +23,11 @@ from typing import Any
 
 from parcours.billing.v1 import billing_pb2
 
+from services.kit.fhir import establishment_identifier, practitioner_identifier
+
 NGAP_SYSTEM = "https://parcours.invalid/fhir/CodeSystem/ngap-telemedicine"
 CHARGE_SYSTEM = "https://parcours.invalid/fhir/sid/charge"
 SIREN_SYSTEM = "https://parcours.invalid/fhir/sid/siren"
-IDNPS = "urn:oid:1.2.250.1.71.4.2.1"
-IDNST = "urn:oid:1.2.250.1.71.4.2.2"
 
 FHIR_STATUS = {
     billing_pb2.REVERSAL_REASON_ENTERED_IN_ERROR: "entered-in-error",
@@ -140,9 +139,7 @@ def charge_item(charge: billing_pb2.Charge) -> dict[str, Any]:
     charge_id = charge.name.removeprefix("charges/")
     price = Decimal(cents_of(charge.amount) + cents_of(charge.extra_fee)) / 100
     if charge.practitioner:
-        actor = {
-            "identifier": {"system": IDNPS, "value": "8" + charge.practitioner.removeprefix("practitioners/")}
-        }
+        actor = {"identifier": practitioner_identifier(charge.practitioner)}
     else:
         actor = {"identifier": {"system": SIREN_SYSTEM, "value": charge.exploitant}}
     role = billing_pb2.BillerRole.Name(charge.biller_role).removeprefix("BILLER_ROLE_").lower()
@@ -155,12 +152,7 @@ def charge_item(charge: billing_pb2.Charge) -> dict[str, Any]:
         "subject": {"reference": f"Patient/{charge.patient.removeprefix('patients/')}"},
         "occurrenceDateTime": _instant(charge.act_time),
         "performer": [{"function": {"text": role}, "actor": actor}],
-        "performingOrganization": {
-            "identifier": {
-                "system": IDNST,
-                "value": "1" + charge.establishment.removeprefix("establishments/"),
-            }
-        },
+        "performingOrganization": {"identifier": establishment_identifier(charge.establishment)},
         "quantity": {"value": 1},
         "priceOverride": {"value": float(price), "currency": "EUR"},
         "enteredDate": _instant(charge.create_time),

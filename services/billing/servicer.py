@@ -146,9 +146,8 @@ def act_from_request(given: billing_pb2.Act, patient: str, catalog: Catalog) -> 
     act_type = _enum_name(billing_pb2.ActType, given.type)
     region = given.region.removeprefix("regions/")
     if given.overseas != (region in rules.DROM_REGIONS):
-        violations.append(
-            FieldViolation("act.overseas", f"must be {region in rules.DROM_REGIONS} for region {region}")
-        )
+        expected = "true" if region in rules.DROM_REGIONS else "false"  # as the field is spelt in proto JSON
+        violations.append(FieldViolation("act.overseas", f"must be {expected} for region {region}"))
     performer = _participant(given.performer, "act.performer", given, violations)
     requester = assistant = None
     if given.HasField("requester"):
@@ -529,6 +528,18 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         )
 
     # --- catalog ---
+
+    async def ListCatalogs(
+        self, request: billing_pb2.ListCatalogsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ListCatalogsResponse:
+        # One catalog today, so every page is the last; the token is still checked like any other.
+        after = decode_token(request.page_token, {})
+        catalog = await self._catalog.get()
+        found = billing_pb2.Catalog(name=f"catalogs/{catalog.catalog}", version=catalog.version)
+        if catalog.loaded_at is not None:
+            found.load_time.CopyFrom(timestamp(catalog.loaded_at))
+        page = [found] if after is None or found.name > after else []
+        return billing_pb2.ListCatalogsResponse(catalogs=page)
 
     async def GetCatalog(
         self, request: billing_pb2.GetCatalogRequest, context: grpc.aio.ServicerContext

@@ -42,6 +42,8 @@ from services.kit.pki import DEFAULT_COMPONENTS, DevPki, ensure_dev_pki
 logger = logging.getLogger("services.devstack")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Written in the data folder at each start: the running hub's addresses (services/kit/audit.py reads it).
+HUB_SETTINGS = "hub.json"
 GRPC_SERVICES = ("directory", "scheduling", "expertise", "billing", "contracts")
 CONSOLE = "console"
 PORT_DEFAULTS: Mapping[str, int] = {
@@ -201,6 +203,7 @@ class Stack:
             )
 
         env = self._child_env(postgres, temporal, pki, payload_keys, page_token_key)
+        self._write_hub_settings(env)
         self._run_step("migrate", "services.kit.migrate", env)
         self._run_step("seed", "services.directory.seed", env)
 
@@ -263,6 +266,17 @@ class Stack:
         for service, port in self.ports.grpc.items():
             env[f"PARCOURS_{service.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
         return env
+
+    def _write_hub_settings(self, env: Mapping[str, str]) -> None:
+        """`.data/hub.json`: where the running hub is, for the command-line tools used next to it
+        (`python -m services.kit.audit verify` reads its database URL from there)."""
+        settings = {
+            "database_url": env["PARCOURS_DATABASE_URL"],
+            "temporal_address": env["PARCOURS_TEMPORAL_ADDRESS"],
+            "pki_dir": str(self.data_dir / "pki"),
+            **{f"{s}_address": env[f"PARCOURS_{s.upper()}_ADDRESS"] for s in self.ports.grpc},
+        }
+        (self.data_dir / HUB_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
 
     def _run_step(self, name: str, module: str, env: Mapping[str, str]) -> None:
         if importlib.util.find_spec(module) is None:
@@ -475,14 +489,15 @@ class Stack:
                     f"-key {pki_dir}/establishment-{finess}-key.pem"
                 )
                 token = (
-                    f'-H "authorization: Bearer $({python} -m services.kit.tokens mint '
+                    f'-H "authorization: Bearer $({python} -m services.devstack.tokens mint '
                     f'--pki-dir {pki_dir} --rpps {self.demo_gp_rpps})"'
                 )
                 lines += [
                     f"  {grpcurl} {establishment_tls} {token} 127.0.0.1:{directory_port} list",
                     f"  {grpcurl} {establishment_tls} {token} -d '{{\"page_size\": 5}}' "
                     f"127.0.0.1:{directory_port} parcours.directory.v1.DirectoryService/ListEstablishments",
-                    f"  {python} -m services.kit.tokens demo    # the demo practitioners",
+                    f"  {python} -m services.devstack.tokens demo    # practitioners and their certificates",
+                    f"  {python} -m services.kit.audit verify        # the audit chains of this hub",
                 ]
             lines.append("")
         return "\n".join(lines)

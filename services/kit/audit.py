@@ -19,12 +19,15 @@ import contextvars
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from services.kit.fhir import establishment_identifier, practitioner_identifier
 
 GENESIS = bytes(32)
 
@@ -298,9 +301,6 @@ async def _verify_chain(
     return result
 
 
-# National identifier systems (ANS): IDNPS for health professionals ("8" + RPPS), IDNST for structures.
-IDNPS = "urn:oid:1.2.250.1.71.4.2.1"
-IDNST = "urn:oid:1.2.250.1.71.4.2.2"
 _FHIR_OUTCOME = {
     "OK": "0",
     "INVALID_ARGUMENT": "4",
@@ -313,27 +313,30 @@ _FHIR_OUTCOME = {
 }
 
 
+def _who(name: str, prefix: str, identifier: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """An agent's `who`: its national identifier, or its name as recorded when it is not one (a component)."""
+    if name.startswith(prefix):
+        with contextlib.suppress(ValueError):
+            return {"identifier": identifier(name)}
+    return {"display": name}
+
+
 def fhir_audit_event(row: Mapping[str, Any]) -> dict[str, Any]:
     """A FHIR R4 AuditEvent for one audit row."""
     agents: list[dict[str, Any]] = []
     practitioner = str(row["practitioner"])
-    if practitioner.startswith("practitioners/"):
-        rpps = practitioner.removeprefix("practitioners/")
-        agents.append({"who": {"identifier": {"system": IDNPS, "value": f"8{rpps}"}}, "requestor": True})
-    elif practitioner:
-        agents.append({"who": {"display": practitioner}, "requestor": True})
+    if practitioner:
+        agents.append(
+            {"who": _who(practitioner, "practitioners/", practitioner_identifier), "requestor": True}
+        )
     establishment = str(row["establishment"])
-    if establishment.startswith("establishments/"):
+    if establishment:
         agents.append(
             {
-                "who": {
-                    "identifier": {"system": IDNST, "value": establishment.removeprefix("establishments/")}
-                },
+                "who": _who(establishment, "establishments/", establishment_identifier),
                 "requestor": not practitioner,
             }
         )
-    elif establishment:
-        agents.append({"who": {"display": establishment}, "requestor": not practitioner})
     entities: list[dict[str, Any]] = []
     if row["patient"]:
         entities.append(
@@ -406,8 +409,22 @@ def _instant(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def running_hub_database_url(data_dir: Path | None = None) -> str | None:
+    """The database of the hub `make run` started, from the `hub.json` it writes in its data folder
+    (PARCOURS_DATA_DIR, else `.data` in the current folder); None when there is none."""
+    folder = data_dir or Path(os.environ.get("PARCOURS_DATA_DIR") or ".data")
+    try:
+        found = json.loads((folder / "hub.json").read_text())["database_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Parcours audit log tools.")
+    parser = argparse.ArgumentParser(
+        description="Parcours audit log tools. The database is --database-url, else PARCOURS_DATABASE_URL, "
+        "else that of the hub `make run` started (.data/hub.json)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     verify_cmd = sub.add_parser("verify", help="verify every hash chain; exit 1 naming the first broken row")
     verify_cmd.add_argument("--database-url", default=os.environ.get("PARCOURS_DATABASE_URL"))
@@ -417,8 +434,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     export_cmd.add_argument("--until", type=_instant, default=datetime.now(UTC), help="ISO 8601, exclusive")
     export_cmd.add_argument("--patient", help="only this patient (patients/{id})")
     args = parser.parse_args(argv)
+    args.database_url = args.database_url or running_hub_database_url()
     if not args.database_url:
-        parser.error("missing required setting PARCOURS_DATABASE_URL (or --database-url)")
+        parser.error(
+            "no database: pass --database-url or set PARCOURS_DATABASE_URL "
+            "(next to `make run`, run from the repository's folder: it reads .data/hub.json)"
+        )
     raise SystemExit(asyncio.run(_main_async(args)))
 
 

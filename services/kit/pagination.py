@@ -27,15 +27,20 @@ from services.kit.errors import InvalidArgument
 
 T = TypeVar("T")
 
+# What every List says in its proto comments and enforces (tests/integrator/test_pagination.py keeps the three
+# in step): page_size 0 means DEFAULT_PAGE_SIZE; at most MAX_PAGE_SIZE items come back, a larger request is
+# lowered to it (AIP-158 coerces rather than refuses); the protovalidate rule `lte: 1000` on every page_size
+# refuses anything above PAGE_SIZE_LIMIT with INVALID_ARGUMENT, as a bound on nonsense, not a second maximum.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+PAGE_SIZE_LIMIT = 1000
 # A 128-bit tag: forging one is out of reach, and tokens stay short enough for a URL.
 _TAG_BYTES = 16
 MIN_KEY_BYTES = 32
 
 
 def page_size(requested: int) -> int:
-    """0 → the default; above the maximum → the maximum (AIP-158 coerces rather than refuses)."""
+    """0 → the default; above the maximum → the maximum (the proto rules refuse above PAGE_SIZE_LIMIT)."""
     if requested <= 0:
         return DEFAULT_PAGE_SIZE
     return min(requested, MAX_PAGE_SIZE)

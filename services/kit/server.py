@@ -1,4 +1,5 @@
-"""The gRPC server every Parcours service runs: mTLS, health, reflection, the kit's interceptors, SIGTERM.
+"""The gRPC server every Parcours service runs: mTLS, health, reflection (v1 and v1alpha, with comments), the
+kit's interceptors, SIGTERM.
 
 `build_server(settings, ...)` binds the configured port (`0` in tests picks a free one) and returns a
 `KitServer`; `serve(settings, bind)` is the whole life of a service process: telemetry, the pool, the server,
@@ -20,7 +21,6 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 
 from services.kit.audit import AuditLog
@@ -29,6 +29,7 @@ from services.kit.db import open_pool
 from services.kit.directory import PracticeBinding
 from services.kit.interceptors import kit_interceptors, require_policies
 from services.kit.pagination import PageTokenInterceptor, PageTokens
+from services.kit.reflection import enable_reflection
 from services.kit.settings import KitSettings, page_token_key_bytes
 from services.kit.telemetry import configure_telemetry
 from services.kit.tokens import TokenVerifier
@@ -182,7 +183,8 @@ async def build_server(
         binding.add(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    # Reflection v1 and v1alpha, with the protos' comments (services/kit/reflection.py).
+    enable_reflection(server, names)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     if settings.insecure_dev_mode:
         log.warning("INSECURE DEVELOPMENT MODE: plaintext gRPC on %s", address)

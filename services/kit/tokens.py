@@ -7,15 +7,18 @@ and specialty in `SubjectRefPro`; hub staff (operators, billing clerks, ARS offi
 Only ES256 signatures from a key of the configured JWKS are accepted. Every refusal is an `Unauthenticated`
 error with a stable reason; no message ever repeats the token.
 
-    python -m services.kit.tokens mint --pki-dir .data/pki --rpps 10003456789
-    python -m services.kit.tokens demo
+    python -m services.kit.tokens mint --pki-dir .data/pki --rpps 10003456789 \
+        --profession PROFESSION_PHYSICIAN --specialty SPECIALTY_CARDIOLOGY
+    python -m services.kit.tokens mint --pki-dir .data/pki --staff ops --role hub_operator
+
+The kit knows no practitioner: for the demo region's, `python -m services.devstack.tokens` fills in their
+profession and specialty and lists where each practises.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import importlib
 import json
 import logging
 import re
@@ -384,49 +387,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m services.kit.tokens", description="Development tokens shaped like PSC access tokens."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
     mint = commands.add_parser("mint", help="print a development token signed with the dev PKI's key")
-    mint.add_argument("--pki-dir", type=Path, required=True, help="the dev PKI folder (e.g. .data/pki)")
+    add_mint_arguments(mint)
     who = mint.add_mutually_exclusive_group(required=True)
-    who.add_argument("--rpps", help="a demo practitioner's RPPS (see the `demo` command)")
+    who.add_argument("--rpps", help="a practitioner's 11-digit RPPS (needs --profession)")
     who.add_argument("--staff", metavar="ID", help="a hub staff member's id")
-    mint.add_argument("--role", action="append", default=[], choices=sorted(EXTRA_ROLES))
-    mint.add_argument("--region", metavar="CODE", help="INSEE region code (ARS officers), e.g. 84")
-    mint.add_argument("--ttl-hours", type=float, default=8.0)
-    mint.add_argument("--issuer", default=_setting_default("token_issuer"))
-    mint.add_argument("--audience", default=_setting_default("token_audience"))
-
-    commands.add_parser("demo", help="list the demo practitioners one can mint a token for")
+    mint.add_argument("--profession", help="a Profession enum name, e.g. PROFESSION_PHYSICIAN")
+    mint.add_argument("--specialty", help="a Specialty enum name, e.g. SPECIALTY_CARDIOLOGY")
     args = parser.parse_args(argv)
-
-    if args.command == "demo":
-        for p in _demo_practitioners():
-            print(f"{p.rpps}  {p.given_name} {p.family_name}  {p.profession}  {p.specialty}")
-        return 0
-
-    key_file = args.pki_dir / "token-signing-key.pem"
-    if not key_file.exists():
-        parser.error(f"{key_file} does not exist: run `make run` or `python -m services.kit.pki` first")
-    profession: str | None = None
-    specialty: str | None = None
-    given_name = family_name = ""
     if args.rpps is not None:
-        found = [p for p in _demo_practitioners() if p.rpps == args.rpps]
-        if not found:
+        if args.profession is None:
             parser.error(
-                f"{args.rpps} is not a demo practitioner; `python -m services.kit.tokens demo` lists them"
+                "--rpps needs --profession (a demo practitioner's are filled in by "
+                "`python -m services.devstack.tokens mint --rpps ...`)"
             )
-        practitioner = found[0]
-        subject = practitioner_subject(practitioner.rpps)
-        profession, specialty = practitioner.profession, practitioner.specialty
-        given_name, family_name = practitioner.given_name, practitioner.family_name
+        try:
+            subject = practitioner_subject(args.rpps)
+        except ValueError as exc:
+            parser.error(str(exc))
     else:
+        if args.profession or args.specialty:
+            parser.error("a staff token has no profession or specialty")
         try:
             subject = staff_subject(args.staff)
         except ValueError as exc:
             parser.error(str(exc))
+    print(mint_from_arguments(parser, args, subject, args.profession, args.specialty))
+    return 0
+
+
+def add_mint_arguments(parser: argparse.ArgumentParser, *, pki_dir: Path | None = None) -> None:
+    """The options every `mint` command shares (this one and the dev stack's)."""
+    parser.add_argument(
+        "--pki-dir",
+        type=Path,
+        required=pki_dir is None,
+        default=pki_dir,
+        help="the dev PKI folder (e.g. .data/pki)" + (f"; default {pki_dir}" if pki_dir else ""),
+    )
+    parser.add_argument("--role", action="append", default=[], choices=sorted(EXTRA_ROLES))
+    parser.add_argument("--region", metavar="CODE", help="INSEE region code (ARS officers), e.g. 84")
+    parser.add_argument("--ttl-hours", type=float, default=8.0)
+    parser.add_argument("--issuer", default=_setting_default("token_issuer"))
+    parser.add_argument("--audience", default=_setting_default("token_audience"))
+
+
+def mint_from_arguments(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    subject: str,
+    profession: str | None,
+    specialty: str | None,
+    *,
+    given_name: str = "",
+    family_name: str = "",
+) -> str:
+    """A token for `subject` signed with the key of `--pki-dir`; usage errors through `parser`."""
+    key_file = args.pki_dir / "token-signing-key.pem"
+    if not key_file.exists():
+        parser.error(f"{key_file} does not exist: run `make run` or `python -m services.kit.pki` first")
     try:
-        token = mint_token(
+        return mint_token(
             signing_key_file=key_file,
             kid=kid_for_public_key(load_ec_private_key(key_file).public_key()),
             issuer=args.issuer,
@@ -442,15 +463,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    print(token)
-    return 0
-
-
-def _demo_practitioners() -> Sequence[Any]:
-    # Imported here, by name: the kit depends on the directory service only for this development command.
-    demo = importlib.import_module("services.directory.demo")
-    practitioners: Sequence[Any] = demo.DEMO_PRACTITIONERS
-    return practitioners
 
 
 if __name__ == "__main__":

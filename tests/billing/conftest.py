@@ -3,7 +3,7 @@ so the catalog data file is loaded), plus the contract-policy rows the tests rel
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 
 import asyncpg
@@ -16,10 +16,10 @@ from services.kit.pki import DevPki
 from tests.billing.builders import CARDIO_OPERATOR, GP_PACA, PACA
 from tests.conftest import Minter
 from tests.directory.builders import register
-from tests.support import LOIRE, bearer, component_channel, establishment_channel, kit_settings
+from tests.support import LOIRE, bearer, component_channel, establishment_channel
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 async def contract_policies(pool: asyncpg.Pool) -> None:
     """Region 93 asks a contract for téléconsultations outside the parcours; one GP there holds one. The
     demo cardiologist operates télésurveillance with a declaration on file in region 84."""
@@ -47,26 +47,6 @@ async def contract_policies(pool: asyncpg.Pool) -> None:
         valid_from=date(2023, 7, 1),
         reference="DECL-84-TS-0042",
     )
-
-
-@pytest.fixture(scope="session")
-async def billing_address(
-    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str, contract_policies: None
-) -> AsyncIterator[str]:
-    """A running billing service (mTLS, tokens, audit); its address."""
-    from services.billing.server import build
-    from services.billing.settings import BillingSettings
-
-    settings = BillingSettings(
-        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
-    )
-    kit = await build(settings, pool)
-    await kit.start()
-    await kit.set_serving(True)
-    try:
-        yield f"127.0.0.1:{kit.port}"
-    finally:
-        await kit.stop(0.5)
 
 
 @pytest.fixture(scope="session")

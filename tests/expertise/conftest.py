@@ -8,8 +8,6 @@ directory and billing services run in-process for the whole session, on the suit
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,10 +31,8 @@ from services.expertise.server import build
 from services.expertise.settings import ExpertiseSettings
 from services.kit.pki import DevPki
 from services.kit.server import open_channel
-from services.kit.settings import TemporalSettings
-from services.kit.temporal import connect_client
 from tests.conftest import Minter
-from tests.support import LOIRE, bearer, establishment_channel, kit_settings, request_id
+from tests.support import LOIRE, PAYLOAD_KEYS, bearer, establishment_channel, kit_settings, request_id
 from workflows.teleexpertise.worker import TeleexpertiseWorkerSettings
 from workflows.teleexpertise.worker import build as build_worker
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
@@ -51,37 +47,10 @@ CARDIO_LOIRE = "10000001801"  # cardiologist in GHT Loire: in no dermatology poo
 NURSE_LOIRE = "10000004501"  # nurse at 420000025
 PSYCHOLOGIST = "10000009601"  # not in the directory: only the token says psychologist
 
-KEY_SPEC = "k1:" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
 TEST_NIR_OID = "1.2.250.1.213.1.4.10"
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
-
-
-@pytest.fixture(scope="session")
-async def temporal_client(temporal: TemporalHandle) -> Client:
-    """One Temporal client for the session (payload codec + tracing), as the service and worker build it."""
-    return await connect_client(TemporalSettings(temporal_address=temporal.address, payload_keys=KEY_SPEC))
-
-
-@pytest.fixture(scope="session")
-async def billing_service(
-    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str
-) -> AsyncIterator[str]:
-    """The real billing service, in-process; its address."""
-    from services.billing.server import build as build_billing
-    from services.billing.settings import BillingSettings
-
-    settings = BillingSettings(
-        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
-    )
-    kit = await build_billing(settings, pool)
-    await kit.start()
-    await kit.set_serving(True)
-    try:
-        yield f"127.0.0.1:{kit.port}"
-    finally:
-        await kit.stop(0.5)
 
 
 def service_settings(
@@ -95,7 +64,7 @@ def service_settings(
     values: dict[str, Any] = {
         **kit_settings(pki, database_url, "expertise"),
         "temporal_address": temporal_address,
-        "payload_keys": KEY_SPEC,
+        "payload_keys": PAYLOAD_KEYS,
         "directory_address": directory_address,
         "teleexpertise_task_queue": task_queue,
         # Crashed-worker tests wait for this before the activity is retried elsewhere.
@@ -116,7 +85,7 @@ def worker_settings(
     return TeleexpertiseWorkerSettings(
         **kit_settings(pki, database_url, "workflows"),  # type: ignore[arg-type]
         temporal_address=temporal_address,
-        payload_keys=KEY_SPEC,
+        payload_keys=PAYLOAD_KEYS,
         directory_address=directory_address,
         billing_address=billing_address,
         teleexpertise_task_queue=task_queue,
@@ -341,7 +310,7 @@ async def make_stack(
     temporal: TemporalHandle,
     temporal_client: Client,
     directory_address: str,
-    billing_service: str,
+    billing_address: str,
     mint: Minter,
 ) -> AsyncIterator[StackFactory]:
     """make_stack(worker=True, **settings) → a started service (and worker) on a fresh task queue."""
@@ -366,7 +335,7 @@ async def make_stack(
                 mint=mint,
                 pool=seeded_pool,
                 directory_address=directory_address,
-                billing_address=billing_service,
+                billing_address=billing_address,
             )
             exits.push_async_callback(stack.close)
             if worker:

@@ -21,8 +21,8 @@ from parcours.expertise.v1 import expertise_pb2
 
 from services.expertise.models import BillingInput
 from services.expertise.store import ExpertiseStore
-from tests.expertise.conftest import DERM_LOIRE, GP, KEY_SPEC, Stack
-from tests.support import component_channel, process_env, repo_root
+from tests.expertise.conftest import DERM_LOIRE, GP, Stack
+from tests.support import PAYLOAD_KEYS, component_channel, process_env, repo_root
 from workflows.teleexpertise.activities import TeleexpertiseActivities
 
 Request = expertise_pb2.TeleexpertiseRequest
@@ -38,7 +38,7 @@ async def worker_process(stack: Stack) -> AsyncIterator[asyncio.subprocess.Proce
         component="workflows-teleexpertise",
         database_url=stack.settings.database_url,
         temporal_address=stack.settings.temporal_address,
-        payload_keys=KEY_SPEC,
+        payload_keys=PAYLOAD_KEYS,
         directory_address=stack.directory_address,
         billing_address=stack.billing_address,
         teleexpertise_task_queue=stack.task_queue,

@@ -173,7 +173,7 @@ async def test_the_audit_of_a_patient_exports_as_fhir_audit_events(
     assert event["outcome"] == "4" and event["outcomeDesc"] == "PERMISSION_DENIED PATIENT_NOT_VISIBLE"
     identifiers = [a["who"]["identifier"] for a in event["agent"]]
     assert {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": f"8{GP_LOIRE}"} in identifiers
-    assert {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": LOIRE} in identifiers
+    assert {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1" + LOIRE} in identifiers
     assert event["entity"][0]["what"]["reference"] == f"Patient/{DEMO_PATIENTS[1].patient_id}"
 
 

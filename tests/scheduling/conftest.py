@@ -5,8 +5,6 @@ service in-process for the workflow's completion."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -23,15 +21,11 @@ from services.devstack.temporal import TemporalHandle
 from services.kit.migrate import apply_all
 from services.kit.pki import DevPki
 from services.kit.server import Runtime, open_channel
-from services.kit.settings import TemporalSettings
-from services.kit.temporal import connect_client
 from services.scheduling.server import build
 from services.scheduling.settings import SchedulingSettings
 from tests.conftest import Minter
 from tests.scheduling.helpers import Metadata
-from tests.support import LOIRE, bearer, component_channel, establishment_channel, kit_settings
-
-PAYLOAD_KEYS = "k1:" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+from tests.support import LOIRE, PAYLOAD_KEYS, bearer, component_channel, establishment_channel, kit_settings
 
 
 def scheduling_settings(
@@ -59,14 +53,6 @@ async def start_scheduling(
     )
     await runtime.start()
     return runtime
-
-
-@pytest.fixture(scope="session")
-async def temporal_client(temporal: TemporalHandle) -> temporalio.client.Client:
-    """A client of the suite's Temporal dev server, built as every Parcours component builds one."""
-    return await connect_client(
-        TemporalSettings(temporal_address=temporal.address, payload_keys=PAYLOAD_KEYS)
-    )
 
 
 @pytest.fixture(scope="session")
@@ -124,23 +110,3 @@ async def create_database(postgres: PostgresHandle, pool: asyncpg.Pool, prefix: 
     url = postgres.url_for(name)
     await asyncio.to_thread(apply_all, url, ["kit", "scheduling"])
     return name, url
-
-
-@pytest.fixture(scope="session")
-async def billing_address(
-    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str
-) -> AsyncIterator[str]:
-    """The real billing service (mTLS, audit), in-process on the suite's database."""
-    from services.billing.server import build as build_billing
-    from services.billing.settings import BillingSettings
-
-    settings = BillingSettings(
-        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
-    )
-    kit = await build_billing(settings, pool)
-    await kit.start()
-    await kit.set_serving(True)
-    try:
-        yield f"127.0.0.1:{kit.port}"
-    finally:
-        await kit.stop(0.5)

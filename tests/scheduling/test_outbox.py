@@ -30,7 +30,7 @@ from services.kit.cases import Relay
 from services.kit.pki import DevPki
 from services.kit.server import Runtime
 from tests.conftest import Minter
-from tests.scheduling.conftest import PAYLOAD_KEYS, create_database
+from tests.scheduling.conftest import create_database
 from tests.scheduling.helpers import (
     PATIENT_LOIRE,
     Metadata,
@@ -43,7 +43,15 @@ from tests.scheduling.helpers import (
     new_schedule,
     when,
 )
-from tests.support import LOIRE, bearer, establishment_channel, process_env, repo_root, request_id
+from tests.support import (
+    LOIRE,
+    PAYLOAD_KEYS,
+    bearer,
+    establishment_channel,
+    process_env,
+    repo_root,
+    request_id,
+)
 from tests.support.proxy import Proxy
 
 Directory = directory_pb2_grpc.DirectoryServiceStub

@@ -42,7 +42,7 @@ from services.scheduling.models import (
     TeleconsultationRecord,
 )
 from tests.conftest import Minter
-from tests.scheduling.conftest import PAYLOAD_KEYS, create_database, scheduling_settings, start_scheduling
+from tests.scheduling.conftest import create_database, scheduling_settings, start_scheduling
 from tests.scheduling.helpers import (
     PATIENT_LOIRE,
     Metadata,
@@ -54,7 +54,7 @@ from tests.scheduling.helpers import (
     stamp,
     when,
 )
-from tests.support import LOIRE, bearer, component_channel, establishment_channel, request_id
+from tests.support import LOIRE, PAYLOAD_KEYS, bearer, component_channel, establishment_channel, request_id
 from tests.support.calls import call, details
 from workflows.teleconsultation.worker import teleconsultation_worker
 from workflows.teleconsultation.workflows import TeleconsultationWorkflow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
 from pathlib import Path
 
@@ -17,6 +19,8 @@ LOIRE, DAUPHINE, VAL_RHONE = "420000017", "380000024", "690000019"
 REUNION, STRANGER = "974000013", "2A0000031"
 TEST_ESTABLISHMENTS = (LOIRE, DAUPHINE, VAL_RHONE, REUNION, STRANGER)
 ISSUER = KitSettings.model_fields["token_issuer"].default
+# The payload keyring every test component shares (one key, random per run).
+PAYLOAD_KEYS = "k1:" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
 # The page-token key every test server shares (as a service's replicas do).
 PAGE_TOKEN_KEY = "cGFyY291cnMtdGVzdHMtcGFnZS10b2tlbi1rZXktMzJieXRlcyE"
 AUDIENCE = KitSettings.model_fields["token_audience"].default
@@ -69,7 +73,7 @@ def request_id() -> str:
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def process_env(pki: DevPki, certificate: str, **settings: object) -> dict[str, str]:
