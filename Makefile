@@ -10,7 +10,11 @@ GEN_STAMP := build/gen/.stamp
 BUF := build/node/node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test lint protos bench lock clean help
+HELM_TOOLS := build/helm-tools
+HELM_TOOLS_STAMP := $(HELM_TOOLS)/.installed
+IMAGE ?= parcours:$(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: run test lint protos bench lock helm-test helm-lock image clean help
 
 help:
 	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :8233, every service) with demo data"
@@ -18,6 +22,8 @@ help:
 	@echo "make lint     ruff, mypy --strict, buf lint"
 	@echo "make protos   generate the Python code of protos/ into build/gen/python"
 	@echo "make bench    run the benchmarks"
+	@echo "make helm-test  the Helm chart's tests (lint, render, kubernetes-validate, checkov); part of make test"
+	@echo "make image    build the container image (IMAGE=$(IMAGE)); needs a container builder"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +42,36 @@ protos: $(GEN_STAMP)
 run: $(GEN_STAMP)
 	$(PY) -m services.devstack
 
-test: $(GEN_STAMP)
+# The chart's tests (tests/helm) are part of the suite; their tools live in their own environment.
+test: $(GEN_STAMP) $(HELM_TOOLS_STAMP)
 	$(PY) tests/run.py $(ARGS)
+
+helm-test: $(GEN_STAMP) $(HELM_TOOLS_STAMP)
+	$(PY) tests/run.py tests/helm $(ARGS)
+
+# helm-python-sdk, kubernetes-validate and checkov, from their own lock: their dependencies never move ours.
+$(HELM_TOOLS_STAMP): helm/requirements-tools.lock
+	rm -rf $(HELM_TOOLS)
+	$(PYTHON) -m venv $(HELM_TOOLS)
+	$(HELM_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r helm/requirements-tools.lock
+	touch $@
+
+helm-lock:
+	$(VENV)/bin/uv pip compile helm/requirements-tools.in --python-version 3.11 --custom-compile-command "make helm-lock" -o helm/requirements-tools.lock
+
+# One image for every component (Dockerfile). A builder is required: say so plainly when there is none.
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  docker build --tag $(IMAGE) . ; \
+	elif command -v podman >/dev/null 2>&1; then \
+	  podman build --tag $(IMAGE) . ; \
+	elif command -v buildah >/dev/null 2>&1; then \
+	  buildah bud --tag $(IMAGE) . ; \
+	else \
+	  echo "make image: no container builder here (no running docker engine, no podman, no buildah)." >&2; \
+	  echo "Build on a machine with one: docker build --tag $(IMAGE) ." >&2; \
+	  exit 1; \
+	fi
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix build/node @bufbuild/buf@1.75.0
