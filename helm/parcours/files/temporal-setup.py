@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -44,7 +45,7 @@ async def ensure_namespace(client: Client, namespace: str, retention: timedelta)
         await client.workflow_service.register_namespace(
             RegisterNamespaceRequest(
                 namespace=namespace,
-                workflow_execution_retention_ttl=Duration(seconds=int(retention.total_seconds())),
+                workflow_execution_retention_period=Duration(seconds=int(retention.total_seconds())),
                 description="Parcours telemedicine cases",
             )
         )
@@ -122,4 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        code = main()
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(f"temporal-setup: {stop.code}", file=sys.stderr)
+        code = stop.code if isinstance(stop.code, int) else 1
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    # A short-lived process that used temporalio can abort while the interpreter finalises
+    # (temporalio/sdk-python#300: SIGABRT after the work is done), which would fail the hook Job: leave without
+    # finalising once the output is flushed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
