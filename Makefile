@@ -22,7 +22,7 @@ help:
 	@echo "make lint     ruff, mypy --strict, buf lint"
 	@echo "make protos   generate the Python code of protos/ into build/gen/python"
 	@echo "make bench    run the benchmarks"
-	@echo "make helm-test  the Helm chart's tests (lint, render, kubernetes-validate, checkov); part of make test"
+	@echo "make helm-test the Helm chart's tests (lint, render, kubernetes-validate, checkov); part of make test"
 	@echo "make image    build the container image (IMAGE=$(IMAGE)); needs a container builder"
 
 $(STAMP): requirements.lock pyproject.toml
