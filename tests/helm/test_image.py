@@ -153,3 +153,77 @@ def test_every_module_the_chart_runs_is_in_the_image(dockerfile: list[Stage], re
         path = ROOT.joinpath(*module.split("."))
         assert path.parts[len(ROOT.parts)] in copied, module
         assert (path / "__main__.py").exists() or path.with_suffix(".py").exists(), module
+
+
+def runtime_closure(requirements: list[str]) -> set[str]:
+    """Distribution names installed by `pip install` of `requirements` (markers and extras evaluated)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    queue = [(Requirement(r), "") for r in requirements]
+    while queue:
+        requirement, extra = queue.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        extras = set(requirement.extras)
+        key = name + "[" + ",".join(sorted(extras)) + "]"
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            children = requires(name) or []
+        except PackageNotFoundError:
+            continue  # a dependency of another platform, not installed here
+        for child in children:
+            for wanted in ["", *sorted(extras)]:
+                queue.append((Requirement(child), wanted))
+    return {key.split("[")[0] for key in seen}
+
+
+def imported_top_level(paths: list[Path]) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_image_has_what_its_code_imports_and_not_the_development_stack() -> None:
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    text = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"dev_only = \{([^}]*)\}", text)
+    assert match
+    dev_only = set(re.findall(r"'([^']+)'", match.group(1)))
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    runtime = [r for r in pyproject if re.split(r"[^A-Za-z0-9._-]", r)[0].lower() not in dev_only]
+    assert len(runtime) == len(pyproject) - len(dev_only)
+    installed = runtime_closure(runtime)
+    assert installed.isdisjoint(dev_only)
+
+    code = [
+        p
+        for folder in ("services", "workflows")
+        for p in (ROOT / folder).rglob("*.py")
+        if "devstack" not in p.parts
+    ] + sorted((ROOT / "helm" / "parcours" / "files").glob("*.py"))
+    providers = packages_distributions()
+    first_party = {"services", "workflows", "parcours", "buf"}  # ours, and the generated code in /app/gen
+    missing = {}
+    for module in imported_top_level(code) - set(sys.stdlib_module_names) - first_party - {"__future__"}:
+        dists = {canonicalize_name(d) for d in providers.get(module, [])}
+        if not dists & installed:
+            missing[module] = sorted(dists)
+    assert missing == {}, "imported by the code but not installed in the image"
