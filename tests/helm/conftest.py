@@ -185,13 +185,13 @@ def region(rendered: dict[str, Rendered]) -> Rendered:
     return rendered["region"]
 
 
-def render_errors(cases: dict[str, dict[str, Any]], tmp: Path) -> dict[str, str | None]:
-    """The error (or None) of rendering each case; nothing written, linted or validated."""
+def quick_renders(cases: dict[str, dict[str, Any]], tmp: Path) -> dict[str, dict[str, Any]]:
+    """Each case's render: its error (or None) and NOTES; nothing written, linted or validated."""
     variants = {
         name: {**case, "write": False, "lint": False, "kubernetes_validate": False}
         for name, case in cases.items()
     }
-    return {name: entry["error"] for name, entry in run_toolbox(variants, tmp).items()}
+    return run_toolbox(variants, tmp)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from tests.helm.conftest import (
     SITE,
     VARIANTS,
     Rendered,
-    render_errors,
+    quick_renders,
 )
 
 COMPONENTS = {
@@ -171,15 +171,20 @@ REFUSED = {
 }
 
 
+NO_CLIENTS = "no clients named"
+
+
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """One tools process for the refused values and the renders that need no validation."""
     cases = {case: {"files": [REGION, SITE], "values": values} for case, (values, _) in REFUSED.items()}
-    return render_errors(cases, tmp_path_factory.mktemp("refused"))
+    cases[NO_CLIENTS] = {"files": [REGION, SITE], "values": {"networkPolicy": {"clients": []}}}
+    return quick_renders(cases, tmp_path_factory.mktemp("quick"))
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
-def test_a_wrong_value_is_refused_with_its_name(refused: dict[str, str | None], case: str) -> None:
-    error = refused[case]
+def test_a_wrong_value_is_refused_with_its_name(quick: dict[str, dict[str, Any]], case: str) -> None:
+    error = quick[case]["error"]
     assert error is not None, f"{case}: rendered anyway"
     assert REFUSED[case][1] in error
 
@@ -660,6 +665,15 @@ def test_notes_say_where_each_service_is_and_how_to_call_it(region: Rendered) ->
     assert "helm test parcours -n parcours" in region.notes
     assert "parcours.directory.v1.DirectoryService/ListRegions" in region.notes
     assert "-servername parcours-directory.parcours.svc" in region.notes
+
+
+def test_notes_warn_when_no_hospital_system_may_reach_the_services(
+    quick: dict[str, dict[str, Any]], region: Rendered
+) -> None:
+    notes = quick[NO_CLIENTS]["notes"]
+    assert "WARNING: networkPolicy.clients is empty" in notes
+    assert "(billing, directory, expertise, scheduling) from outside this release" in notes
+    assert "WARNING" not in region.notes
 
 
 def test_helm_test_calls_each_health_service(region: Rendered) -> None:
