@@ -21,7 +21,11 @@ SDK_SOURCES := $(wildcard sdk/node/*.js sdk/node/*.ts sdk/node/*.json sdk/node/*
 FHIR_R4 := build/fhir-r4
 FHIR_R4_STAMP := $(FHIR_R4)/.installed
 
-.PHONY: run test lint protos sdk bench lock clean help
+HELM_TOOLS := build/helm-tools
+HELM_TOOLS_STAMP := $(HELM_TOOLS)/.installed
+IMAGE ?= parcours:$(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: run test lint protos sdk bench lock helm-test helm-lock image clean help
 
 help:
 	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :$(TEMPORAL_UI_PORT), every service) with demo data"
@@ -31,6 +35,8 @@ help:
 	@echo "make sdk      the client bundle: build/sdk/node (typed Node package) and its parcours.binpb"
 	@echo "make bench    run the benchmarks"
 	@echo "make lock     re-lock the Python dependencies (requirements.lock)"
+	@echo "make helm-test the Helm chart's tests (lint, render, kubernetes-validate, checkov); part of make test"
+	@echo "make image    build the container image (IMAGE=$(IMAGE)); needs a container builder"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,8 +55,36 @@ protos: $(GEN_STAMP)
 run: $(GEN_STAMP)
 	$(PY) -m services.devstack
 
-test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP)
+# The chart's tests (tests/helm) are part of the suite; their tools live in their own environment.
+test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP) $(HELM_TOOLS_STAMP)
 	$(PY) tests/run.py $(ARGS)
+
+helm-test: $(GEN_STAMP) $(HELM_TOOLS_STAMP)
+	$(PY) tests/run.py tests/helm $(ARGS)
+
+# helm-python-sdk, kubernetes-validate and checkov, from their own lock: their dependencies never move ours.
+$(HELM_TOOLS_STAMP): helm/requirements-tools.lock
+	rm -rf $(HELM_TOOLS)
+	$(PYTHON) -m venv $(HELM_TOOLS)
+	$(HELM_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r helm/requirements-tools.lock
+	touch $@
+
+helm-lock:
+	$(VENV)/bin/uv pip compile helm/requirements-tools.in --python-version 3.11 --custom-compile-command "make helm-lock" -o helm/requirements-tools.lock
+
+# One image for every component (Dockerfile). A builder is required: say so plainly when there is none.
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  docker build --tag $(IMAGE) . ; \
+	elif command -v podman >/dev/null 2>&1; then \
+	  podman build --tag $(IMAGE) . ; \
+	elif command -v buildah >/dev/null 2>&1; then \
+	  buildah bud --tag $(IMAGE) . ; \
+	else \
+	  echo "make image: no container builder here (no running docker engine, no podman, no buildah)." >&2; \
+	  echo "Build on a machine with one: docker build --tag $(IMAGE) ." >&2; \
+	  exit 1; \
+	fi
 
 $(BUF):
 	$(NPM) install --prefix build/node @bufbuild/buf@1.75.0

