@@ -624,6 +624,8 @@ class CaseCore:
     decided_by: str = ""
     decided_at: datetime | None = None
     timeline: Timeline = field(default_factory=Timeline)
+    # A legal deadline (silence vaut acceptation / rejet) when a regime sets one for this kind of case.
+    clock: LegalClock | None = None
     # How many continue-as-new generations the case went through (history stays bounded).
     generation: int = 0
 
@@ -661,6 +663,7 @@ class ArsContractCase:
     requested_valid_from: datetime | None = None
     requested_valid_until: datetime | None = None
     valid_from: datetime | None = None
+    # The contract ends at this instant (exclusive).
     valid_until: datetime | None = None
     # The signed decision (a case document), `.../documents/{id}` with its version.
     decision_document: str = ""
@@ -671,7 +674,6 @@ class ArsContractCase:
     renewals: int = 0
     # Renewal reminders already sent for the current end date (offsets in seconds).
     renewal_reminders_sent: list[float] = field(default_factory=list)
-    corrections: list[CorrectionRecord] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -684,7 +686,6 @@ class OperatorDeclarationCase:
     operator_level: str = ""  # OperatorLevel suffix: LEVEL_1 / LEVEL_2
     acknowledged_by: str = ""
     effective_from: datetime | None = None
-    corrections: list[CorrectionRecord] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -700,11 +701,13 @@ class IntermediaryReviewCase:
 
 @dataclass(kw_only=True)
 class AgrementCase:
+    """The core's clock is the ministers' legal deadline (4 months, silence means acceptance)."""
+
     core: CaseCore
     company: str
-    clock: LegalClock
     validity_months: int = 24
     valid_from: datetime | None = None
+    # Validity ends at this instant (exclusive): 00:00 after the last valid day, in the case's zone.
     valid_until: datetime | None = None
 
 
