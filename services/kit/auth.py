@@ -39,6 +39,10 @@ _TOKEN_ROLES: Mapping[str, int] = {
     "hub_operator": options_pb2.ROLE_HUB_OPERATOR,
     "billing": options_pb2.ROLE_BILLING,
     "ars_officer": options_pb2.ROLE_ARS_OFFICER,
+    "ars_supervisor": options_pb2.ROLE_ARS_SUPERVISOR,
+    "ars_signatory": options_pb2.ROLE_ARS_SIGNATORY,
+    "ordre_reviewer": options_pb2.ROLE_ORDRE_REVIEWER,
+    "promoter": options_pb2.ROLE_PROMOTER,
 }
 
 
@@ -57,10 +61,12 @@ class Principal:
     profession: str | None
     specialty: str | None
     roles: frozenset[int]  # parcours.options.v1.Role values
-    # ARS region code for an ARS officer.
+    # ARS region code for ARS staff (officer, supervisor, signatory).
     region: str | None = None
     # A component acting for the establishment (and practitioner) above, named in its call metadata.
     delegated: bool = False
+    # An Ordre reviewer's territory: a département code, or `FR` for the national council.
+    territory: str | None = None
 
     def has_any(self, roles: Iterable[int]) -> bool:
         return bool(self.roles.intersection(roles))
@@ -177,6 +183,7 @@ class Authenticator:
             specialty=token.specialty,
             roles=frozenset(roles),
             region=token.region,
+            territory=token.territory,
         )
 
 

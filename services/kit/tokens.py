@@ -2,7 +2,8 @@
 
 A practitioner's token names them by RPPS (`sub` = "8" + 11 digits, as PSC does) and carries their profession
 and specialty in `SubjectRefPro`; hub staff (operators, billing clerks, ARS officers) have `sub` =
-"staff:<id>". Extra roles travel in `parcours_roles`, an ARS officer's region in `parcours_region`.
+"staff:<id>". Extra roles travel in `parcours_roles`, ARS staff's region in `parcours_region`, an Ordre
+reviewer's territory (a département, or `FR` for the national council) in `parcours_territory`.
 
 Only ES256 signatures from a key of the configured JWKS are accepted. Every refusal is an `Unauthenticated`
 error with a stable reason; no message ever repeats the token.
@@ -45,8 +46,24 @@ ROLE_PRACTITIONER = "practitioner"
 ROLE_HUB_OPERATOR = "hub_operator"
 ROLE_BILLING = "billing"
 ROLE_ARS_OFFICER = "ars_officer"
+ROLE_ARS_SUPERVISOR = "ars_supervisor"
+ROLE_ARS_SIGNATORY = "ars_signatory"
+ROLE_ORDRE_REVIEWER = "ordre_reviewer"
+ROLE_PROMOTER = "promoter"
 # Roles a token may grant in `parcours_roles`; "practitioner" is never listed, an RPPS subject implies it.
-EXTRA_ROLES = frozenset({ROLE_HUB_OPERATOR, ROLE_BILLING, ROLE_ARS_OFFICER})
+EXTRA_ROLES = frozenset(
+    {
+        ROLE_HUB_OPERATOR,
+        ROLE_BILLING,
+        ROLE_ARS_OFFICER,
+        ROLE_ARS_SUPERVISOR,
+        ROLE_ARS_SIGNATORY,
+        ROLE_ORDRE_REVIEWER,
+        ROLE_PROMOTER,
+    }
+)
+# Roles scoped to one ARS region (their token names it).
+REGION_ROLES = frozenset({ROLE_ARS_OFFICER, ROLE_ARS_SUPERVISOR, ROLE_ARS_SIGNATORY})
 
 
 class Reason:
@@ -72,6 +89,8 @@ _PROFESSION_RE = re.compile(r"^PROFESSION_[A-Z0-9_]+$")
 _SPECIALTY_RE = re.compile(r"^SPECIALTY_[A-Z0-9_]+$")
 # INSEE region code (2 digits), as `regions/{code}` in the directory.
 _REGION_RE = re.compile(r"^[0-9]{2}$")
+# An Ordre council's territory: a département (`42`, `2A`, `971`), or `FR` for the national council.
+_TERRITORY_RE = re.compile(r"^(?:[0-9]{2}|2A|2B|97[1-6]|FR)$")
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti"]
 
 
@@ -90,6 +109,8 @@ class VerifiedToken:
     expires_at: datetime
     given_name: str = ""
     family_name: str = ""
+    # An Ordre reviewer's territory.
+    territory: str | None = None
 
 
 def practitioner_subject(rpps: str) -> str:
@@ -128,6 +149,7 @@ def mint_token(
     specialty: str | None,
     roles: Sequence[str] = (),
     region: str | None = None,
+    territory: str | None = None,
     given_name: str = "",
     family_name: str = "",
     ttl: timedelta = timedelta(hours=8),
@@ -150,8 +172,12 @@ def mint_token(
         raise ValueError(f"unknown roles {sorted(unknown)}; allowed: {sorted(EXTRA_ROLES)}")
     if region is not None and not _REGION_RE.fullmatch(region):
         raise ValueError("region must be a 2-digit INSEE region code")
-    if ROLE_ARS_OFFICER in roles and region is None:
-        raise ValueError("an ARS officer's token names their region")
+    if REGION_ROLES.intersection(roles) and region is None:
+        raise ValueError("an ARS staff token names their region")
+    if territory is not None and not _TERRITORY_RE.fullmatch(territory):
+        raise ValueError("territory must be a département code or FR")
+    if ROLE_ORDRE_REVIEWER in roles and territory is None:
+        raise ValueError("an Ordre reviewer's token names their territory")
     if ttl <= timedelta(0):
         raise ValueError("ttl must be positive")
 
@@ -174,6 +200,8 @@ def mint_token(
         claims["SubjectRefPro"] = {"codeProfession": profession, "codeSavoirFaire": specialty or ""}
     if region is not None:
         claims["parcours_region"] = region
+    if territory is not None:
+        claims["parcours_territory"] = territory
     key = load_ec_private_key(signing_key_file)
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"})
 
@@ -330,8 +358,13 @@ def _principal(claims: Mapping[str, Any]) -> VerifiedToken:
     region = claims.get("parcours_region")
     if region is not None and (not isinstance(region, str) or not _REGION_RE.fullmatch(region)):
         raise invalid("parcours_region")
-    if ROLE_ARS_OFFICER in roles and region is None:
-        raise invalid("an ARS officer's token names no region")
+    if REGION_ROLES.intersection(roles) and region is None:
+        raise invalid("an ARS staff token names no region")
+    territory = claims.get("parcours_territory")
+    if territory is not None and (not isinstance(territory, str) or not _TERRITORY_RE.fullmatch(territory)):
+        raise invalid("parcours_territory")
+    if ROLE_ORDRE_REVIEWER in roles and territory is None:
+        raise invalid("an Ordre reviewer's token names no territory")
 
     profession: str | None = None
     specialty: str | None = None
@@ -364,6 +397,7 @@ def _principal(claims: Mapping[str, Any]) -> VerifiedToken:
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         given_name=given_name if isinstance(given_name, str) else "",
         family_name=family_name if isinstance(family_name, str) else "",
+        territory=territory,
     )
 
 
@@ -426,7 +460,8 @@ def add_mint_arguments(parser: argparse.ArgumentParser, *, pki_dir: Path | None 
         help="the dev PKI folder (e.g. .data/pki)" + (f"; default {pki_dir}" if pki_dir else ""),
     )
     parser.add_argument("--role", action="append", default=[], choices=sorted(EXTRA_ROLES))
-    parser.add_argument("--region", metavar="CODE", help="INSEE region code (ARS officers), e.g. 84")
+    parser.add_argument("--region", metavar="CODE", help="INSEE region code (ARS staff), e.g. 84")
+    parser.add_argument("--territory", metavar="CODE", help="Ordre reviewer's département, or FR, e.g. 42")
     parser.add_argument("--ttl-hours", type=float, default=8.0)
     parser.add_argument("--issuer", default=_setting_default("token_issuer"))
     parser.add_argument("--audience", default=_setting_default("token_audience"))
@@ -457,6 +492,7 @@ def mint_from_arguments(
             specialty=specialty,
             roles=args.role,
             region=args.region,
+            territory=args.territory,
             given_name=given_name,
             family_name=family_name,
             ttl=timedelta(hours=args.ttl_hours),

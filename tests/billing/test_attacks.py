@@ -49,7 +49,9 @@ ATTACKERS = ["another GHT", "another region", "a token through another establish
 
 
 @pytest.fixture(params=ATTACKERS)
-def attacker(request: pytest.FixtureRequest, pki: DevPki, billing_address: str, mint: Minter) -> Attacker:
+async def attacker(
+    request: pytest.FixtureRequest, pki: DevPki, billing_address: str, mint: Minter
+) -> Attacker:
     finess, region, rpps = {
         "another GHT": (DAUPHINE, "84", GP_DAUPHINE),
         "another region": (REUNION, "04", GP_REUNION),

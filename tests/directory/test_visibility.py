@@ -41,17 +41,17 @@ def stub(pki: DevPki, directory_address: str) -> Callable[[str], Stub]:
 
 
 @pytest.fixture
-def loire(stub: Callable[[str], Stub], mint: Minter) -> Caller:
+async def loire(stub: Callable[[str], Stub], mint: Minter) -> Caller:
     return Caller(stub(LOIRE), bearer(mint(rpps=GP_LOIRE)), LOIRE)
 
 
 @pytest.fixture
-def dauphine(stub: Callable[[str], Stub], mint: Minter) -> Caller:
+async def dauphine(stub: Callable[[str], Stub], mint: Minter) -> Caller:
     return Caller(stub(DAUPHINE), bearer(mint(rpps=GP_DAUPHINE)), DAUPHINE)
 
 
 @pytest.fixture
-def operator(stub: Callable[[str], Stub], mint: Minter) -> Caller:
+async def operator(stub: Callable[[str], Stub], mint: Minter) -> Caller:
     return Caller(stub(LOIRE), bearer(mint(staff="ops-visibility", roles=["hub_operator"])), LOIRE)
 
 
@@ -59,7 +59,7 @@ ATTACKERS = ["another GHT", "another region", "a token through another establish
 
 
 @pytest.fixture(params=ATTACKERS)
-def attacker(request: pytest.FixtureRequest, stub: Callable[[str], Stub], mint: Minter) -> Caller:
+async def attacker(request: pytest.FixtureRequest, stub: Callable[[str], Stub], mint: Minter) -> Caller:
     finess, rpps = {
         "another GHT": (DAUPHINE, GP_DAUPHINE),
         "another region": (REUNION, GP_REUNION),

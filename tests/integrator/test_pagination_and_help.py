@@ -12,6 +12,7 @@ import pytest
 from buf.validate import validate_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
 from parcours.billing.v1 import billing_pb2
+from parcours.contracts.v1 import contracts_pb2  # noqa: F401 (registers its messages in the pool)
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2
 from parcours.scheduling.v1 import scheduling_pb2

@@ -50,12 +50,12 @@ HUB = Principal(
 
 
 @pytest.fixture
-def client(pki: DevPki, directory_address: str) -> DirectoryClient:
+async def client(pki: DevPki, directory_address: str) -> DirectoryClient:
     return DirectoryClient(component_channel(pki, directory_address, "billing"), cache_seconds=60)
 
 
 @pytest.fixture
-def directory(pki: DevPki, directory_address: str) -> directory_pb2_grpc.DirectoryServiceStub:
+async def directory(pki: DevPki, directory_address: str) -> directory_pb2_grpc.DirectoryServiceStub:
     return directory_pb2_grpc.DirectoryServiceStub(establishment_channel(pki, directory_address, LOIRE))
 
 
