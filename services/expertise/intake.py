@@ -179,20 +179,3 @@ def tiers(
         if members:
             routed.append(Tier(source=tier.source, members=members))
     return routed
-
-
-def practice_establishment(
-    practitioner: directory_pb2.Practitioner,
-    calling: directory_pb2.Establishment,
-    places: Sequence[directory_pb2.Establishment],
-) -> directory_pb2.Establishment | None:
-    """Where a practitioner acting through `calling` practises: `calling` itself when it is one of their
-    practice places, else their practice place in the same GHT; None when they practise in neither."""
-    names = {p.establishment for p in practitioner.practice_places}
-    if calling.name in names:
-        return calling
-    if calling.ght:
-        for place in places:
-            if place.ght == calling.ght:
-                return place
-    return None

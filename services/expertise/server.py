@@ -11,17 +11,16 @@ import dataclasses
 
 import asyncpg
 import grpc
-from parcours.directory.v1 import directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2_grpc
 from temporalio.client import Client
 
-from services.expertise.directory import DirectoryClient
 from services.expertise.models import TELEEXPERTISE
 from services.expertise.relay import CasePlan
 from services.expertise.servicer import SERVICE_NAME, ExpertiseServicer
 from services.expertise.settings import ExpertiseSettings
 from services.expertise.store import OUTBOX, ExpertiseStore
 from services.kit.cases import CaseClient, Relay
+from services.kit.directory import DirectoryClient
 from services.kit.server import (
     BackgroundTask,
     Bound,
@@ -43,14 +42,13 @@ def _parts(
     kind = dataclasses.replace(TELEEXPERTISE, task_queue=settings.teleexpertise_task_queue)
     store = ExpertiseStore(pool)
     relay = Relay(pool, temporal, OUTBOX, CasePlan(store, kind), kind)
+    client = DirectoryClient(directory, cache_seconds=settings.directory_cache_seconds)
     servicer = ExpertiseServicer(
         settings,
         store,
         CaseClient(temporal, kind, update_timeout=settings.teleexpertise_update_timeout),
         relay,
-        DirectoryClient(
-            directory_pb2_grpc.DirectoryServiceStub(directory), cache_seconds=settings.directory_cache_seconds
-        ),
+        client,
     )
     purge = Periodic(
         "idempotency-purge",
@@ -61,6 +59,8 @@ def _parts(
         ServiceBinding(
             SERVICE_NAME,
             lambda server: expertise_pb2_grpc.add_ExpertiseServiceServicer_to_server(servicer, server),
+            # A practitioner's token is accepted only through an establishment where they practise.
+            practice=client.practice,
         )
     ]
     return bindings, [relay, purge]

@@ -31,7 +31,6 @@ from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from services.expertise import intake
-from services.expertise.directory import DirectoryClient
 from services.expertise.models import (
     AcceptInput,
     AnswerInput,
@@ -51,6 +50,7 @@ from services.kit import names
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
+from services.kit.directory import DirectoryClient
 from services.kit.errors import (
     DomainError,
     FailedPrecondition,
@@ -117,27 +117,9 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
             raise PermissionDenied("PRACTITIONER_REQUIRED", "the call must be made for a practitioner")
         return principal.rpps
 
-    async def _place(self, principal: Principal, practitioner_name: str) -> str:
-        """The establishment the practitioner acts from (see intake.practice_establishment), by name."""
-        if not principal.establishment:
-            raise PermissionDenied(
-                "ESTABLISHMENT_REQUIRED", "the call must come from an establishment's information system"
-            )
-        calling = await self._directory.establishment(principal.establishment)
-        practitioner = await self._directory.practitioner(practitioner_name)
-        if calling is None or practitioner is None or not practitioner.active:
-            raise PermissionDenied(
-                "PRACTITIONER_NOT_AT_ESTABLISHMENT",
-                "the practitioner is not an active practitioner of the calling establishment's GHT",
-            )
-        places = [await self._directory.establishment(p.establishment) for p in practitioner.practice_places]
-        found = intake.practice_establishment(practitioner, calling, [p for p in places if p is not None])
-        if found is None:
-            raise PermissionDenied(
-                "PRACTITIONER_NOT_AT_ESTABLISHMENT",
-                "the practitioner does not practise at the calling establishment or in its GHT",
-            )
-        return str(found.name)
+    async def _place(self, principal: Principal) -> str:
+        """The establishment the practitioner acts from (the kit's token-binding rule), by name."""
+        return str((await self._directory.require_practice_place(principal)).name)
 
     async def _access(
         self, name: str, field: str, *, offered_may: bool = False
@@ -192,10 +174,11 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
         )
 
         requester = names.PRACTITIONER.format(rpps)
-        place = await self._place(principal, requester)
+        place = await self._place(principal)
         establishment = await self._directory.establishment(place)
         assert establishment is not None
-        patient = await self._visible_patient(given.patient, establishment.ght, place)
+        # The directory's one visibility rule, asked on behalf of the requester.
+        patient = await self._directory.require_patient(given.patient, principal)
         audit_target(patient=patient.name)
         if not given.patient_consent:
             raise FailedPrecondition(
@@ -276,20 +259,6 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, Unavailable) as error:
             log.warning("case %s not routed yet: %s", case_id, type(error).__name__)
             raise _not_routed_yet() from None
-
-    async def _visible_patient(self, name: str, ght: str, place: str) -> directory_pb2.Patient:
-        """The directory patient, if known at the requester's establishment or in its GHT."""
-        patient = await self._directory.patient(name)
-        if patient is not None:
-            for local in patient.local_identifiers:
-                if local.establishment == place:
-                    return patient
-                known_at = await self._directory.establishment(local.establishment)
-                if ght and known_at is not None and known_at.ght == ght:
-                    return patient
-        raise PermissionDenied(
-            "PATIENT_NOT_VISIBLE", "the patient is not known in the requester's GHT (or does not exist)"
-        )
 
     async def _target(
         self, given: expertise_pb2.TeleexpertiseRequestInput, requester: str
@@ -444,7 +413,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
     ) -> expertise_pb2.AcceptTeleexpertiseRequestResponse:
         # Taking part in the request is checked first, then where the expert practises (where TE2 is billed).
         checked = await self._access(request.name, "name", offered_may=True)
-        place = await self._place(current_principal(), names.PRACTITIONER.format(checked[1]))
+        place = await self._place(current_principal())
         found = await self._change(
             "accept",
             request,

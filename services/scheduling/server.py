@@ -13,15 +13,14 @@ import logging
 import asyncpg
 import grpc
 import temporalio.client
-from parcours.directory.v1 import directory_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2_grpc
 
 from services.kit.cases import CaseClient, Relay, RelaySettings
+from services.kit.directory import DirectoryClient
 from services.kit.server import Bound, Periodic, Runtime, ServiceBinding, build_server, open_channel, serve
 from services.kit.temporal import connect_client
 from services.scheduling import store
 from services.scheduling.agenda import materialise_schedule
-from services.scheduling.directory import DirectoryLookup
 from services.scheduling.models import TELECONSULTATION
 from services.scheduling.relay import WorkflowPlan
 from services.scheduling.servicer import SERVICE_NAME, SchedulingServicer
@@ -75,10 +74,8 @@ def _parts(
         ),
     )
     cases = CaseClient(temporal, TELECONSULTATION, update_timeout=settings.update_timeout, relay=relay)
-    lookup = DirectoryLookup(
-        directory_pb2_grpc.DirectoryServiceStub(directory), settings.directory_cache_seconds
-    )
-    servicer = SchedulingServicer(pool, lookup, cases, relay, settings)
+    client = DirectoryClient(directory, cache_seconds=settings.directory_cache_seconds)
+    servicer = SchedulingServicer(pool, client, cases, relay, settings)
     periodic = [
         Periodic("slot-horizon-refresher", HorizonRefresher(pool), settings.horizon_refresh_seconds),
         Periodic(
@@ -91,6 +88,8 @@ def _parts(
         ServiceBinding(
             SERVICE_NAME,
             lambda server: scheduling_pb2_grpc.add_SchedulingServiceServicer_to_server(servicer, server),
+            # A practitioner's token is accepted only through an establishment where they practise.
+            practice=client.practice,
         )
     ]
     return bindings, relay, periodic

@@ -40,6 +40,7 @@ from services.kit import names
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
+from services.kit.directory import DirectoryClient
 from services.kit.errors import (
     DomainError,
     FailedPrecondition,
@@ -53,7 +54,6 @@ from services.kit.pagination import decode_token, next_page_token, page_size, sp
 from services.scheduling import appointments, store
 from services.scheduling.agenda import exception_blackout, materialise_schedule
 from services.scheduling.availability import day_span
-from services.scheduling.directory import DirectoryLookup
 from services.scheduling.models import CompletionRequest, CompletionResult, StartRequest, StartResult
 from services.scheduling.resources import (
     FHIR_STATUS,
@@ -181,7 +181,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     def __init__(
         self,
         pool: asyncpg.Pool,
-        directory: DirectoryLookup,
+        directory: DirectoryClient,
         cases: CaseClient,
         relay: Relay,
         settings: SchedulingSettings,
@@ -196,38 +196,32 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
     async def _caller(self) -> Caller:
         principal = current_principal()
-        finess = principal.establishment.removeprefix("establishments/") or None
+        finess = names.ESTABLISHMENT.parse_optional(principal.establishment, "establishment")
         return Caller(
             principal=principal,
             privileged=principal.has_any(_PRIVILEGED),
             rpps=principal.rpps,
             finess=finess,
-            ght_id=await self._directory.ght_of(finess) if finess else None,
+            ght_id=await self._ght_id(principal.establishment),
         )
 
+    async def _ght_id(self, establishment: str) -> str | None:
+        """The id of an establishment's GHT (None outside any GHT, or without an establishment)."""
+        if not establishment:
+            return None
+        return names.GHT.parse_optional(await self._directory.ght_of(establishment) or "", "ght")
+
     async def _require_patient(self, caller: Caller, name: str) -> uuid.UUID:
-        """A directory patient the caller may see (known at an establishment of their GHT)."""
+        """A directory patient the caller may see: the directory's one visibility rule, asked on behalf of
+        the caller (services/kit/directory.py); a hidden patient answers exactly like a missing one."""
         patient_id = names.PATIENT.parse_uuid(name, "patient")
         audit_target(patient=name)
-        found = await self._directory.patient(name)
-        if caller.privileged:
-            if found is None:
-                raise NotFound("PATIENT_NOT_FOUND", "no such patient in the directory")
-            return patient_id
-        if found is not None:
-            if caller.finess in found.establishments:
-                return patient_id
-            if caller.ght_id is not None:
-                for finess in found.establishments:
-                    if await self._directory.ght_of(finess) == caller.ght_id:
-                        return patient_id
-        raise PermissionDenied(
-            "PATIENT_NOT_VISIBLE", "the patient is not known in the caller's GHT (or does not exist)"
-        )
+        await self._directory.require_patient(name, caller.principal)
+        return patient_id
 
     async def _require_practitioner(self, name: str, field: str) -> str | None:
         rpps = names.PRACTITIONER.parse_optional(name, field)
-        if rpps is not None and await self._directory.practitioner(rpps) is None:
+        if rpps is not None and await self._directory.practitioner(name) is None:
             raise InvalidArgument.one(field, "is not a practitioner of the directory")
         return rpps
 
@@ -353,15 +347,15 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     ) -> scheduling_pb2.CreateScheduleResponse:
         given = request.schedule
         caller = await self._caller()
-        rpps = given.practitioner.removeprefix("practitioners/")
-        finess = given.establishment.removeprefix("establishments/")
+        rpps = names.PRACTITIONER.parse(given.practitioner, "schedule.practitioner")
+        finess = names.ESTABLISHMENT.parse(given.establishment, "schedule.establishment")
         if not caller.manages(rpps, finess):
             raise PermissionDenied(
                 "SCHEDULE_NOT_MANAGED",
                 "only the practitioner, their practice place or the hub create a schedule",
             )
         service_types = _service_types(given.service_types, "schedule.service_types")
-        practitioner = await self._directory.practitioner(rpps)
+        practitioner = await self._directory.practitioner(given.practitioner)
         if practitioner is None:
             raise InvalidArgument.one("schedule.practitioner", "is not a practitioner of the directory")
         if given.establishment not in {p.establishment for p in practitioner.practice_places}:
@@ -375,7 +369,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 "NOT_A_MEDICAL_PROFESSIONAL",
                 "a téléconsultation is given by a physician, a midwife or a dentist (L.6316-1 CSP)",
             )
-        establishment = await self._directory.establishment(finess)
+        establishment = await self._directory.establishment(given.establishment)
         if establishment is None:
             raise InvalidArgument.one("schedule.establishment", "is not an establishment of the directory")
         values = store.ScheduleValues(
@@ -384,7 +378,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             specialty=practice_pb2.Specialty.Name(practitioner.specialty),
             finess=finess,
             ght_id=names.GHT.parse_optional(establishment.ght, "ght"),
-            region_code=establishment.region.removeprefix("regions/"),
+            region_code=names.REGION.parse(establishment.region, "region"),
             time_zone=establishment.time_zone,
             buffer=to_timedelta(given.buffer),
             minimum_notice=to_timedelta(given.minimum_notice),
@@ -561,18 +555,18 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             schedule = await self._schedule_for_change(caller, given.schedule, f"{field}.schedule")
             return store.ExceptionScope(schedule_id=schedule["schedule_id"])
         if which == "practitioner":
-            rpps = given.practitioner.removeprefix("practitioners/")
+            rpps = names.PRACTITIONER.parse(given.practitioner, f"{field}.practitioner")
             if not (caller.privileged or caller.rpps == rpps):
                 raise denied
             return store.ExceptionScope(rpps=rpps)
         if which == "establishment":
-            finess = given.establishment.removeprefix("establishments/")
+            finess = names.ESTABLISHMENT.parse(given.establishment, f"{field}.establishment")
             if not (caller.privileged or (caller.rpps is None and caller.finess == finess)):
                 raise denied
             return store.ExceptionScope(finess=finess)
         if not caller.operator and not caller.privileged:
             raise PermissionDenied("ROLE_REQUIRED", "region-wide exceptions are set by hub operators")
-        return store.ExceptionScope(region_code=given.region.removeprefix("regions/"))
+        return store.ExceptionScope(region_code=names.REGION.parse(given.region, f"{field}.region"))
 
     @staticmethod
     def _exception_period(

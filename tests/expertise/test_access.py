@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from parcours.directory.v1 import directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2
+from parcours.type.v1 import practice_pb2
 
 from tests.expertise.conftest import (
     CARDIO_LOIRE,
@@ -20,12 +22,12 @@ from tests.expertise.conftest import (
     GP,
     GP_DAUPHINE,
     NURSE_LOIRE,
-    PSYCHOLOGIST,
     Actor,
     Stack,
     request_input,
 )
-from tests.support import DAUPHINE, STRANGER, request_id
+from tests.scheduling.helpers import new_practitioner
+from tests.support import DAUPHINE, LOIRE, STRANGER, bearer, establishment_channel, request_id
 from tests.support.calls import call, details
 
 Request = expertise_pb2.TeleexpertiseRequest
@@ -143,7 +145,16 @@ async def test_who_may_request_and_be_asked(stack: Stack, new_patient: NewPatien
     nurse = stack.as_(NURSE_LOIRE, profession="PROFESSION_NURSE", specialty="SPECIALTY_NONE")
     created = await nurse.create(patient=patient)
     assert created.requester == nurse.name
-    psychologist = stack.as_(PSYCHOLOGIST, profession="PROFESSION_PSYCHOLOGIST", specialty="SPECIALTY_NONE")
+    # A psychologist of the establishment (so the token binding lets them through to the profession rule).
+    async with establishment_channel(stack.pki, stack.directory_address, LOIRE) as channel:
+        operator = bearer(stack.mint(staff="ops-expertise", roles=["hub_operator"]))
+        rpps = await new_practitioner(
+            directory_pb2_grpc.DirectoryServiceStub(channel),
+            operator,
+            LOIRE,
+            profession=practice_pb2.PROFESSION_PSYCHOLOGIST,
+        )
+    psychologist = stack.as_(rpps, profession="PROFESSION_PSYCHOLOGIST", specialty="SPECIALTY_NONE")
     await _refused(
         psychologist.create(patient=patient),
         grpc.StatusCode.PERMISSION_DENIED,
@@ -193,7 +204,9 @@ async def test_a_patient_of_another_ght_cannot_be_the_subject(stack: Stack, new_
 # --- who sees a request --------------------------------------------------------------------------------
 
 
-async def _every_read_and_change_refused(actor: Actor, name: str) -> None:
+async def _every_read_and_change_refused(
+    actor: Actor, name: str, reason: str = "REQUEST_NOT_VISIBLE"
+) -> None:
     for attempt in (
         actor.get(name),
         actor.accept(name),
@@ -206,15 +219,26 @@ async def _every_read_and_change_refused(actor: Actor, name: str) -> None:
             expertise_pb2.ListTeleexpertiseMessagesRequest(parent=name), metadata=actor.metadata
         ),
     ):
-        await _refused(attempt, grpc.StatusCode.PERMISSION_DENIED, "REQUEST_NOT_VISIBLE")
+        await _refused(attempt, grpc.StatusCode.PERMISSION_DENIED, reason)
 
 
 async def test_strangers_other_ghts_and_outsiders_see_nothing(stack: Stack, new_patient: NewPatient) -> None:
     gp = stack.as_(GP)
     created = await gp.create(patient=await new_patient())
+    # Someone unknown to the directory, through an unknown establishment's system: refused for who they are
+    # (the token binding), before anything is looked up — the same for this request and for one that does not
+    # exist, and nothing listed.
+    stranger = stack.as_("19999999901", STRANGER)
+    for name in (created.name, f"teleexpertiseRequests/{uuid.uuid4()}"):
+        await _every_read_and_change_refused(stranger, name, "PRACTITIONER_NOT_AT_ESTABLISHMENT")
+    await _refused(
+        stranger.stub.ListTeleexpertiseRequests(
+            expertise_pb2.ListTeleexpertiseRequestsRequest(), metadata=stranger.metadata
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PRACTITIONER_NOT_AT_ESTABLISHMENT",
+    )
     outsiders = [
-        # Someone unknown to the directory, through an unknown establishment's system.
-        stack.as_("19999999901", STRANGER),
         # A GP of another GHT.
         stack.as_(GP_DAUPHINE, DAUPHINE),
         # A doctor of the same GHT in no dermatology pool.
