@@ -40,6 +40,7 @@ from services.billing import export, rules
 from services.billing.catalog import CATALOG, Catalog, Entry, Parameter
 from services.billing.contracts import ContractPolicy
 from services.billing.store import (
+    LEDGER,
     BillingStore,
     ChargeFilter,
     ChargeRow,
@@ -47,6 +48,7 @@ from services.billing.store import (
     set_date,
     timestamp,
 )
+from services.kit import names
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.directory import DirectoryClient
@@ -59,6 +61,7 @@ from services.kit.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.kit.idempotency import Call
 from services.kit.pagination import decode_token, encode_token, page_size
 
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
@@ -447,6 +450,11 @@ def _period(start: object, end: object) -> tuple[date, date]:
     return first, last
 
 
+def _act_name(act_id: str) -> str:
+    """How the ledger names an act (acts are named by their client-chosen id)."""
+    return f"acts/{act_id}"
+
+
 def _digest(patient: str, act: billing_pb2.Act) -> bytes:
     return hashlib.sha256(patient.encode() + b"\0" + act.SerializeToString(deterministic=True)).digest()
 
@@ -631,14 +639,21 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         await self._own_lines(principal, quote)
         numbers = {id(line): i for i, line in enumerate(quote.lines, start=1)}
         patient_id = uuid.UUID(request.patient.removeprefix("patients/"))
+        call = Call.of(request, "RecordAct", principal)
         async with self._store.transaction() as tx:
+            # The request id (the kit's ledger: the same id for another call is REQUEST_ID_REUSED), then the
+            # act id (one act per id, whatever request recorded it).
+            retried = await LEDGER.claim(tx, call) is not None
             # A concurrent recording of the same act waits here, then replays what the first one wrote.
             await self._store.lock(tx, f"act:{request.act_id}")
             recorded = await self._store.get_act(request.act_id, tx=tx)
             if recorded is not None:
                 # A retry: the lines of the first recording, even if the act would be refused now (its own
                 # lines may have taken the last slot of a quota).
-                return await self._replay(recorded.digest, recorded.quote, request, digest, tx=tx)
+                replayed = await self._replay(recorded.digest, recorded.quote, request, digest, tx=tx)
+                if not retried:
+                    await LEDGER.record(tx, call, [_act_name(request.act_id)])
+                return replayed
             if not quote.billable:
                 raise _refused(quote)
             slots: dict[int, int] = {}
@@ -713,6 +728,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                     for line in quote.lines
                 ],
             )
+            await LEDGER.record(tx, call, [_act_name(request.act_id)])
         return billing_pb2.RecordActResponse(charges=charges, quote=message)
 
     async def _replay(
@@ -742,15 +758,15 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         charge_id = uuid.UUID(request.name.removeprefix("charges/"))
         request_id = uuid.UUID(request.request_id)
         audit_target(resource=request.name)
+        call = Call.of(request, "ReverseCharge", principal)
         async with self._store.transaction() as tx:
+            done = await LEDGER.claim(tx, call)
             await self._store.lock(tx, f"charge:{charge_id}")
-            previous = await self._store.reversal_by_request(request_id, tx=tx)
-            if previous is not None:
-                if previous.charge.reverses != request.name:
-                    raise AlreadyExists(
-                        "REQUEST_ID_REUSED", "this request_id was already used to reverse another charge"
-                    )
+            if done is not None:
+                # A retry of this very reversal: what it wrote, as it stands.
+                previous = await self._store.get_charge(names.CHARGE.parse_uuid(done.resource, "name"), tx=tx)
                 original = await self._store.get_charge(charge_id, tx=tx)
+                assert previous is not None
                 assert original is not None
                 audit_target(patient=original.charge.patient)
                 return billing_pb2.ReverseChargeResponse(reversal=previous.charge, charge=original.charge)
@@ -806,6 +822,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             if row["quota_key"]:
                 # The reversed act no longer uses its slot.
                 await self._store.release_quota_slot(tx, row["quota_key"])
+            await LEDGER.record(tx, call, [reversal.name])
             updated = await self._store.get_charge(charge_id, tx=tx)
         assert updated is not None
         return billing_pb2.ReverseChargeResponse(reversal=reversal, charge=updated.charge)

@@ -35,11 +35,14 @@ from services.billing import catalog as catalog_module
 from services.billing.catalog import Catalog
 from services.billing.rules import PairWindow
 from services.kit.db import constraint_errors
-from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition
+from services.kit.errors import DomainError, FailedPrecondition
+from services.kit.idempotency import Ledger
 from services.kit.pagination import split_page
 
 # First key of the billing service's two-key advisory locks (ASCII "bil").
 _ADVISORY_LOCK_CLASS = 0x0062696C
+# The service's idempotency ledger (the kit's shape, in this schema).
+LEDGER = Ledger("billing")
 
 # --- Queries ------------------------------------------------------------------------------------------------
 
@@ -107,7 +110,6 @@ c.*, r.charge_id AS reversed_by, r.reversal_reason AS reversed_reason, r.reversa
 FROM billing.charges c LEFT JOIN billing.charges r ON r.reverses = c.charge_id
 """
 GET_CHARGE = f"SELECT {_CHARGE_COLUMNS} WHERE c.charge_id = $1"
-GET_REVERSAL_BY_REQUEST = f"SELECT {_CHARGE_COLUMNS} WHERE c.request_id = $1"
 CHARGES_OF_ACT = f"SELECT {_CHARGE_COLUMNS} WHERE c.act_id = $1 ORDER BY c.seq"
 # Optional filters are `($n IS NULL OR ...)` so that one static statement serves every combination.
 LIST_CHARGES = f"""
@@ -123,12 +125,6 @@ LIMIT $8
 
 
 _CONSTRAINT_ERRORS: dict[str, Callable[[], DomainError]] = {
-    "acts_request_id_key": lambda: AlreadyExists(
-        "REQUEST_ID_REUSED", "this request_id was already used for another act; use a new one"
-    ),
-    "charges_request_id_key": lambda: AlreadyExists(
-        "REQUEST_ID_REUSED", "this request_id was already used for another reversal; use a new one"
-    ),
     "charges_reverses_key": lambda: FailedPrecondition(
         "CHARGE_ALREADY_REVERSED", "the charge was already reversed"
     ),
@@ -441,13 +437,6 @@ class BillingStore:
     ) -> StoredCharge | None:
         async with self._read(tx) as conn:
             row = await conn.fetchrow(GET_CHARGE, charge_id)
-        return None if row is None else StoredCharge(charge_from_row(row), row)
-
-    async def reversal_by_request(
-        self, request_id: uuid.UUID, *, tx: asyncpg.Connection | None = None
-    ) -> StoredCharge | None:
-        async with self._read(tx) as conn:
-            row = await conn.fetchrow(GET_REVERSAL_BY_REQUEST, request_id)
         return None if row is None else StoredCharge(charge_from_row(row), row)
 
     async def list_charges(

@@ -36,7 +36,7 @@ from services.directory.identifiers import (
     nir_trait_mismatches,
     nir_violations,
 )
-from services.directory.store import DirectoryStore, EstablishmentChanges, PractitionerChanges
+from services.directory.store import LEDGER, DirectoryStore, EstablishmentChanges, PractitionerChanges
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.directory import patient_not_found, patient_not_visible, patient_scope
@@ -47,6 +47,7 @@ from services.kit.errors import (
     NotFound,
     PermissionDenied,
 )
+from services.kit.idempotency import Call
 from services.kit.pagination import decode_token, next_page_token, page_size
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,6 @@ def _scope(principal: Principal) -> str | None:
     return None if scope is None else scope.removeprefix("establishments/")
 
 
-def _actor(principal: Principal) -> str:
-    """Who made a request, for replaying its recorded response to that caller only."""
-    who = principal.practitioner or principal.subject
-    return f"{principal.establishment}|{principal.component}|{who}"
-
-
 def _establishment_not_visible(message: str) -> PermissionDenied:
     return PermissionDenied("ESTABLISHMENT_NOT_VISIBLE", message)
 
@@ -111,20 +106,20 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
 
     async def _idempotent(
         self,
-        request_id: str,
+        request: Message,
         method: str,
         response_type: type[R],
         work: Callable[[asyncpg.Connection], Awaitable[R]],
     ) -> R:
-        actor = _actor(current_principal())
+        """Run `work` once per request id (the kit's ledger): a retry by the same caller with the same
+        request gets the first response; the id reused otherwise is REQUEST_ID_REUSED."""
+        call = Call.of(request, method, current_principal())
         async with self._store.transaction() as tx:
-            cached = await self._store.idempotent_response(request_id, method, actor=actor, tx=tx)
-            if cached is not None:
-                return response_type.FromString(cached)
+            done = await LEDGER.claim(tx, call)
+            if done is not None and done.response is not None:
+                return response_type.FromString(done.response)
             response = await work(tx)
-            await self._store.store_idempotent_response(
-                tx, request_id, method, response.SerializeToString(), actor=actor
-            )
+            await LEDGER.record(tx, call, response=response)
             return response
 
     async def _in_scope(self, scope: str | None, establishment: str) -> bool:
@@ -202,7 +197,8 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             )
             return directory_pb2.CreateGhtResponse(ght=ght)
 
-        return await self._idempotent(request.request_id, "CreateGht", directory_pb2.CreateGhtResponse, work)
+        return await self._idempotent(
+            request, "CreateGht", directory_pb2.CreateGhtResponse, work)
 
     # --- establishments ----------------------------------------------------------------------------------
 
@@ -246,7 +242,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             return directory_pb2.CreateEstablishmentResponse(establishment=created)
 
         return await self._idempotent(
-            request.request_id, "CreateEstablishment", directory_pb2.CreateEstablishmentResponse, work
+            request, "CreateEstablishment", directory_pb2.CreateEstablishmentResponse, work
         )
 
     async def UpdateEstablishment(
@@ -271,7 +267,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             return directory_pb2.UpdateEstablishmentResponse(establishment=updated)
 
         return await self._idempotent(
-            request.request_id, "UpdateEstablishment", directory_pb2.UpdateEstablishmentResponse, work
+            request, "UpdateEstablishment", directory_pb2.UpdateEstablishmentResponse, work
         )
 
     # --- practitioners -----------------------------------------------------------------------------------
@@ -327,7 +323,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             return directory_pb2.CreatePractitionerResponse(practitioner=created)
 
         return await self._idempotent(
-            request.request_id, "CreatePractitioner", directory_pb2.CreatePractitionerResponse, work
+            request, "CreatePractitioner", directory_pb2.CreatePractitionerResponse, work
         )
 
     async def UpdatePractitioner(
@@ -373,7 +369,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             return directory_pb2.UpdatePractitionerResponse(practitioner=updated)
 
         return await self._idempotent(
-            request.request_id, "UpdatePractitioner", directory_pb2.UpdatePractitionerResponse, work
+            request, "UpdatePractitioner", directory_pb2.UpdatePractitionerResponse, work
         )
 
     # --- expertise offers --------------------------------------------------------------------------------
@@ -424,7 +420,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             return directory_pb2.CreateExpertiseOfferResponse(expertise_offer=created)
 
         return await self._idempotent(
-            request.request_id, "CreateExpertiseOffer", directory_pb2.CreateExpertiseOfferResponse, work
+            request, "CreateExpertiseOffer", directory_pb2.CreateExpertiseOfferResponse, work
         )
 
     # --- patients ---
@@ -521,7 +517,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             )
 
         response = await self._idempotent(
-            request.request_id, "CreatePatient", directory_pb2.CreatePatientResponse, work
+            request, "CreatePatient", directory_pb2.CreatePatientResponse, work
         )
         # Named after the fact so that a replayed request is audited like the first one.
         audit_target(resource=response.patient.name, patient=response.patient.name)
@@ -542,7 +538,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             return directory_pb2.UpdatePatientResponse(patient=self._found(scope, updated))
 
         return await self._idempotent(
-            request.request_id, "UpdatePatient", directory_pb2.UpdatePatientResponse, work
+            request, "UpdatePatient", directory_pb2.UpdatePatientResponse, work
         )
 
     async def LinkLocalIdentifier(
@@ -592,7 +588,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             return directory_pb2.LinkLocalIdentifierResponse(patient=self._found(scope, linked))
 
         return await self._idempotent(
-            request.request_id, "LinkLocalIdentifier", directory_pb2.LinkLocalIdentifierResponse, work
+            request, "LinkLocalIdentifier", directory_pb2.LinkLocalIdentifierResponse, work
         )
 
     async def ResolvePatient(

@@ -15,22 +15,9 @@ in a savepoint of the caller's transaction, so a refused write (AlreadyExists, F
 only itself and the caller's transaction stays usable. Every multi-row write (a practitioner and its practice
 places, an offer and its members, a patient and its local identifier) is atomic either way.
 
-Idempotency of mutating RPCs (every request carries a client `request_id`). The servicer does:
-
-    async with store.transaction() as tx:
-        cached = await store.idempotent_response(request_id, METHOD, tx=tx)
-        if cached is not None:
-            return Response.FromString(cached)
-        resource = await store.create_...(..., tx=tx)
-        response = Response(...)
-        await store.store_idempotent_response(tx, request_id, METHOD, response.SerializeToString())
-        return response
-
-`idempotent_response` given a transaction first takes a transaction-scoped advisory lock on the request id,
-so a concurrent retry of the same request waits for the first attempt to commit (then reads its response) or
-to roll back (then does the work itself): the write and its recorded response commit together or not at all,
-and a request never writes twice. A request id reused for another method is refused (REQUEST_ID_REUSED). A
-refusal is not recorded: retrying a refused request re-evaluates it, as a client wants after fixing the cause.
+Idempotency of mutating RPCs (every request carries a client `request_id`): the kit's ledger in this schema
+(`LEDGER`, services/kit/idempotency.py), claimed and written in the write's own transaction by the servicer,
+with the response kept so a retry by the same caller gets the same answer (purged after the retention).
 """
 
 # ruff: noqa: S608  (queries are composed of module constants only; values always travel as $n parameters)
@@ -58,7 +45,11 @@ from services.kit.errors import (
     FieldViolation,
     InvalidArgument,
 )
+from services.kit.idempotency import Ledger
 from services.kit.pagination import split_page
+
+# The service's idempotency ledger (the kit's shape, in this schema).
+LEDGER = Ledger("directory")
 
 Profession = practice_pb2.Profession
 Specialty = practice_pb2.Specialty
@@ -71,7 +62,6 @@ IdentityStatus = directory_pb2.IdentityStatus
 MEDICAL_PROFESSIONS = frozenset({"PROFESSION_PHYSICIAN", "PROFESSION_MIDWIFE", "PROFESSION_DENTIST"})
 # First key of the directory's two-key advisory locks (ASCII "dir"), so its locks never collide with another
 # component's single-key locks or with two-key locks of another class.
-_ADVISORY_LOCK_CLASS = 0x00646972
 
 # --- Queries ------------------------------------------------------------------------------------------------
 # Optional filters are `($n::type IS NULL OR ...)`, so that one static statement serves every combination.
@@ -305,11 +295,6 @@ GET_LOCAL_IDENTIFIER_CONFLICTS = """
 SELECT ipp, patient_id FROM directory.patient_local_ids WHERE finess = $1 AND (ipp = $2 OR patient_id = $3)
 """
 
-LOCK_REQUEST = "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::uuid::text))"
-GET_IDEMPOTENT_RESPONSE = "SELECT method, actor, response FROM directory.idempotency WHERE request_id = $1"
-INSERT_IDEMPOTENT_RESPONSE = """
-INSERT INTO directory.idempotency (request_id, method, response, actor) VALUES ($1, $2, $3, $4)
-"""
 
 CLAIM_SEED = "INSERT INTO directory.seeds (seed) VALUES ($1) ON CONFLICT DO NOTHING RETURNING seed"
 
@@ -1210,55 +1195,6 @@ class DirectoryStore:
         return _patient(rows[0], scoped=scope is not None) if rows else None
 
     # --- Idempotency and loaders ---
-
-    async def idempotent_response(
-        self,
-        request_id: uuid.UUID | str,
-        method: str,
-        *,
-        actor: str = "",
-        tx: asyncpg.Connection | None = None,
-    ) -> bytes | None:
-        """The response recorded for `request_id`, or None when the request has not been done yet.
-
-        Given `tx`, first waits for any concurrent transaction handling the same request id (see the module
-        docstring). Raises FailedPrecondition REQUEST_ID_REUSED when the id was used for another method or by
-        another actor (a response is the answer to its caller: nobody else gets it replayed).
-        """
-        async with self._read(tx) as conn:
-            if tx is not None:
-                await conn.execute(LOCK_REQUEST, _ADVISORY_LOCK_CLASS, request_id)
-            row = await conn.fetchrow(GET_IDEMPOTENT_RESPONSE, request_id)
-        if row is None:
-            return None
-        if row["method"] != method:
-            raise FailedPrecondition(
-                "REQUEST_ID_REUSED",
-                "this request_id was already used for another method",
-                {"method": row["method"]},
-            )
-        if row["actor"] != actor:
-            raise FailedPrecondition(
-                "REQUEST_ID_REUSED", "this request_id was already used by another caller"
-            )
-        return bytes(row["response"])
-
-    async def store_idempotent_response(
-        self,
-        tx: asyncpg.Connection | None,
-        request_id: uuid.UUID | str,
-        method: str,
-        payload: bytes,
-        *,
-        actor: str = "",
-    ) -> None:
-        """Records the response of `request_id`, in `tx` (the write's transaction) when given.
-
-        Raises Aborted CONCURRENT_REQUEST if another transaction recorded it first (only possible without the
-        lock that `idempotent_response(..., tx=tx)` takes).
-        """
-        async with self._write(tx) as conn:
-            await conn.execute(INSERT_IDEMPOTENT_RESPONSE, request_id, method, payload, actor)
 
     async def claim_seed(self, seed: str, *, tx: asyncpg.Connection) -> bool:
         """Marks data set `seed` as loaded in `tx`; False if it already was (waits for a concurrent load)."""

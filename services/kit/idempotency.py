@@ -49,6 +49,13 @@ def actor_of(principal: Principal) -> str:
     return principal.subject or "anonymous"
 
 
+def caller_of(principal: Principal) -> str:
+    """Who made a request, as the ledger keys it: the establishment, the component and the person together,
+    so a recorded response (which may hold patient data) is never replayed to anyone but its caller."""
+    person = principal.practitioner or principal.subject
+    return f"{principal.establishment}|{principal.component}|{person}"
+
+
 def digest_of(request: Message) -> str:
     """A digest of a request without its `request_id` (the same call retried has the same digest)."""
     copy = type(request)()
@@ -75,7 +82,7 @@ class Call:
         return cls(
             request_id=str(uuid.UUID(request_id)),
             method=method,
-            actor=actor_of(principal),
+            actor=caller_of(principal),
             digest=digest_of(request),
         )
 

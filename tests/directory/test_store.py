@@ -17,8 +17,9 @@ from services.devstack.postgres import PostgresHandle
 from services.directory import demo
 from services.directory.identifiers import nir_key
 from services.directory.seed import seed_demo
-from services.directory.store import DirectoryStore
+from services.directory.store import LEDGER, DirectoryStore
 from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument
+from services.kit.idempotency import Call
 from services.kit.migrate import apply_all
 
 Kind = directory_pb2.Establishment.Kind
@@ -644,72 +645,35 @@ async def test_list_patients_of_an_establishment(store: DirectoryStore) -> None:
 # --- Idempotency -------------------------------------------------------------------------------------------
 
 
-async def test_idempotent_response_round_trip(store: DirectoryStore) -> None:
-    request_id = uuid.uuid4()
-    async with store.transaction() as tx:
-        assert await store.idempotent_response(request_id, "CreateGht", tx=tx) is None
-        await store.store_idempotent_response(tx, request_id, "CreateGht", b"first answer")
-    assert await store.idempotent_response(request_id, "CreateGht") == b"first answer"
-    assert await store.idempotent_response(str(request_id), "CreateGht") == b"first answer"
-    with pytest.raises(FailedPrecondition) as reused:
-        await store.idempotent_response(request_id, "CreatePatient")
-    assert reused.value.reason == "REQUEST_ID_REUSED"
-
-
 async def test_a_rolled_back_write_records_no_response(store: DirectoryStore) -> None:
-    request_id = uuid.uuid4()
+    call = Call(request_id=str(uuid.uuid4()), method="CreateGht", actor="tests", digest="d")
     ght_id = new_id("ght-test")
 
     async def fail_before_commit() -> None:
         async with store.transaction() as tx:
             await store.create_ght(ght_id, display_name="Annulé", region="84", tx=tx)
-            await store.store_idempotent_response(tx, request_id, "CreateGht", b"never")
+            await LEDGER.record(tx, call, response=b"never")
             raise RuntimeError("the servicer failed before commit")
 
     with pytest.raises(RuntimeError, match="before commit"):
         await fail_before_commit()
-    assert await store.idempotent_response(request_id, "CreateGht") is None
+    async with store.transaction() as tx:
+        assert await LEDGER.find(tx, call) is None
     assert await store.get_ght(ght_id) is None
 
 
 async def test_a_refusal_in_a_transaction_keeps_it_usable(store: DirectoryStore) -> None:
     ght_id = await make_ght(store)
-    request_id = uuid.uuid4()
+    call = Call(request_id=str(uuid.uuid4()), method="CreateGht", actor="tests", digest="d")
     async with store.transaction() as tx:
         with pytest.raises(AlreadyExists):
             await store.create_ght(ght_id, display_name="Doublon", region="84", tx=tx)
         other = await store.create_ght(new_id("ght-test"), display_name="Autre", region="84", tx=tx)
-        await store.store_idempotent_response(tx, request_id, "CreateGht", other.SerializeToString())
-    cached = await store.idempotent_response(request_id, "CreateGht")
-    assert cached is not None
-    assert directory_pb2.Ght.FromString(cached) == other
-
-
-WAITING_ON_ADVISORY_LOCK = (
-    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)"
-)
-
-
-async def test_a_concurrent_retry_waits_and_gets_the_first_response(
-    store: DirectoryStore, pool: asyncpg.Pool
-) -> None:
-    request_id = uuid.uuid4()
-
-    async def retry() -> bytes | None:
-        async with store.transaction() as tx:
-            return await store.idempotent_response(request_id, "CreateGht", tx=tx)
-
+        await LEDGER.record(tx, call, response=other)
     async with store.transaction() as tx:
-        assert await store.idempotent_response(request_id, "CreateGht", tx=tx) is None
-        retrying = asyncio.create_task(retry())
-        # Only the server knows when the retry waits on the request's lock, and it tells no one: poll its lock
-        # table, as PostgreSQL's own isolation tester does.
-        async with asyncio.timeout(10):
-            while not await pool.fetchval(WAITING_ON_ADVISORY_LOCK):  # noqa: ASYNC110 - nothing to await
-                await asyncio.sleep(0.01)
-        assert not retrying.done()
-        await store.store_idempotent_response(tx, request_id, "CreateGht", b"the only answer")
-    assert await retrying == b"the only answer"
+        cached = await LEDGER.find(tx, call)
+    assert cached is not None and cached.response is not None
+    assert directory_pb2.Ght.FromString(cached.response) == other
 
 
 # --- Demo seed ---------------------------------------------------------------------------------------------

@@ -390,7 +390,7 @@ async def test_a_request_id_replayed_by_another_caller_never_returns_the_first_a
     assert (await loire.stub.CreatePatient(request, metadata=loire.metadata)) == first
     request.ins.CopyFrom(random_ins())
     error = await call(dauphine.stub.CreatePatient(request, metadata=dauphine.metadata))
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert details(error)[0].reason == "REQUEST_ID_REUSED"  # type: ignore[union-attr]
 
 
