@@ -149,6 +149,8 @@ class Authenticator:
         roles = _token_roles(token)
         if peer.component:
             roles.add(options_pb2.ROLE_HUB_SERVICE)
+        if peer.establishment:
+            roles.add(options_pb2.ROLE_ESTABLISHMENT)
         return Principal(
             establishment=peer.establishment,
             component=peer.component,
