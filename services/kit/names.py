@@ -118,6 +118,7 @@ AVAILABILITY_RULE = _name("schedules/{schedule}/availabilityRules/{rule}", sched
 AVAILABILITY_EXCEPTION = _name("availabilityExceptions/{exception}", exception=UUID_ID)
 SLOT = _name("slots/{slot}", slot=UUID_ID)
 APPOINTMENT = _name("appointments/{appointment}", appointment=UUID_ID)
+TELECONSEIL = _name("teleconseils/{teleconseil}", teleconseil=UUID_ID)
 # Téléexpertise.
 TELEEXPERTISE_REQUEST = _name("teleexpertiseRequests/{request}", request=UUID_ID)
 TELEEXPERTISE_ATTACHMENT = _name(
@@ -139,6 +140,7 @@ ALL: dict[str, ResourceName] = {
     "availability_exception": AVAILABILITY_EXCEPTION,
     "slot": SLOT,
     "appointment": APPOINTMENT,
+    "teleconseil": TELECONSEIL,
     "teleexpertise_request": TELEEXPERTISE_REQUEST,
     "teleexpertise_attachment": TELEEXPERTISE_ATTACHMENT,
     "charge": CHARGE,
