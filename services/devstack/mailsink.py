@@ -8,7 +8,6 @@ Read what was sent with any Maildir reader, e.g. `python -m services.devstack.ma
 from __future__ import annotations
 
 import argparse
-import asyncio
 import email
 import email.policy
 import logging
@@ -22,6 +21,8 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Mailbox
 
+from services.devstack import free_port
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2525
@@ -32,14 +33,14 @@ class MailSink:
 
     def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self._controller = Controller(Mailbox(folder), hostname=host, port=port)
+        # A Maildir: its cur/new/tmp folders made now (Maildir makes them only for a folder not there yet).
+        mailbox.Maildir(str(folder), create=True)
+        # aiosmtpd's controller checks its server by connecting to the port it was given: never 0.
+        self._controller = Controller(Mailbox(folder), hostname=host, port=port or free_port())
 
     @property
     def port(self) -> int:
-        server = self._controller.server
-        assert isinstance(server, asyncio.base_events.Server)
-        return int(server.sockets[0].getsockname()[1])
+        return int(self._controller.port)
 
     def start(self) -> MailSink:
         self._controller.start()

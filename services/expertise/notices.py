@@ -42,7 +42,7 @@ class RequestFacts:
     time_zone: str
 
 
-def notice(kind: str, sequence: int, recipient: str, facts: RequestFacts) -> Notice:
+def notice(kind: str, sequence: int, recipient: str, facts: RequestFacts, *, occur_time: datetime) -> Notice:
     says = _SAYS.get(kind, "La demande de téléexpertise a changé.")
     lines = ["Bonjour,", says]
     data = {"event_sequence": str(sequence)}
@@ -60,5 +60,6 @@ def notice(kind: str, sequence: int, recipient: str, facts: RequestFacts) -> Not
         recipient=recipient,
         subject=f"Téléexpertise : {says.split(' ;')[0].rstrip('.')}",
         text="\n".join(lines) + "\n",
+        occur_time=occur_time,
         data=data,
     )

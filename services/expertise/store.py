@@ -677,9 +677,9 @@ class ExpertiseStore:
         """What routing and wording a case's notifications need (no free text)."""
         return await self._pool.fetchrow(DELIVERY_FACTS, case_id)
 
-    async def delivery_state(self, case_id: uuid.UUID, sequence: int, rpps: str) -> str | None:
-        found: str | None = await self._pool.fetchval(DELIVERY_STATE, case_id, sequence, rpps)
-        return found
+    async def delivery_state(self, case_id: uuid.UUID, sequence: int, rpps: str) -> asyncpg.Record | None:
+        """The notification's delivery state and when it was recorded."""
+        return await self._pool.fetchrow(DELIVERY_STATE, case_id, sequence, rpps)
 
     async def mark_delivery(
         self,
@@ -736,7 +736,7 @@ SELECT case_id, requester, requester_establishment, assigned_expert, expert_esta
 FROM expertise.requests WHERE case_id = $1
 """
 _NOTICE_KEY = "case_id = $1 AND event_sequence = $2 AND recipient = $3"
-DELIVERY_STATE = f"SELECT delivery_state FROM expertise.notifications WHERE {_NOTICE_KEY}"  # noqa: S608
+DELIVERY_STATE = f"SELECT delivery_state, create_time FROM expertise.notifications WHERE {_NOTICE_KEY}"  # noqa: S608
 # Only a pending notification moves: a delivered, failed or recorded one is settled.
 MARK_DELIVERY = f"""
 UPDATE expertise.notifications SET

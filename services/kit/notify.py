@@ -152,8 +152,9 @@ class Notice:
     subject: str
     text: str
     # Extra fields of the webhook event (times, links): no patient data.
+    # When it was recorded: the same on every attempt, so a retried event is the same event.
+    occur_time: datetime
     data: Mapping[str, str] = field(default_factory=dict)
-    occur_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def event_id(self) -> str:

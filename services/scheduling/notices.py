@@ -44,6 +44,7 @@ def notice(
     recipient: str,
     facts: AppointmentFacts,
     *,
+    occur_time: datetime,
     join_url: str = "",
     join_expire_time: datetime | None = None,
 ) -> Notice:
@@ -87,5 +88,6 @@ def notice(
         recipient=recipient,
         subject=subject,
         text="\n".join(lines) + "\n",
+        occur_time=occur_time,
         data=data,
     )

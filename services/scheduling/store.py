@@ -968,7 +968,9 @@ async def outbox_appointments(conn: Any, ids: Sequence[uuid.UUID]) -> dict[uuid.
 # --- notifications that leave the hub ---------------------------------------------------------------------
 
 _NOTIFICATION_KEY = "appointment_id = $1 AND kind = $2 AND label = $3 AND recipient = $4"
-NOTIFICATION_DELIVERY_STATE = f"SELECT delivery_state FROM scheduling.notifications WHERE {_NOTIFICATION_KEY}"  # noqa: S608
+NOTIFICATION_DELIVERY_STATE = f"""
+SELECT delivery_state, send_time FROM scheduling.notifications WHERE {_NOTIFICATION_KEY}
+"""  # noqa: S608
 # Only a pending notification moves: a delivered, failed or recorded one is settled.
 MARK_DELIVERY = f"""
 UPDATE scheduling.notifications SET
@@ -985,11 +987,9 @@ WHERE appointment_id = $1 AND kind = $2 AND label = $3 AND recipient = ANY($4::t
 
 async def notification_delivery_state(
     conn: Any, appointment_id: uuid.UUID, kind: str, label: str, recipient: str
-) -> str | None:
-    found: str | None = await conn.fetchval(
-        NOTIFICATION_DELIVERY_STATE, appointment_id, kind, label, recipient
-    )
-    return found
+) -> asyncpg.Record | None:
+    """The notification's delivery state and when it was recorded."""
+    return await conn.fetchrow(NOTIFICATION_DELIVERY_STATE, appointment_id, kind, label, recipient)
 
 
 async def mark_delivery(

@@ -360,7 +360,8 @@ class TeleconsultationActivities:
         transient: list[str] = []
         for recipient in request.recipients:
             key = (appointment_id, request.kind, request.label, recipient)
-            if await store.notification_delivery_state(self._pool, *key) != PENDING:
+            recorded = await store.notification_delivery_state(self._pool, *key)
+            if recorded is None or recorded["delivery_state"] != PENDING:
                 continue
             teleconsultant = recipient == names.PRACTITIONER.format(row["rpps"])
             reaching = (practice_place, booking) if teleconsultant else (booking, practice_place)
@@ -371,7 +372,9 @@ class TeleconsultationActivities:
             extra: dict[str, Any] = {}
             if request.kind == notices.JOIN_LINK:
                 extra = await self._join_link(row, recipient)
-            notice = notices.notice(request.kind, request.label, recipient, facts, **extra)
+            notice = notices.notice(
+                request.kind, request.label, recipient, facts, occur_time=recorded["send_time"], **extra
+            )
             try:
                 await self._notifier.deliver(route, notice)
             except DeliveryFailed as failure:

@@ -235,7 +235,8 @@ class TeleexpertiseActivities:
         for notice in request.notices:
             rpps = notice.recipient.removeprefix("practitioners/")
             key = (case_id, notice.event_sequence, rpps)
-            if await self._store.delivery_state(*key) != PENDING:
+            recorded = await self._store.delivery_state(*key)
+            if recorded is None or recorded["delivery_state"] != PENDING:
                 continue
             place = places.get(notice.recipient)
             route = self._notifier.route(
@@ -244,7 +245,13 @@ class TeleexpertiseActivities:
             if route is None:
                 await self._store.mark_delivery(*key, channel=None, state=RECORDED, attempted=False)
                 continue
-            message = notices.notice(notice.kind, notice.event_sequence, notice.recipient, wording)
+            message = notices.notice(
+                notice.kind,
+                notice.event_sequence,
+                notice.recipient,
+                wording,
+                occur_time=recorded["create_time"],
+            )
             try:
                 await self._notifier.deliver(route, message)
             except DeliveryFailed as failure:
