@@ -65,8 +65,9 @@ INSERT INTO expertise.requests (
     case_id, request_id, requester, requester_establishment, ght, region, patient, patient_identity,
     specialty, question, clinical_context, urgency, requested_answer_time, routing, timeline, workflow_id,
     state, answer_due_time, breached, breach_time, assigned_expert, close_time, report, create_time)
-VALUES ($1::uuid, $2, '10000000101', $3, $4, $5, $6, '{}', $7, 'q', 'c', 'ROUTINE', $8::timestamptz + interval '7 days',
-        '[]', '{}', 'teleexpertise-' || $1::uuid::text, $9, $8::timestamptz + interval '7 days', $10,
+VALUES ($1::uuid, $2, '10000000101', $3, $4, $5, $6, '{}', $7, 'q', 'c', 'ROUTINE',
+        $8::timestamptz + interval '7 days', '[]', '{}', 'teleexpertise-' || $1::uuid::text, $9,
+        $8::timestamptz + interval '7 days', $10,
         CASE WHEN $10 THEN $8::timestamptz + interval '7 days' END, $11, $12, $13::jsonb, $8)
 """,
         case_id, uuid.uuid4(), establishment, ght, region, uuid.uuid4(), specialty, created, state, breached,

@@ -29,6 +29,7 @@ from services.expertise.models import (
     DeliveryInput,
     DeliveryResult,
     ProjectionWrite,
+    RoutedQuery,
     Tier,
     Timeline,
 )
@@ -226,6 +227,8 @@ async def test_the_deadline_while_the_expert_waits_for_an_answer(
         handle = await skipping.client.start_workflow(
             TeleexpertiseWorkflow.run, case, id=f"teleexpertise-{case.case_id}", task_queue=task_queue
         )
+        # As the service does: the first routing is persisted before anyone may accept.
+        await handle.execute_update(TeleexpertiseWorkflow.routed, RoutedQuery())
         await handle.execute_update(
             TeleexpertiseWorkflow.accept,
             AcceptInput(request_id=str(uuid.uuid4()), actor=expert, establishment="establishments/420000017"),
