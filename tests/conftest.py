@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
 import temporalio.client
 
 from services.devstack import free_port
+from services.devstack.mailsink import MailSink
 from services.devstack.postgres import PostgresHandle, start_postgres
 from services.devstack.temporal import TemporalHandle, start_temporal
 from services.kit.migrate import apply_all
@@ -154,3 +156,13 @@ async def directory_address(pki: DevPki, database_url: str, seeded_pool: asyncpg
         yield f"127.0.0.1:{kit.port}"
     finally:
         await kit.stop(0.5)
+
+
+@pytest.fixture
+def mail_sink(tmp_path: Path) -> Iterator[MailSink]:
+    """A real SMTP server (aiosmtpd) on a free port keeping what it receives in a Maildir, as `make run`'s."""
+    sink = MailSink(tmp_path / "mail").start()
+    try:
+        yield sink
+    finally:
+        sink.stop()

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -56,7 +57,10 @@ PORT_DEFAULTS: Mapping[str, int] = {
     "PARCOURS_BILLING_GRPC_PORT": 50054,
     "PARCOURS_CONTRACTS_GRPC_PORT": 50055,
     "PARCOURS_CONSOLE_PORT": 8080,
+    "PARCOURS_SMTP_PORT": 2525,
 }
+# The SMTP sink the workers send their e-mail to (services/devstack/mailsink.py); messages in .data/mail/.
+MAIL_SINK = "mail-sink"
 # Five Python servers importing grpc, OpenTelemetry and protos at once on 2 cores take a while.
 READY_TIMEOUT_SECONDS = float(os.environ.get("PARCOURS_READY_TIMEOUT_SECONDS", "120"))
 # A child gets the servers' own shutdown grace (10 s by default) plus a margin before SIGKILL.
@@ -88,6 +92,7 @@ class Ports:
     temporal_ui: int
     grpc: Mapping[str, int]
     console: int
+    smtp: int = 2525
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -104,6 +109,7 @@ class Ports:
             temporal_ui=values["PARCOURS_TEMPORAL_UI_PORT"],
             grpc={s: values[f"PARCOURS_{s.upper()}_GRPC_PORT"] for s in GRPC_SERVICES},
             console=values["PARCOURS_CONSOLE_PORT"],
+            smtp=values["PARCOURS_SMTP_PORT"],
         )
 
 
@@ -173,6 +179,8 @@ class Stack:
         self.pki: DevPki | None = None
         self.demo_establishments: list[str] = []
         self.demo_gp_rpps: str | None = None
+        # Who the demo reaches where (services/kit/notify.py's address book): written at each start.
+        self.demo_addresses: dict[str, str] = {}
 
     # -- start ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -185,6 +193,8 @@ class Stack:
         self.pki = pki
         payload_keys = _ensure_payload_keys(pki.directory / "payload-keys")
         page_token_key = _ensure_secret(pki.directory / "page-token-key")
+        join_token_key = _ensure_secret(pki.directory / "join-token-key")
+        address_book = self._write_address_book()
 
         logger.info("starting PostgreSQL on 127.0.0.1:%d", self.ports.postgres)
         with self.signals.deferred():
@@ -204,6 +214,18 @@ class Stack:
 
         env = self._child_env(postgres, temporal, pki, payload_keys, page_token_key)
         self._write_hub_settings(env)
+        env.update(
+            {
+                # E-mail leaves the workers for the local sink (plain SMTP: it is on this machine only).
+                "PARCOURS_SMTP_HOST": "127.0.0.1",
+                "PARCOURS_SMTP_PORT": str(self.ports.smtp),
+                "PARCOURS_SMTP_TLS": "none",
+                "PARCOURS_MAIL_SINK_DIR": str(self.data_dir / "mail"),
+                "PARCOURS_NOTIFY_ADDRESS_BOOK": str(address_book),
+                "PARCOURS_JOIN_TOKEN_KEY": join_token_key,
+            }
+        )
+        self._spawn(MAIL_SINK, "services.devstack.mailsink", env, pki)
         self._run_step("migrate", "services.kit.migrate", env)
         self._run_step("seed", "services.directory.seed", env)
 
@@ -237,6 +259,20 @@ class Stack:
         gps = [p for p in practitioners if p.specialty == "SPECIALTY_GENERAL_MEDICINE"]
         chosen = gps or list(practitioners)
         self.demo_gp_rpps = chosen[0].rpps if chosen else None
+        # Demo mailboxes: practitioners at a made-up MSSanté domain, patients at a made-up one (the sink
+        # keeps whatever is sent; nothing leaves this machine).
+        for p in practitioners:
+            name = unicodedata.normalize("NFKD", f"{p.given_name}.{p.family_name}").encode("ascii", "ignore")
+            local = name.decode().lower().replace(" ", "-").replace("'", "")
+            self.demo_addresses[f"practitioners/{p.rpps}"] = f"{local}@demo.mssante.parcours.invalid"
+        for index, patient in enumerate(demo.DEMO_PATIENTS, start=1):
+            self.demo_addresses[f"patients/{patient.patient_id}"] = f"patient-{index}@demo.parcours.invalid"
+
+    def _write_address_book(self) -> Path:
+        path = self.data_dir / "notify" / "address-book.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"emails": self.demo_addresses, "webhooks": {}}, indent=2) + "\n")
+        return path
 
     def _child_env(
         self,
@@ -317,6 +353,9 @@ class Stack:
         if name in self.ports.grpc:
             grpc_port = self.ports.grpc[name]
             child_env["PARCOURS_GRPC_PORT"] = str(grpc_port)
+        elif name == MAIL_SINK:
+            # Ready once it accepts connections (probed like the console's port).
+            http_port = self.ports.smtp
         elif name == CONSOLE:
             http_port = self.ports.console
             child_env["PARCOURS_HTTP_HOST"] = "127.0.0.1"
@@ -465,6 +504,9 @@ class Stack:
         for child in self.children:
             if child.grpc_port is not None:
                 where = f"127.0.0.1:{child.grpc_port} (gRPC, mTLS)"
+            elif child.name == MAIL_SINK:
+                kept = _display(self.data_dir / "mail")
+                where = f"127.0.0.1:{child.http_port} (SMTP sink, messages in {kept}/)"
             elif child.http_port is not None:
                 where = f"http://127.0.0.1:{child.http_port}"
             else:

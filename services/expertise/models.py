@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from services.kit.cases import CaseAttributes, CaseKind
 from services.kit.errors import PermissionDenied
 from services.kit.idempotency import Call
+from services.kit.notify import DeliveryPolicy
 
 # The task queue the service starts cases on and the worker polls (overridable in both settings).
 TASK_QUEUE = "teleexpertise"
@@ -185,6 +187,15 @@ class Timeline:
     expire_after_seconds: float = 14 * 86400.0
     # Start-to-close timeout of the activities: how soon a crashed worker's activity is retried elsewhere.
     activity_timeout_seconds: float = 15.0
+    # How the deliveries of its notifications are retried before being recorded as failed.
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Timeline:
+        """From its JSON as the request row keeps it (rows written before `delivery` get the default)."""
+        delivery = data.get("delivery")
+        values = {k: v for k, v in data.items() if k != "delivery"}
+        return cls(**values, delivery=DeliveryPolicy(**delivery) if delivery else DeliveryPolicy())
 
 
 @dataclass(kw_only=True)
@@ -401,6 +412,8 @@ class ProjectionWrite:
     notices: list[Notice] = field(default_factory=list)
     # The RPC the change applied, recorded in the service's idempotency ledger with it (None for timers).
     applied: Call | None = None
+    # The workflow delivers the notices (False in histories from before deliveries: recorded only).
+    deliver: bool = False
 
 
 # --- billing ---------------------------------------------------------------------------------------------
@@ -418,3 +431,34 @@ class BillingInput:
     expert: str
     expert_establishment: str
     act_time: datetime
+
+
+# --- notifications that leave the hub, the record document -----------------------------------------------
+
+
+@dataclass(kw_only=True)
+class DeliveryInput:
+    """Deliver these notifications of a case (as its persist activity recorded them)."""
+
+    case_id: str
+    notices: list[Notice] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class DeliveryResult:
+    delivered: int = 0
+    failed: int = 0
+
+
+@dataclass(kw_only=True)
+class RecordInput:
+    case_id: str
+
+
+@dataclass(kw_only=True)
+class RecordResult:
+    """The record document kept, and what the DMP adapter made of it."""
+
+    document_id: str
+    dmp_state: str
+    dmp_reason: str = ""

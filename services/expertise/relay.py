@@ -30,7 +30,7 @@ def case_input(data: StartData) -> CaseInput:
         tiers=[Tier(source=t["source"], members=list(t["members"])) for t in data.routing],
         created_at=data.create_time,
         answer_due=data.requested_answer_time,
-        timeline=Timeline(**data.timeline),
+        timeline=Timeline.of(data.timeline),
     )
 
 

@@ -16,14 +16,18 @@ ALREADY_ASSIGNED). Everything else is REQUEST_NOT_VISIBLE, whether the request e
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from parcours.directory.v1 import directory_pb2
 from parcours.expertise.v1 import expertise_pb2, expertise_pb2_grpc
 from parcours.type.v1 import practice_pb2
@@ -46,7 +50,7 @@ from services.expertise.models import (
 )
 from services.expertise.settings import ExpertiseSettings
 from services.expertise.store import Access, ExpertiseStore, NewRequest
-from services.kit import names
+from services.kit import names, reports
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
@@ -59,13 +63,17 @@ from services.kit.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.kit.fhir import MEDIA_TYPE
 from services.kit.idempotency import Call
-from services.kit.pagination import decode_token, next_page_token, page_size
+from services.kit.pagination import decode_token, next_page_token, page_size, split_page
+from services.kit.records import RecordStore
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = expertise_pb2.DESCRIPTOR.services_by_name["ExpertiseService"].full_name
 Request = expertise_pb2.TeleexpertiseRequest
+# The record documents written by the Teleexpertise workflow (services/kit/records.py).
+RECORDS = RecordStore("expertise")
 
 _RELATIONS = {
     expertise_pb2.RELATION_UNSPECIFIED: "ANY",
@@ -227,7 +235,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
             urgency=urgency,
             requested_answer_time=due,
             routing=[{"source": t.source, "members": t.members} for t in tiers],
-            timeline=self._settings.timeline().__dict__,
+            timeline=asdict(self._settings.timeline()),
             workflow_id=self._cases.kind.workflow_id(case_id),
             create_time=now,
             attachments=attachments,
@@ -495,3 +503,115 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
             ),
         )
         return expertise_pb2.SubmitTeleexpertiseReportResponse(teleexpertise_request=found)
+
+    # --- the record as a FHIR document -------------------------------------------------------------------
+
+    async def GetTeleexpertiseDocument(
+        self, request: expertise_pb2.GetTeleexpertiseDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> expertise_pb2.GetTeleexpertiseDocumentResponse:
+        case_id, _, access = await self._access(request.name, "name")
+        found = await RECORDS.get(self._store.pool, case_id)
+        if found is None:
+            raise FailedPrecondition(
+                "RECORD_NOT_AVAILABLE",
+                "the record document is written once the report is submitted and billed",
+                {"state": access.state},
+            )
+        document, submission = found
+        reply = expertise_pb2.RecordDocument(
+            document_id=f"urn:uuid:{document.document_id}",
+            media_type=MEDIA_TYPE,
+            content=json.dumps(document.bundle, ensure_ascii=False).encode(),
+            create_time=_timestamp(document.create_time),
+        )
+        if submission is not None:
+            reply.dmp_submission.CopyFrom(
+                expertise_pb2.DmpSubmission(
+                    state=expertise_pb2.DmpSubmission.State.Value(submission.state),
+                    reason=submission.reason,
+                    submit_time=_timestamp(submission.submit_time),
+                )
+            )
+        return expertise_pb2.GetTeleexpertiseDocumentResponse(document=reply)
+
+    # --- activity reports --------------------------------------------------------------------------------
+
+    async def GetTeleexpertiseActivityReport(
+        self, request: expertise_pb2.GetTeleexpertiseActivityReportRequest, context: grpc.aio.ServicerContext
+    ) -> expertise_pb2.GetTeleexpertiseActivityReportResponse:
+        principal = current_principal()
+        region = names.REGION.parse_optional(request.region, "region")
+        ght = names.GHT.parse_optional(request.ght, "ght")
+        caller_ght = None
+        if principal.establishment:
+            calling = await self._directory.establishment(principal.establishment)
+            caller_ght = names.GHT.parse_optional(calling.ght, "ght") if calling is not None else None
+        scope = reports.scope_of(principal, caller_ght, region, ght)
+        # The region asked narrows any scope (an officer's own was checked).
+        scope = reports.Scope(
+            region_code=scope.region_code or region, ght_id=scope.ght_id, finess=scope.finess
+        )
+        filters: dict[str, object] = {
+            "start": f"{request.start_month.year}-{request.start_month.month}",
+            "end": f"{request.end_month.year}-{request.end_month.month}",
+            "region": request.region,
+            "ght": request.ght,
+            "specialty": request.specialty,
+        }
+        after = reports.parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await self._store.activity_report(
+            scope,
+            reports.first_day(request.start_month),
+            reports.first_day(request.end_month),
+            ght=ght,
+            specialty=(
+                practice_pb2.Specialty.Name(request.specialty).removeprefix("SPECIALTY_")
+                if request.specialty
+                else None
+            ),
+            limit=size + 1,
+            after=after,
+        )
+        page, last = split_page(rows, size)
+        return expertise_pb2.GetTeleexpertiseActivityReportResponse(
+            rows=[_activity(r) for r in page],
+            next_page_token=next_page_token(
+                reports.key_token(last["month"], last["region_code"], last["ght"], last["specialty"])
+                if last is not None
+                else None,
+                filters,
+            ),
+        )
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    found = Timestamp()
+    found.FromDatetime(value.astimezone(UTC))
+    return found
+
+
+def _duration(seconds: float | None) -> Duration | None:
+    if seconds is None:
+        return None
+    found = Duration()
+    found.FromTimedelta(timedelta(seconds=round(float(seconds))))
+    return found
+
+
+def _activity(row: Any) -> expertise_pb2.TeleexpertiseActivity:
+    return expertise_pb2.TeleexpertiseActivity(
+        region=names.REGION.format(row["region_code"]),
+        ght=names.GHT.format_optional(row["ght"] or None),
+        specialty=practice_pb2.Specialty.Value(f"SPECIALTY_{row['specialty']}"),
+        month=reports.month_message(row["month"]),
+        requests=row["requests"],
+        completed=row["completed"],
+        cancelled=row["cancelled"],
+        expired=row["expired"],
+        median_answer_time=_duration(row["median_answer"]),
+        p90_answer_time=_duration(row["p90_answer"]),
+        due=row["due"],
+        breached=row["breached"],
+        breach_rate=reports.rate(row["breached"], row["due"]),
+    )

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pydantic import AliasChoices, Field, model_validator
 
 from services.expertise.models import TASK_QUEUE, Timeline
+from services.kit.notify import DeliveryPolicy
 from services.kit.settings import KitSettings, TemporalSettings
 
 DEFAULT_PORT = 50053
@@ -72,6 +73,11 @@ class ExpertiseSettings(KitSettings, TemporalSettings):
     teleexpertise_expire_after: timedelta = timedelta(days=14)
     # How soon an activity of a crashed worker is retried by another one.
     teleexpertise_activity_timeout: timedelta = timedelta(seconds=15)
+    # How each case retries the delivery of a notification (e-mail, webhook) before recording it as failed:
+    # attempts, then the first wait, doubling up to the longest (copied into the workflow's input).
+    delivery_max_attempts: int = Field(default=12, ge=1, le=100)
+    delivery_first_retry: timedelta = Field(default=timedelta(seconds=2), gt=timedelta(0))
+    delivery_max_retry: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
 
     # Attachments stored by the hub (larger documents are referenced by URI).
     teleexpertise_attachment_media_types: str = "application/pdf,image/jpeg,image/png,text/plain"
@@ -109,6 +115,13 @@ class ExpertiseSettings(KitSettings, TemporalSettings):
             pause_deadline_while_awaiting_information=self.teleexpertise_pause_deadline_while_awaiting_information,
             expire_after_seconds=self.teleexpertise_expire_after.total_seconds(),
             activity_timeout_seconds=self.teleexpertise_activity_timeout.total_seconds(),
+            delivery=DeliveryPolicy(
+                max_attempts=self.delivery_max_attempts,
+                first_retry_seconds=self.delivery_first_retry.total_seconds(),
+                max_retry_seconds=self.delivery_max_retry.total_seconds(),
+                # Four activities' worth: an attempt may reach several practitioners.
+                attempt_timeout_seconds=4 * self.teleexpertise_activity_timeout.total_seconds(),
+            ),
         )
 
     def media_types(self) -> frozenset[str]:

@@ -39,6 +39,8 @@ from services.kit import names
 from services.kit.cases import Outbox
 from services.kit.idempotency import Call, Ledger
 from services.kit.pagination import split_page
+from services.kit.regions import REGION_ZONE_NAMES
+from services.kit.reports import Scope
 
 Request = expertise_pb2.TeleexpertiseRequest
 # The service's idempotency ledger and workflow outbox (the kit's shapes, in this schema).
@@ -118,7 +120,7 @@ SELECT sequence, kind, actor, detail, event_time FROM expertise.events
 WHERE case_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3
 """
 LIST_NOTIFICATIONS = """
-SELECT notification_id, case_id, kind, create_time FROM expertise.notifications
+SELECT notification_id, case_id, kind, create_time, channel, delivery_state FROM expertise.notifications
 WHERE recipient = $1 AND notification_id > $2 AND ($3::uuid IS NULL OR case_id = $3)
 ORDER BY notification_id LIMIT $4
 """
@@ -155,8 +157,9 @@ WITH view AS (
     SELECT $1, * FROM unnest($24::int[], $25::text[], $26::text[], $27::text[], $28::timestamptz[])
     ON CONFLICT (case_id, sequence) DO NOTHING
 ), notifications AS (
-    INSERT INTO expertise.notifications (case_id, event_sequence, recipient, kind)
-    SELECT $1, * FROM unnest($29::int[], $30::text[], $31::text[])
+    INSERT INTO expertise.notifications (case_id, event_sequence, recipient, kind, delivery_state)
+    SELECT $1, n.sequence, n.recipient, n.kind, $36
+    FROM unnest($29::int[], $30::text[], $31::text[]) AS n (sequence, recipient, kind)
     ON CONFLICT (case_id, event_sequence, recipient) DO NOTHING
 ), applied AS (
     INSERT INTO expertise.idempotency (request_id, method, actor, digest, resources)
@@ -427,6 +430,10 @@ class ExpertiseStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     # --- creation (the service) --------------------------------------------------------------------------
 
     async def create_request(self, new: NewRequest, call: Call) -> tuple[uuid.UUID, bool]:
@@ -607,6 +614,10 @@ class ExpertiseStore:
                 teleexpertise_request=_request_name(r["case_id"]),
                 kind=expertise_pb2.EventKind.Value(f"EVENT_KIND_{r['kind']}"),
                 create_time=_timestamp(r["create_time"]),
+                channel=expertise_pb2.NotificationChannel.Value(
+                    r["channel"] or "NOTIFICATION_CHANNEL_UNSPECIFIED"
+                ),
+                delivery_state=expertise_pb2.DeliveryState.Value(r["delivery_state"]),
             )
             for r in page
         ]
@@ -655,5 +666,127 @@ class ExpertiseStore:
             applied.method if applied is not None else "",
             applied.actor if applied is not None else "",
             applied.digest if applied is not None else "",
+            # A notice the workflow will deliver waits PENDING; else it is only recorded.
+            "DELIVERY_STATE_PENDING" if write.deliver else "DELIVERY_STATE_RECORDED",
         )
         return bool(updated)
+
+    # --- notifications that leave the hub (the workflow's delivery activity) -------------------------------
+
+    async def delivery_facts(self, case_id: uuid.UUID) -> asyncpg.Record | None:
+        """What routing and wording a case's notifications need (no free text)."""
+        return await self._pool.fetchrow(DELIVERY_FACTS, case_id)
+
+    async def delivery_state(self, case_id: uuid.UUID, sequence: int, rpps: str) -> asyncpg.Record | None:
+        """The notification's delivery state and when it was recorded."""
+        return await self._pool.fetchrow(DELIVERY_STATE, case_id, sequence, rpps)
+
+    async def mark_delivery(
+        self,
+        case_id: uuid.UUID,
+        sequence: int,
+        rpps: str,
+        *,
+        channel: str | None,
+        state: str,
+        attempted: bool,
+        error: str | None = None,
+    ) -> None:
+        await self._pool.execute(
+            MARK_DELIVERY, case_id, sequence, rpps, channel, state, int(attempted), error
+        )
+
+    async def mark_delivery_failed(self, case_id: uuid.UUID, keys: Sequence[tuple[int, str]]) -> None:
+        await self._pool.execute(
+            MARK_FAILED, case_id, [sequence for sequence, _ in keys], [rpps for _, rpps in keys]
+        )
+
+    # --- activity reports --------------------------------------------------------------------------------
+
+    async def activity_report(
+        self,
+        scope: Scope,
+        first_month: date,
+        last_month: date,
+        *,
+        ght: str | None,
+        specialty: str | None,
+        limit: int,
+        after: tuple[date, str, str, str] | None,
+    ) -> list[asyncpg.Record]:
+        return list(
+            await self._pool.fetch(
+                ACTIVITY_REPORT,
+                first_month,
+                last_month,
+                scope.region_code,
+                scope.ght_id,
+                scope.finess,
+                ght,
+                specialty,
+                *(after or (None, None, None, None)),
+                limit,
+            )
+        )
+
+
+DELIVERY_FACTS = """
+SELECT case_id, requester, requester_establishment, assigned_expert, expert_establishment, region,
+       answer_due_time
+FROM expertise.requests WHERE case_id = $1
+"""
+_NOTICE_KEY = "case_id = $1 AND event_sequence = $2 AND recipient = $3"
+DELIVERY_STATE = f"SELECT delivery_state, create_time FROM expertise.notifications WHERE {_NOTICE_KEY}"  # noqa: S608
+# Only a pending notification moves: a delivered, failed or recorded one is settled.
+MARK_DELIVERY = f"""
+UPDATE expertise.notifications SET
+    channel = $4, delivery_state = $5, attempts = attempts + $6, last_error = $7,
+    deliver_time = CASE WHEN $5 = 'DELIVERY_STATE_DELIVERED' THEN now() END
+WHERE {_NOTICE_KEY} AND delivery_state = 'DELIVERY_STATE_PENDING'
+"""  # noqa: S608
+MARK_FAILED = """
+UPDATE expertise.notifications n SET delivery_state = 'DELIVERY_STATE_FAILED'
+FROM unnest($2::int[], $3::text[]) AS k (sequence, recipient)
+WHERE n.case_id = $1 AND n.event_sequence = k.sequence AND n.recipient = k.recipient
+  AND n.delivery_state = 'DELIVERY_STATE_PENDING'
+"""
+# The civil time zone of a region (a DROM's own, else Europe/Paris), as SQL over `r.region`.
+_REGION_ZONE = (
+    "CASE r.region "
+    + " ".join(f"WHEN '{code}' THEN '{zone}'" for code, zone in REGION_ZONE_NAMES.items())
+    + " ELSE 'Europe/Paris' END"
+)
+# One row per (month, region, GHT, specialty) of the requests made in [$1, $2] (months local to the region):
+# requests, outcomes, answer times (creation to report, over the answered ones), and deadlines: a request is
+# due once its deadline is behind it — breached, answered, expired, or past due and not cancelled. Scope:
+# a region ($3), a GHT ($4) or an establishment outside any GHT ($5); $6/$7 narrow to a GHT and a specialty;
+# $8..$11 are the keyset of the last row seen.
+ACTIVITY_REPORT = f"""
+WITH request_rows AS (
+    SELECT r.region, COALESCE(r.ght, '') AS ght, r.specialty,
+           date_trunc('month', r.create_time AT TIME ZONE ({_REGION_ZONE}))::date AS month, r.state,
+           r.breached, r.answer_due_time,
+           CASE WHEN r.state = 'COMPLETED' THEN extract(epoch FROM r.close_time - r.create_time) END AS answer
+    FROM expertise.requests r
+    WHERE r.create_time >= $1::date - 2
+      AND r.create_time < ($2::date + interval '1 month') + interval '2 days'
+      AND ($3::text IS NULL OR r.region = $3) AND ($4::text IS NULL OR r.ght = $4)
+      AND ($5::text IS NULL OR (r.ght IS NULL AND r.requester_establishment = $5))
+      AND ($6::text IS NULL OR r.ght = $6) AND ($7::text IS NULL OR r.specialty = $7)
+), report AS (
+    SELECT month, region AS region_code, ght, specialty, count(*)::int AS requests,
+           count(*) FILTER (WHERE state = 'COMPLETED')::int AS completed,
+           count(*) FILTER (WHERE state = 'CANCELLED')::int AS cancelled,
+           count(*) FILTER (WHERE state = 'EXPIRED')::int AS expired,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY answer) AS median_answer,
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY answer) AS p90_answer,
+           count(*) FILTER (WHERE breached OR state IN ('COMPLETED', 'EXPIRED')
+                                 OR (state <> 'CANCELLED' AND answer_due_time < now()))::int AS due,
+           count(*) FILTER (WHERE breached)::int AS breached
+    FROM request_rows WHERE month BETWEEN $1 AND $2 GROUP BY 1, 2, 3, 4
+)
+SELECT * FROM report
+WHERE $8::date IS NULL OR (month, region_code, ght, specialty) > ($8, $9, $10, $11)
+ORDER BY month, region_code, ght, specialty
+LIMIT $12
+"""  # noqa: S608

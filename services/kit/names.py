@@ -118,6 +118,7 @@ AVAILABILITY_RULE = _name("schedules/{schedule}/availabilityRules/{rule}", sched
 AVAILABILITY_EXCEPTION = _name("availabilityExceptions/{exception}", exception=UUID_ID)
 SLOT = _name("slots/{slot}", slot=UUID_ID)
 APPOINTMENT = _name("appointments/{appointment}", appointment=UUID_ID)
+TELECONSEIL = _name("teleconseils/{teleconseil}", teleconseil=UUID_ID)
 # Téléexpertise.
 TELEEXPERTISE_REQUEST = _name("teleexpertiseRequests/{request}", request=UUID_ID)
 TELEEXPERTISE_ATTACHMENT = _name(
@@ -139,8 +140,60 @@ ALL: dict[str, ResourceName] = {
     "availability_exception": AVAILABILITY_EXCEPTION,
     "slot": SLOT,
     "appointment": APPOINTMENT,
+    "teleconseil": TELECONSEIL,
     "teleexpertise_request": TELEEXPERTISE_REQUEST,
     "teleexpertise_attachment": TELEEXPERTISE_ATTACHMENT,
     "charge": CHARGE,
     "catalog": CATALOG,
 }
+
+
+# --- The protos' side: protos/parcours/type/v1/names.proto, written from ALL --------------------------------
+
+NAMES_PROTO = "protos/parcours/type/v1/names.proto"
+_FIRST_RULE_NUMBER = 80001
+_PROTO_HEADER = """\
+// Resource name shapes, declared once: predefined protovalidate rules that every field naming a resource uses
+// (`[(buf.validate.field).string.(parcours.type.v1.appointment_name) = true]`), so one pattern per resource
+// holds across every API. Written by `python -m services.kit.names` from services/kit/names.py (a test holds
+// the two to the same shapes); a rule keeps its number for ever, new resources take the next ones.
+// Edition 2023: predefined rules extend buf.validate.StringRules, which proto3 files cannot do.
+edition = "2023";
+
+package parcours.type.v1;
+
+import "buf/validate/validate.proto";
+
+extend buf.validate.StringRules {
+"""
+
+
+def names_proto(existing: str = "") -> str:
+    """The text of names.proto for ALL, keeping the extension numbers `existing` (its current text) gave."""
+    numbers = {key: int(n) for key, n in re.findall(r"bool (\w+)_name = (\d+)", existing)}
+    next_number = max([_FIRST_RULE_NUMBER - 1, *numbers.values()]) + 1
+    rules: list[tuple[int, str]] = []
+    for key, resource in ALL.items():
+        number = numbers.get(key)
+        if number is None:
+            number, next_number = next_number, next_number + 1
+        rules.append(
+            (
+                number,
+                f"  // `{resource.pattern}`.\n"
+                f"  bool {key}_name = {number} [(buf.validate.predefined).cel = {{\n"
+                f'    id: "string.{key}_name"\n'
+                f'    message: "must be a resource name {resource.pattern}"\n'
+                f"    expression: \"!rule || this.matches('^{resource.regex}$')\"\n"
+                f"  }}];",
+            )
+        )
+    return _PROTO_HEADER + "\n".join(text for _, text in sorted(rules)) + "\n}\n"
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / NAMES_PROTO
+    path.write_text(names_proto(path.read_text()))
+    print(f"wrote {NAMES_PROTO}")

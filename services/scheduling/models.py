@@ -15,6 +15,7 @@ from datetime import datetime
 from services.kit.cases import CaseAttributes, CaseKind
 from services.kit.errors import PermissionDenied
 from services.kit.idempotency import Call
+from services.kit.notify import DeliveryPolicy
 
 TASK_QUEUE = "teleconsultation"
 WORKFLOW_TYPE = "Teleconsultation"
@@ -80,6 +81,8 @@ class TeleconsultationInput:
     ght: str = ""
     specialty: str = ""
     region: str = ""
+    # How the deliveries of its notifications are retried before being recorded as failed.
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
 
 def case_attributes(case: TeleconsultationInput, state: str) -> CaseAttributes:
@@ -100,6 +103,8 @@ class TeleconsultationOutcome:
     billing_state: str = ""
     billing_reason: str = ""
     charges: list[str] = field(default_factory=list)
+    # The id of the record document (FHIR Bundle) written after the report ('' when none was).
+    record_document: str = ""
 
 
 @dataclass(kw_only=True)
@@ -218,6 +223,8 @@ class CaseStatus:
 class NotificationInput:
     appointment_id: str
     label: str = ""
+    # The workflow delivers what it records (False in histories from before deliveries: recorded only).
+    deliver: bool = False
 
 
 @dataclass(kw_only=True)
@@ -266,3 +273,33 @@ class BillingOutcomeInput:
     charges: list[str] = field(default_factory=list)
     reason: str = ""
     message: str = ""
+
+
+@dataclass(kw_only=True)
+class DeliveryInput:
+    """Deliver the notifications recorded for these recipients (kind and label as recorded)."""
+
+    appointment_id: str
+    kind: str
+    label: str
+    recipients: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class DeliveryResult:
+    delivered: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class RecordInput:
+    appointment_id: str
+
+
+@dataclass(kw_only=True)
+class RecordResult:
+    """The record document kept, and what the DMP adapter made of it."""
+
+    document_id: str
+    dmp_state: str
+    dmp_reason: str = ""

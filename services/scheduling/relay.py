@@ -12,13 +12,14 @@ writes `cancel`. The kit's relay (services/kit/cases.py) sends them after the co
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from services.kit.cases import Command, StartCase
+from services.kit.notify import DeliveryPolicy
 from services.scheduling import store
 from services.scheduling.models import (
     TELECONSULTATION,
@@ -45,6 +46,7 @@ class WorkflowPlan:
     """The durations each workflow gets in its input (from the service's settings)."""
 
     reminder_offsets: Sequence[timedelta]
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
     def input(self, appointment: asyncpg.Record) -> TeleconsultationInput:
         start: datetime = appointment["start_time"]
@@ -58,6 +60,7 @@ class WorkflowPlan:
             ght=appointment["ght_id"] or "",
             specialty=appointment["specialty"],
             region=appointment["region_code"],
+            delivery=self.delivery,
         )
 
     async def __call__(self, conn: Any, commands: Sequence[Command]) -> Mapping[int, StartCase]:

@@ -19,8 +19,9 @@ from parcours.billing.v1 import billing_pb2
 from parcours.scheduling.v1 import scheduling_pb2
 from parcours.type.v1 import practice_pb2
 
-from services.kit import names
+from services.kit import names, reports
 from services.kit.errors import InvalidArgument
+from services.kit.records import StoredDocument, Submission
 from services.scheduling import models
 
 Appointment = scheduling_pb2.Appointment
@@ -37,6 +38,7 @@ STATES: Mapping[str, Appointment.State.ValueType] = {
 }
 FHIR_STATUS = {state: code for code, state in STATES.items()}
 HOLD_EXPIRED = "HOLD_EXPIRED"
+_NO_CHANNEL = "NOTIFICATION_CHANNEL_UNSPECIFIED"
 
 
 # --- names ----------------------------------------------------------------------------------------------
@@ -327,6 +329,10 @@ def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) 
                 label=sent["label"],
                 recipient=sent["recipient"],
                 send_time=timestamp(_instant(sent["time"])),
+                channel=scheduling_pb2.NotificationChannel.Value(sent.get("channel") or _NO_CHANNEL),
+                delivery_state=scheduling_pb2.DeliveryState.Value(
+                    sent.get("delivery_state") or "DELIVERY_STATE_RECORDED"
+                ),
             )
         )
     return found
@@ -415,3 +421,58 @@ def circumstances_message(flags: list[str]) -> billing_pb2.Circumstances:
 def circumstances_json(flags: list[str]) -> str:
     """The circumstances as stored (billing's message as JSON)."""
     return json_format.MessageToJson(circumstances_message(flags), indent=None)
+
+
+# --- record documents, activity reports, téléconseils ---------------------------------------------------
+
+
+def document_resource(
+    document: StoredDocument, submission: Submission | None, media_type: str
+) -> scheduling_pb2.RecordDocument:
+    found = scheduling_pb2.RecordDocument(
+        document_id=f"urn:uuid:{document.document_id}",
+        media_type=media_type,
+        content=json.dumps(document.bundle, ensure_ascii=False).encode(),
+        create_time=timestamp(document.create_time),
+    )
+    if submission is not None:
+        found.dmp_submission.CopyFrom(
+            scheduling_pb2.DmpSubmission(
+                state=scheduling_pb2.DmpSubmission.State.Value(submission.state),
+                reason=submission.reason,
+                submit_time=timestamp(submission.submit_time),
+            )
+        )
+    return found
+
+
+def activity_resource(row: Any) -> scheduling_pb2.TeleconsultationActivity:
+    came_due = row["fulfilled"] + row["no_shows"]
+    return scheduling_pb2.TeleconsultationActivity(
+        region=names.REGION.format(row["region_code"]),
+        ght=ght_name(row["ght"] or None),
+        specialty=practice_pb2.Specialty.Value(row["specialty"]),
+        month=reports.month_message(row["month"]),
+        appointments=row["appointments"],
+        fulfilled=row["fulfilled"],
+        no_shows=row["no_shows"],
+        cancelled=row["cancelled"],
+        no_show_rate=reports.rate(row["no_shows"], came_due),
+        slots_offered=row["slots_offered"],
+        slots_used=row["slots_used"],
+        slot_utilisation=reports.rate(row["slots_used"], row["slots_offered"]),
+    )
+
+
+def teleconseil_resource(row: Any) -> scheduling_pb2.Teleconseil:
+    return scheduling_pb2.Teleconseil(
+        name=names.TELECONSEIL.format(row["teleconseil_id"]),
+        patient=patient_name(row["patient_id"]),
+        practitioner=practitioner_name(row["rpps"]),
+        establishment=establishment_name(row["finess"]),
+        ght=ght_name(row["ght_id"]),
+        advice_time=timestamp(row["advice_time"]),
+        channel=scheduling_pb2.Teleconseil.Channel.Value(row["channel"]),
+        summary=row["summary"],
+        create_time=timestamp(row["create_time"]),
+    )

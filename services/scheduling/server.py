@@ -64,7 +64,7 @@ def _parts(
         pool,
         temporal,
         store.OUTBOX,
-        WorkflowPlan(reminder_offsets=settings.reminder_offsets),
+        WorkflowPlan(reminder_offsets=settings.reminder_offsets, delivery=settings.delivery_policy()),
         TELECONSULTATION,
         RelaySettings(
             poll_seconds=settings.relay_poll_seconds,

@@ -36,7 +36,7 @@ from parcours.options.v1 import options_pb2
 from parcours.scheduling.v1 import scheduling_pb2, scheduling_pb2_grpc
 from parcours.type.v1 import practice_pb2
 
-from services.kit import names
+from services.kit import names, reports
 from services.kit.audit import audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
@@ -49,21 +49,26 @@ from services.kit.errors import (
     NotFound,
     PermissionDenied,
 )
+from services.kit.fhir import MEDIA_TYPE
 from services.kit.idempotency import Call, actor_of
 from services.kit.pagination import decode_token, next_page_token, page_size, split_page
-from services.scheduling import appointments, store
+from services.kit.records import RecordStore
+from services.scheduling import appointments, join, store
 from services.scheduling.agenda import exception_blackout, materialise_schedule
 from services.scheduling.availability import day_span
 from services.scheduling.models import CompletionRequest, CompletionResult, StartRequest, StartResult
 from services.scheduling.resources import (
     FHIR_STATUS,
+    activity_resource,
     appointment_resource,
     circumstances_flags,
+    document_resource,
     exception_resource,
     record_model,
     rule_resource,
     schedule_resource,
     slot_resource,
+    teleconseil_resource,
     timestamp,
     to_date,
     to_datetime,
@@ -81,6 +86,8 @@ MEDICAL_PROFESSIONS = frozenset(
     {practice_pb2.PROFESSION_PHYSICIAN, practice_pb2.PROFESSION_MIDWIFE, practice_pb2.PROFESSION_DENTIST}
 )
 DEFAULT_HORIZON_DAYS = 28
+# The record documents written by the Teleconsultation workflow (services/kit/records.py).
+RECORDS = RecordStore("scheduling")
 MAX_SEARCH_SPAN = timedelta(days=400)
 Appointment = scheduling_pb2.Appointment
 
@@ -1113,6 +1120,209 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         return scheduling_pb2.CompleteTeleconsultationResponse(
             appointment=await self._appointment(row["appointment_id"])
         )
+
+    # --- the record as a FHIR document -----------------------------------------------------------------
+
+    async def GetTeleconsultationDocument(
+        self, request: scheduling_pb2.GetTeleconsultationDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetTeleconsultationDocumentResponse:
+        caller = await self._caller()
+        appointment_id = names.APPOINTMENT.parse_uuid(request.name, "name")
+        row = await store.get_appointment(self._pool, appointment_id)
+        if row is not None and caller.rpps and not caller.sees(row) and row["record"] is not None:
+            # A professional the record names as a participant (an assistant beside the patient) keeps it too.
+            participants = _record_dict(row["record"]).get("participants", [])
+            if caller.actor in {p.get("practitioner") for p in participants}:
+                audit_target(resource=request.name, patient=names.PATIENT.format_optional(row["patient_id"]))
+                return await self._document(row)
+        await self._visible_appointment(caller, row)
+        return await self._document(row)
+
+    async def _document(self, row: Any) -> scheduling_pb2.GetTeleconsultationDocumentResponse:
+        found = await RECORDS.get(self._pool, row["appointment_id"])
+        if found is None:
+            raise FailedPrecondition(
+                "RECORD_NOT_AVAILABLE",
+                "the record document is written once the teleconsultation is fulfilled and its report sent",
+                {"state": row["effective_status"]},
+            )
+        document, submission = found
+        return scheduling_pb2.GetTeleconsultationDocumentResponse(
+            document=document_resource(document, submission, MEDIA_TYPE)
+        )
+
+    # --- join links ------------------------------------------------------------------------------------
+
+    async def CheckJoinToken(
+        self, request: scheduling_pb2.CheckJoinTokenRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CheckJoinTokenResponse:
+        caller = await self._caller()
+        row = await store.find_join_token(self._pool, join.token_hash(request.token))
+        if row is not None and not caller.privileged:
+            # An establishment only learns about the appointments it sees (others answer as unknown).
+            appointment = await store.get_appointment(self._pool, row["appointment_id"])
+            if appointment is None or not caller.sees(appointment):
+                row = None
+        reason = join.check(row, datetime.now(UTC))
+        if reason:
+            return scheduling_pb2.CheckJoinTokenResponse(valid=False, reason=reason)
+        assert row is not None
+        name = names.APPOINTMENT.format(row["appointment_id"])
+        audit_target(resource=name, patient=names.PATIENT.format_optional(row["patient_id"]))
+        return scheduling_pb2.CheckJoinTokenResponse(
+            valid=True,
+            appointment=name,
+            participant=row["participant"],
+            expire_time=timestamp(row["expire_time"]),
+        )
+
+    # --- activity reports ------------------------------------------------------------------------------
+
+    async def GetTeleconsultationActivityReport(
+        self,
+        request: scheduling_pb2.GetTeleconsultationActivityReportRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> scheduling_pb2.GetTeleconsultationActivityReportResponse:
+        caller = await self._caller()
+        region = names.REGION.parse_optional(request.region, "region")
+        ght = names.GHT.parse_optional(request.ght, "ght")
+        scope = reports.scope_of(caller.principal, caller.ght_id, region, ght)
+        # The region asked narrows any scope (an officer's own was checked).
+        scope = reports.Scope(
+            region_code=scope.region_code or region, ght_id=scope.ght_id, finess=scope.finess
+        )
+        filters: dict[str, object] = {
+            "start": f"{request.start_month.year}-{request.start_month.month}",
+            "end": f"{request.end_month.year}-{request.end_month.month}",
+            "region": request.region,
+            "ght": request.ght,
+            "specialty": request.specialty,
+        }
+        after = reports.parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.activity_report(
+            self._pool,
+            scope,
+            reports.first_day(request.start_month),
+            reports.first_day(request.end_month),
+            ght_id=ght,
+            specialty=practice_pb2.Specialty.Name(request.specialty) if request.specialty else None,
+            limit=size + 1,
+            after=after,
+        )
+        page, last = split_page(rows, size)
+        return scheduling_pb2.GetTeleconsultationActivityReportResponse(
+            rows=[activity_resource(r) for r in page],
+            next_page_token=next_page_token(
+                reports.key_token(last["month"], last["region_code"], last["ght"], last["specialty"])
+                if last is not None
+                else None,
+                filters,
+            ),
+        )
+
+    # --- téléconseils ----------------------------------------------------------------------------------
+
+    async def RecordTeleconseil(
+        self, request: scheduling_pb2.RecordTeleconseilRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.RecordTeleconseilResponse:
+        caller = await self._caller()
+        given = request.teleconseil
+        if caller.rpps is None or caller.finess is None:
+            raise PermissionDenied(
+                "PRACTITIONER_AT_ESTABLISHMENT_REQUIRED",
+                "a téléconseil is recorded by the doctor who gave it, through their establishment's system",
+            )
+        practitioner = await self._directory.practitioner(caller.principal.practitioner)
+        if (
+            practitioner is None
+            or not practitioner.active
+            or practitioner.profession not in MEDICAL_PROFESSIONS
+        ):
+            raise PermissionDenied(
+                "NOT_A_MEDICAL_PROFESSIONAL",
+                "a téléconseil personnalisé is given by the patient's doctor (a medical professional)",
+            )
+        patient_id = await self._require_patient(caller, given.patient)
+        establishment = await self._directory.establishment(caller.principal.establishment)
+        if establishment is None:
+            raise PermissionDenied(
+                "ESTABLISHMENT_UNKNOWN", "the calling establishment is not in the directory"
+            )
+        new = store.NewTeleconseil(
+            teleconseil_id=uuid.uuid4(),
+            patient_id=patient_id,
+            rpps=caller.rpps,
+            finess=caller.finess,
+            ght_id=caller.ght_id,
+            region_code=establishment.region.removeprefix("regions/"),
+            advice_time=to_datetime(given.advice_time),
+            channel=scheduling_pb2.Teleconseil.Channel.Name(given.channel),
+            summary=given.summary,
+        )
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            row = await store.insert_teleconseil(tx, new)
+            return [names.TELECONSEIL.format(row["teleconseil_id"])]
+
+        [name] = await self._in_transaction(caller.call(request, "RecordTeleconseil"), work)
+        audit_target(resource=name)
+        row = await store.get_teleconseil(self._pool, names.TELECONSEIL.parse_uuid(name, "name"))
+        return scheduling_pb2.RecordTeleconseilResponse(teleconseil=teleconseil_resource(row))
+
+    def _sees_teleconseil(self, caller: Caller, row: Any) -> bool:
+        if caller.privileged:
+            return True
+        if row["ght_id"] is not None:
+            return bool(row["ght_id"] == caller.ght_id)
+        return bool(row["finess"] == caller.finess)
+
+    async def GetTeleconseil(
+        self, request: scheduling_pb2.GetTeleconseilRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetTeleconseilResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        row = await store.get_teleconseil(self._pool, names.TELECONSEIL.parse_uuid(request.name, "name"))
+        if row is None or not self._sees_teleconseil(caller, row):
+            if caller.privileged:
+                raise NotFound("TELECONSEIL_NOT_FOUND", "no such téléconseil")
+            raise PermissionDenied(
+                "TELECONSEIL_NOT_VISIBLE", "the téléconseil is not visible to the caller (or does not exist)"
+            )
+        audit_target(patient=names.PATIENT.format(row["patient_id"]))
+        return scheduling_pb2.GetTeleconseilResponse(teleconseil=teleconseil_resource(row))
+
+    async def ListTeleconseils(
+        self, request: scheduling_pb2.ListTeleconseilsRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListTeleconseilsResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient)
+        filters: dict[str, object] = {"patient": request.patient}
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.list_teleconseils(
+            self._pool,
+            patient_id,
+            privileged=caller.privileged,
+            ght_id=caller.ght_id,
+            finess=caller.finess,
+            limit=size + 1,
+            after=after,
+        )
+        page, last = split_page(rows, size)
+        return scheduling_pb2.ListTeleconseilsResponse(
+            teleconseils=[teleconseil_resource(r) for r in page],
+            next_page_token=next_page_token(
+                _key_token(last["advice_time"], last["teleconseil_id"]) if last is not None else None, filters
+            ),
+        )
+
+
+def _record_dict(value: object) -> dict[str, Any]:
+    import json
+
+    found = json.loads(value) if isinstance(value, str) else value
+    return found if isinstance(found, dict) else {}
 
 
 __all__ = ["SERVICE_NAME", "SchedulingServicer", "day_span", "timestamp"]

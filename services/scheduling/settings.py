@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from pydantic import AliasChoices, Field, field_validator
 
+from services.kit.notify import DeliveryPolicy
 from services.kit.settings import KitSettings, TemporalSettings
 
 DEFAULT_PORT = 50052
@@ -31,6 +32,12 @@ class SchedulingSettings(KitSettings, TemporalSettings):
     reminder_offsets: list[timedelta] = Field(default=[timedelta(days=1), timedelta(hours=1)])
     join_window_before: timedelta = Field(default=timedelta(minutes=15), ge=timedelta(0))
     no_show_grace: timedelta = Field(default=timedelta(minutes=30), ge=timedelta(0))
+
+    # How each workflow retries the delivery of a notification (e-mail, webhook) before recording it as
+    # failed: attempts, then the first wait, doubling up to the longest (copied into the workflow's input).
+    delivery_max_attempts: int = Field(default=12, ge=1, le=100)
+    delivery_first_retry: timedelta = Field(default=timedelta(seconds=2), gt=timedelta(0))
+    delivery_max_retry: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
 
     # The outbox relay: how often it looks for commands the in-process wake-up did not reach (other
     # replicas' bookings, failed starts), how many it takes at once and how many starts run concurrently.
@@ -59,3 +66,10 @@ class SchedulingSettings(KitSettings, TemporalSettings):
         if any(offset <= timedelta(0) for offset in value):
             raise ValueError("reminder offsets must be positive durations")
         return sorted(set(value), reverse=True)
+
+    def delivery_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            max_attempts=self.delivery_max_attempts,
+            first_retry_seconds=self.delivery_first_retry.total_seconds(),
+            max_retry_seconds=self.delivery_max_retry.total_seconds(),
+        )

@@ -26,6 +26,7 @@ import asyncpg
 from services.kit.cases import Outbox
 from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition
 from services.kit.idempotency import Call, Ledger
+from services.kit.reports import Scope
 
 # The service's idempotency ledger and workflow outbox (the kit's shapes, in this schema).
 LEDGER = Ledger("scheduling")
@@ -396,7 +397,28 @@ ON CONFLICT (slot_id) DO UPDATE SET
 WHERE scheduling.slots.occupied IS DISTINCT FROM EXCLUDED.occupied
    OR scheduling.slots.minimum_notice IS DISTINCT FROM EXCLUDED.minimum_notice
 """
-PRUNE_PAST_SLOTS = "DELETE FROM scheduling.slots WHERE end_time < now() - interval '1 day'"
+# Past slots go, but what they offered stays: each (schedule, local month) keeps how many slots it offered and
+# how many were taken, for the activity reports' slot utilisation.
+PRUNE_PAST_SLOTS = """
+WITH gone AS (
+    DELETE FROM scheduling.slots s WHERE s.end_time < now() - interval '1 day'
+    RETURNING s.slot_id, s.schedule_id, s.region_code, s.ght_id, s.finess, s.specialty,
+              date_trunc('month', s.start_time AT TIME ZONE s.time_zone)::date AS month
+), tally AS (
+    SELECT g.schedule_id, g.month, min(g.region_code) AS region_code, min(g.ght_id) AS ght_id,
+           min(g.finess) AS finess, min(g.specialty) AS specialty, count(*) AS offered,
+           count(*) FILTER (WHERE EXISTS (
+               SELECT 1 FROM scheduling.appointments a
+               WHERE a.slot_id = g.slot_id
+                 AND a.status IN ('booked', 'arrived', 'fulfilled', 'noshow'))) AS used
+    FROM gone g GROUP BY g.schedule_id, g.month
+)
+INSERT INTO scheduling.slot_supply AS t
+    (schedule_id, month, region_code, ght_id, finess, specialty, offered, used)
+SELECT schedule_id, month, region_code, ght_id, finess, specialty, offered, used FROM tally
+ON CONFLICT (schedule_id, month)
+    DO UPDATE SET offered = t.offered + EXCLUDED.offered, used = t.used + EXCLUDED.used
+"""
 GET_SLOT = f"""
 SELECT {SLOT_COLUMNS}, sc.active, sc.minimum_notice, (s.start_time >= now() + s.minimum_notice) AS bookable
 FROM scheduling.slots s JOIN scheduling.schedules sc ON sc.schedule_id = s.schedule_id
@@ -551,8 +573,9 @@ APPOINTMENT_DETAILS = """
               FROM scheduling.appointment_history h WHERE h.appointment_id = a.appointment_id),
              '[]'::jsonb) AS history,
     COALESCE((SELECT jsonb_agg(jsonb_build_object('kind', n.kind, 'label', n.label, 'recipient', n.recipient,
-                                                  'time', n.send_time) ORDER BY n.send_time, n.kind, n.label,
-                                                  n.recipient)
+                                                  'time', n.send_time, 'channel', n.channel,
+                                                  'delivery_state', n.delivery_state)
+                               ORDER BY n.send_time, n.kind, n.label, n.recipient)
               FROM scheduling.notifications n WHERE n.appointment_id = a.appointment_id),
              '[]'::jsonb) AS notifications
 """
@@ -760,8 +783,11 @@ UPDATE scheduling.appointments SET billing_state = $2, billing_charges = $3, bil
                                    billing_message = $5, billing_update_time = now()
 WHERE appointment_id = $1
 """
+# A notification to deliver is recorded PENDING (its delivery activity settles it); one that nothing will
+# deliver (a workflow started before deliveries existed) is RECORDED at once.
 INSERT_NOTIFICATION = """
-INSERT INTO scheduling.notifications (appointment_id, kind, label, recipient) VALUES ($1, $2, $3, $4)
+INSERT INTO scheduling.notifications (appointment_id, kind, label, recipient, delivery_state)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT DO NOTHING
 """
 
@@ -824,9 +850,10 @@ async def record_billing(
 
 
 async def add_notification(
-    conn: Any, appointment_id: uuid.UUID, kind: str, label: str, recipient: str
+    conn: Any, appointment_id: uuid.UUID, kind: str, label: str, recipient: str, *, deliver: bool = False
 ) -> None:
-    await conn.execute(INSERT_NOTIFICATION, appointment_id, kind, label, recipient)
+    state = "DELIVERY_STATE_PENDING" if deliver else "DELIVERY_STATE_RECORDED"
+    await conn.execute(INSERT_NOTIFICATION, appointment_id, kind, label, recipient, state)
 
 
 @dataclass(frozen=True)
@@ -936,3 +963,246 @@ FROM scheduling.appointments WHERE appointment_id = ANY($1::uuid[])
 
 async def outbox_appointments(conn: Any, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
     return {r["appointment_id"]: r for r in await conn.fetch(OUTBOX_APPOINTMENTS, list(set(ids)))}
+
+
+# --- notifications that leave the hub ---------------------------------------------------------------------
+
+_NOTIFICATION_KEY = "appointment_id = $1 AND kind = $2 AND label = $3 AND recipient = $4"
+NOTIFICATION_DELIVERY_STATE = f"""
+SELECT delivery_state, send_time FROM scheduling.notifications WHERE {_NOTIFICATION_KEY}
+"""  # noqa: S608
+# Only a pending notification moves: a delivered, failed or recorded one is settled.
+MARK_DELIVERY = f"""
+UPDATE scheduling.notifications SET
+    channel = $5, delivery_state = $6, attempts = attempts + $7, last_error = $8,
+    deliver_time = CASE WHEN $6 = 'DELIVERY_STATE_DELIVERED' THEN now() END
+WHERE {_NOTIFICATION_KEY} AND delivery_state = 'DELIVERY_STATE_PENDING'
+"""  # noqa: S608
+MARK_FAILED = """
+UPDATE scheduling.notifications SET delivery_state = 'DELIVERY_STATE_FAILED'
+WHERE appointment_id = $1 AND kind = $2 AND label = $3 AND recipient = ANY($4::text[])
+  AND delivery_state = 'DELIVERY_STATE_PENDING'
+"""
+
+
+async def notification_delivery_state(
+    conn: Any, appointment_id: uuid.UUID, kind: str, label: str, recipient: str
+) -> asyncpg.Record | None:
+    """The notification's delivery state and when it was recorded."""
+    return await conn.fetchrow(NOTIFICATION_DELIVERY_STATE, appointment_id, kind, label, recipient)
+
+
+async def mark_delivery(
+    conn: Any,
+    appointment_id: uuid.UUID,
+    kind: str,
+    label: str,
+    recipient: str,
+    *,
+    channel: str | None,
+    state: str,
+    attempted: bool,
+    error: str | None = None,
+) -> None:
+    await conn.execute(
+        MARK_DELIVERY, appointment_id, kind, label, recipient, channel, state, int(attempted), error
+    )
+
+
+async def mark_delivery_failed(
+    conn: Any, appointment_id: uuid.UUID, kind: str, label: str, recipients: Sequence[str]
+) -> None:
+    await conn.execute(MARK_FAILED, appointment_id, kind, label, list(recipients))
+
+
+# --- join links -------------------------------------------------------------------------------------------
+
+INSERT_JOIN_LINK = """
+INSERT INTO scheduling.join_tokens (token_hash, appointment_id, participant, expire_time)
+VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING
+"""
+FIND_JOIN_LINK = """
+SELECT t.appointment_id, t.participant, t.expire_time, a.status, a.patient_id
+FROM scheduling.join_tokens t JOIN scheduling.appointments a ON a.appointment_id = t.appointment_id
+WHERE t.token_hash = $1
+"""
+
+
+async def keep_join_token(
+    conn: Any, token_hash: bytes, appointment_id: uuid.UUID, participant: str, expire_time: datetime
+) -> None:
+    await conn.execute(INSERT_JOIN_LINK, token_hash, appointment_id, participant, expire_time)
+
+
+async def find_join_token(conn: Any, token_hash: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow(FIND_JOIN_LINK, token_hash)
+
+
+# --- téléconseils -----------------------------------------------------------------------------------------
+
+TELECONSEIL_COLUMNS = """
+    t.teleconseil_id, t.patient_id, t.rpps, t.finess, t.ght_id, t.region_code, t.advice_time, t.channel,
+    t.summary, t.create_time
+"""
+INSERT_TELECONSEIL = f"""
+INSERT INTO scheduling.teleconseils AS t (teleconseil_id, patient_id, rpps, finess, ght_id, region_code,
+                                          advice_time, channel, summary)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING {TELECONSEIL_COLUMNS}
+"""  # noqa: S608
+GET_TELECONSEIL = f"SELECT {TELECONSEIL_COLUMNS} FROM scheduling.teleconseils t WHERE t.teleconseil_id = $1"  # noqa: S608
+# A patient's téléconseils within a scope: every one (privileged), a GHT's, or one establishment's (outside
+# any GHT); most recent advice first.
+LIST_TELECONSEILS = f"""
+SELECT {TELECONSEIL_COLUMNS} FROM scheduling.teleconseils t
+WHERE t.patient_id = $1
+  AND ($2 OR t.ght_id = $3 OR ($3::text IS NULL AND t.finess = $4))
+  AND ($5::timestamptz IS NULL OR (t.advice_time, t.teleconseil_id) < ($5, $6::uuid))
+ORDER BY t.advice_time DESC, t.teleconseil_id DESC LIMIT $7
+"""  # noqa: S608
+
+
+@dataclass(frozen=True)
+class NewTeleconseil:
+    teleconseil_id: uuid.UUID
+    patient_id: uuid.UUID
+    rpps: str
+    finess: str
+    ght_id: str | None
+    region_code: str
+    advice_time: datetime
+    channel: str
+    summary: str
+
+
+async def insert_teleconseil(tx: asyncpg.Connection, new: NewTeleconseil) -> asyncpg.Record:
+    return await tx.fetchrow(
+        INSERT_TELECONSEIL,
+        new.teleconseil_id,
+        new.patient_id,
+        new.rpps,
+        new.finess,
+        new.ght_id,
+        new.region_code,
+        new.advice_time,
+        new.channel,
+        new.summary,
+    )
+
+
+async def get_teleconseil(conn: Any, teleconseil_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_TELECONSEIL, teleconseil_id)
+
+
+async def list_teleconseils(
+    conn: Any,
+    patient_id: uuid.UUID,
+    *,
+    privileged: bool,
+    ght_id: str | None,
+    finess: str | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            LIST_TELECONSEILS,
+            patient_id,
+            privileged,
+            ght_id,
+            finess,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+    )
+
+
+# --- activity reports -------------------------------------------------------------------------------------
+
+# Rows of one scope and period, one per (month, region, GHT, specialty), in that order; the scope is a region
+# ($3), a GHT ($4) or an establishment outside any GHT ($5), each optional; the months [$1, $2] are local to
+# the practice place. $6/$7 narrow to a GHT and a specialty; $8..$11 are the keyset of the last row seen.
+# Appointments count when they were booked (a workflow id), not entered in error and not moved (their new
+# appointment counts); slots count once started, from the live table and from the tallies of pruned ones.
+ACTIVITY_REPORT = """
+WITH appointment_rows AS (
+    SELECT a.region_code, COALESCE(a.ght_id, '') AS ght, a.specialty,
+           date_trunc('month', a.start_time AT TIME ZONE a.time_zone)::date AS month, a.status
+    FROM scheduling.appointments a
+    WHERE a.workflow_id IS NOT NULL AND a.status <> 'entered-in-error'
+      AND NOT (a.status = 'cancelled' AND a.rescheduled_to IS NOT NULL)
+      AND a.start_time >= $1::date - 2 AND a.start_time < ($2::date + interval '1 month') + interval '2 days'
+      AND ($3::text IS NULL OR a.region_code = $3) AND ($4::text IS NULL OR a.ght_id = $4)
+      AND ($5::text IS NULL OR (a.ght_id IS NULL AND a.finess = $5))
+      AND ($6::text IS NULL OR a.ght_id = $6) AND ($7::text IS NULL OR a.specialty = $7)
+), appointment_counts AS (
+    SELECT region_code, ght, specialty, month, count(*) AS appointments,
+           count(*) FILTER (WHERE status = 'fulfilled') AS fulfilled,
+           count(*) FILTER (WHERE status = 'noshow') AS no_shows,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+    FROM appointment_rows WHERE month BETWEEN $1 AND $2 GROUP BY 1, 2, 3, 4
+), slot_rows AS (
+    SELECT s.region_code, COALESCE(s.ght_id, '') AS ght, s.specialty,
+           date_trunc('month', s.start_time AT TIME ZONE s.time_zone)::date AS month, 1 AS offered,
+           CASE WHEN EXISTS (
+               SELECT 1 FROM scheduling.appointments a
+               WHERE a.slot_id = s.slot_id AND a.status IN ('booked', 'arrived', 'fulfilled', 'noshow'))
+           THEN 1 ELSE 0 END AS used
+    FROM scheduling.slots s
+    WHERE s.start_time < now()
+      AND s.start_time >= $1::date - 2 AND s.start_time < ($2::date + interval '1 month') + interval '2 days'
+      AND ($3::text IS NULL OR s.region_code = $3) AND ($4::text IS NULL OR s.ght_id = $4)
+      AND ($5::text IS NULL OR (s.ght_id IS NULL AND s.finess = $5))
+      AND ($6::text IS NULL OR s.ght_id = $6) AND ($7::text IS NULL OR s.specialty = $7)
+    UNION ALL
+    SELECT t.region_code, COALESCE(t.ght_id, ''), t.specialty, t.month, t.offered, t.used
+    FROM scheduling.slot_supply t
+    WHERE t.month BETWEEN $1 AND $2
+      AND ($3::text IS NULL OR t.region_code = $3) AND ($4::text IS NULL OR t.ght_id = $4)
+      AND ($5::text IS NULL OR (t.ght_id IS NULL AND t.finess = $5))
+      AND ($6::text IS NULL OR t.ght_id = $6) AND ($7::text IS NULL OR t.specialty = $7)
+), slot_counts AS (
+    SELECT region_code, ght, specialty, month, sum(offered)::int AS offered, sum(used)::int AS used
+    FROM slot_rows WHERE month BETWEEN $1 AND $2 GROUP BY 1, 2, 3, 4
+), report AS (
+    SELECT COALESCE(a.month, s.month) AS month, COALESCE(a.region_code, s.region_code) AS region_code,
+           COALESCE(a.ght, s.ght) AS ght, COALESCE(a.specialty, s.specialty) AS specialty,
+           COALESCE(a.appointments, 0)::int AS appointments, COALESCE(a.fulfilled, 0)::int AS fulfilled,
+           COALESCE(a.no_shows, 0)::int AS no_shows, COALESCE(a.cancelled, 0)::int AS cancelled,
+           COALESCE(s.offered, 0) AS slots_offered, COALESCE(s.used, 0) AS slots_used
+    FROM appointment_counts a FULL OUTER JOIN slot_counts s
+      ON (s.region_code, s.ght, s.specialty, s.month) = (a.region_code, a.ght, a.specialty, a.month)
+)
+SELECT * FROM report
+WHERE $8::date IS NULL OR (month, region_code, ght, specialty) > ($8, $9, $10, $11)
+ORDER BY month, region_code, ght, specialty
+LIMIT $12
+"""
+
+
+async def activity_report(
+    conn: Any,
+    scope: Scope,
+    first_month: date,
+    last_month: date,
+    *,
+    ght_id: str | None,
+    specialty: str | None,
+    limit: int,
+    after: tuple[date, str, str, str] | None,
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            ACTIVITY_REPORT,
+            first_month,
+            last_month,
+            scope.region_code,
+            scope.ght_id,
+            scope.finess,
+            ght_id,
+            specialty,
+            *(after or (None, None, None, None)),
+            limit,
+        )
+    )

@@ -81,7 +81,9 @@ def worker_settings(
     directory_address: str,
     billing_address: str,
     task_queue: str,
+    **notify: Any,
 ) -> TeleexpertiseWorkerSettings:
+    """The worker's settings; `notify` are its NotifySettings (SMTP, address book), none by default."""
     return TeleexpertiseWorkerSettings(
         **kit_settings(pki, database_url, "workflows"),  # type: ignore[arg-type]
         temporal_address=temporal_address,
@@ -90,6 +92,7 @@ def worker_settings(
         billing_address=billing_address,
         teleexpertise_task_queue=task_queue,
         teleexpertise_sticky_timeout_seconds=2.0,
+        **notify,
     )
 
 
@@ -316,7 +319,9 @@ async def make_stack(
     """make_stack(worker=True, **settings) → a started service (and worker) on a fresh task queue."""
     async with AsyncExitStack() as exits:
 
-        async def make(*, worker: bool = True, **overrides: Any) -> Stack:
+        async def make(
+            *, worker: bool = True, notify: dict[str, Any] | None = None, **overrides: Any
+        ) -> Stack:
             task_queue = f"teleexpertise-test-{uuid.uuid4()}"
             settings = service_settings(
                 pki, database_url, temporal.address, directory_address, task_queue, **overrides
@@ -339,7 +344,7 @@ async def make_stack(
             )
             exits.push_async_callback(stack.close)
             if worker:
-                await exits.enter_async_context(start_worker(stack))
+                await exits.enter_async_context(start_worker(stack, **(notify or {})))
             return stack
 
         yield make
@@ -348,8 +353,9 @@ async def make_stack(
 class start_worker:
     """The teleexpertise worker in-process on the stack's task queue, with its own channels."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, **notify: Any) -> None:
         self._stack = stack
+        self._notify = notify
         self._exits = AsyncExitStack()
 
     async def __aenter__(self) -> None:
@@ -361,6 +367,7 @@ class start_worker:
             stack.directory_address,
             stack.billing_address,
             stack.task_queue,
+            **self._notify,
         )
         directory = open_channel(settings, settings.directory_address)
         billing = open_channel(settings, settings.billing_address)

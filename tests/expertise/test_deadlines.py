@@ -26,6 +26,8 @@ from services.expertise.models import (
     AskInput,
     CancelInput,
     CaseInput,
+    DeliveryInput,
+    DeliveryResult,
     ProjectionWrite,
     RoutedQuery,
     Tier,
@@ -109,6 +111,21 @@ async def record_write(write: ProjectionWrite) -> None:
     writes.append(write)
 
 
+deliveries: list[DeliveryInput] = []
+
+
+@activity.defn(name="deliver_teleexpertise_notifications")
+async def record_delivery(batch: DeliveryInput) -> DeliveryResult:
+    """Stands for the delivery: what the workflow hands over, recorded for the test to read."""
+    deliveries.append(batch)
+    return DeliveryResult(delivered=len(batch.notices))
+
+
+# The workflow's own activities stood for by the ones above (the projection and the deliveries are tested
+# end to end elsewhere; here the timeline is what counts).
+STANDING_IN = [record_write, record_delivery]
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_time_skipping(
@@ -152,11 +169,12 @@ def _events(start: datetime) -> list[tuple[str, timedelta]]:
 
 async def test_the_timeline_at_real_scale(skipping: WorkflowEnvironment) -> None:
     writes.clear()
+    deliveries.clear()
     task_queue = f"teleexpertise-skip-{uuid.uuid4()}"
     start = await skipping.get_current_time()
     case = _case(start, due=timedelta(hours=48))
     async with Worker(
-        skipping.client, task_queue=task_queue, workflows=[TeleexpertiseWorkflow], activities=[record_write]
+        skipping.client, task_queue=task_queue, workflows=[TeleexpertiseWorkflow], activities=STANDING_IN
     ):
         result = await skipping.client.execute_workflow(
             TeleexpertiseWorkflow.run, case, id=f"teleexpertise-{case.case_id}", task_queue=task_queue
@@ -186,6 +204,10 @@ async def test_the_timeline_at_real_scale(skipping: WorkflowEnvironment) -> None
     versions = [w.view.version for w in writes]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
     assert writes[-1].view.state == "EXPIRED" and not writes[-1].view.candidates
+    # Everything recorded to be told was handed over for delivery, each notice once, before the case ended.
+    handed = [(n.event_sequence, n.recipient) for d in deliveries for n in d.notices]
+    assert sorted(handed) == sorted((n.event_sequence, n.recipient) for w in writes for n in w.notices)
+    assert all(w.deliver for w in writes)
 
 
 @pytest.mark.parametrize("pause", [True, False])
@@ -200,7 +222,7 @@ async def test_the_deadline_while_the_expert_waits_for_an_answer(
     )
     expert, requester = f"practitioners/{DERM_LOIRE}", f"practitioners/{GP}"
     async with Worker(
-        skipping.client, task_queue=task_queue, workflows=[TeleexpertiseWorkflow], activities=[record_write]
+        skipping.client, task_queue=task_queue, workflows=[TeleexpertiseWorkflow], activities=STANDING_IN
     ):
         handle = await skipping.client.start_workflow(
             TeleexpertiseWorkflow.run, case, id=f"teleexpertise-{case.case_id}", task_queue=task_queue

@@ -14,6 +14,7 @@ from parcours.type.v1 import names_pb2
 
 from services.kit import names
 from services.kit.errors import InvalidArgument
+from tests.support import repo_root
 
 
 def _proto_rules() -> dict[str, str]:
@@ -28,6 +29,9 @@ def _proto_rules() -> dict[str, str]:
 
 def test_every_resource_has_one_shape_in_the_protos_and_in_the_kit() -> None:
     assert _proto_rules() == {key: name.regex for key, name in names.ALL.items()}
+    # The file is what `python -m services.kit.names` writes (numbers kept, nothing edited by hand).
+    committed = (repo_root() / names.NAMES_PROTO).read_text()
+    assert committed == names.names_proto(committed)
 
 
 def _messages(messages: list[Descriptor]) -> list[Descriptor]:

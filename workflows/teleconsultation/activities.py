@@ -38,7 +38,10 @@ from temporalio.exceptions import ApplicationError
 from services.kit import names
 from services.kit.errors import DomainError
 from services.kit.idempotency import Call
-from services.scheduling import appointments, store
+from services.kit.notify import DELIVERED, FAILED, PENDING, RECORDED, DeliveryFailed, Notifier
+from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore
+from services.scheduling import appointments, documents, notices, store
+from services.scheduling.join import JoinLinks, token_hash
 from services.scheduling.models import (
     TELECONSULTATION,
     AppointmentState,
@@ -47,11 +50,18 @@ from services.scheduling.models import (
     BillingOutcomeInput,
     BillingResult,
     CompletionInput,
+    DeliveryInput,
+    DeliveryResult,
     NotificationInput,
     NotificationResult,
     Reason,
+    RecordInput,
+    RecordResult,
 )
 from services.scheduling.resources import circumstances_json, record_json
+
+# The scheduling schema's record documents and what the DMP adapter was given (services/kit/records.py).
+RECORDS = RecordStore("scheduling")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,11 +108,18 @@ class TeleconsultationActivities:
         billing: billing_pb2_grpc.BillingServiceStub,
         directory: directory_pb2_grpc.DirectoryServiceStub,
         component: str,
+        *,
+        notifier: Notifier | None = None,
+        join_links: JoinLinks | None = None,
+        publisher: DmpPublisher | None = None,
     ) -> None:
         self._pool = pool
         self._billing = billing
         self._directory = directory
         self._actor = f"component/{component}"
+        self._notifier = notifier or Notifier.recording_only()
+        self._join = join_links or JoinLinks.with_key("https://visio.parcours.invalid/join", None)
+        self._publisher = publisher or RecordingDmpPublisher(RECORDS)
 
     async def _appointment(self, appointment_id: str) -> asyncpg.Record:
         row = await store.get_appointment(self._pool, uuid.UUID(appointment_id))
@@ -111,13 +128,19 @@ class TeleconsultationActivities:
         return row
 
     async def _notify(
-        self, appointment_id: str, kind: str, label: str, recipients: list[str]
+        self, request: NotificationInput, kind: str, label: str, recipients: list[str]
     ) -> NotificationResult:
+        """Record the notifications (once per key); the workflow delivers them (`deliver_notifications`)."""
         for recipient in recipients:
-            await store.add_notification(self._pool, uuid.UUID(appointment_id), kind, label, recipient)
-        # Delivery channels (SMS, MSSanté) are outside the hub for now: the sent message is recorded.
+            await store.add_notification(
+                self._pool, uuid.UUID(request.appointment_id), kind, label, recipient, deliver=request.deliver
+            )
         log.info(
-            "%s %s recorded for appointment %s (%d recipients)", kind, label, appointment_id, len(recipients)
+            "%s %s recorded for appointment %s (%d recipients)",
+            kind,
+            label,
+            request.appointment_id,
+            len(recipients),
         )
         return NotificationResult(recipients=recipients)
 
@@ -127,7 +150,7 @@ class TeleconsultationActivities:
         if row["effective_status"] != "booked" or row["patient_id"] is None:
             return NotificationResult()
         return await self._notify(
-            request.appointment_id, "KIND_REMINDER", request.label, [names.PATIENT.format(row["patient_id"])]
+            request, "KIND_REMINDER", request.label, [names.PATIENT.format(row["patient_id"])]
         )
 
     @activity.defn(name="send_join_link")
@@ -138,7 +161,7 @@ class TeleconsultationActivities:
         recipients = [names.PRACTITIONER.format(row["rpps"])]
         if row["patient_id"] is not None:
             recipients.insert(0, names.PATIENT.format(row["patient_id"]))
-        return await self._notify(request.appointment_id, "KIND_JOIN_LINK", "join", recipients)
+        return await self._notify(request, "KIND_JOIN_LINK", "join", recipients)
 
     @activity.defn(name="mark_arrived")
     async def mark_arrived(self, request: ArrivalInput) -> AppointmentState:
@@ -306,10 +329,161 @@ class TeleconsultationActivities:
         for rpps in (row["treating_rpps"], row["requester_rpps"]):
             if rpps and rpps != row["rpps"] and names.PRACTITIONER.format(rpps) not in recipients:
                 recipients.append(names.PRACTITIONER.format(rpps))
-        return await self._notify(request.appointment_id, "KIND_REPORT", "compte-rendu", recipients)
+        return await self._notify(request, "KIND_REPORT", "compte-rendu", recipients)
+
+    # --- notifications that leave the hub ----------------------------------------------------------------
+
+    @activity.defn(name="deliver_notifications")
+    async def deliver_notifications(self, request: DeliveryInput) -> DeliveryResult:
+        """Deliver each recorded notification still pending: by e-mail to its recipient, else by the webhook
+        of the establishment that reaches them (the booking one for the patient and the report's readers, the
+        practice place for the teleconsultant), else it stays recorded. Delivered ones are skipped on a retry;
+        a transient failure fails the activity (Temporal retries it with backoff), a permanent one settles
+        that recipient as FAILED."""
+        appointment_id = uuid.UUID(request.appointment_id)
+        row = await self._appointment(request.appointment_id)
+        place = await self._directory_get(
+            self._directory.GetEstablishment(
+                directory_pb2.GetEstablishmentRequest(name=names.ESTABLISHMENT.format(row["finess"])),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        )
+        facts = notices.AppointmentFacts(
+            appointment=names.APPOINTMENT.format(appointment_id),
+            start_time=row["start_time"],
+            time_zone=row["time_zone"],
+            place=place.establishment.display_name,
+        )
+        practice_place = names.ESTABLISHMENT.format(row["finess"])
+        booking = names.ESTABLISHMENT.format_optional(row["booked_by_finess"])
+        result = DeliveryResult()
+        transient: list[str] = []
+        for recipient in request.recipients:
+            key = (appointment_id, request.kind, request.label, recipient)
+            recorded = await store.notification_delivery_state(self._pool, *key)
+            if recorded is None or recorded["delivery_state"] != PENDING:
+                continue
+            teleconsultant = recipient == names.PRACTITIONER.format(row["rpps"])
+            reaching = (practice_place, booking) if teleconsultant else (booking, practice_place)
+            route = self._notifier.route(recipient, reaching)
+            if route is None:
+                await store.mark_delivery(self._pool, *key, channel=None, state=RECORDED, attempted=False)
+                continue
+            extra: dict[str, Any] = {}
+            if request.kind == notices.JOIN_LINK:
+                extra = await self._join_link(row, recipient)
+            notice = notices.notice(
+                request.kind, request.label, recipient, facts, occur_time=recorded["send_time"], **extra
+            )
+            try:
+                await self._notifier.deliver(route, notice)
+            except DeliveryFailed as failure:
+                state = FAILED if failure.permanent else PENDING
+                await store.mark_delivery(
+                    self._pool, *key, channel=route.channel, state=state, attempted=True, error=failure.reason
+                )
+                (result.failed if failure.permanent else transient).append(recipient)
+                continue
+            await store.mark_delivery(
+                self._pool, *key, channel=route.channel, state=DELIVERED, attempted=True
+            )
+            result.delivered.append(recipient)
+        if transient:
+            # Retried by the workflow's policy; the delivered ones are not sent again.
+            raise ApplicationError(
+                f"{len(transient)} notification(s) could not be delivered yet", type="DELIVERY_PENDING"
+            )
+        return result
+
+    async def _join_link(self, row: asyncpg.Record, participant: str) -> dict[str, Any]:
+        """The participant's link, its token kept hashed; valid until the end plus the no-show grace."""
+        expire_time: datetime = row["end_time"] + (row["no_show_time"] - row["start_time"])
+        token = self._join.token(row["appointment_id"], participant, expire_time)
+        await store.keep_join_token(
+            self._pool, token_hash(token), row["appointment_id"], participant, expire_time
+        )
+        return {"join_url": self._join.url(token), "join_expire_time": expire_time}
+
+    @activity.defn(name="record_delivery_failure")
+    async def record_delivery_failure(self, request: DeliveryInput) -> None:
+        """The retries are spent: what is still pending is FAILED (the case goes on)."""
+        await store.mark_delivery_failed(
+            self._pool,
+            uuid.UUID(request.appointment_id),
+            request.kind,
+            request.label,
+            request.recipients,
+        )
+        log.warning(
+            "%s %s of appointment %s: delivery given up", request.kind, request.label, request.appointment_id
+        )
+
+    # --- the record as a FHIR document -------------------------------------------------------------------
+
+    @activity.defn(name="publish_record")
+    async def publish_record(self, request: RecordInput) -> RecordResult:
+        """Keep the R.6316-4 record as a FHIR document (once) and hand it to the DMP adapter."""
+        appointment_id = uuid.UUID(request.appointment_id)
+        found = await RECORDS.get(self._pool, appointment_id)
+        if found is None:
+            row = await self._appointment(request.appointment_id)
+            record = scheduling_pb2.TeleconsultationRecord()
+            json_format.ParseDict(_json(row["record"]), record)
+            patient = await self._directory_get(
+                self._directory.GetPatient(
+                    directory_pb2.GetPatientRequest(name=names.PATIENT.format(row["patient_id"])),
+                    timeout=CALL_TIMEOUT_SECONDS,
+                )
+            )
+            place = await self._directory.GetEstablishment(
+                directory_pb2.GetEstablishmentRequest(name=names.ESTABLISHMENT.format(row["finess"])),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+            teleconsultant = names.PRACTITIONER.format(row["rpps"])
+            practitioners = {
+                name: await self._practitioner_or_none(name)
+                for name in {teleconsultant, *(p.practitioner for p in record.participants)}
+            }
+            bundle = documents.record_bundle(
+                appointment=names.APPOINTMENT.format(appointment_id),
+                time_zone=row["time_zone"],
+                record=record,
+                teleconsultant=teleconsultant,
+                establishment=names.ESTABLISHMENT.format(row["finess"]),
+                patient=patient.patient,
+                practitioners=practitioners,
+                place=place.establishment,
+            )
+            qualified = patient.patient.identity_status == directory_pb2.IDENTITY_STATUS_QUALIFIED
+            async with store.transaction(self._pool) as tx:
+                await RECORDS.keep(tx, appointment_id, bundle, identity_qualified=qualified)
+            found = await RECORDS.get(self._pool, appointment_id)
+            assert found is not None
+        document, submission = found
+        if submission is None:
+            async with store.transaction(self._pool) as tx:
+                submission = await self._publisher.publish(tx, document)
+        return RecordResult(
+            document_id=str(document.document_id), dmp_state=submission.state, dmp_reason=submission.reason
+        )
+
+    async def _practitioner_or_none(self, name: str) -> directory_pb2.Practitioner | None:
+        try:
+            reply = await self._directory.GetPractitioner(
+                directory_pb2.GetPractitionerRequest(name=name), timeout=CALL_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        found: directory_pb2.Practitioner = reply.practitioner
+        return found
 
     def all(self) -> list[Callable[..., Any]]:
         return [
+            self.deliver_notifications,
+            self.record_delivery_failure,
+            self.publish_record,
             self.send_reminder,
             self.send_join_link,
             self.mark_arrived,

@@ -10,17 +10,23 @@ import temporalio.client
 import temporalio.worker
 from parcours.billing.v1 import billing_pb2_grpc
 from parcours.directory.v1 import directory_pb2_grpc
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from services.kit.notify import Notifier, NotifySettings
 from services.kit.settings import KitSettings, TemporalSettings
 from services.kit.temporal import build_worker
+from services.scheduling.join import JoinLinks
 from services.scheduling.models import TASK_QUEUE
 from workflows.teleconsultation.activities import TeleconsultationActivities
 from workflows.teleconsultation.workflows import TeleconsultationWorkflow
 
 
-class TeleconsultationWorkerSettings(KitSettings, TemporalSettings):
+class TeleconsultationWorkerSettings(KitSettings, TemporalSettings, NotifySettings):
     component: str = "workflows-teleconsultation"
+    # Join links: `<join_base_url>/<token>` (the video bridge's page), tokens HMAC-signed with this key
+    # (base64url, 32 bytes or more; the same for every worker so that a retried delivery sends the same link).
+    join_base_url: str = "https://visio.parcours.invalid/join"
+    join_token_key: SecretStr | None = None
     # Billing records the act; the directory gives the practitioner's sector and the patient's age.
     billing_address: str
     directory_address: str
@@ -29,6 +35,17 @@ class TeleconsultationWorkerSettings(KitSettings, TemporalSettings):
 
     def channels(self) -> dict[str, str]:
         return {"billing": self.billing_address, "directory": self.directory_address}
+
+    def join_links(self) -> JoinLinks:
+        import base64
+
+        key = None
+        if self.join_token_key is not None:
+            text = self.join_token_key.get_secret_value()
+            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            if len(key) < 32:
+                raise ValueError("PARCOURS_JOIN_TOKEN_KEY must hold at least 32 bytes")
+        return JoinLinks.with_key(self.join_base_url, key)
 
 
 def teleconsultation_worker(
@@ -40,12 +57,16 @@ def teleconsultation_worker(
     component: str = "workflows-teleconsultation",
     task_queue: str = TASK_QUEUE,
     max_concurrent_activities: int = 50,
+    notifier: Notifier | None = None,
+    join_links: JoinLinks | None = None,
 ) -> temporalio.worker.Worker:
     activities = TeleconsultationActivities(
         pool,
         billing_pb2_grpc.BillingServiceStub(billing),
         directory_pb2_grpc.DirectoryServiceStub(directory),
         component,
+        notifier=notifier,
+        join_links=join_links,
     )
     return build_worker(
         client,
@@ -70,4 +91,6 @@ def build(
         directory=channels["directory"],
         component=settings.component,
         max_concurrent_activities=settings.max_concurrent_activities,
+        notifier=Notifier.from_settings(settings),
+        join_links=settings.join_links(),
     )

@@ -7,6 +7,12 @@
     CANCELLED / ENTERED_IN_ERROR        IN_PROGRESS ─ Update `complete` (R.6316-4 items) ─▶ FULFILLED
                                         FULFILLED ─ billing ─▶ BILLED | BILLING_REFUSED ─ report ─▶ (done)
 
+Notifications are recorded by their step's activity, then delivered beside the case, each in its own task
+(`deliver_notifications`, retried with the input's backoff, then recorded as failed): a slow or failing mail
+relay or webhook never holds the case back, and the case ends only once each delivery has settled. After the
+report, the R.6316-4 record is kept as a FHIR document and handed to the DMP adapter (`publish_record`). Both
+came with the patch `notify-and-record`: histories recorded before it replay without them.
+
 Every instant comes from the input (computed by the scheduling service from its settings, so tests shrink
 them); every wait is a durable timer or condition. The appointment's row in the scheduling database is the
 projection: each step is persisted by an activity, conditional on the appointment's current status, before the
@@ -19,6 +25,7 @@ only once no Update handler is still running. Its search attributes come from on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -43,7 +50,11 @@ with workflow.unsafe.imports_passed_through():
         CompletionInput,
         CompletionRequest,
         CompletionResult,
+        DeliveryInput,
         NotificationInput,
+        NotificationResult,
+        RecordInput,
+        RecordResult,
         StartRequest,
         StartResult,
         TeleconsultationInput,
@@ -55,6 +66,8 @@ with workflow.unsafe.imports_passed_through():
 # Database writes of the projection: quick, retried until the database answers.
 PROJECTION_TIMEOUT = timedelta(seconds=30)
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+# Deliveries and the record document came with this patch (older histories replay without them).
+NOTIFY_AND_RECORD_PATCH = "notify-and-record"
 # Billing: a refusal is a non-retryable ApplicationError; anything else (billing down) is retried, slower.
 BILLING_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -87,12 +100,17 @@ class TeleconsultationWorkflow:
         self._arrived = False
         self._completing = False
         self._completed = False
+        self._delivers = False
+        self._deliveries: list[asyncio.Task[None]] = []
 
     # --- run -------------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, case: TeleconsultationInput) -> TeleconsultationOutcome:
+        self._delivers = workflow.patched(NOTIFY_AND_RECORD_PATCH)
         outcome = await self._run(case)
+        # Every notification's delivery settles (delivered, or recorded as failed) before the case ends.
+        await asyncio.gather(*self._deliveries)
         # An Update still being handled (a start racing the no-show deadline) finishes before the case ends.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return outcome
@@ -103,21 +121,23 @@ class TeleconsultationWorkflow:
                 return self._ended()
             if workflow.now() < case.join_open_time:
                 # A reminder whose moment passed while nothing could send it (a late start) is skipped.
-                await workflow.execute_activity_method(
+                recorded: NotificationResult = await workflow.execute_activity_method(
                     TeleconsultationActivities.send_reminder,
-                    NotificationInput(appointment_id=case.appointment_id, label=reminder.label),
+                    self._notification(label=reminder.label),
                     start_to_close_timeout=PROJECTION_TIMEOUT,
                     retry_policy=PROJECTION_RETRY,
                 )
+                self._deliver("KIND_REMINDER", reminder.label, recorded)
                 self._set_state(CaseState.REMINDED)
         if await self._cancelled_before(case.join_open_time):
             return self._ended()
-        await workflow.execute_activity_method(
+        join_sent: NotificationResult = await workflow.execute_activity_method(
             TeleconsultationActivities.send_join_link,
-            NotificationInput(appointment_id=case.appointment_id),
+            self._notification(),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
         )
+        self._deliver("KIND_JOIN_LINK", "join", join_sent)
         self._join_open = True
         self._set_state(CaseState.JOIN_OPEN)
 
@@ -130,7 +150,7 @@ class TeleconsultationWorkflow:
         if not self._arrived:
             found: AppointmentState = await workflow.execute_activity_method(
                 TeleconsultationActivities.mark_no_show,
-                NotificationInput(appointment_id=case.appointment_id),
+                self._notification(),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
             )
@@ -183,13 +203,69 @@ class TeleconsultationWorkflow:
             retry_policy=PROJECTION_RETRY,
         )
         self._set_state(outcome.state)
-        await workflow.execute_activity_method(
+        report_sent: NotificationResult = await workflow.execute_activity_method(
             TeleconsultationActivities.deliver_report,
-            NotificationInput(appointment_id=case.appointment_id),
+            self._notification(),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
         )
+        self._deliver("KIND_REPORT", "compte-rendu", report_sent)
+        if self._delivers:
+            outcome.record_document = await self._publish_record()
         return outcome
+
+    async def _publish_record(self) -> str:
+        """Keep the record as a FHIR document and hand it to the DMP adapter; its id ('' if it could not be
+        written: the directory no longer knows a party — the case still ends, the reason logged)."""
+        try:
+            published: RecordResult = await workflow.execute_activity_method(
+                TeleconsultationActivities.publish_record,
+                RecordInput(appointment_id=self._case.appointment_id),
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=PROJECTION_RETRY,
+            )
+        except ActivityError as error:
+            cause = error.cause
+            if not isinstance(cause, ApplicationError) or not cause.non_retryable:
+                raise
+            workflow.logger.warning("record document not written: %s", cause.type)
+            return ""
+        return published.document_id
+
+    # --- notifications ---------------------------------------------------------------------------------
+
+    def _notification(self, label: str = "") -> NotificationInput:
+        return NotificationInput(
+            appointment_id=self._case.appointment_id, label=label, deliver=self._delivers
+        )
+
+    def _deliver(self, kind: str, label: str, recorded: NotificationResult) -> None:
+        """Deliver what a step recorded, in a task of its own (the case does not wait for it)."""
+        if self._delivers and recorded.recipients:
+            request = DeliveryInput(
+                appointment_id=self._case.appointment_id,
+                kind=kind,
+                label=label,
+                recipients=recorded.recipients,
+            )
+            self._deliveries.append(asyncio.create_task(self._delivery(request)))
+
+    async def _delivery(self, request: DeliveryInput) -> None:
+        try:
+            await workflow.execute_activity_method(
+                TeleconsultationActivities.deliver_notifications,
+                request,
+                start_to_close_timeout=self._case.delivery.attempt_timeout,
+                retry_policy=self._case.delivery.retry_policy(),
+            )
+        except ActivityError:
+            # The retries are spent: recorded as failed; the case goes on.
+            await workflow.execute_activity_method(
+                TeleconsultationActivities.record_delivery_failure,
+                request,
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=PROJECTION_RETRY,
+            )
 
     # --- waiting ---------------------------------------------------------------------------------------
 

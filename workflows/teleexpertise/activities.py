@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import grpc
@@ -25,15 +26,28 @@ from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from services.expertise import documents, notices
 from services.expertise.models import (
     BilledLine,
     BillingInput,
     BillingOutcome,
     BillingRefusal,
     BillingState,
+    DeliveryInput,
+    DeliveryResult,
     ProjectionWrite,
+    RecordInput,
+    RecordResult,
+    ReportRecord,
 )
 from services.expertise.store import ExpertiseStore
+from services.kit import names
+from services.kit.notify import DELIVERED, FAILED, PENDING, RECORDED, DeliveryFailed, Notifier
+from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore
+from services.kit.regions import region_zone_name
+
+# The expertise schema's record documents and what the DMP adapter was given (services/kit/records.py).
+RECORDS = RecordStore("expertise")
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +93,15 @@ class TeleexpertiseActivities:
         store: ExpertiseStore,
         directory: directory_pb2_grpc.DirectoryServiceStub,
         billing: billing_pb2_grpc.BillingServiceStub,
+        *,
+        notifier: Notifier | None = None,
+        publisher: DmpPublisher | None = None,
     ) -> None:
         self._store = store
         self._directory = directory
         self._billing = billing
+        self._notifier = notifier or Notifier.recording_only()
+        self._publisher = publisher or RecordingDmpPublisher(RECORDS)
 
     @activity.defn(name="persist_teleexpertise_case")
     async def persist_case(self, write: ProjectionWrite) -> None:
@@ -188,3 +207,158 @@ class TeleexpertiseActivities:
             refusals=refusals,
             record_time=datetime.now(UTC),
         )
+
+    # --- notifications that leave the hub ----------------------------------------------------------------
+
+    @activity.defn(name="deliver_teleexpertise_notifications")
+    async def deliver_notifications(self, request: DeliveryInput) -> DeliveryResult:
+        """Deliver each notice still pending: by e-mail to the practitioner, else by the webhook of the
+        establishment they act from in this request (the requester's, the assigned expert's; candidates of a
+        pool have none), else it stays recorded. Delivered ones are skipped on a retry; a transient failure
+        fails the activity (retried with backoff), a permanent one settles that notice as FAILED."""
+        case_id = uuid.UUID(request.case_id)
+        facts = await self._store.delivery_facts(case_id)
+        if facts is None:
+            return DeliveryResult()
+        wording = notices.RequestFacts(
+            request=names.TELEEXPERTISE_REQUEST.format(case_id),
+            answer_due_time=facts["answer_due_time"],
+            time_zone=region_zone_name(facts["region"]),
+        )
+        places = {
+            names.PRACTITIONER.format(facts["requester"]): facts["requester_establishment"],
+        }
+        if facts["assigned_expert"]:
+            places[names.PRACTITIONER.format(facts["assigned_expert"])] = facts["expert_establishment"]
+        result = DeliveryResult()
+        transient = 0
+        for notice in request.notices:
+            rpps = notice.recipient.removeprefix("practitioners/")
+            key = (case_id, notice.event_sequence, rpps)
+            recorded = await self._store.delivery_state(*key)
+            if recorded is None or recorded["delivery_state"] != PENDING:
+                continue
+            place = places.get(notice.recipient)
+            route = self._notifier.route(
+                notice.recipient, (names.ESTABLISHMENT.format(place),) if place else ()
+            )
+            if route is None:
+                await self._store.mark_delivery(*key, channel=None, state=RECORDED, attempted=False)
+                continue
+            message = notices.notice(
+                notice.kind,
+                notice.event_sequence,
+                notice.recipient,
+                wording,
+                occur_time=recorded["create_time"],
+            )
+            try:
+                await self._notifier.deliver(route, message)
+            except DeliveryFailed as failure:
+                state = FAILED if failure.permanent else PENDING
+                await self._store.mark_delivery(
+                    *key, channel=route.channel, state=state, attempted=True, error=failure.reason
+                )
+                if failure.permanent:
+                    result.failed += 1
+                else:
+                    transient += 1
+                continue
+            await self._store.mark_delivery(*key, channel=route.channel, state=DELIVERED, attempted=True)
+            result.delivered += 1
+        if transient:
+            raise ApplicationError(
+                f"{transient} notification(s) could not be delivered yet", type="DELIVERY_PENDING"
+            )
+        return result
+
+    @activity.defn(name="record_teleexpertise_delivery_failure")
+    async def record_delivery_failure(self, request: DeliveryInput) -> None:
+        """The retries are spent: what is still pending is FAILED (the case goes on)."""
+        await self._store.mark_delivery_failed(
+            uuid.UUID(request.case_id),
+            [(n.event_sequence, n.recipient.removeprefix("practitioners/")) for n in request.notices],
+        )
+        log.warning("case %s: delivery of %d notification(s) given up", request.case_id, len(request.notices))
+
+    # --- the record as a FHIR document -------------------------------------------------------------------
+
+    @activity.defn(name="publish_teleexpertise_record")
+    async def publish_record(self, request: RecordInput) -> RecordResult:
+        """Keep the R.6316-4 record as a FHIR document (once) and hand it to the DMP adapter."""
+        case_id = uuid.UUID(request.case_id)
+        pool = self._store.pool
+        found = await RECORDS.get(pool, case_id)
+        if found is None:
+            case = await self._store.get_request(case_id)
+            if case is None or not case.HasField("report"):
+                raise ApplicationError(
+                    "the request has no report", type="RECORD_INCOMPLETE", non_retryable=True
+                )
+            report = ReportRecord(
+                summary=case.report.summary,
+                acts_and_prescriptions=list(case.report.acts_and_prescriptions),
+                participants=list(case.report.participants),
+                act_time=case.report.act_time.ToDatetime(tzinfo=UTC),
+                technical_incidents=case.report.technical_incidents,
+                author=case.report.author,
+            )
+            try:
+                patient = (
+                    await self._directory.GetPatient(
+                        directory_pb2.GetPatientRequest(name=case.patient), timeout=CALL_TIMEOUT_SECONDS
+                    )
+                ).patient
+                place = await self._establishment(case.expert_establishment)
+            except grpc.aio.AioRpcError as error:
+                if error.code() in _REJECTED:
+                    raise ApplicationError(
+                        f"the directory refused a lookup for the record: {error.code().name}",
+                        type="RECORD_DATA_MISSING",
+                        non_retryable=True,
+                    ) from None
+                raise
+            practitioners = {name: await self._practitioner_or_none(name) for name in {*report.participants}}
+            bundle = documents.record_bundle(
+                request=case.name,
+                report=report,
+                requester=case.requester,
+                expert_establishment=case.expert_establishment,
+                time_zone=region_zone_name(case.region.removeprefix("regions/")),
+                patient=patient,
+                practitioners=practitioners,
+                place=place,
+            )
+            qualified = patient.identity_status == directory_pb2.IDENTITY_STATUS_QUALIFIED
+            async with pool.acquire() as conn, conn.transaction():
+                await RECORDS.keep(conn, case_id, bundle, identity_qualified=qualified)
+            found = await RECORDS.get(pool, case_id)
+            assert found is not None
+        document, submission = found
+        if submission is None:
+            async with pool.acquire() as conn, conn.transaction():
+                submission = await self._publisher.publish(conn, document)
+        return RecordResult(
+            document_id=str(document.document_id), dmp_state=submission.state, dmp_reason=submission.reason
+        )
+
+    async def _practitioner_or_none(self, name: str) -> directory_pb2.Practitioner | None:
+        try:
+            reply = await self._directory.GetPractitioner(
+                directory_pb2.GetPractitionerRequest(name=name), timeout=CALL_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        found: directory_pb2.Practitioner = reply.practitioner
+        return found
+
+    def all(self) -> list[Any]:
+        return [
+            self.persist_case,
+            self.record_acts,
+            self.deliver_notifications,
+            self.record_delivery_failure,
+            self.publish_record,
+        ]

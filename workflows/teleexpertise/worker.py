@@ -21,6 +21,7 @@ from pydantic import Field
 
 from services.expertise.models import TASK_QUEUE
 from services.expertise.store import ExpertiseStore
+from services.kit.notify import Notifier, NotifySettings
 from services.kit.settings import KitSettings, TemporalSettings
 from services.kit.temporal import build_worker
 from workflows.teleexpertise.activities import TeleexpertiseActivities
@@ -29,7 +30,7 @@ from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 log = logging.getLogger(__name__)
 
 
-class TeleexpertiseWorkerSettings(KitSettings, TemporalSettings):
+class TeleexpertiseWorkerSettings(KitSettings, TemporalSettings, NotifySettings):
     component: str = "workflows-teleexpertise"
     directory_address: str
     billing_address: str
@@ -54,12 +55,13 @@ def build(
         ExpertiseStore(pool),
         directory_pb2_grpc.DirectoryServiceStub(channels["directory"]),
         billing_pb2_grpc.BillingServiceStub(channels["billing"]),
+        notifier=Notifier.from_settings(settings),
     )
     return build_worker(
         client,
         task_queue=settings.teleexpertise_task_queue,
         workflows=[TeleexpertiseWorkflow],
-        activities=[activities.persist_case, activities.record_acts],
+        activities=activities.all(),
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.teleexpertise_sticky_timeout_seconds
         ),

@@ -13,6 +13,12 @@ how the second of two concurrent accepts learns ALREADY_ASSIGNED — then persis
 (local) activity before returning, so a Get right after the call sees the change. Timers (reminders,
 escalations, breach, expiry) run in the main loop under the same lock: the projection is written by one change
 at a time, in order.
+
+The notifications a change records are delivered beside the case, each batch in its own task
+(`deliver_teleexpertise_notifications`, retried with the timeline's backoff, then recorded as failed), so a
+slow mail relay or webhook never holds an update back; after the report and billing the R.6316-4 record is
+kept as a FHIR document and handed to the DMP adapter. Both came with the patch `notify-and-record`:
+histories recorded before it replay without them.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ with workflow.unsafe.imports_passed_through():
         CaseInput,
         CaseResult,
         DeclineInput,
+        DeliveryInput,
         HandBackInput,
+        RecordInput,
         ReportInput,
         RoutedQuery,
         State,
@@ -50,6 +58,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.teleexpertise.activities import TeleexpertiseActivities
     from workflows.teleexpertise.case import Case
 
+# Deliveries and the record document came with this patch (older histories replay without them).
+NOTIFY_AND_RECORD_PATCH = "notify-and-record"
 # Writing the projection must eventually succeed (the database may be away for a while): retried without
 # limit, backing off to a minute.
 PERSIST_RETRY = RetryPolicy(
@@ -79,6 +89,7 @@ class TeleexpertiseWorkflow:
         self._lock = asyncio.Lock()
         self._routed = False
         self._changed = False
+        self._deliveries: list[asyncio.Task[None]] = []
 
     @workflow.run
     async def run(self, case: CaseInput) -> CaseResult:
@@ -100,12 +111,17 @@ class TeleexpertiseWorkflow:
 
         if self._case.state == State.COMPLETED:
             await self._bill()
+            if workflow.patched(NOTIFY_AND_RECORD_PATCH):
+                await self._publish_record()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        # Every notification's delivery settles (delivered, or recorded as failed) before the case ends.
+        await asyncio.gather(*self._deliveries)
         return self._case.result()
 
     async def _persist(self, applied: Call | None) -> None:
         """Write the case's new view with what it appends; callers hold the lock."""
         write = self._case.take_write(applied)
+        write.deliver = workflow.patched(NOTIFY_AND_RECORD_PATCH)
         attributes = self._case.attributes()
         changed = attributes.updates(self._attributes)
         if changed:
@@ -120,6 +136,42 @@ class TeleexpertiseWorkflow:
             start_to_close_timeout=timedelta(seconds=self._case.input.timeline.activity_timeout_seconds),
             retry_policy=PERSIST_RETRY,
         )
+        if write.deliver and write.notices:
+            batch = DeliveryInput(case_id=self._case.input.case_id, notices=list(write.notices))
+            self._deliveries.append(asyncio.create_task(self._delivery(batch)))
+
+    async def _delivery(self, batch: DeliveryInput) -> None:
+        """Deliver what a change recorded; once the retries are spent, record it as failed."""
+        try:
+            await workflow.execute_activity_method(
+                TeleexpertiseActivities.deliver_notifications,
+                batch,
+                start_to_close_timeout=self._case.input.timeline.delivery.attempt_timeout,
+                retry_policy=self._case.input.timeline.delivery.retry_policy(),
+            )
+        except ActivityError:
+            await workflow.execute_activity_method(
+                TeleexpertiseActivities.record_delivery_failure,
+                batch,
+                start_to_close_timeout=timedelta(seconds=self._case.input.timeline.activity_timeout_seconds),
+                retry_policy=PERSIST_RETRY,
+            )
+
+    async def _publish_record(self) -> None:
+        """Keep the record as a FHIR document and hand it to the DMP adapter (a party the directory no longer
+        knows leaves it unwritten, the reason logged; the case still ends)."""
+        try:
+            await workflow.execute_activity_method(
+                TeleexpertiseActivities.publish_record,
+                RecordInput(case_id=self._case.input.case_id),
+                start_to_close_timeout=timedelta(seconds=self._case.input.timeline.activity_timeout_seconds),
+                retry_policy=PERSIST_RETRY,
+            )
+        except ActivityError as error:
+            cause = error.cause
+            if not isinstance(cause, ApplicationError) or not cause.non_retryable:
+                raise
+            workflow.logger.warning("record document not written: %s", cause.type)
 
     async def _change(self, call: Call | None, apply: Callable[[datetime], None]) -> UpdateOutcome:
         """One state change: checked and applied under the lock, persisted (with the RPC that asked for it,
