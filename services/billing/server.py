@@ -15,8 +15,9 @@ from services.billing.catalog import read_data_file
 from services.billing.contracts import TableContractPolicy
 from services.billing.servicer import SERVICE_NAME, BillingServicer
 from services.billing.settings import BillingSettings
-from services.billing.store import BillingStore
+from services.billing.store import LEDGER, BillingStore
 from services.kit.directory import DirectoryClient
+from services.kit.idempotency import purge_task
 from services.kit.server import Bound, KitServer, ServiceBinding, build_server, open_channel, serve
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ async def build(
 async def run(settings: BillingSettings) -> None:
     async def bind(pool: asyncpg.Pool) -> Bound:
         directory = open_channel(settings, settings.directory_address)
-        return Bound(await bindings(settings, pool, directory), channels=[directory])
+        return Bound(
+            await bindings(settings, pool, directory),
+            channels=[directory],
+            tasks=[purge_task(LEDGER, pool, settings.idempotency_retention)],
+        )
 
     await serve(settings, bind)

@@ -7,8 +7,9 @@ from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 
 from services.directory.servicer import SERVICE_NAME, DirectoryServicer
 from services.directory.settings import DirectorySettings
-from services.directory.store import DirectoryStore
+from services.directory.store import LEDGER, DirectoryStore
 from services.kit.directory import CachedReference, PracticeBinding
+from services.kit.idempotency import purge_task
 from services.kit.server import Bound, KitServer, ServiceBinding, build_server, serve
 
 
@@ -48,6 +49,8 @@ async def build(settings: DirectorySettings, pool: asyncpg.Pool) -> KitServer:
 async def run(settings: DirectorySettings) -> None:
     async def bind(pool: asyncpg.Pool) -> Bound:
         # The directory calls no other service: SERVING as soon as its pool answers.
-        return Bound(bindings(settings, pool))
+        return Bound(
+            bindings(settings, pool), tasks=[purge_task(LEDGER, pool, settings.idempotency_retention)]
+        )
 
     await serve(settings, bind)

@@ -18,13 +18,13 @@ from services.expertise.models import TELEEXPERTISE
 from services.expertise.relay import CasePlan
 from services.expertise.servicer import SERVICE_NAME, ExpertiseServicer
 from services.expertise.settings import ExpertiseSettings
-from services.expertise.store import OUTBOX, ExpertiseStore
+from services.expertise.store import LEDGER, OUTBOX, ExpertiseStore
 from services.kit.cases import CaseClient, Relay
 from services.kit.directory import DirectoryClient
+from services.kit.idempotency import purge_task
 from services.kit.server import (
     BackgroundTask,
     Bound,
-    Periodic,
     Runtime,
     ServiceBinding,
     build_server,
@@ -32,8 +32,6 @@ from services.kit.server import (
     serve,
 )
 from services.kit.temporal import connect_client
-
-PURGE_INTERVAL_SECONDS = 3600.0
 
 
 def _parts(
@@ -50,11 +48,7 @@ def _parts(
         relay,
         client,
     )
-    purge = Periodic(
-        "idempotency-purge",
-        lambda: store.purge_requests(settings.idempotency_retention),
-        PURGE_INTERVAL_SECONDS,
-    )
+    purge = purge_task(LEDGER, pool, settings.idempotency_retention)
     bindings = [
         ServiceBinding(
             SERVICE_NAME,

@@ -19,7 +19,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -494,10 +494,6 @@ class ExpertiseStore:
     async def start_data(self, conn: Any, case_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StartData]:
         """What starting each case's workflow needs (cases that exist)."""
         return {row["case_id"]: _start_data(row) for row in await conn.fetch(GET_START_DATA, list(case_ids))}
-
-    async def purge_requests(self, older_than: timedelta) -> int:
-        """Drop idempotency entries past the retention."""
-        return await LEDGER.purge(self._pool, older_than)
 
     async def state(self, case_id: uuid.UUID) -> str | None:
         found: str | None = await self._pool.fetchval(

@@ -22,12 +22,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
 from services.kit.auth import Principal
 from services.kit.errors import AlreadyExists
+
+if TYPE_CHECKING:
+    from services.kit.server import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -201,3 +204,15 @@ CREATE INDEX IF NOT EXISTS idempotency_create_time_idx ON {table} (create_time);
 COMMENT ON TABLE {table} IS
     'Client request ids of applied mutating calls (services/kit/idempotency.py); purged after the retention.';
 """
+
+
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+def purge_task(ledger: Ledger, pool: Any, retention: timedelta) -> Periodic:
+    """The background task every service runs: entries past the retention purged every hour."""
+    from services.kit.server import Periodic
+
+    return Periodic(
+        f"idempotency-purge:{ledger.table}", lambda: ledger.purge(pool, retention), PURGE_INTERVAL_SECONDS
+    )

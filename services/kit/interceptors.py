@@ -94,16 +94,30 @@ def method_info(full_method: str) -> MethodInfo:
     return MethodInfo(full_method, service, policy)
 
 
-def require_policies(service_names: Sequence[str]) -> None:
-    """Refuse to start a server exposing a method that declares no access policy."""
-    missing: list[str] = []
+def policy_gaps(service_names: Sequence[str]) -> list[str]:
+    """Methods whose access policy does not say who may call (roles) and how the call is audited (action)."""
+    gaps: list[str] = []
     for service_name in service_names:
         service = descriptor_pool.Default().FindServiceByName(service_name)
         for method in service.methods:
-            if not method.GetOptions().HasExtension(options_pb2.access):
-                missing.append(method.full_name)
-    if missing:
-        raise RuntimeError(f"methods without a (parcours.options.v1.access) policy: {', '.join(missing)}")
+            options = method.GetOptions()
+            if not options.HasExtension(options_pb2.access):
+                gaps.append(f"{method.full_name}: no (parcours.options.v1.access) policy")
+                continue
+            policy = options.Extensions[options_pb2.access]
+            if not policy.roles:
+                gaps.append(f"{method.full_name}: no roles")
+            if policy.audit_action == options_pb2.AUDIT_ACTION_UNSPECIFIED:
+                gaps.append(f"{method.full_name}: no audit action")
+    return gaps
+
+
+def require_policies(service_names: Sequence[str]) -> None:
+    """Refuse to start a server exposing a method whose policy does not declare its roles and audit action:
+    who may call is in the contract, never only in code."""
+    gaps = policy_gaps(service_names)
+    if gaps:
+        raise RuntimeError("incomplete access policies: " + "; ".join(gaps))
 
 
 class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped

@@ -17,6 +17,7 @@ from parcours.scheduling.v1 import scheduling_pb2_grpc
 
 from services.kit.cases import CaseClient, Relay, RelaySettings
 from services.kit.directory import DirectoryClient
+from services.kit.idempotency import purge_task
 from services.kit.server import Bound, Periodic, Runtime, ServiceBinding, build_server, open_channel, serve
 from services.kit.temporal import connect_client
 from services.scheduling import store
@@ -29,7 +30,6 @@ from services.scheduling.settings import SchedulingSettings
 log = logging.getLogger(__name__)
 
 REFRESH_BATCH = 200
-PURGE_INTERVAL_SECONDS = 3600.0
 
 
 class HorizonRefresher:
@@ -78,11 +78,7 @@ def _parts(
     servicer = SchedulingServicer(pool, client, cases, relay, settings)
     periodic = [
         Periodic("slot-horizon-refresher", HorizonRefresher(pool), settings.horizon_refresh_seconds),
-        Periodic(
-            "idempotency-purge",
-            lambda: store.LEDGER.purge(pool, settings.idempotency_retention),
-            PURGE_INTERVAL_SECONDS,
-        ),
+        purge_task(store.LEDGER, pool, settings.idempotency_retention),
     ]
     bindings = [
         ServiceBinding(

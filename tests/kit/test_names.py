@@ -8,6 +8,8 @@ import uuid
 import pytest
 from buf.validate import validate_pb2
 from google.protobuf.descriptor import Descriptor
+from parcours.billing.v1 import billing_pb2
+from parcours.directory.v1 import directory_pb2
 from parcours.expertise.v1 import expertise_pb2
 from parcours.scheduling.v1 import scheduling_pb2
 from parcours.type.v1 import names_pb2
@@ -40,7 +42,7 @@ def _messages(messages: list[Descriptor]) -> list[Descriptor]:
 
 def test_every_name_field_of_our_apis_uses_a_shared_rule_not_a_pattern_of_its_own() -> None:
     own_patterns: list[str] = []
-    for api in (scheduling_pb2, expertise_pb2):
+    for api in (scheduling_pb2, expertise_pb2, directory_pb2, billing_pb2):
         for message in _messages(list(api.DESCRIPTOR.message_types_by_name.values())):
             for field in message.fields:
                 rules = field.GetOptions().Extensions[validate_pb2.field]
@@ -80,3 +82,17 @@ def test_a_malformed_name_is_invalid_argument_naming_the_field(value: str) -> No
     [violation] = refused.value.violations
     assert violation.field == "appointment"
     assert "appointments/{appointment}" in violation.description
+
+
+def test_every_rpc_of_every_api_declares_its_roles_and_audit_action() -> None:
+    from parcours.contracts.v1 import contracts_pb2
+
+    from services.kit.interceptors import policy_gaps
+
+    services = [
+        service.full_name
+        for api in (directory_pb2, scheduling_pb2, expertise_pb2, billing_pb2, contracts_pb2)
+        for service in api.DESCRIPTOR.services_by_name.values()
+    ]
+    assert len(services) == 5
+    assert policy_gaps(services) == []
