@@ -25,7 +25,7 @@ HELM_TOOLS := build/helm-tools
 HELM_TOOLS_STAMP := $(HELM_TOOLS)/.installed
 IMAGE ?= parcours:$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test lint protos sdk bench lock helm-test helm-lock image clean help
+.PHONY: run test lint protos sdk bench lock helm-test helm-lock image histories clean help
 
 help:
 	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :$(TEMPORAL_UI_PORT), every service) with demo data"
@@ -54,6 +54,12 @@ protos: $(GEN_STAMP)
 
 run: $(GEN_STAMP)
 	$(PY) -m services.devstack
+
+# Re-record the golden workflow histories (tests/replay/histories) from the scenarios that keep them; commit
+# the result only when a workflow change is meant to break replay (see tests/support/golden.py).
+histories: $(GEN_STAMP)
+	PARCOURS_RECORD_HISTORIES=1 $(PY) tests/run.py tests/scheduling/test_teleconsultation_workflow.py \
+	  tests/expertise/test_lifecycle.py tests/expertise/test_deadlines.py
 
 # The chart's tests (tests/helm) are part of the suite; their tools live in their own environment.
 test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP) $(HELM_TOOLS_STAMP)

@@ -36,6 +36,7 @@ from services.expertise.models import (
 from services.kit import search_attributes as sa
 from tests.expertise.conftest import DERM_DAUPHINE, DERM_LOIRE, DERM_VAL_RHONE, GP, Stack, eventually
 from tests.support import DAUPHINE, VAL_RHONE
+from tests.support.golden import keep
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 
 Request = expertise_pb2.TeleexpertiseRequest
@@ -176,9 +177,11 @@ async def test_the_timeline_at_real_scale(skipping: WorkflowEnvironment) -> None
     async with Worker(
         skipping.client, task_queue=task_queue, workflows=[TeleexpertiseWorkflow], activities=STANDING_IN
     ):
-        result = await skipping.client.execute_workflow(
+        handle = await skipping.client.start_workflow(
             TeleexpertiseWorkflow.run, case, id=f"teleexpertise-{case.case_id}", task_queue=task_queue
         )
+        result = await handle.result()
+        await keep("teleexpertise-escalated-breached-expired", handle)
 
     # 48 hours to answer: the GHT pool has 24 h (reminded at 12 h), the region pool and the backup expert 6 h
     # each (reminded halfway); the deadline is breached at 48 h; the request expires 14 days later.
@@ -249,6 +252,8 @@ async def test_the_deadline_while_the_expert_waits_for_an_answer(
             CancelInput(request_id=str(uuid.uuid4()), actor=requester, reason="fin"),
         )
         await handle.result()
+        if pause:
+            await keep("teleexpertise-paused-deadline", handle)
 
     kinds = [kind for kind, _ in _events(start)]
     if pause:

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 import grpc
 from parcours.expertise.v1 import expertise_pb2
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.worker import Replayer
 
 from tests.expertise.conftest import (
     DERM_DAUPHINE,
@@ -22,7 +21,7 @@ from tests.expertise.conftest import (
 )
 from tests.support import DAUPHINE, LOIRE, VAL_RHONE, request_id
 from tests.support.calls import call, details
-from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
+from tests.support.golden import keep
 
 Request = expertise_pb2.TeleexpertiseRequest
 NewPatient = Callable[..., Awaitable[str]]
@@ -127,11 +126,8 @@ async def test_happy_path_from_request_to_billed_report(stack: Stack, new_patien
     assert attributes["ParcoursBreached"] == [False] and attributes["ParcoursKind"] == ["teleexpertise"]
     assert patient.removeprefix("patients/") not in str(description.search_attributes)
 
-    # The recorded history replays on today's workflow code.
-    history = await handle.fetch_history()
-    await Replayer(
-        workflows=[TeleexpertiseWorkflow], data_converter=stack.client.data_converter
-    ).replay_workflow(history)
+    # The scenario's golden history (replayed by tests/replay on every run).
+    await keep("teleexpertise-billed", handle)
 
     # Every read of the case was audited, naming the case and the patient.
     audited = await stack.pool.fetch(

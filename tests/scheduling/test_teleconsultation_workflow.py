@@ -16,12 +16,10 @@ import temporalio.client
 from parcours.billing.v1 import billing_pb2
 from parcours.directory.v1 import directory_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2 as s
-from temporalio.worker import Replayer
 
 from services.devstack.postgres import PostgresHandle
 from services.kit import search_attributes
 from services.kit.cases import Relay
-from services.kit.codec import Keyring, data_converter
 from services.kit.pki import DevPki
 from services.scheduling.models import (
     RecordedAct,
@@ -48,9 +46,9 @@ from tests.scheduling.workflow import (
     start,
     workflow_stack,
 )
-from tests.support import PAYLOAD_KEYS, bearer, request_id
+from tests.support import bearer, request_id
 from tests.support.calls import call, details
-from workflows.teleconsultation.workflows import TeleconsultationWorkflow
+from tests.support.golden import keep
 
 A = s.Appointment
 
@@ -140,11 +138,8 @@ async def test_reminders_join_window_start_completion_billing_and_report(
     described = await stack.env.client.get_workflow_handle(case.appointment.workflow_id).describe()
     assert described.typed_search_attributes.get(search_attributes.CASE_STATE) == "BILLED"
 
-    # The recorded history replays with today's code.
-    history = await stack.env.client.get_workflow_handle(case.appointment.workflow_id).fetch_history()
-    await Replayer(
-        workflows=[TeleconsultationWorkflow], data_converter=data_converter(Keyring.parse(PAYLOAD_KEYS))
-    ).replay_workflow(history)
+    # The scenario's golden history (replayed by tests/replay on every run).
+    await keep("teleconsultation-billed", stack.env.client.get_workflow_handle(case.appointment.workflow_id))
 
 
 async def test_a_billing_refusal_is_kept_on_the_appointment_with_its_reason(
@@ -170,6 +165,9 @@ async def test_a_billing_refusal_is_kept_on_the_appointment_with_its_reason(
     )
     assert not final.billing.charges
     assert [n.kind for n in final.notifications].count(s.Notification.KIND_REPORT) == 1
+    await keep(
+        "teleconsultation-billing-refused", stack.env.client.get_workflow_handle(case.appointment.workflow_id)
+    )
 
 
 async def test_no_consent_no_start(
@@ -211,6 +209,7 @@ async def test_not_started_within_the_grace_period_is_a_no_show(
     assert {n.label for n in final.notifications if n.kind == s.Notification.KIND_REMINDER} == {"P1D", "PT1H"}
     error = await call(start(stack, case))
     assert details(error)[0].reason == "INVALID_TRANSITION"  # type: ignore[union-attr]
+    await keep("teleconsultation-no-show", stack.env.client.get_workflow_handle(case.appointment.workflow_id))
 
 
 async def test_a_cancellation_ends_the_workflow(
@@ -233,6 +232,9 @@ async def test_a_cancellation_ends_the_workflow(
     assert described.typed_search_attributes.get(search_attributes.CASE_STATE) == "CANCELLED"
     final = await get(stack, case)
     assert final.state == A.STATE_CANCELLED and not final.notifications
+    await keep(
+        "teleconsultation-cancelled", stack.env.client.get_workflow_handle(case.appointment.workflow_id)
+    )
 
 
 async def test_an_incomplete_record_is_refused_naming_what_is_missing(

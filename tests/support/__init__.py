@@ -19,8 +19,9 @@ LOIRE, DAUPHINE, VAL_RHONE = "420000017", "380000024", "690000019"
 REUNION, STRANGER = "974000013", "2A0000031"
 TEST_ESTABLISHMENTS = (LOIRE, DAUPHINE, VAL_RHONE, REUNION, STRANGER)
 ISSUER = KitSettings.model_fields["token_issuer"].default
-# The payload keyring every test component shares (one key, random per run).
-PAYLOAD_KEYS = "k1:" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+# The payload keyring every test component shares: a fixed, test-only key (it guards synthetic data), so the
+# golden histories recorded under tests/replay/histories/ decode in every later run.
+PAYLOAD_KEYS = "k1:" + base64.urlsafe_b64encode(b"parcours test-only payload key!!").decode().rstrip("=")
 # The page-token key every test server shares (as a service's replicas do).
 PAGE_TOKEN_KEY = "cGFyY291cnMtdGVzdHMtcGFnZS10b2tlbi1rZXktMzJieXRlcyE"
 AUDIENCE = KitSettings.model_fields["token_audience"].default
@@ -80,7 +81,6 @@ def process_env(pki: DevPki, certificate: str, **settings: object) -> dict[str, 
     """The environment of a Parcours process the test starts: this machine's environment without any
     PARCOURS_* variable, the mTLS material of the component `certificate`, the token keys, and `settings`
     as PARCOURS_<NAME>."""
-    import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")}
     env.update(
