@@ -4,6 +4,7 @@ and helpers to call our servers over real mTLS sockets with minted tokens."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from services.kit.telemetry import configure_telemetry
 from services.kit.temporal import connect_client
 from services.kit.tokens import mint_token
 from tests.support import AUDIENCE, COMPONENTS, ISSUER, PAYLOAD_KEYS, TEST_ESTABLISHMENTS, kit_settings
+from tests.support.stack import CaseStackFactory, SuiteServices
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -166,3 +168,28 @@ def mail_sink(tmp_path: Path) -> Iterator[MailSink]:
         yield sink
     finally:
         sink.stop()
+
+
+@pytest.fixture
+async def case_stack(
+    pki: DevPki,
+    database_url: str,
+    seeded_pool: asyncpg.Pool,
+    temporal: TemporalHandle,
+    temporal_client: temporalio.client.Client,
+    directory_address: str,
+    billing_address: str,
+) -> AsyncIterator[CaseStackFactory]:
+    """case_stack(service, worker=True, settings={...}, worker_settings={...}) → a started case service (and
+    worker) on a fresh task queue, stopped after the test (tests/support/stack.py)."""
+    suite = SuiteServices(
+        pki=pki,
+        database_url=database_url,
+        pool=seeded_pool,
+        temporal_address=temporal.address,
+        client=temporal_client,
+        directory_address=directory_address,
+        billing_address=billing_address,
+    )
+    async with AsyncExitStack() as exits:
+        yield CaseStackFactory(suite, exits)

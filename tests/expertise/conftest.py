@@ -10,29 +10,26 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 
 import asyncpg
-import grpc
 import pytest
 from google.type import date_pb2
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2, expertise_pb2_grpc
 from temporalio.client import Client, WorkflowHandle
 
-from services.devstack.temporal import TemporalHandle
 from services.directory.identifiers import nir_key
 from services.expertise.models import CaseResult
 from services.expertise.server import build
 from services.expertise.settings import ExpertiseSettings
 from services.kit.pki import DevPki
-from services.kit.server import open_channel
 from tests.conftest import Minter
-from tests.support import LOIRE, PAYLOAD_KEYS, bearer, establishment_channel, kit_settings, request_id
+from tests.support import LOIRE, bearer, establishment_channel, request_id
+from tests.support.stack import CaseService, CaseStack, CaseStackFactory
 from workflows.teleexpertise.worker import TeleexpertiseWorkerSettings
 from workflows.teleexpertise.worker import build as build_worker
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
@@ -53,49 +50,6 @@ T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
 
 
-def service_settings(
-    pki: DevPki,
-    database_url: str,
-    temporal_address: str,
-    directory_address: str,
-    task_queue: str,
-    **overrides: Any,
-) -> ExpertiseSettings:
-    values: dict[str, Any] = {
-        **kit_settings(pki, database_url, "expertise"),
-        "temporal_address": temporal_address,
-        "payload_keys": PAYLOAD_KEYS,
-        "directory_address": directory_address,
-        "teleexpertise_task_queue": task_queue,
-        # Crashed-worker tests wait for this before the activity is retried elsewhere.
-        "teleexpertise_activity_timeout": 3,
-    }
-    values.update(overrides)
-    return ExpertiseSettings(**values)
-
-
-def worker_settings(
-    pki: DevPki,
-    database_url: str,
-    temporal_address: str,
-    directory_address: str,
-    billing_address: str,
-    task_queue: str,
-    **notify: Any,
-) -> TeleexpertiseWorkerSettings:
-    """The worker's settings; `notify` are its NotifySettings (SMTP, address book), none by default."""
-    return TeleexpertiseWorkerSettings(
-        **kit_settings(pki, database_url, "workflows"),  # type: ignore[arg-type]
-        temporal_address=temporal_address,
-        payload_keys=PAYLOAD_KEYS,
-        directory_address=directory_address,
-        billing_address=billing_address,
-        teleexpertise_task_queue=task_queue,
-        teleexpertise_sticky_timeout_seconds=2.0,
-        **notify,
-    )
-
-
 @dataclass
 class Stack:
     """One test's expertise service (and, unless asked otherwise, its in-process worker)."""
@@ -109,12 +63,10 @@ class Stack:
     pool: asyncpg.Pool
     directory_address: str
     billing_address: str
-    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    base: CaseStack
 
     def stub(self, finess: str = LOIRE) -> expertise_pb2_grpc.ExpertiseServiceStub:
-        if finess not in self._channels:
-            self._channels[finess] = establishment_channel(self.pki, self.address, finess)
-        return expertise_pb2_grpc.ExpertiseServiceStub(self._channels[finess])
+        return expertise_pb2_grpc.ExpertiseServiceStub(self.base.channel(finess))
 
     def token(self, rpps: str, **claims: Any) -> Metadata:
         return bearer(self.mint(rpps=rpps, **claims))
@@ -127,10 +79,6 @@ class Stack:
         return self.client.get_workflow_handle_for(
             TeleexpertiseWorkflow.run, f"teleexpertise-{name.removeprefix('teleexpertiseRequests/')}"
         )
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
 
 
 @dataclass
@@ -305,81 +253,43 @@ def new_patient(pki: DevPki, directory_address: str, mint: Minter) -> Callable[.
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+EXPERTISE = CaseService(
+    component="expertise",
+    settings=ExpertiseSettings,
+    build=build,
+    task_queue_setting="teleexpertise_task_queue",
+    worker_settings=TeleexpertiseWorkerSettings,
+    worker_build=build_worker,
+)
+
+
 @pytest.fixture
-async def make_stack(
-    pki: DevPki,
-    database_url: str,
-    seeded_pool: asyncpg.Pool,
-    temporal: TemporalHandle,
-    temporal_client: Client,
-    directory_address: str,
-    billing_address: str,
-    mint: Minter,
-) -> AsyncIterator[StackFactory]:
-    """make_stack(worker=True, **settings) → a started service (and worker) on a fresh task queue."""
-    async with AsyncExitStack() as exits:
+async def make_stack(case_stack: CaseStackFactory, mint: Minter) -> StackFactory:
+    """make_stack(worker=True, notify={...}, **settings) → a started service (and worker) on a fresh task
+    queue (the suite's case_stack), with the helpers of these tests."""
 
-        async def make(
-            *, worker: bool = True, notify: dict[str, Any] | None = None, **overrides: Any
-        ) -> Stack:
-            task_queue = f"teleexpertise-test-{uuid.uuid4()}"
-            settings = service_settings(
-                pki, database_url, temporal.address, directory_address, task_queue, **overrides
-            )
-            directory = open_channel(settings, directory_address)
-            exits.push_async_callback(directory.close)
-            runtime = await build(settings, seeded_pool, temporal=temporal_client, directory=directory)
-            await runtime.start()
-            exits.push_async_callback(runtime.stop, 0.5)
-            stack = Stack(
-                pki=pki,
-                address=f"127.0.0.1:{runtime.port}",
-                task_queue=task_queue,
-                settings=settings,
-                client=temporal_client,
-                mint=mint,
-                pool=seeded_pool,
-                directory_address=directory_address,
-                billing_address=billing_address,
-            )
-            exits.push_async_callback(stack.close)
-            if worker:
-                await exits.enter_async_context(start_worker(stack, **(notify or {})))
-            return stack
-
-        yield make
-
-
-class start_worker:
-    """The teleexpertise worker in-process on the stack's task queue, with its own channels."""
-
-    def __init__(self, stack: Stack, **notify: Any) -> None:
-        self._stack = stack
-        self._notify = notify
-        self._exits = AsyncExitStack()
-
-    async def __aenter__(self) -> None:
-        stack = self._stack
-        settings = worker_settings(
-            stack.pki,
-            stack.settings.database_url,
-            stack.settings.temporal_address,
-            stack.directory_address,
-            stack.billing_address,
-            stack.task_queue,
-            **self._notify,
+    async def make(*, worker: bool = True, notify: dict[str, Any] | None = None, **overrides: Any) -> Stack:
+        started = await case_stack(
+            EXPERTISE,
+            worker=worker,
+            # Crashed-worker tests wait for this before the activity is retried elsewhere.
+            settings={"teleexpertise_activity_timeout": 3, **overrides},
+            worker_settings={"teleexpertise_sticky_timeout_seconds": 2.0, **(notify or {})},
         )
-        directory = open_channel(settings, settings.directory_address)
-        billing = open_channel(settings, settings.billing_address)
-        self._exits.push_async_callback(directory.close)
-        self._exits.push_async_callback(billing.close)
-        worker = build_worker(
-            settings, stack.client, stack.pool, {"directory": directory, "billing": billing}
+        return Stack(
+            pki=started.pki,
+            address=started.address,
+            task_queue=started.task_queue,
+            settings=started.settings,
+            client=started.client,
+            mint=mint,
+            pool=started.pool,
+            directory_address=started.directory_address,
+            billing_address=started.billing_address,
+            base=started,
         )
-        await self._exits.enter_async_context(worker)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._exits.aclose()
+    return make
 
 
 @pytest.fixture
