@@ -9,7 +9,7 @@ rules are tested as a table and the servicer only gathers facts and writes lines
 
 Dates (§7.14). Every dated value (tariff, rate, participation, quota, cap, limit, parcours rule) is chosen by
 the act's local civil date where it took place: its instant read in the time zone of the act's region
-(`REGION_ZONES`). An act at 01:00 on 1 January in La Réunion is a 1 January act although it is still
+(services/kit/regions.py). An act at 01:00 on 1 January in La Réunion is a 1 January act although it is still
 31 December in Paris; one at 23:30 on 31 December in Guyane is a 31 December act although Paris is already in
 the new year. Yearly quotas and the remote-activity cap count calendar years of that date, monthly quotas
 calendar months.
@@ -36,18 +36,10 @@ from zoneinfo import ZoneInfo
 
 from services.billing.catalog import BillerRule, Catalog, Entry, Parameter
 from services.billing.contracts import Activity, ActivityKind, ContractDecision, Requirement
+from services.kit.regions import region_zone
 
 # The civil time zone of metropolitan regions (Corse included), and of GetCatalog's "today".
 TARIFF_ZONE = ZoneInfo("Europe/Paris")
-# §7.14: an act is dated where it took place, the act's region (its billing establishment's). Each DROM region
-# has a single civil time zone, none of them with daylight saving (same list as the directory's regions).
-REGION_ZONES: Mapping[str, ZoneInfo] = {
-    "01": ZoneInfo("America/Guadeloupe"),
-    "02": ZoneInfo("America/Martinique"),
-    "03": ZoneInfo("America/Cayenne"),
-    "04": ZoneInfo("Indian/Reunion"),
-    "06": ZoneInfo("Indian/Mayotte"),
-}
 ARCHITECTURE = "ARCHITECTURE §5"
 
 PHYSICIAN = "PROFESSION_PHYSICIAN"
@@ -235,7 +227,7 @@ class Act:
 
 def place_zone(region: str) -> ZoneInfo:
     """The civil time zone of an ARS region (INSEE code): a DROM's own, else Europe/Paris."""
-    return REGION_ZONES.get(region, TARIFF_ZONE)
+    return region_zone(region)
 
 
 def tariff_date(instant: datetime, region: str) -> date:

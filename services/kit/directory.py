@@ -346,3 +346,19 @@ class DirectoryClient:
         if found is None:
             raise patient_not_found() if patient_scope(principal) is None else patient_not_visible()
         return found
+
+
+async def practitioner_or_none(
+    stub: directory_pb2_grpc.DirectoryServiceStub, name: str
+) -> directory_pb2.Practitioner | None:
+    """One practitioner as a component reads it (uncached, not delegated); None when there is none."""
+    try:
+        reply = await stub.GetPractitioner(
+            directory_pb2.GetPractitionerRequest(name=name), timeout=CALL_TIMEOUT_SECONDS
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    found: directory_pb2.Practitioner = reply.practitioner
+    return found

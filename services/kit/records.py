@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -170,3 +171,26 @@ class RecordingDmpPublisher:
             state, reason, payload = SKIPPED, IDENTITY_NOT_QUALIFIED, None
         await conn.execute(self._records.submit, document.document_id, state, reason, payload)
         return await self._records.submission(conn, document.document_id)
+
+
+async def keep_and_publish(
+    pool: Any,
+    records: RecordStore,
+    publisher: DmpPublisher,
+    case_id: uuid.UUID,
+    build: Callable[[], Awaitable[tuple[dict[str, Any], bool]]],
+) -> tuple[StoredDocument, Submission]:
+    """A case's record document, built (`build` → the bundle and whether the identity is qualified) and kept
+    once, then handed to the DMP adapter once: what a workflow's record activity does, retries included."""
+    found = await records.get(pool, case_id)
+    if found is None:
+        bundle, qualified = await build()
+        async with pool.acquire() as conn, conn.transaction():
+            await records.keep(conn, case_id, bundle, identity_qualified=qualified)
+        found = await records.get(pool, case_id)
+        assert found is not None
+    document, submission = found
+    if submission is None:
+        async with pool.acquire() as conn, conn.transaction():
+            submission = await publisher.publish(conn, document)
+    return document, submission

@@ -3,6 +3,7 @@ Europe/Paris (metropolitan regions, Corse included). Local months and dates of a
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 METROPOLITAN_ZONE = "Europe/Paris"
@@ -22,3 +23,16 @@ def region_zone_name(region: str) -> str:
 
 def region_zone(region: str) -> ZoneInfo:
     return ZoneInfo(region_zone_name(region))
+
+
+def local_date(instant: datetime, region: str) -> date:
+    """The civil date of `instant` where the act took place: in its region's zone (§7.14). `region` is the
+    code (`84`) or the resource name (`regions/84`)."""
+    if instant.tzinfo is None:
+        raise ValueError("the instant must be timezone-aware")
+    return instant.astimezone(region_zone(region.removeprefix("regions/"))).date()
+
+
+def age_on(birth: date, day: date) -> int:
+    """A person's age in whole years on `day` (the birthday counts from its own date)."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))

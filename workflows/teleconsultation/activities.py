@@ -22,13 +22,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import grpc
 from google.protobuf import json_format
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2
@@ -36,10 +33,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from services.kit import names
-from services.kit.errors import DomainError
+from services.kit.directory import practitioner_or_none
+from services.kit.errors import DomainError, reason_of
 from services.kit.idempotency import Call
 from services.kit.notify import DELIVERED, FAILED, PENDING, RECORDED, DeliveryFailed, Notifier
-from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore
+from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore, keep_and_publish
+from services.kit.regions import age_on, local_date
 from services.scheduling import appointments, documents, notices, store
 from services.scheduling.join import JoinLinks, token_hash
 from services.scheduling.models import (
@@ -69,8 +68,6 @@ T = TypeVar("T")
 # Billing request ids are uuid5(this namespace, "<appointment id>/record-act"): the same on every retry.
 BILLING_REQUEST_NAMESPACE = uuid.UUID("0c7f3b0a-96a1-4a53-8f1e-2b7d4e1c9a55")
 CALL_TIMEOUT_SECONDS = 10.0
-# Tariff dates (and so ages) are read in Europe/Paris, as billing does.
-TARIFF_ZONE = ZoneInfo("Europe/Paris")
 
 
 def _refusal(reason: str, message: str) -> ApplicationError:
@@ -85,20 +82,6 @@ async def _record_call(tx: asyncpg.Connection, call: Call | None, appointment_id
     """The RPC that asked for this step, applied with it (a retried activity finds it there already)."""
     if call is not None:
         await store.LEDGER.record(tx, call, [names.APPOINTMENT.format(appointment_id)], if_absent=True)
-
-
-def age_on(birth: date, day: date) -> int:
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
-
-
-def error_reason(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
 
 
 class TeleconsultationActivities:
@@ -231,7 +214,7 @@ class TeleconsultationActivities:
             reply = await self._billing.RecordAct(call, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise _refusal(error_reason(error) or "BILLING_REFUSED", error.details() or "") from None
+                raise _refusal(reason_of(error) or "BILLING_REFUSED", error.details() or "") from None
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 # The act as described is malformed: retrying would only repeat it.
                 raise _refusal("BILLING_INVALID_ACT", error.details() or "") from None
@@ -275,8 +258,9 @@ class TeleconsultationActivities:
                 specialty=practitioner.practitioner.specialty,
                 sector=practitioner.practitioner.sector,
             ),
+            # On the act's civil date where it took place, as billing dates it (§7.14).
             patient_age=age_on(
-                date(birth.year, birth.month, birth.day), act_time.astimezone(TARIFF_ZONE).date()
+                date(birth.year, birth.month, birth.day), local_date(act_time, row["region_code"])
             ),
             circumstances=circumstances,
         )
@@ -424,8 +408,8 @@ class TeleconsultationActivities:
     async def publish_record(self, request: RecordInput) -> RecordResult:
         """Keep the R.6316-4 record as a FHIR document (once) and hand it to the DMP adapter."""
         appointment_id = uuid.UUID(request.appointment_id)
-        found = await RECORDS.get(self._pool, appointment_id)
-        if found is None:
+
+        async def build() -> tuple[dict[str, Any], bool]:
             row = await self._appointment(request.appointment_id)
             record = scheduling_pb2.TeleconsultationRecord()
             json_format.ParseDict(_json(row["record"]), record)
@@ -441,7 +425,7 @@ class TeleconsultationActivities:
             )
             teleconsultant = names.PRACTITIONER.format(row["rpps"])
             practitioners = {
-                name: await self._practitioner_or_none(name)
+                name: await practitioner_or_none(self._directory, name)
                 for name in {teleconsultant, *(p.practitioner for p in record.participants)}
             }
             bundle = documents.record_bundle(
@@ -454,30 +438,14 @@ class TeleconsultationActivities:
                 practitioners=practitioners,
                 place=place.establishment,
             )
-            qualified = patient.patient.identity_status == directory_pb2.IDENTITY_STATUS_QUALIFIED
-            async with store.transaction(self._pool) as tx:
-                await RECORDS.keep(tx, appointment_id, bundle, identity_qualified=qualified)
-            found = await RECORDS.get(self._pool, appointment_id)
-            assert found is not None
-        document, submission = found
-        if submission is None:
-            async with store.transaction(self._pool) as tx:
-                submission = await self._publisher.publish(tx, document)
+            return bundle, patient.patient.identity_status == directory_pb2.IDENTITY_STATUS_QUALIFIED
+
+        document, submission = await keep_and_publish(
+            self._pool, RECORDS, self._publisher, appointment_id, build
+        )
         return RecordResult(
             document_id=str(document.document_id), dmp_state=submission.state, dmp_reason=submission.reason
         )
-
-    async def _practitioner_or_none(self, name: str) -> directory_pb2.Practitioner | None:
-        try:
-            reply = await self._directory.GetPractitioner(
-                directory_pb2.GetPractitionerRequest(name=name), timeout=CALL_TIMEOUT_SECONDS
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        found: directory_pb2.Practitioner = reply.practitioner
-        return found
 
     def all(self) -> list[Callable[..., Any]]:
         return [

@@ -16,11 +16,8 @@ import logging
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from temporalio import activity
@@ -42,9 +39,11 @@ from services.expertise.models import (
 )
 from services.expertise.store import ExpertiseStore
 from services.kit import names
+from services.kit.directory import practitioner_or_none
+from services.kit.errors import reason_of
 from services.kit.notify import DELIVERED, FAILED, PENDING, RECORDED, DeliveryFailed, Notifier
-from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore
-from services.kit.regions import region_zone_name
+from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore, keep_and_publish
+from services.kit.regions import age_on, local_date, region_zone_name
 
 # The expertise schema's record documents and what the DMP adapter was given (services/kit/records.py).
 RECORDS = RecordStore("expertise")
@@ -53,8 +52,6 @@ log = logging.getLogger(__name__)
 
 # Request ids of billing calls are derived from the act id: stable across retries and workers.
 BILLING_REQUEST_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://parcours.invalid/expertise/billing")
-# Tariff dates and ages are counted in Europe/Paris (billing does the same for the tariff).
-PARIS = ZoneInfo("Europe/Paris")
 # Refusals that mean "this request will never be accepted as it is": do not retry.
 _REJECTED = frozenset(
     {
@@ -66,23 +63,6 @@ _REJECTED = frozenset(
     }
 )
 CALL_TIMEOUT_SECONDS = 10.0
-
-
-def error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason of a refused call ('' if none)."""
-    status = rpc_status.from_call(error)
-    if status is None:
-        return ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
-
-
-def age_on(born: date, day: date) -> int:
-    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
 
 
 class TeleexpertiseActivities:
@@ -146,13 +126,14 @@ class TeleexpertiseActivities:
         except grpc.aio.AioRpcError as error:
             if error.code() in _REJECTED:
                 raise ApplicationError(
-                    f"the directory refused a lookup for billing: {error.code().name} {error_reason(error)}",
+                    f"the directory refused a lookup for billing: {error.code().name} {reason_of(error)}",
                     type="BILLING_DATA_MISSING",
                     non_retryable=True,
                 ) from None
             raise
         born = patient.ins.birth_date
-        act_day = case.act_time.astimezone(PARIS).date()
+        # On the act's civil date where it took place, as billing dates it (§7.14).
+        act_day = local_date(case.act_time, performed_at.region)
         act = billing_pb2.Act(
             type=billing_pb2.ACT_TYPE_TELEEXPERTISE,
             establishment=case.expert_establishment,
@@ -176,7 +157,7 @@ class TeleexpertiseActivities:
         try:
             reply = await self._billing.RecordAct(request, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
-            reason = error_reason(error)
+            reason = reason_of(error)
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 # A business refusal (e.g. the yearly quota): the outcome, kept on the case and shown to both.
                 return BillingOutcome(
@@ -288,8 +269,8 @@ class TeleexpertiseActivities:
         """Keep the R.6316-4 record as a FHIR document (once) and hand it to the DMP adapter."""
         case_id = uuid.UUID(request.case_id)
         pool = self._store.pool
-        found = await RECORDS.get(pool, case_id)
-        if found is None:
+
+        async def build() -> tuple[dict[str, Any], bool]:
             case = await self._store.get_request(case_id)
             if case is None or not case.HasField("report"):
                 raise ApplicationError(
@@ -318,7 +299,10 @@ class TeleexpertiseActivities:
                         non_retryable=True,
                     ) from None
                 raise
-            practitioners = {name: await self._practitioner_or_none(name) for name in {*report.participants}}
+            practitioners = {
+                name: await practitioner_or_none(self._directory, name)
+                for name in {*report.participants}
+            }
             bundle = documents.record_bundle(
                 request=case.name,
                 report=report,
@@ -329,30 +313,12 @@ class TeleexpertiseActivities:
                 practitioners=practitioners,
                 place=place,
             )
-            qualified = patient.identity_status == directory_pb2.IDENTITY_STATUS_QUALIFIED
-            async with pool.acquire() as conn, conn.transaction():
-                await RECORDS.keep(conn, case_id, bundle, identity_qualified=qualified)
-            found = await RECORDS.get(pool, case_id)
-            assert found is not None
-        document, submission = found
-        if submission is None:
-            async with pool.acquire() as conn, conn.transaction():
-                submission = await self._publisher.publish(conn, document)
+            return bundle, patient.identity_status == directory_pb2.IDENTITY_STATUS_QUALIFIED
+
+        document, submission = await keep_and_publish(pool, RECORDS, self._publisher, case_id, build)
         return RecordResult(
             document_id=str(document.document_id), dmp_state=submission.state, dmp_reason=submission.reason
         )
-
-    async def _practitioner_or_none(self, name: str) -> directory_pb2.Practitioner | None:
-        try:
-            reply = await self._directory.GetPractitioner(
-                directory_pb2.GetPractitionerRequest(name=name), timeout=CALL_TIMEOUT_SECONDS
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        found: directory_pb2.Practitioner = reply.practitioner
-        return found
 
     def all(self) -> list[Any]:
         return [
