@@ -319,7 +319,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             raise await self._slot_refusal(slot_id)
         audit_target(resource=names.APPOINTMENT.format(row["appointment_id"]))
         if row["workflow_id"] is not None:
-            self._relay.notify()
+            self._relay.notify(row["appointment_id"])
         return appointment_resource(row, first_change=(new.actor, new.reason))
 
     async def _in_transaction(
@@ -825,7 +825,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
         [name] = await self._in_transaction(caller.call(request, "BookAppointment"), work)
         audit_target(resource=name)
-        self._relay.notify()
+        self._relay.notify(appointment_id)
         return scheduling_pb2.BookAppointmentResponse(
             appointment=await self._appointment(names.APPOINTMENT.parse_uuid(name, "name"))
         )
@@ -908,7 +908,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             return [request.name]
 
         await self._in_transaction(caller.call(request, "CancelAppointment"), work)
-        self._relay.notify()
+        self._relay.notify(appointment_id)
         return scheduling_pb2.CancelAppointmentResponse(appointment=await self._appointment(appointment_id))
 
     async def RescheduleAppointment(
@@ -969,7 +969,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 raise
             raise error from None
         new_id = names.APPOINTMENT.parse_uuid(written[0], "name")
-        self._relay.notify()
+        self._relay.notify(new_id, old_id)
         current = await self._appointment(new_id)
         previous = await self._appointment(names.APPOINTMENT.parse_uuid(current.rescheduled_from, "name"))
         return scheduling_pb2.RescheduleAppointmentResponse(appointment=current, previous=previous)
@@ -1016,7 +1016,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             return [request.name]
 
         await self._in_transaction(caller.call(request, "MarkAppointmentEnteredInError"), work)
-        self._relay.notify()
+        self._relay.notify(appointment_id)
         return scheduling_pb2.MarkAppointmentEnteredInErrorResponse(
             appointment=await self._appointment(appointment_id)
         )
