@@ -283,21 +283,26 @@ class AuditInterceptor(_UnaryInterceptor):
         principal: Principal = current_principal()
         outcome, reason = _outcome(failure, context)
         span_context = trace.get_current_span().get_span_context()
-        record = audit.AuditRecord(
-            recorded_at=datetime.now(UTC),
-            practitioner=principal.practitioner or principal.subject,
-            establishment=principal.establishment or (f"component/{principal.component}"),
-            roles=principal.role_names(),
-            action=_AUDIT_CODES.get(info.policy.audit_action if info.policy else 0, "E"),
-            method=info.full_method,
-            resource=target.resource,
-            patient=target.patient,
-            outcome=outcome,
-            outcome_reason=reason,
-            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
-        )
+        recorded_at = datetime.now(UTC)
+        # One record per patient the call named (a List: each patient it returned), appended together.
+        records = [
+            audit.AuditRecord(
+                recorded_at=recorded_at,
+                practitioner=principal.practitioner or principal.subject,
+                establishment=principal.establishment or (f"component/{principal.component}"),
+                roles=principal.role_names(),
+                action=_AUDIT_CODES.get(info.policy.audit_action if info.policy else 0, "E"),
+                method=info.full_method,
+                resource=target.resource,
+                patient=patient,
+                outcome=outcome,
+                outcome_reason=reason,
+                trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
+            )
+            for patient in target.patients or [""]
+        ]
         try:
-            await self._log.append(record)
+            await self._log.append_all(records)
         except Exception as exc:
             # Fail closed: a read that cannot be audited is not answered.
             log.exception("audit append failed for %s", info.full_method)

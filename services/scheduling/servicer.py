@@ -37,7 +37,7 @@ from parcours.scheduling.v1 import scheduling_pb2, scheduling_pb2_grpc
 from parcours.type.v1 import practice_pb2
 
 from services.kit import names
-from services.kit.audit import audit_target
+from services.kit.audit import audit_patients, audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
 from services.kit.directory import DirectoryClient
@@ -865,6 +865,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         size = page_size(request.page_size)
         rows = await store.list_appointments(self._pool, caller.scope(), list_filters, size + 1, after)
         page, last = split_page(rows, size)
+        audit_patients(names.PATIENT.format_optional(r["patient_id"]) for r in page)
         return scheduling_pb2.ListAppointmentsResponse(
             appointments=[appointment_resource(r) for r in page],
             next_page_token=next_page_token(
