@@ -49,7 +49,7 @@ from services.billing.store import (
     timestamp,
 )
 from services.kit import names
-from services.kit.audit import audit_target
+from services.kit.audit import audit_patients, audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.directory import DirectoryClient
 from services.kit.errors import (
@@ -871,6 +871,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             page_size(request.page_size),
             after,
         )
+        audit_patients(c.patient for c in charges)
         return billing_pb2.ListChargesResponse(
             charges=charges,
             next_page_token=(
@@ -894,6 +895,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             raise FailedPrecondition(
                 "EXPORT_TOO_LARGE", f"more than {MAX_EXPORT_LINES} lines: export a shorter period"
             )
+        audit_patients(c.patient for c in charges)
         scope = (establishment or practitioner or "all").replace("/", "-")
         stem = f"charges-{scope}-{start.isoformat()}-{end.isoformat()}"
         if request.format == billing_pb2.EXPORT_FORMAT_CSV:

@@ -37,7 +37,7 @@ from services.directory.identifiers import (
     nir_violations,
 )
 from services.directory.store import LEDGER, DirectoryStore, EstablishmentChanges, PractitionerChanges
-from services.kit.audit import audit_target
+from services.kit.audit import audit_patients, audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.directory import patient_not_found, patient_not_visible, patient_scope
 from services.kit.errors import (
@@ -453,6 +453,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             finess=_id(request.establishment, "establishments/"),
             scope=scope,
         )
+        audit_patients(p.name for p in items)
         return directory_pb2.ListPatientsResponse(
             patients=items, next_page_token=next_page_token(next_key, filters)
         )

@@ -51,7 +51,7 @@ from services.expertise.models import (
 from services.expertise.settings import ExpertiseSettings
 from services.expertise.store import Access, ExpertiseStore, NewRequest
 from services.kit import names, reports
-from services.kit.audit import audit_target
+from services.kit.audit import audit_patients, audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
 from services.kit.directory import DirectoryClient
@@ -319,6 +319,7 @@ class ExpertiseServicer(expertise_pb2_grpc.ExpertiseServiceServicer):
             after=after,
         )
         token_key = f"{next_key[0].isoformat()}|{next_key[1]}" if next_key is not None else None
+        audit_patients(r.patient for r in items)
         return expertise_pb2.ListTeleexpertiseRequestsResponse(
             teleexpertise_requests=items, next_page_token=next_page_token(token_key, filters)
         )

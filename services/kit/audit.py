@@ -1,8 +1,11 @@
 """The append-only, hash-chained audit log.
 
-The audit interceptor appends one record for every RPC whose access policy says it touches patient data:
-who (practitioner, establishment), action, resource, patient reference, time, outcome. Handlers name the
-resource and patient with `audit_target()`; the interceptor does the rest, including for refused calls.
+The audit interceptor appends a record for every RPC whose access policy says it touches patient data: who
+(practitioner, establishment), action, resource, patient reference, time, outcome. Handlers name the resource
+and patient with `audit_target()`, and a List the patients it returns with `audit_patients()`; the interceptor
+does the rest, including for refused calls: one record per patient of the call (one with no patient when it
+named none), appended together, so that an export for a patient shows every access to them, through lists
+too.
 
 Each row's hash is SHA-256(previous row's hash || canonical row bytes); `audit.chain_heads` holds the newest
 (seq, hash) of each chain, so a changed, removed or reordered row — even the last one — breaks verification.
@@ -19,7 +22,7 @@ import contextvars
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +37,20 @@ GENESIS = bytes(32)
 
 @dataclass
 class AuditTarget:
-    """What a handler acted on, filled in during the call."""
+    """What a handler acted on, filled in during the call: a resource and the patients it concerns (in the
+    order named, each once)."""
 
     resource: str = ""
-    patient: str = ""
+    patients: list[str] = field(default_factory=list)
+
+    @property
+    def patient(self) -> str:
+        """The first patient named ('' when none)."""
+        return self.patients[0] if self.patients else ""
+
+    def add_patient(self, patient: str) -> None:
+        if patient and patient not in self.patients:
+            self.patients.append(patient)
 
 
 _target: contextvars.ContextVar[AuditTarget | None] = contextvars.ContextVar(
@@ -58,8 +71,16 @@ def audit_target(*, resource: str = "", patient: str = "") -> None:
         return
     if resource:
         target.resource = resource
-    if patient:
-        target.patient = patient
+    target.add_patient(patient)
+
+
+def audit_patients(patients: Iterable[str]) -> None:
+    """Name every patient (`patients/{id}`) a List returns: each gets its own audit record of the call."""
+    target = _target.get()
+    if target is None:
+        return
+    for patient in patients:
+        target.add_patient(patient)
 
 
 @dataclass(frozen=True)
@@ -129,16 +150,21 @@ class AuditLog:
     def __init__(self, pool: asyncpg.Pool, chain: str) -> None:
         self._pool = pool
         self.chain = chain
-        self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]]] | None = None
+        self._queue: asyncio.Queue[tuple[Sequence[AuditRecord], asyncio.Future[int]]] | None = None
         self._writer: asyncio.Task[None] | None = None
 
     async def append(self, record: AuditRecord) -> int:
         """Append one record; returns its sequence number once it is committed."""
+        return await self.append_all([record])
+
+    async def append_all(self, records: Sequence[AuditRecord]) -> int:
+        """Append the records of one call together (consecutive, in one transaction); returns the first's
+        sequence number once they are committed."""
         if self._queue is None or self._writer is None or self._writer.done():
             self._queue = asyncio.Queue()
             self._writer = asyncio.create_task(self._write_batches(self._queue), name=f"audit-{self.chain}")
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        await self._queue.put((record, done))
+        await self._queue.put((records, done))
         return await done
 
     async def close(self) -> None:
@@ -150,23 +176,28 @@ class AuditLog:
                 await self._writer
         self._writer = None
 
-    async def _write_batches(self, queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]]]) -> None:
+    async def _write_batches(
+        self, queue: asyncio.Queue[tuple[Sequence[AuditRecord], asyncio.Future[int]]]
+    ) -> None:
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.MAX_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
+            calls = [await queue.get()]
+            while sum(len(r) for r, _ in calls) < self.MAX_BATCH and not queue.empty():
+                calls.append(queue.get_nowait())
+            batch = [(record, done) for records, done in calls for record in records]
             try:
                 first_seq = await self._write(batch)
             except Exception as exc:
-                for _, done in batch:
+                for _, done in calls:
                     if not done.done():
                         done.set_exception(exc)
             else:
-                for offset, (_, done) in enumerate(batch):
+                offset = 0
+                for records, done in calls:
                     if not done.done():
                         done.set_result(first_seq + offset)
+                    offset += len(records)
             finally:
-                for _ in batch:
+                for _ in calls:
                     queue.task_done()
 
     async def _write(self, batch: Sequence[tuple[AuditRecord, asyncio.Future[int]]]) -> int:

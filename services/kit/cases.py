@@ -14,7 +14,9 @@ the same plumbing, and this module is the one copy of it:
   since only committed rows are relayed, no workflow exists without its case. Several relays may run at
   once: commands are claimed with FOR UPDATE SKIP LOCKED, and a case's later command waits for its earlier
   ones. A handler that must wait for the workflow (the téléexpertise creation waits for its first routing)
-  relays its own case at once with `Relay.start_with_update` (update-with-start: one round trip).
+  relays its own case at once with `Relay.start_with_update` (update-with-start: one round trip). A handler
+  that names its cases when it wakes the relay (`notify(case_id)`) has their workflow started (or signalled)
+  inside its own trace: the call that booked a case and the case's first steps are one trace.
 - **Changing** (`CaseClient.update`): a state-changing RPC becomes a Temporal Update with id
   `{update}-{request_id}` (a retried RPC is the same Update, applied once), a bounded wait, and one mapping
   of what can go wrong: the workflow's `ApplicationError.type` through the kind's reason table; a closed
@@ -39,9 +41,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import opentelemetry.context
 import temporalio.client
 import temporalio.common
 import temporalio.exceptions
+from opentelemetry import propagate
 from temporalio.service import RPCError, RPCStatusCode
 
 from services.kit import search_attributes as sa
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = re.compile(r"[a-z][a-z0-9_]{0,62}")
 START = "start"
+# How many cases' trace contexts a relay remembers (from `notify`) until it sends their commands.
+_REMEMBERED_CAUSES = 10_000
 
 
 # --- the kind of a case ----------------------------------------------------------------------------------
@@ -301,11 +307,22 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # The trace context of the call that committed each case's latest command (see `notify`).
+        self._causes: dict[uuid.UUID, dict[str, str]] = {}
 
     # -- the background task ---------------------------------------------------------------------------
 
-    def notify(self) -> None:
-        """A command was committed: relay it now rather than at the next poll."""
+    def notify(self, *case_ids: uuid.UUID) -> None:
+        """A command was committed: relay it now rather than at the next poll. The cases named are started
+        (or signalled) within the caller's trace."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if carrier:
+            for case_id in case_ids:
+                self._causes.pop(case_id, None)
+                self._causes[case_id] = carrier
+            while len(self._causes) > _REMEMBERED_CAUSES:
+                del self._causes[next(iter(self._causes))]
         self._wake.set()
 
     async def start(self) -> None:
@@ -443,6 +460,18 @@ class Relay:
         self, commands: Sequence[Command], plans: Mapping[int, StartCase]
     ) -> tuple[list[int], tuple[int, str] | None]:
         done: list[int] = []
+        cause = self._causes.pop(commands[0].case_id, None) if commands else None
+        # Each case is relayed in a task of its own (gather): attaching here touches no other case's context.
+        token = opentelemetry.context.attach(propagate.extract(cause)) if cause else None
+        try:
+            return await self._relay_commands(commands, plans, done)
+        finally:
+            if token is not None:
+                opentelemetry.context.detach(token)
+
+    async def _relay_commands(
+        self, commands: Sequence[Command], plans: Mapping[int, StartCase], done: list[int]
+    ) -> tuple[list[int], tuple[int, str] | None]:
         async with self._limit:
             for command in commands:
                 try:

@@ -2,7 +2,7 @@
 
 1. `ErrorInterceptor` — domain errors → canonical codes with google.rpc.Status details (BadRequest field
    violations, ErrorInfo with a stable reason); anything unexpected → INTERNAL with no detail, logged with
-   its trace id. Also records RED metrics per method.
+   its trace id.
 2. `AuthenticationInterceptor` — the client certificate and bearer token → `Principal`.
 3. `AuditInterceptor` — for methods whose policy says `patient_data`, appends an audit record with the
    outcome, including refusals.
@@ -12,16 +12,16 @@
    method (the binding is a property of the credentials, not of the method), before the request is looked at.
 6. `ValidationInterceptor` — the request's protovalidate rules → INVALID_ARGUMENT naming each field.
 
-OpenTelemetry's own server interceptor runs before all of them, so every span and log line carries the
-trace. The policies come from the proto method options, so the contract and the check are one thing; a
-method without a policy is refused at server start, not at call time.
+The kit's tracing interceptor (`services.kit.telemetry.ServerTracing`) runs before all of them, so every span
+and log line carries the trace, and records the RED metric `rpc.server.call.duration`. The policies come
+from the proto method options, so the contract and the check are one thing; a method without a policy is
+refused at server start, not at call time.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ from google.protobuf import any_pb2, descriptor_pool
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from parcours.options.v1 import options_pb2
 
 from services.kit import audit
@@ -164,7 +164,7 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 1. errors and RED metrics
+# 1. errors
 
 
 def status_for(error: DomainError) -> status_pb2.Status:
@@ -196,36 +196,19 @@ def _internal_status() -> status_pb2.Status:
 class ErrorInterceptor(_UnaryInterceptor):
     applies_to_open_services = False
 
-    def __init__(self) -> None:
-        super().__init__()
-        meter = metrics.get_meter("parcours.kit")
-        self._duration = meter.create_histogram(
-            "rpc.server.duration", unit="ms", description="Duration of Parcours RPCs by method and code"
-        )
-
     async def around(
         self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
     ) -> Any:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
             return await call_next(request, context)
         except DomainError as error:
-            code = error.code
             await context.abort_with_status(rpc_status.to_status(status_for(error)))
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception:
-            code = grpc.StatusCode.INTERNAL
             # The exception's text may quote request content: keep it in the server log, tied to the trace.
             log.exception("unexpected error in %s", info.full_method)
             await context.abort_with_status(rpc_status.to_status(_internal_status()))
-        finally:
-            self._duration.record(
-                (time.perf_counter() - started) * 1000,
-                {"rpc.method": info.full_method, "rpc.grpc.status_code": code.name},
-            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -314,21 +297,26 @@ class AuditInterceptor(_UnaryInterceptor):
         principal: Principal = current_principal()
         outcome, reason = _outcome(failure, context)
         span_context = trace.get_current_span().get_span_context()
-        record = audit.AuditRecord(
-            recorded_at=datetime.now(UTC),
-            practitioner=principal.practitioner or principal.subject,
-            establishment=principal.establishment or (f"component/{principal.component}"),
-            roles=principal.role_names(),
-            action=_AUDIT_CODES.get(info.policy.audit_action if info.policy else 0, "E"),
-            method=info.full_method,
-            resource=target.resource,
-            patient=target.patient,
-            outcome=outcome,
-            outcome_reason=reason,
-            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
-        )
+        recorded_at = datetime.now(UTC)
+        # One record per patient the call named (a List: each patient it returned), appended together.
+        records = [
+            audit.AuditRecord(
+                recorded_at=recorded_at,
+                practitioner=principal.practitioner or principal.subject,
+                establishment=principal.establishment or (f"component/{principal.component}"),
+                roles=principal.role_names(),
+                action=_AUDIT_CODES.get(info.policy.audit_action if info.policy else 0, "E"),
+                method=info.full_method,
+                resource=target.resource,
+                patient=patient,
+                outcome=outcome,
+                outcome_reason=reason,
+                trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
+            )
+            for patient in target.patients or [""]
+        ]
         try:
-            await self._log.append(record)
+            await self._log.append_all(records)
         except Exception as exc:
             # Fail closed: a read that cannot be audited is not answered.
             log.exception("audit append failed for %s", info.full_method)

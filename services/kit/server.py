@@ -16,12 +16,11 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 
 from services.kit.audit import AuditLog
 from services.kit.auth import Authenticator
@@ -31,7 +30,7 @@ from services.kit.interceptors import kit_interceptors, require_policies
 from services.kit.pagination import PageTokenInterceptor, PageTokens
 from services.kit.reflection import enable_reflection
 from services.kit.settings import KitSettings, page_token_key_bytes
-from services.kit.telemetry import configure_telemetry
+from services.kit.telemetry import ServerTracing, client_interceptors, configure_telemetry
 from services.kit.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -88,28 +87,6 @@ def _read(path: object) -> bytes:
     return path.read_bytes()
 
 
-class UnaryOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """Apply an interceptor to unary-unary methods only.
-
-    OpenTelemetry's aio server interceptor wraps every handler as a coroutine, which breaks async-generator
-    streaming handlers (grpc.health.v1.Health/Watch answered UNKNOWN "'async for' requires an object with
-    __aiter__"). Our own APIs are unary; streaming methods (health Watch, reflection) pass through untraced.
-    """
-
-    def __init__(self, inner: grpc.aio.ServerInterceptor) -> None:
-        self._inner = inner
-
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-
-        async def resolved(_details: Any) -> Any:
-            return handler
-
-        return await self._inner.intercept_service(resolved, handler_call_details)
-
-
 def server_credentials(settings: KitSettings) -> grpc.ServerCredentials:
     """mTLS: a client certificate signed by the hub's CA is required (no certificate, no connection)."""
     return grpc.ssl_server_credentials(
@@ -130,7 +107,7 @@ def channel_credentials(settings: KitSettings) -> grpc.ChannelCredentials:
 
 def open_channel(settings: KitSettings, target: str) -> grpc.aio.Channel:
     """A traced channel to another Parcours service; await `channel_ready()` before reporting SERVING."""
-    interceptors = aio_client_interceptors()
+    interceptors = client_interceptors(target)
     if settings.insecure_dev_mode:
         return grpc.aio.insecure_channel(target, interceptors=interceptors)
     return grpc.aio.secure_channel(target, channel_credentials(settings), interceptors=interceptors)
@@ -170,7 +147,7 @@ async def build_server(
     require_policies(names)
     audit_log = AuditLog(pool, settings.component)
     interceptors = [
-        UnaryOnly(aio_server_interceptor()),
+        ServerTracing(),
         *kit_interceptors(
             build_authenticator(settings),
             audit_log,

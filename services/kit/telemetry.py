@@ -1,8 +1,22 @@
 """OpenTelemetry and JSON logs, configured once per process from the standard OTEL_* variables.
 
-Spans go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set; with no collector
-configured nothing is exported and nothing breaks. asyncpg queries become child spans (statements only,
-never parameters). Log lines are JSON with trace_id / span_id.
+Spans and metrics go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT /
+..._METRICS_ENDPOINT) is set; with no collector configured nothing is exported and nothing breaks. Log lines
+are JSON with trace_id / span_id.
+
+Names and attributes follow the OpenTelemetry semantic conventions 1.44 (`SCHEMA_URL`):
+
+- gRPC (`ServerTracing`, `client_interceptors`): one SERVER span per call received and one CLIENT span per
+  call sent, named by `rpc.method` (`parcours.expertise.v1.ExpertiseService/AcceptTeleexpertiseRequest`), with
+  `rpc.system.name` `grpc`, `rpc.response.status_code` (`OK`, `NOT_FOUND`…), `error.type` on failures,
+  `server.address` / `server.port` on client spans, `network.peer.*` on server spans; the pre-1.38
+  `rpc.system` and `rpc.service` are kept beside them for dashboards not yet moved. The trace context
+  travels in the W3C `traceparent` metadata. Metrics `rpc.server.call.duration` and
+  `rpc.client.call.duration`, in seconds. Health checks and reflection are not traced: nobody's action.
+- PostgreSQL (asyncpg, through `DatabaseTracerProvider`): CLIENT spans named by `db.query.summary`
+  (`SELECT expertise.requests`), with `db.system.name` `postgresql`, `db.namespace`, `db.query.text` with
+  every literal replaced by `?` (statements are parameterised; parameters are never recorded),
+  `server.address` and `server.port`; metric `db.client.operation.duration`, in seconds.
 
 Database errors never carry their details into spans or logs. PostgreSQL's DETAIL of a violated constraint
 quotes the key or the whole failing row ("Key (oid, matricule)=(…)", "Failing row contains (…)") — patient
@@ -14,26 +28,34 @@ message (services.kit.db's constraint mapping and the error interceptor give cli
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import re
 import sys
+import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import asyncpg
-from opentelemetry import metrics, trace
+import grpc
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+# The semantic conventions these names and attributes follow.
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 
 _configured = False
 
@@ -60,21 +82,186 @@ def describe_database_error(error: asyncpg.PostgresError) -> str:
     return f"{type(error).__name__} ({', '.join(names)})"
 
 
-def _mark_failed(span: trace.Span, error: BaseException) -> None:
-    if not span.is_recording():
-        return
-    span.set_status(trace.Status(trace.StatusCode.ERROR))
-    span.set_attribute("error.type", type(error).__qualname__)
+# --- PostgreSQL spans ---------------------------------------------------------------------------------------
+
+# One token of SQL: what can hold a value (literals), what names things, the rest.
+_SQL_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<comment>--[^\n]*|/\*.*?\*/)
+  | (?P<string>[EeBbXxNn]?'(?:[^']|'')*')
+  | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)?\$.*?\$(?P=tag)?\$)
+  | (?P<param>\$\d+)
+  | (?P<quoted>"(?:[^"]|"")*")
+  | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+  | (?P<other>.)
+    """,
+    re.S | re.X,
+)
+# Operations that may appear anywhere in a statement (subqueries, CTEs, INSERT … SELECT).
+_NESTED_OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
+# Commands only recognised as a statement's first word.
+_LEADING_OPERATIONS = frozenset(
+    {
+        "ALTER", "ANALYZE", "BEGIN", "CALL", "COMMENT", "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DISCARD",
+        "DO", "DROP", "EXECUTE", "EXPLAIN", "GRANT", "LISTEN", "LOCK", "NOTIFY", "PREPARE", "REFRESH",
+        "RELEASE", "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT", "SET", "SHOW", "START", "TRUNCATE",
+        "UNLISTEN", "VACUUM", "VALUES", "WITH",
+    }
+)  # fmt: skip
+# Words after which UPDATE / DELETE are not operations (ON CONFLICT DO UPDATE, FOR UPDATE, ON DELETE …).
+_NOT_AN_OPERATION_AFTER = frozenset({"DO", "FOR", "KEY", "ON"})
+# Words that open a parenthesis without being a function call (so a FROM inside is a table's).
+_NOT_A_FUNCTION = frozenset(
+    {"AS", "IN", "EXISTS", "ANY", "ALL", "SOME", "VALUES", "FROM", "JOIN", "ON", "USING", "WHERE", "AND",
+     "OR", "NOT", "SELECT", "INTO", "LATERAL", "RETURNING", "SET", "WITH"}
+)  # fmt: skip
+_TARGET_AFTER = frozenset({"FROM", "JOIN", "INTO", "UPDATE", "TABLE"})
+_SKIP_BEFORE_TARGET = frozenset({"ONLY", "LATERAL", "TABLE"})
+_SUMMARY_LIMIT = 255
+
+
+def sanitize_sql(text: str) -> str:
+    """The statement with every literal (string, dollar-quoted, number) replaced by `?` and comments
+    dropped: what `db.query.text` may say. Placeholders (`$1`) stay; their values are never recorded."""
+    parts: list[str] = []
+    for token in _SQL_TOKEN.finditer(text):
+        kind = token.lastgroup
+        if kind in ("string", "dollar", "number"):
+            parts.append("?")
+        elif kind == "comment":
+            parts.append(" ")
+        else:
+            parts.append(token.group())
+    return "".join(parts)
+
+
+def summarize_sql(text: str) -> str:
+    """`db.query.summary`: the statement's operations and the tables they act on, in order
+    (`INSERT expertise.outbox SELECT expertise.requests`), at most 255 characters; '' when none is found."""
+    tokens = [
+        (t.lastgroup, t.group()) for t in _SQL_TOKEN.finditer(text) if t.lastgroup not in ("space", "comment")
+    ]
+    words: list[str] = []
+    # For each open parenthesis: does it hold a function's arguments (then FROM inside is no table)?
+    functions: list[bool] = []
+    previous = ""
+    index = 0
+    while index < len(tokens):
+        kind, value = tokens[index]
+        upper = value.upper() if kind == "word" else ""
+        if value == "(":
+            functions.append(previous not in _NOT_A_FUNCTION and tokens[index - 1][0] in ("word", "quoted"))
+        elif value == ")":
+            if functions:
+                functions.pop()
+        elif upper in _NESTED_OPERATIONS and previous not in _NOT_AN_OPERATION_AFTER:
+            if upper == "SELECT" and functions:
+                functions[-1] = False  # ARRAY(SELECT …): a subquery after all
+            words.append(value)
+        elif upper in _LEADING_OPERATIONS and not words and index == 0 and upper != "WITH":
+            words.append(value)
+        locking = upper in ("UPDATE", "DELETE") and previous in _NOT_AN_OPERATION_AFTER
+        if upper in _TARGET_AFTER and not locking and not (functions and functions[-1]):
+            index = _targets(tokens, index + 1, words, upper)
+            previous = upper
+            continue
+        previous = upper or value
+        index += 1
+    summary = ""
+    for word in words:
+        candidate = f"{summary} {word}" if summary else word
+        if len(candidate) > _SUMMARY_LIMIT:
+            break
+        summary = candidate
+    return summary
+
+
+def _targets(tokens: Sequence[tuple[str | None, str]], index: int, found: list[str], keyword: str) -> int:
+    """Collect the table names (dotted, quoted as written) from `index`; returns where it stopped."""
+    while index < len(tokens) and tokens[index][1].upper() in _SKIP_BEFORE_TARGET:
+        index += 1
+    while index < len(tokens) and tokens[index][0] in ("word", "quoted"):
+        name = tokens[index][1]
+        index += 1
+        while (
+            index + 1 < len(tokens) and tokens[index][1] == "." and tokens[index + 1][0] in ("word", "quoted")
+        ):
+            name += "." + tokens[index + 1][1]
+            index += 2
+        if index < len(tokens) and tokens[index][1] == "(" and keyword != "INTO":
+            return index  # a set-returning function (FROM unnest($1)), not a table
+        if name.upper() in _NESTED_OPERATIONS or name.upper() in _LEADING_OPERATIONS:
+            return index - 1
+        found.append(name)
+        if keyword != "FROM":
+            return index
+        # FROM a [AS] x, b [AS] y: every table of the list.
+        if index < len(tokens) and tokens[index][1].upper() == "AS":
+            index += 1
+        if index < len(tokens) and tokens[index][0] == "word" and tokens[index][1].upper() not in _CLAUSES:
+            index += 1
+        if index < len(tokens) and tokens[index][1] == ",":
+            index += 1
+            continue
+        return index
+    return index
+
+
+_CLAUSES = frozenset(
+    {"WHERE", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL", "ON", "USING", "GROUP", "ORDER",
+     "LIMIT", "OFFSET", "FOR", "UNION", "EXCEPT", "INTERSECT", "RETURNING", "HAVING", "WINDOW", "FETCH",
+     "SET", "VALUES", "SELECT", "DEFAULT", "OVERRIDING", "TABLESAMPLE"}
+)  # fmt: skip
+
+
+def database_span(name: str, attributes: Any) -> tuple[str, dict[str, Any]]:
+    """A database span's name and attributes as the conventions want them, from what the asyncpg
+    instrumentation gives (either its old or its new attribute names)."""
+    given = dict(attributes or {})
+    found: dict[str, Any] = {"db.system.name": given.get("db.system.name") or given.get("db.system")}
+    namespace = given.get("db.namespace") or given.get("db.name")
+    if namespace:
+        found["db.namespace"] = namespace
+    address = given.get("server.address") or given.get("net.peer.name")
+    if address:
+        found["server.address"] = address
+    port = given.get("server.port") or given.get("net.peer.port")
+    if port:
+        found["server.port"] = int(port)
+    text = given.get("db.query.text") or given.get("db.statement")
+    summary = ""
+    if isinstance(text, str):
+        found["db.query.text"] = sanitize_sql(text)
+        summary = summarize_sql(text)
+    if summary:
+        found["db.query.summary"] = summary
+    # Never `db.statement.parameters` (patient data), never `db.user`.
+    cursor = "CURSOR " if name.startswith("CURSOR") else ""
+    return cursor + (summary or str(found["db.system.name"] or "postgresql")), found
+
+
+def _mark_failed(span: trace.Span, error: BaseException) -> str | None:
     sqlstate = getattr(error, "sqlstate", None)
-    if isinstance(sqlstate, str):
-        span.set_attribute("db.response.status_code", sqlstate)
+    if span.is_recording():
+        span.set_status(trace.Status(trace.StatusCode.ERROR))
+        span.set_attribute("error.type", type(error).__qualname__)
+        if isinstance(sqlstate, str):
+            span.set_attribute("db.response.status_code", sqlstate)
+    return sqlstate if isinstance(sqlstate, str) else None
 
 
-class _DetailFreeTracer(trace.Tracer):
-    """A tracer whose spans never record an exception's text: only its type (and SQLSTATE)."""
+_METRIC_ATTRIBUTES = ("db.system.name", "db.namespace", "db.query.summary", "server.address", "server.port")
 
-    def __init__(self, inner: trace.Tracer) -> None:
+
+class _DatabaseTracer(trace.Tracer):
+    """The asyncpg instrumentation's tracer: spans named and attributed by the conventions, the
+    `db.client.operation.duration` metric, and never an exception's text (only its type and SQLSTATE)."""
+
+    def __init__(self, inner: trace.Tracer, duration: Histogram) -> None:
         self._inner = inner
+        self._duration = duration
 
     def start_span(
         self,
@@ -87,6 +274,7 @@ class _DetailFreeTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
+        name, attributes = database_span(name, attributes)
         return self._inner.start_span(
             name,
             context,
@@ -112,6 +300,9 @@ class _DetailFreeTracer(trace.Tracer):
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
+        name, attributes = database_span(name, attributes)
+        measured = {k: attributes[k] for k in _METRIC_ATTRIBUTES if k in attributes}
+        started = time.perf_counter()
         with self._inner.start_as_current_span(
             name,
             context,
@@ -126,15 +317,26 @@ class _DetailFreeTracer(trace.Tracer):
             try:
                 yield span
             except BaseException as error:
-                _mark_failed(span, error)
+                sqlstate = _mark_failed(span, error)
+                measured["error.type"] = type(error).__qualname__
+                if sqlstate:
+                    measured["db.response.status_code"] = sqlstate
                 raise
+            finally:
+                self._duration.record(time.perf_counter() - started, measured)
 
 
-class DetailFreeTracerProvider(trace.TracerProvider):
-    """Tracers of `inner` whose spans keep no exception text (given to the asyncpg instrumentation)."""
+class DatabaseTracerProvider(trace.TracerProvider):
+    """Tracers of `inner` for the asyncpg instrumentation (see `_DatabaseTracer`)."""
 
-    def __init__(self, inner: trace.TracerProvider) -> None:
+    def __init__(
+        self, inner: trace.TracerProvider, meter_provider: metrics.MeterProvider | None = None
+    ) -> None:
         self._inner = inner
+        meter = metrics.get_meter(__name__, schema_url=SCHEMA_URL, meter_provider=meter_provider)
+        self._duration = meter.create_histogram(
+            "db.client.operation.duration", unit="s", description="Duration of database client operations."
+        )
 
     def get_tracer(
         self,
@@ -143,11 +345,209 @@ class DetailFreeTracerProvider(trace.TracerProvider):
         schema_url: str | None = None,
         attributes: Any = None,
     ) -> trace.Tracer:
-        return _DetailFreeTracer(
+        return _DatabaseTracer(
             self._inner.get_tracer(
-                instrumenting_module_name, instrumenting_library_version, schema_url, attributes
-            )
+                instrumenting_module_name, instrumenting_library_version, SCHEMA_URL, attributes
+            ),
+            self._duration,
         )
+
+
+# --- gRPC spans and metrics ---------------------------------------------------------------------------------
+
+# Probes and reflection: nobody's action, polled every few seconds by kubelet.
+UNTRACED_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+)
+# The codes that make a server span an error (the gRPC conventions); on the client side every code but OK.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def _rpc_attributes(method: str) -> dict[str, Any]:
+    service = method.partition("/")[0]
+    return {"rpc.system.name": "grpc", "rpc.method": method, "rpc.system": "grpc", "rpc.service": service}
+
+
+def _peer(peer: str) -> dict[str, Any]:
+    """`network.peer.*` of `ipv4:10.0.0.5:52314`, `ipv6:[::1]:52314`, `unix:/run/x.sock`."""
+    kind, _, rest = peer.partition(":")
+    if kind == "unix":
+        return {"network.peer.address": rest, "network.transport": "unix"}
+    address, _, port = rest.rpartition(":")
+    if not address or not port.isdigit():
+        return {}
+    return {
+        "network.peer.address": address.strip("[]"),
+        "network.peer.port": int(port),
+        "network.transport": "tcp",
+    }
+
+
+def target_address(target: str) -> dict[str, Any]:
+    """`server.address` / `server.port` of a channel target (`billing:50054`, `dns:///billing:50054`)."""
+    rest = target.split("://", 1)[-1].lstrip("/") if "://" in target else target
+    if rest.startswith("unix:"):
+        return {"server.address": rest.removeprefix("unix:")}
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        return {"server.address": rest}
+    return {"server.address": host.strip("[]"), "server.port": int(port)}
+
+
+class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """A SERVER span and the `rpc.server.call.duration` metric for every unary call (outermost interceptor:
+    the span covers the kit's own interceptors, so their refusals and the audit append are in it)."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self._tracer = trace.get_tracer(__name__, schema_url=SCHEMA_URL, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(__name__, schema_url=SCHEMA_URL, meter_provider=meter_provider)
+        self._duration = meter.create_histogram(
+            "rpc.server.call.duration", unit="s", description="Measures the duration of an incoming RPC."
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        # Streaming methods (health Watch, reflection) pass through untraced: Parcours' own APIs are unary.
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.lstrip("/")
+        if method.partition("/")[0] in UNTRACED_SERVICES:
+            return handler
+        inner = handler.unary_unary
+        attributes = _rpc_attributes(method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+            started = time.perf_counter()
+            with self._tracer.start_as_current_span(
+                method,
+                context=propagate.extract(carrier),
+                kind=trace.SpanKind.SERVER,
+                attributes={**attributes, **_peer(context.peer() or "")},
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                code = grpc.StatusCode.OK
+                try:
+                    response = await inner(request, context)
+                    code = _status(context.code(), grpc.StatusCode.OK)
+                    return response
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except grpc.aio.AbortError:
+                    code = _status(context.code(), grpc.StatusCode.UNKNOWN)
+                    raise
+                except Exception:
+                    code = grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    outcome = {"rpc.response.status_code": code.name}
+                    if code in _SERVER_ERRORS:
+                        outcome["error.type"] = code.name
+                        span.set_status(trace.Status(trace.StatusCode.ERROR))
+                    span.set_attributes(outcome)
+                    self._duration.record(
+                        time.perf_counter() - started,
+                        {"rpc.system.name": "grpc", "rpc.method": method, **outcome},
+                    )
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _status(value: Any, default: grpc.StatusCode) -> grpc.StatusCode:
+    return value if isinstance(value, grpc.StatusCode) else default
+
+
+class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc is untyped
+    def __init__(self, target: str, tracer: trace.Tracer, duration: Histogram) -> None:
+        self._address = target_address(target)
+        self._tracer = tracer
+        self._duration = duration
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
+    ) -> Any:
+        method = client_call_details.method
+        method = (method.decode() if isinstance(method, bytes) else str(method)).lstrip("/")
+        attributes = {**_rpc_attributes(method), **self._address}
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            method,
+            kind=trace.SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            metadata = grpc.aio.Metadata(*(tuple(client_call_details.metadata or ())))
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            for key, value in carrier.items():
+                metadata.add(key, value)
+            details = grpc.aio.ClientCallDetails(
+                client_call_details.method,
+                client_call_details.timeout,
+                metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                call = await continuation(details, request)
+                code = await call.code()
+                return call
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                raise
+            finally:
+                outcome = {"rpc.response.status_code": code.name}
+                if code is not grpc.StatusCode.OK:
+                    outcome["error.type"] = code.name
+                    span.set_status(trace.Status(trace.StatusCode.ERROR))
+                span.set_attributes(outcome)
+                self._duration.record(
+                    time.perf_counter() - started,
+                    {"rpc.system.name": "grpc", "rpc.method": method, **self._address, **outcome},
+                )
+
+
+def client_interceptors(target: str) -> list[grpc.aio.ClientInterceptor]:
+    """What a channel to another Parcours service carries: a CLIENT span per call, the trace context in
+    its metadata, the `rpc.client.call.duration` metric."""
+    tracer = trace.get_tracer(__name__, schema_url=SCHEMA_URL)
+    meter = metrics.get_meter(__name__, schema_url=SCHEMA_URL)
+    duration = meter.create_histogram(
+        "rpc.client.call.duration", unit="s", description="Measures the duration of an outgoing RPC."
+    )
+    return [_ClientTracing(target, tracer, duration)]
 
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -222,6 +622,6 @@ def configure_telemetry(component: str, *, json_logs: bool = True) -> None:
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
-    AsyncPGInstrumentor().instrument(tracer_provider=DetailFreeTracerProvider(tracer_provider))
+    AsyncPGInstrumentor().instrument(tracer_provider=DatabaseTracerProvider(tracer_provider))
     if json_logs:
         configure_logging()

@@ -37,7 +37,7 @@ from parcours.scheduling.v1 import scheduling_pb2, scheduling_pb2_grpc
 from parcours.type.v1 import practice_pb2
 
 from services.kit import names, reports
-from services.kit.audit import audit_target
+from services.kit.audit import audit_patients, audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
 from services.kit.directory import DirectoryClient
@@ -326,7 +326,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             raise await self._slot_refusal(slot_id)
         audit_target(resource=names.APPOINTMENT.format(row["appointment_id"]))
         if row["workflow_id"] is not None:
-            self._relay.notify()
+            self._relay.notify(row["appointment_id"])
         return appointment_resource(row, first_change=(new.actor, new.reason))
 
     async def _in_transaction(
@@ -832,7 +832,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
         [name] = await self._in_transaction(caller.call(request, "BookAppointment"), work)
         audit_target(resource=name)
-        self._relay.notify()
+        self._relay.notify(appointment_id)
         return scheduling_pb2.BookAppointmentResponse(
             appointment=await self._appointment(names.APPOINTMENT.parse_uuid(name, "name"))
         )
@@ -872,6 +872,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         size = page_size(request.page_size)
         rows = await store.list_appointments(self._pool, caller.scope(), list_filters, size + 1, after)
         page, last = split_page(rows, size)
+        audit_patients(names.PATIENT.format_optional(r["patient_id"]) for r in page)
         return scheduling_pb2.ListAppointmentsResponse(
             appointments=[appointment_resource(r) for r in page],
             next_page_token=next_page_token(
@@ -915,7 +916,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             return [request.name]
 
         await self._in_transaction(caller.call(request, "CancelAppointment"), work)
-        self._relay.notify()
+        self._relay.notify(appointment_id)
         return scheduling_pb2.CancelAppointmentResponse(appointment=await self._appointment(appointment_id))
 
     async def RescheduleAppointment(
@@ -976,7 +977,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 raise
             raise error from None
         new_id = names.APPOINTMENT.parse_uuid(written[0], "name")
-        self._relay.notify()
+        self._relay.notify(new_id, old_id)
         current = await self._appointment(new_id)
         previous = await self._appointment(names.APPOINTMENT.parse_uuid(current.rescheduled_from, "name"))
         return scheduling_pb2.RescheduleAppointmentResponse(appointment=current, previous=previous)
@@ -1023,7 +1024,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             return [request.name]
 
         await self._in_transaction(caller.call(request, "MarkAppointmentEnteredInError"), work)
-        self._relay.notify()
+        self._relay.notify(appointment_id)
         return scheduling_pb2.MarkAppointmentEnteredInErrorResponse(
             appointment=await self._appointment(appointment_id)
         )

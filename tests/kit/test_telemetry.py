@@ -46,13 +46,13 @@ async def test_a_patient_read_is_one_trace_down_to_sql_without_patient_data(
             metadata=bearer(mint(rpps="10000000101")),
         )
     finished = spans.get_finished_spans()
-    server = [s for s in finished if s.name == "/parcours.directory.v1.DirectoryService/GetPatient"]
+    server = [s for s in finished if s.name == "parcours.directory.v1.DirectoryService/GetPatient"]
     assert len(server) == 1
     trace_id = server[0].context.trace_id
     sql = [
         s
         for s in finished
-        if s.context.trace_id == trace_id and s.attributes and "db.system" in str(dict(s.attributes))
+        if s.context.trace_id == trace_id and (s.attributes or {}).get("db.system.name") == "postgresql"
     ]
     assert sql, "asyncpg queries are child spans of the RPC"
     assert server[0].attributes is not None
