@@ -86,7 +86,11 @@ def countdown(due: datetime | None, now: datetime | None = None) -> tuple[str, s
     delta = due - now
     if delta < timedelta(0):
         days = (-delta).days
-        text = "en retard de moins d'un jour" if days == 0 else f"en retard de {days} jour{'s' if days > 1 else ''}"
+        text = (
+            "en retard de moins d'un jour"
+            if days == 0
+            else f"en retard de {days} jour{'s' if days > 1 else ''}"
+        )
         return text, "overdue"
     days = delta.days
     if days == 0:
@@ -138,7 +142,16 @@ STATES = {
     "GRANTED_BY_SILENCE": "Accordé tacitement",
     "REFUSED": "Refusé",
 }
-CLOSED_STATES = {"REJECTED", "VISA_REFUSED", "WITHDRAWN", "EXPIRED", "TERMINATED", "LAPSED", "VISA_GIVEN", "REFUSED"}
+CLOSED_STATES = {
+    "REJECTED",
+    "VISA_REFUSED",
+    "WITHDRAWN",
+    "EXPIRED",
+    "TERMINATED",
+    "LAPSED",
+    "VISA_GIVEN",
+    "REFUSED",
+}
 
 STEPS = {
     "STEP_COMPLETENESS_CHECK": "Vérification de complétude",

@@ -45,7 +45,10 @@ class ServiceError(Exception):
     @property
     def hidden(self) -> bool:
         """A case the officer may not see, or that does not exist: the same answer either way."""
-        return self.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND) and self.reason in (
+        return self.code in (
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.NOT_FOUND,
+        ) and self.reason in (
             "",
             "CASE_NOT_VISIBLE",
             "NOT_FOUND",
@@ -67,13 +70,19 @@ class Hub:
             if address:
                 self.channels[name] = open_channel(settings, address)
         self.contracts = (
-            contracts_pb2_grpc.ContractServiceStub(self.channels["contracts"]) if "contracts" in self.channels else None
+            contracts_pb2_grpc.ContractServiceStub(self.channels["contracts"])
+            if "contracts" in self.channels
+            else None
         )
         self.directory = (
-            directory_pb2_grpc.DirectoryServiceStub(self.channels["directory"]) if "directory" in self.channels else None
+            directory_pb2_grpc.DirectoryServiceStub(self.channels["directory"])
+            if "directory" in self.channels
+            else None
         )
         self.billing = (
-            billing_pb2_grpc.BillingServiceStub(self.channels["billing"]) if "billing" in self.channels else None
+            billing_pb2_grpc.BillingServiceStub(self.channels["billing"])
+            if "billing" in self.channels
+            else None
         )
 
     async def call(

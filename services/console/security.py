@@ -113,7 +113,11 @@ def officer_from_claims(claims: Mapping[str, Any], settings: ConsoleSettings) ->
     if not isinstance(subject, str) or not subject:
         raise LoginRefused("Le fournisseur d'identité n'a pas transmis d'identifiant.")
     # A provider's subject is opaque: kept as is when it fits a staff id, else a stable digest of it.
-    staff_id = subject if _STAFF_ID.fullmatch(subject) else "oidc-" + hashlib.sha256(subject.encode()).hexdigest()[:32]
+    staff_id = (
+        subject
+        if _STAFF_ID.fullmatch(subject)
+        else "oidc-" + hashlib.sha256(subject.encode()).hexdigest()[:32]
+    )
     raw_roles = claims.get(settings.oidc_roles_claim, [])
     if isinstance(raw_roles, str):
         raw_roles = raw_roles.split()
@@ -148,7 +152,9 @@ class DelegateTokens:
     """Short-lived tokens naming the officer, signed with the hub's token key; one per officer, reused until
     a minute before it expires."""
 
-    def __init__(self, settings: ConsoleSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, settings: ConsoleSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._key_file = settings.console_token_signing_key_file
         self._kid = kid_for_public_key(load_ec_private_key(self._key_file).public_key())
         self._issuer = settings.token_issuer
@@ -221,7 +227,11 @@ class SessionMiddleware:
         self.cookie = "__Host-parcours-session" if settings.cookie_secure else "parcours-session"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/static/") or scope["path"] in ("/healthz", "/readyz"):
+        if (
+            scope["type"] != "http"
+            or scope["path"].startswith("/static/")
+            or scope["path"] in ("/healthz", "/readyz")
+        ):
             await self.app(scope, receive, send)
             return
         state = await self._load(scope)
@@ -246,7 +256,14 @@ class SessionMiddleware:
             row = await self.store.load_session(id_hash)
             if row is not None:
                 if row.expire_time > now and now - row.last_seen <= self.idle:
-                    return SessionState(id_hash, value, row.subject, row.data, json.dumps(row.data, sort_keys=True), row.last_seen)
+                    return SessionState(
+                        id_hash,
+                        value,
+                        row.subject,
+                        row.data,
+                        json.dumps(row.data, sort_keys=True),
+                        row.last_seen,
+                    )
                 await self.store.delete_session(id_hash)
                 return SessionState(None, None, None, {}, "{}", None, expired=row.subject is not None)
         return SessionState(None, None, None, {}, "{}", None)
@@ -329,7 +346,9 @@ def csrf_token(state: SessionState) -> str:
 
 def csrf_ok(state: SessionState, submitted: object) -> bool:
     expected = state.data.get("csrf")
-    return isinstance(expected, str) and isinstance(submitted, str) and hmac.compare_digest(expected, submitted)
+    return (
+        isinstance(expected, str) and isinstance(submitted, str) and hmac.compare_digest(expected, submitted)
+    )
 
 
 Handler = Callable[..., Awaitable[Any]]

@@ -60,6 +60,7 @@ class Notification:
 class ExportRow:
     export_id: str
     owner: str
+    officer: dict[str, Any]
     format: str
     query: str
     state: str
@@ -131,7 +132,9 @@ class Store:
 
     async def create_view(self, owner: str, team: str, title: str, query: str) -> SavedView:
         view_id = uuid.uuid4()
-        taken = {"saved_views_owner_title_key": lambda: AlreadyExists("VIEW_TITLE_TAKEN", "a view has this title")}
+        taken = {
+            "saved_views_owner_title_key": lambda: AlreadyExists("VIEW_TITLE_TAKEN", "a view has this title")
+        }
         async with constraint_errors(taken):
             await self._pool.execute(
                 "INSERT INTO console.saved_views (view_id, owner, team, title, query) VALUES ($1, $2, $3, $4, $5)",
@@ -171,7 +174,9 @@ class Store:
     ) -> bool:
         """Add an in-app notification if the owner wants this event in-app; whether one was written."""
         wanted = await self._pool.fetchval(
-            "SELECT in_app FROM console.notification_preferences WHERE owner = $1 AND event = $2", owner, event
+            "SELECT in_app FROM console.notification_preferences WHERE owner = $1 AND event = $2",
+            owner,
+            event,
         )
         if wanted is False:
             return False
@@ -196,7 +201,12 @@ class Store:
         )
         return [
             Notification(
-                str(r["notification_id"]), r["event"], r["text"], r["link"], r["create_time"], r["read_time"] is not None
+                str(r["notification_id"]),
+                r["event"],
+                r["text"],
+                r["link"],
+                r["create_time"],
+                r["read_time"] is not None,
             )
             for r in rows
         ]
@@ -222,13 +232,16 @@ class Store:
         return [r["subject"] for r in rows]
 
     # -- exports --------------------------------------------------------------------------------------------
-    async def create_export(self, owner: str, fmt: str, query: str, retention: timedelta) -> str:
+    async def create_export(
+        self, owner: str, officer: Mapping[str, Any], fmt: str, query: str, retention: timedelta
+    ) -> str:
         export_id = uuid.uuid4()
         await self._pool.execute(
-            "INSERT INTO console.exports (export_id, owner, format, query, expire_time) "
-            "VALUES ($1, $2, $3, $4, now() + $5::interval)",
+            "INSERT INTO console.exports (export_id, owner, officer, format, query, expire_time) "
+            "VALUES ($1, $2, $3::jsonb, $4, $5, now() + $6::interval)",
             export_id,
             owner,
+            json.dumps(officer),
             fmt,
             query,
             retention,
@@ -285,7 +298,7 @@ class Store:
 
 
 _EXPORT_COLUMNS = (
-    "export_id, owner, format, query, state, row_count, filename, error, create_time, finish_time"
+    "export_id, owner, officer, format, query, state, row_count, filename, error, create_time, finish_time"
 )
 
 
@@ -293,6 +306,7 @@ def _export(row: Any) -> ExportRow:
     return ExportRow(
         str(row["export_id"]),
         row["owner"],
+        json.loads(row["officer"]),
         row["format"],
         row["query"],
         row["state"],
@@ -302,4 +316,3 @@ def _export(row: Any) -> ExportRow:
         row["create_time"],
         row["finish_time"],
     )
-

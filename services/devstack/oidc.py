@@ -67,8 +67,17 @@ class DemoAccount:
 
 # Region 84 (Auvergne-Rhône-Alpes) holds the demo GHTs; 93 (Provence-Alpes-Côte d'Azur) sees none of them.
 DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
-    DemoAccount("agent84", "instructrice, ARS Auvergne-Rhône-Alpes (84)", "Camille", "Roche", ("ars_officer",), "84"),
-    DemoAccount("agent93", "instructeur, ARS Provence-Alpes-Côte d'Azur (93)", "Karim", "Benali", ("ars_officer",), "93"),
+    DemoAccount(
+        "agent84", "instructrice, ARS Auvergne-Rhône-Alpes (84)", "Camille", "Roche", ("ars_officer",), "84"
+    ),
+    DemoAccount(
+        "agent93",
+        "instructeur, ARS Provence-Alpes-Côte d'Azur (93)",
+        "Karim",
+        "Benali",
+        ("ars_officer",),
+        "93",
+    ),
     DemoAccount(
         "cheffe84",
         "cheffe de service, ARS Auvergne-Rhône-Alpes (84)",
@@ -77,8 +86,22 @@ DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
         ("ars_officer", "ars_supervisor"),
         "84",
     ),
-    DemoAccount("ordre42", "rapporteur, conseil départemental de l'Ordre de la Loire (42)", "Paul", "Vidal", ("ordre_reviewer",), territory="42"),
-    DemoAccount("dg84", "directrice générale, ARS Auvergne-Rhône-Alpes (84)", "Anne", "Lefort", ("ars_signatory",), "84"),
+    DemoAccount(
+        "ordre42",
+        "rapporteur, conseil départemental de l'Ordre de la Loire (42)",
+        "Paul",
+        "Vidal",
+        ("ordre_reviewer",),
+        territory="42",
+    ),
+    DemoAccount(
+        "dg84",
+        "directrice générale, ARS Auvergne-Rhône-Alpes (84)",
+        "Anne",
+        "Lefort",
+        ("ars_signatory",),
+        "84",
+    ),
 )
 
 

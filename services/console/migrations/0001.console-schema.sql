@@ -72,6 +72,8 @@ CREATE INDEX notifications_owner_idx ON console.notifications (owner, create_tim
 CREATE TABLE console.exports (
     export_id uuid NOT NULL,
     owner text NOT NULL,
+    -- Who asked (roles, region, territory): the export reads the cases as them, never as the console.
+    officer jsonb NOT NULL,
     format text NOT NULL,
     query text NOT NULL,
     state text NOT NULL DEFAULT 'PENDING',
