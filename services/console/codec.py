@@ -34,7 +34,6 @@ from services.kit.codec import ENCODING, METADATA_ENCODING, AesGcmPayloadCodec, 
 
 logger = logging.getLogger(__name__)
 
-_PAYLOAD = Payload.DESCRIPTOR.full_name
 MAX_GRANTS = 20
 
 
@@ -51,21 +50,16 @@ def payloads_in(message: Message) -> Iterable[Payload]:
     for descriptor, value in message.ListFields():
         if descriptor.message_type is None:
             continue
-        if descriptor.message_type.GetOptions().map_entry:
-            items = value.values()
-            if descriptor.message_type.fields_by_name["value"].message_type is None:
-                continue
-        elif descriptor.label == descriptor.LABEL_REPEATED:
-            items = value
+        if isinstance(value, Message):
+            items: Iterable[object] = [value]
+        elif hasattr(value, "values") and callable(value.values):
+            items = value.values()  # a map; scalar-valued maps hold no payload
         else:
-            items = [value]
+            items = value
         for item in items:
-            if (
-                descriptor.message_type.full_name == _PAYLOAD
-                or getattr(item, "DESCRIPTOR", None) is Payload.DESCRIPTOR
-            ):
+            if isinstance(item, Payload):
                 yield item
-            else:
+            elif isinstance(item, Message):
                 yield from payloads_in(item)
 
 

@@ -8,6 +8,7 @@ pages show in French (services/console/french.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -99,13 +100,19 @@ class Hub:
         if name not in self.channels:
             raise ServiceError(name, grpc.StatusCode.UNAVAILABLE, "SERVICE_NOT_CONFIGURED")
 
-    async def readiness(self) -> dict[str, bool]:
-        """Each configured channel: connected (or connecting successfully) now."""
-        states: dict[str, bool] = {}
-        for name, channel in self.channels.items():
-            state = channel.get_state(try_to_connect=True)
-            states[name] = state == grpc.ChannelConnectivity.READY
-        return states
+    async def readiness(self, timeout: float = 1.0) -> dict[str, bool]:
+        """Each configured channel: connected now, or within `timeout` (an idle channel connects first)."""
+
+        async def ready(channel: grpc.aio.Channel) -> bool:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), timeout)
+            except TimeoutError:
+                return False
+            return True
+
+        names = list(self.channels)
+        results = await asyncio.gather(*(ready(self.channels[n]) for n in names))
+        return dict(zip(names, results, strict=True))
 
     async def close(self) -> None:
         for channel in self.channels.values():

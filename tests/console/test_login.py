@@ -102,3 +102,13 @@ async def test_every_demo_account_signs_in_with_its_scope(console: RunningConsol
     assert page.status_code == 200
     expected = {"agent84": "région 84", "agent93": "région 93", "cheffe84": "région 84", "ordre42": "Ordre 42", "dg84": "région 84"}
     assert expected[login] in page.text
+
+
+async def test_health_and_readiness_say_which_channel_is_missing(console: RunningConsole) -> None:
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"{console.url}/healthz")
+        ready = await client.get(f"{console.url}/readyz")
+    assert health.status_code == 200
+    # The suite's directory and billing answer; this console has no other service configured.
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "channels": {"directory": True, "billing": True}}
