@@ -112,7 +112,8 @@ class Page:
 
 
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self' http: https:",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -220,7 +221,7 @@ def build_app(deps: Deps) -> Starlette:
         ready = all(channels.values())
         return JSONResponse({"ready": ready, "channels": channels}, status_code=200 if ready else 503)
 
-    # -- login and logout -------------------------------------------------------------------------------------
+    # -- login and logout ---------------------------------------------------------------------------------
     async def login_page(request: Request) -> Response:
         if signed_in(session_state(request.scope)) is not None:
             return RedirectResponse("/dossiers", status_code=303)
@@ -233,7 +234,10 @@ def build_app(deps: Deps) -> Starlette:
         )
 
     async def login_start(request: Request) -> Response:
-        return await provider.authorize_redirect(request, settings.public_url + "/connexion/retour")
+        redirect: Response = await provider.authorize_redirect(
+            request, settings.public_url + "/connexion/retour"
+        )
+        return redirect
 
     async def login_return(request: Request) -> Response:
         state = session_state(request.scope)
@@ -586,7 +590,7 @@ def build_app(deps: Deps) -> Starlette:
         if media not in ("application/pdf", "image/png", "image/jpeg"):
             return back(request, url, erreur="Seuls les fichiers PDF, PNG et JPEG sont acceptés.")
         document_type = str(form.get("document_type", "DOCUMENT_TYPE_OTHER"))
-        if document_type not in contracts_pb2.DocumentType.keys():
+        if document_type not in set(contracts_pb2.DocumentType.keys()):
             document_type = "DOCUMENT_TYPE_OTHER"
         title = str(form.get("title", "")).strip() or upload.filename
         await hub.call(
@@ -791,7 +795,8 @@ def build_app(deps: Deps) -> Starlette:
             digests,
             datetime.now(UTC) + settings.codec_grant_ttl,
         )
-        target = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+        ui = settings.temporal_ui_url.rstrip("/")
+        target = f"{ui}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
         return RedirectResponse(target, status_code=303)
 
     # -- codec ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from google.protobuf.message import Message
-from google.type import date_pb2
+from google.type import date_pb2  # type: ignore[import-untyped]
 from parcours.contracts.v1 import contracts_pb2
 
 from services.console.french import COLLECTIONS, KIND_OF_COLLECTION
@@ -386,7 +386,8 @@ async def load_case(hub: Hub, officer: Officer, collection: str, case_id: str) -
 
 
 def available_actions(view: CaseView, officer: Officer) -> list[Action]:
-    """The decisions the officer may take now: the case's state and open step, the step's group, their role."""
+    """The decisions the officer may take now: by the case's state and open step, the step's group and
+    their role."""
     step = view.step
     step_name = contracts_pb2.Step.Name(step.step) if step is not None else ""
     held_by_other = step is not None and bool(step.claimant) and step.claimant != f"staff/{officer.staff_id}"
@@ -394,9 +395,8 @@ def available_actions(view: CaseView, officer: Officer) -> list[Action]:
     for action in ACTIONS:
         if action.kind != view.kind or view.state not in action.states or not officer.has(action.role):
             continue
-        if action.steps:
-            if step_name not in action.steps or held_by_other:
-                continue
+        if action.steps and (step_name not in action.steps or held_by_other):
+            continue
         offered.append(action)
     return offered
 
@@ -438,7 +438,8 @@ def action_request(action: Action, name: str, form: Mapping[str, str], version: 
     for key in ("start_date", "end_date"):
         if key in fields and form.get(key):
             values[key] = proto_date(date.fromisoformat(form[key]))
-    return request_class(**values)
+    request: Message = request_class(**values)
+    return request
 
 
 def _request_id(form: Mapping[str, str]) -> str:

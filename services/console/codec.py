@@ -1,15 +1,15 @@
 """The Temporal Web UI's codec endpoint: decrypts a case's payloads for the officer whose region owns it.
 
 The UI (started with `--ui-codec-endpoint <console>/codec` and "include cross-origin credentials") sends the
-console's session cookie with each `POST /codec/decode`; the request says nothing of which workflow the payloads
-come from. So decoding is bound to workflows, not only to people:
+console's session cookie with each `POST /codec/decode`; the request says nothing of which workflow the
+payloads come from. So decoding is bound to workflows, not only to people:
 
 1. An officer opens a case in the console and follows "Voir dans Temporal". The console reads the case through
    the contracts service as the officer (which answers only for a case of their scope), checks the workflow's
    `ParcoursRegion` search attribute against the officer's region, and records in their session a *grant*:
    the SHA-256 of every encrypted payload of that workflow's history, for `codec_grant_ttl`.
-2. `/codec/decode` decrypts a payload only if its ciphertext is one of a live grant's payloads (histories grow:
-   an unknown payload makes the console re-read the granted histories once). Ciphertexts carry a random
+2. `/codec/decode` decrypts a payload only if its ciphertext is one of a live grant's payloads (histories
+   grow: an unknown payload makes the console re-read the granted histories once). Ciphertexts carry a random
    nonce, so a payload of any other workflow never matches: no signed-in officer reads another region's case,
    nor any téléexpertise or teleconsultation payload.
 
@@ -46,7 +46,8 @@ def encrypted(payload: Payload) -> bool:
 
 
 def payloads_in(message: Message) -> Iterable[Payload]:
-    """Every `Payload` inside a protobuf message (history events: inputs, results, headers, memos, failures)."""
+    """Every `Payload` inside a protobuf message (history events: inputs, results, headers, memos,
+    failures)."""
     for descriptor, value in message.ListFields():
         if descriptor.message_type is None:
             continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from google.type import date_pb2
+from google.type import date_pb2  # type: ignore[import-untyped]
 from parcours.billing.v1 import billing_pb2
 from parcours.contracts.v1 import contracts_pb2
 from parcours.directory.v1 import directory_pb2
@@ -101,7 +101,8 @@ async def build(hub: Hub, officer: Officer, now: datetime | None = None) -> list
         "Téléexpertises par GHT et spécialité",
         "Volumes, délais de réponse et taux de dépassement des délais",
         "bar",
-        unavailable="Le rapport d'activité de téléexpertise n'est pas encore proposé par le service d'expertise.",
+        unavailable="Le rapport d'activité de téléexpertise n'est pas encore proposé par le service "
+        "d'expertise.",
     )
     teleconsultation = Chart(
         "teleconsultation",
@@ -225,7 +226,8 @@ async def billing_totals(hub: Hub, officer: Officer, now: datetime) -> Chart:
     try:
         hub.require("billing")
         hub.require("directory")
-        assert hub.billing is not None and hub.directory is not None
+        assert hub.billing is not None
+        assert hub.directory is not None
         establishments = await _establishments(hub, officer, officer.region)
         zone = zone_of(officer.region)
         months = last_months(now.astimezone(zone).date())

@@ -272,7 +272,9 @@ REASONS = {
     "OPINION_ALREADY_REQUESTED": "Un avis est déjà demandé à cette personne.",
     "CHANGE_PENDING": "Un avenant ou un renouvellement est déjà en cours d'instruction.",
     "NO_PENDING_CHANGE": "Aucun avenant ni renouvellement n'est en cours.",
-    "DECISION_DOCUMENT_REQUIRED": "La signature porte sur la décision prévisualisée : prévisualisez-la d'abord.",
+    "DECISION_DOCUMENT_REQUIRED": (
+        "La signature porte sur la décision prévisualisée : prévisualisez-la d'abord."
+    ),
     "CASE_NOT_VISIBLE": "Dossier introuvable.",
     "NOT_A_CANDIDATE": "Votre rôle ne vous permet pas d'agir à cette étape.",
     "NOT_PROMOTER": "Seul le porteur du dossier peut faire cela.",

@@ -100,12 +100,13 @@ class Hub:
         if name not in self.channels:
             raise ServiceError(name, grpc.StatusCode.UNAVAILABLE, "SERVICE_NOT_CONFIGURED")
 
-    async def readiness(self, timeout: float = 1.0) -> dict[str, bool]:
-        """Each configured channel: connected now, or within `timeout` (an idle channel connects first)."""
+    async def readiness(self, wait_seconds: float = 1.0) -> dict[str, bool]:
+        """Each configured channel: connected now, or within `wait_seconds` (an idle channel connects
+        first)."""
 
         async def ready(channel: grpc.aio.Channel) -> bool:
             try:
-                await asyncio.wait_for(channel.channel_ready(), timeout)
+                await asyncio.wait_for(channel.channel_ready(), wait_seconds)
             except TimeoutError:
                 return False
             return True
@@ -123,7 +124,7 @@ def service_error(service: str, error: grpc.aio.AioRpcError) -> ServiceError:
     reason = ""
     violations: list[tuple[str, str]] = []
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
     except ValueError:
         status = None
     if status is not None:

@@ -49,6 +49,8 @@ FILTER_KEYS = (
     "tri",
 )
 PAGE_SIZE = 50
+_KINDS = frozenset(contracts_pb2.CaseKind.keys()) - {"CASE_KIND_UNSPECIFIED"}
+_STEPS = frozenset(contracts_pb2.Step.keys()) - {"STEP_UNSPECIFIED"}
 
 
 @dataclass
@@ -80,7 +82,7 @@ class InboxQuery:
         else:
             q.errors["onglet"] = "onglet inconnu"
         for kind in multi.get("type", []):
-            if kind in contracts_pb2.CaseKind.keys() and kind != "CASE_KIND_UNSPECIFIED":
+            if kind in _KINDS:
                 q.kinds.append(kind)
             elif kind:
                 q.errors["type"] = "type de dossier inconnu"
@@ -90,7 +92,7 @@ class InboxQuery:
             elif state:
                 q.errors["etat"] = "état inconnu"
         for step in multi.get("etape", []):
-            if step in contracts_pb2.Step.keys() and step != "STEP_UNSPECIFIED":
+            if step in _STEPS:
                 q.steps.append(step)
             elif step:
                 q.errors["etape"] = "étape inconnue"

@@ -49,7 +49,8 @@ async def send_digests(pool: asyncpg.Pool, store: Store, hub: Hub, now: datetime
             continue
         counts = counted.counts
         text = (
-            f"Synthèse du jour : {number(counts.due_soon)} dossier(s) à échéance, {number(counts.overdue)} en "
+            f"Synthèse du jour : {number(counts.due_soon)} dossier(s) à échéance, "
+            f"{number(counts.overdue)} en "
             f"retard, {number(counts.to_process)} à traiter."
         )
         if await store.notify(

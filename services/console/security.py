@@ -1,11 +1,12 @@
 """Who is signed in, and how the console speaks for them.
 
-* **Sessions** are server-side (table `console.sessions`): the cookie holds 32 random bytes, the database their
-  SHA-256. The cookie is HttpOnly, SameSite=Lax, `Secure` (and `__Host-` prefixed) outside development. A
-  session ends at logout, after `session_idle_timeout` without a request, and after `session_max_age`.
+* **Sessions** are server-side (table `console.sessions`): the cookie holds 32 random bytes, the database
+  their SHA-256. The cookie is HttpOnly, SameSite=Lax, `Secure` (and `__Host-` prefixed) outside development.
+  A session ends at logout, after `session_idle_timeout` without a request, and after `session_max_age`.
 * **Login** is OpenID Connect, authorization code with PKCE (S256), through Authlib's Starlette client: any
-  issuer by configuration. The ID token (signature, issuer, audience, nonce) gives the officer: subject, names,
-  and the hub roles, region and Ordre territory from configurable claims. A new session id is issued at login.
+  issuer by configuration. The ID token (signature, issuer, audience, nonce) gives the officer: subject,
+  names, and the hub roles, region and Ordre territory from configurable claims. A new session id is issued
+  at login.
 * **CSRF**: every form carries the session's token (`csrf_token`), checked on every POST.
 * **Delegation**: the console calls the gRPC services with its own certificate (CN `parcours-console`) and a
   short-lived token it mints for the officer under the hub's signing key (`staff:<id>`, their roles, region
@@ -124,7 +125,8 @@ def officer_from_claims(claims: Mapping[str, Any], settings: ConsoleSettings) ->
     roles = tuple(r for r in CONSOLE_ROLES if isinstance(raw_roles, list) and r in raw_roles)
     if not roles:
         raise LoginRefused(
-            "Votre compte n'a aucun rôle dans la console (agent ou cadre d'ARS, signataire, rapporteur de l'Ordre)."
+            "Votre compte n'a aucun rôle dans la console (agent ou cadre d'ARS, signataire, rapporteur de "
+            "l'Ordre)."
         )
     region = claims.get(settings.oidc_region_claim)
     territory = claims.get(settings.oidc_territory_claim)
@@ -309,7 +311,7 @@ def _cookie(scope: Scope, name: str) -> str | None:
             for part in raw.decode("latin-1").split(";"):
                 k, _, v = part.strip().partition("=")
                 if k == name and v:
-                    return v
+                    return str(v)
     return None
 
 

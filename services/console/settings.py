@@ -23,7 +23,8 @@ class ConsoleSettings(KitSettings):
     # The console's external address, as the browser sees it (the OIDC redirect URI is built from it).
     console_public_url: str = "http://127.0.0.1:8080"
 
-    # OpenID Connect: any provider, by its issuer URL (discovery at {issuer}/.well-known/openid-configuration).
+    # OpenID Connect: any provider, by its issuer URL (discovery at
+    # {issuer}/.well-known/openid-configuration).
     oidc_issuer: str
     oidc_client_id: str
     oidc_client_secret: SecretStr

@@ -114,7 +114,8 @@ class Store:
         """Drop expired or idle sessions and expired exports; how many sessions went."""
         async with self._pool.acquire() as conn:
             status = await conn.execute(
-                "DELETE FROM console.sessions WHERE expire_time <= now() OR last_seen <= now() - $1::interval",
+                "DELETE FROM console.sessions "
+                "WHERE expire_time <= now() OR last_seen <= now() - $1::interval",
                 idle,
             )
             await conn.execute("DELETE FROM console.exports WHERE expire_time <= now()")
@@ -137,7 +138,8 @@ class Store:
         }
         async with constraint_errors(taken):
             await self._pool.execute(
-                "INSERT INTO console.saved_views (view_id, owner, team, title, query) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO console.saved_views (view_id, owner, team, title, query) "
+                "VALUES ($1, $2, $3, $4, $5)",
                 view_id,
                 owner,
                 team,
@@ -253,7 +255,9 @@ class Store:
         row = await self._pool.fetchrow(
             "UPDATE console.exports SET state = 'RUNNING' WHERE export_id = ("
             "  SELECT export_id FROM console.exports WHERE state = 'PENDING' ORDER BY create_time "
-            "  FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING " + _EXPORT_COLUMNS
+            "  FOR UPDATE SKIP LOCKED LIMIT 1) "
+            "RETURNING export_id, owner, officer, format, query, state, row_count, filename, error, "
+            "create_time, finish_time"
         )
         return None if row is None else _export(row)
 
@@ -269,7 +273,8 @@ class Store:
 
     async def fail_export(self, export_id: str, error: str) -> None:
         await self._pool.execute(
-            "UPDATE console.exports SET state = 'FAILED', error = $2, finish_time = now() WHERE export_id = $1",
+            "UPDATE console.exports SET state = 'FAILED', error = $2, finish_time = now() "
+            "WHERE export_id = $1",
             uuid.UUID(export_id),
             error[:500],
         )
@@ -280,7 +285,8 @@ class Store:
 
     async def exports(self, owner: str, limit: int = 20) -> list[ExportRow]:
         rows = await self._pool.fetch(
-            "SELECT " + _EXPORT_COLUMNS + " FROM console.exports WHERE owner = $1 "
+            "SELECT export_id, owner, officer, format, query, state, row_count, filename, error, "
+            "create_time, finish_time FROM console.exports WHERE owner = $1 "
             "ORDER BY create_time DESC LIMIT $2",
             owner,
             limit,
@@ -295,11 +301,6 @@ class Store:
             owner,
         )
         return None if row is None else (row["format"], row["filename"], bytes(row["content"]))
-
-
-_EXPORT_COLUMNS = (
-    "export_id, owner, officer, format, query, state, row_count, filename, error, create_time, finish_time"
-)
 
 
 def _export(row: Any) -> ExportRow:

@@ -220,7 +220,9 @@ class Stack:
         console_secret = self._console_secret = _ensure_secret(pki.directory / "console-oidc-secret")
         if self._console_present:
             if not node_modules_ready():
-                raise StackFailure("build/console has no node_modules: run `make console-assets` (make run does)")
+                raise StackFailure(
+                    "build/console has no node_modules: run `make console-assets` (make run does)"
+                )
             logger.info("starting the development OpenID provider on 127.0.0.1:%d", self.ports.oidc)
             with self.signals.deferred():
                 self.oidc = start_oidc_provider(
@@ -361,7 +363,8 @@ class Stack:
             child_env["PARCOURS_GRPC_PORT"] = str(grpc_port)
         elif name == CONSOLE:
             http_port = self.ports.console
-            assert self.oidc is not None and self.temporal is not None
+            assert self.oidc is not None
+            assert self.temporal is not None
             child_env.update(
                 {
                     "PARCOURS_HTTP_HOST": "127.0.0.1",
@@ -540,9 +543,9 @@ class Stack:
                 f"The ARS console: open http://127.0.0.1:{console.http_port}/ and sign in at the development",
                 f"provider with one of these accounts (password: {DEMO_PASSWORD}):",
                 *[f"  {a.login:<10} {a.label}" for a in DEMO_ACCOUNTS],
-                f"The Temporal Web UI ({self.temporal.ui_url}) decodes a case's payloads once it was opened from",
-                "the console (« Voir l'historique technique dans Temporal »); in the UI's Data Encoder settings, tick",
-                "« Include cross-origin credentials ».",
+                f"The Temporal Web UI ({self.temporal.ui_url}) decodes a case's payloads once it was opened",
+                "from the console (« Voir l'historique technique dans Temporal »); in the UI's Data Encoder",
+                "settings, tick « Include cross-origin credentials ».",
                 "",
             ]
 

@@ -31,7 +31,7 @@ from services.devstack.temporal import TemporalHandle
 from services.kit.pki import DevPki
 from tests.support import PAYLOAD_KEYS, kit_settings
 
-CLIENT_SECRET = "console-tests-secret"  # noqa: S105 (a test client's secret at a test provider)
+CLIENT_SECRET = "console-tests-secret"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "console-tests"
 
 
@@ -50,7 +50,9 @@ def console_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def oidc_provider(console_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProviderHandle]:
+def oidc_provider(
+    console_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OidcProviderHandle]:
     if not node_modules_ready():
         pytest.fail("build/console has no node_modules: run `make console-assets` (make test does)")
     base = f"http://127.0.0.1:{console_port}"
@@ -120,7 +122,8 @@ async def run_console(settings: ConsoleSettings, pool: asyncpg.Pool) -> AsyncIte
     # The suite's loop owns the signals; uvicorn must not install its own handlers in a test.
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    # uvicorn offers no event for "listening"; its flag is set once the socket serves (a few ms).
+    while not server.started:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     try:
         yield RunningConsole(

@@ -13,7 +13,9 @@ _FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-async def sign_in(client: httpx.AsyncClient, console_url: str, login: str, password: str = DEMO_PASSWORD) -> httpx.Response:
+async def sign_in(
+    client: httpx.AsyncClient, console_url: str, login: str, password: str = DEMO_PASSWORD
+) -> httpx.Response:
     """Follow the whole authorization-code flow through the provider's login page; the last response."""
     page = await client.get(f"{console_url}/connexion/demarrer", follow_redirects=True)
     assert page.status_code == 200, page.text

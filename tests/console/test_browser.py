@@ -13,7 +13,6 @@ from playwright.async_api import Browser
 
 from services.kit.pki import DevPki
 from tests.billing.builders import teleexpertise
-
 from tests.console.browser import axe_violations, browser, new_page, screenshot, sign_in_browser  # noqa: F401
 from tests.console.conftest import RunningConsole
 from tests.console.support import chart_tables
@@ -90,7 +89,9 @@ async def test_a_forged_form_without_its_token_is_refused_in_the_browser(
     await sign_in_browser(page, console.url, "agent93")
     await page.goto(f"{console.url}/preferences")
     # What another site's page would do: submit the form without the session's token.
-    await page.evaluate("() => document.querySelector(\"form[action='/preferences'] input[name=csrf_token]\").remove()")
+    await page.evaluate(
+        "() => document.querySelector(\"form[action='/preferences'] input[name=csrf_token]\").remove()"
+    )
     await page.click("form[action='/preferences'] button[type=submit]")
     await page.wait_for_load_state()
     assert "Formulaire refusé" in await page.inner_text("main")

@@ -6,11 +6,13 @@ The grant itself comes from opening a case in the console, which reads the case 
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 import temporalio.client
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
@@ -47,42 +49,59 @@ async def test_a_grant_decodes_its_workflows_payloads_and_nothing_else(
     session: dict[str, object] = {}
 
     # No grant: nothing is decoded.
-    try:
-        await codec.decode((await _payloads_of(temporal_client, mine)).encode(), session, payload_codec, temporal_client)
-        raise AssertionError("decoded without a grant")
-    except codec.CodecRefused as refused:
-        assert refused.status == 403
+    with pytest.raises(codec.CodecRefused) as refused:
+        await codec.decode(
+            (await _payloads_of(temporal_client, mine)).encode(), session, payload_codec, temporal_client
+        )
+    assert refused.value.status == 403
 
-    codec.add_grant(session, mine, await codec.history_digests(temporal_client, mine), datetime.now(UTC) + timedelta(minutes=30))
-    decoded = json.loads(
-        await codec.decode((await _payloads_of(temporal_client, mine)).encode(), session, payload_codec, temporal_client)
+    codec.add_grant(
+        session,
+        mine,
+        await codec.history_digests(temporal_client, mine),
+        datetime.now(UTC) + timedelta(minutes=30),
     )
-    texts = [json.loads(__import__("base64").b64decode(p["data"])) for p in decoded["payloads"]]
+    decoded = json.loads(
+        await codec.decode(
+            (await _payloads_of(temporal_client, mine)).encode(), session, payload_codec, temporal_client
+        )
+    )
+    texts = [json.loads(base64.b64decode(p["data"])) for p in decoded["payloads"]]
     assert {"motivation": "motivation du dossier 84"} in texts
 
     # Another case's payloads stay encrypted for this officer, even with a live grant.
-    try:
-        await codec.decode((await _payloads_of(temporal_client, other)).encode(), session, payload_codec, temporal_client)
-        raise AssertionError("decoded another workflow's payloads")
-    except codec.CodecRefused as refused:
-        assert refused.status == 403
+    with pytest.raises(codec.CodecRefused) as foreign:
+        await codec.decode(
+            (await _payloads_of(temporal_client, other)).encode(), session, payload_codec, temporal_client
+        )
+    assert foreign.value.status == 403
 
     # An expired grant decodes nothing.
     codec.add_grant(session, mine, [], datetime.now(UTC) - timedelta(seconds=1))
     assert codec.live_grants(session, datetime.now(UTC)) == {}
 
 
-async def test_the_endpoint_needs_a_signed_in_officer_and_answers_the_ui_origin_only(console: RunningConsole) -> None:
+async def test_the_endpoint_needs_a_signed_in_officer_and_answers_the_ui_origin_only(
+    console: RunningConsole,
+) -> None:
     body = json.dumps({"payloads": []})
     async with httpx.AsyncClient() as client:
         preflight = await client.options(
             f"{console.url}/codec/decode",
-            headers={"Origin": UI, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type,x-namespace"},
+            headers={
+                "Origin": UI,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace",
+            },
         )
         anonymous = await client.post(f"{console.url}/codec/decode", content=body, headers={"Origin": UI})
-        stranger = await client.post(f"{console.url}/codec/decode", content=body, headers={"Origin": "http://evil.invalid"})
+        stranger = await client.post(
+            f"{console.url}/codec/decode", content=body, headers={"Origin": "http://evil.invalid"}
+        )
         await sign_in(client, console.url, "agent84")
-        ungranted = await client.post(f"{console.url}/codec/default/decode", content=body, headers={"Origin": UI})
+        ungranted = await client.post(
+            f"{console.url}/codec/default/decode", content=body, headers={"Origin": UI}
+        )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == UI
     assert preflight.headers["access-control-allow-credentials"] == "true"

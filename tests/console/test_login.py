@@ -9,7 +9,9 @@ from tests.console.conftest import RunningConsole
 from tests.console.support import csrf_of, sign_in
 
 
-async def test_an_officer_signs_in_through_the_provider_and_lands_on_their_console(console: RunningConsole) -> None:
+async def test_an_officer_signs_in_through_the_provider_and_lands_on_their_console(
+    console: RunningConsole,
+) -> None:
     async with httpx.AsyncClient() as client:
         page = await sign_in(client, console.url, "agent84")
         preferences = await client.get(f"{console.url}/preferences")
@@ -19,7 +21,9 @@ async def test_an_officer_signs_in_through_the_provider_and_lands_on_their_conso
     assert "région 84" in preferences.text
 
 
-async def test_the_session_cookie_is_httponly_samesite_and_the_id_changes_at_login(console: RunningConsole) -> None:
+async def test_the_session_cookie_is_httponly_samesite_and_the_id_changes_at_login(
+    console: RunningConsole,
+) -> None:
     async with httpx.AsyncClient() as client:
         start = await client.get(f"{console.url}/connexion/demarrer")
         before = start.cookies.get("parcours-session")
@@ -56,7 +60,9 @@ async def test_a_form_posted_without_its_csrf_token_is_refused(console: RunningC
         without = await client.post(f"{console.url}/preferences", data={"export_ready-app": "1"})
         wrong = await client.post(f"{console.url}/preferences", data={"csrf_token": "x" * 43})
         kept = await client.get(f"{console.url}/preferences")
-        right = await client.post(f"{console.url}/preferences", data={"csrf_token": token, "export_ready-app": "1"})
+        right = await client.post(
+            f"{console.url}/preferences", data={"csrf_token": token, "export_ready-app": "1"}
+        )
     assert without.status_code == 403
     assert "Formulaire refusé" in without.text
     assert wrong.status_code == 403
@@ -100,7 +106,13 @@ async def test_every_demo_account_signs_in_with_its_scope(console: RunningConsol
         await sign_in(client, console.url, login)
         page = await client.get(f"{console.url}/preferences")
     assert page.status_code == 200
-    expected = {"agent84": "région 84", "agent93": "région 93", "cheffe84": "région 84", "ordre42": "Ordre 42", "dg84": "région 84"}
+    expected = {
+        "agent84": "région 84",
+        "agent93": "région 93",
+        "cheffe84": "région 84",
+        "ordre42": "Ordre 42",
+        "dg84": "région 84",
+    }
     assert expected[login] in page.text
 
 
