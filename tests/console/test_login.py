@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from services.console.security import hash_session_id
 from tests.console.conftest import RunningConsole
 from tests.console.support import csrf_of, sign_in
 
@@ -88,16 +89,16 @@ async def test_an_idle_session_expires_and_the_login_page_says_so(console: Runni
     async with httpx.AsyncClient() as client:
         await sign_in(client, console.url, "agent93")
         assert (await client.get(f"{console.url}/preferences")).status_code == 200
+        mine = hash_session_id(client.cookies.get("parcours-session", domain="127.0.0.1") or "")
         # Thirty-one minutes without a request (the idle timeout is thirty).
         await pool.execute(
-            "UPDATE console.sessions SET last_seen = now() - interval '31 minutes' "
-            "WHERE subject = 'staff:agent93'"
+            "UPDATE console.sessions SET last_seen = now() - interval '31 minutes' WHERE id_hash = $1", mine
         )
         expired = await client.get(f"{console.url}/preferences")
         assert expired.status_code == 303
         login = await client.get(console.url + expired.headers["location"])
     assert "Votre session a expiré" in login.text
-    assert await pool.fetchval("SELECT count(*) FROM console.sessions WHERE subject = 'staff:agent93'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM console.sessions WHERE id_hash = $1", mine) == 0
 
 
 @pytest.mark.parametrize("login", ["agent84", "agent93", "cheffe84", "ordre42", "dg84"])
