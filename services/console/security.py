@@ -19,13 +19,17 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -157,7 +161,9 @@ class DelegateTokens:
     def __init__(
         self, settings: ConsoleSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
-        self._key_file = settings.console_token_signing_key_file
+        self._key_file = settings.console_token_signing_key_file or _private_copy(
+            settings.console_token_signing_key
+        )
         self._kid = kid_for_public_key(load_ec_private_key(self._key_file).public_key())
         self._issuer = settings.token_issuer
         self._audience = settings.token_audience
@@ -190,6 +196,18 @@ class DelegateTokens:
             self._cache.clear()
         self._cache[officer] = (token, now + self._ttl)
         return token
+
+
+def _private_copy(pem: SecretStr | None) -> Path:
+    """The key given as PEM (from a Secret), written once to a file only this process's user reads (the kit
+    signs from a file; under the chart /tmp is the pod's own emptyDir)."""
+    assert pem is not None
+    fd, name = tempfile.mkstemp(prefix="parcours-console-key-", suffix=".pem")
+    with os.fdopen(fd, "w") as out:
+        out.write(pem.get_secret_value())
+    path = Path(name)
+    load_ec_private_key(path)  # a malformed key stops the start, naming only the file
+    return path
 
 
 # -- sessions ------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 
 from services.kit.settings import KitSettings
 
@@ -19,7 +19,14 @@ class ConsoleSettings(KitSettings):
 
     # HTTP listener (the console speaks plain HTTP behind the TLS-terminating Ingress, or on loopback).
     http_host: str = "127.0.0.1"
-    console_http_port: int = Field(default=8080, ge=0, le=65535)
+    console_http_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices(
+            "PARCOURS_CONSOLE_HTTP_PORT", "PARCOURS_HTTP_PORT", "console_http_port"
+        ),
+    )
     # The console's external address, as the browser sees it (the OIDC redirect URI is built from it).
     console_public_url: str = "http://127.0.0.1:8080"
 
@@ -42,8 +49,9 @@ class ConsoleSettings(KitSettings):
     cookie_secure: bool = True
 
     # The officer's delegate tokens: signed with the hub's token key (its public half is in the services'
-    # JWKS), valid this long, re-minted before they expire.
-    console_token_signing_key_file: Path
+    # JWKS), valid this long, re-minted before they expire. The key as a PEM file, or (from a Secret) its PEM.
+    console_token_signing_key_file: Path | None = None
+    console_token_signing_key: SecretStr | None = None
     delegate_token_ttl: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
 
     # The gRPC services (`host:port`); a service left empty is shown as unavailable, never guessed.
@@ -76,6 +84,10 @@ class ConsoleSettings(KitSettings):
             raise ValueError("PARCOURS_CONSOLE_PUBLIC_URL must be an http(s) URL")
         if not self.oidc_issuer.startswith(("http://", "https://")):
             raise ValueError("PARCOURS_OIDC_ISSUER must be an http(s) URL")
+        if (self.console_token_signing_key_file is None) == (self.console_token_signing_key is None):
+            raise ValueError(
+                "set one of PARCOURS_CONSOLE_TOKEN_SIGNING_KEY_FILE and PARCOURS_CONSOLE_TOKEN_SIGNING_KEY"
+            )
         return self
 
     @property
