@@ -91,7 +91,7 @@ def console_settings(
     database_url: str,
     port: int,
     issuer: str,
-    temporal: TemporalHandle,
+    temporal_address: str,
     **overrides: object,
 ) -> ConsoleSettings:
     values = kit_settings(pki, database_url, "console")
@@ -105,7 +105,7 @@ def console_settings(
             "cookie_secure": False,
             "console_token_signing_key_file": pki.signing_key_file,
             "payload_keys": PAYLOAD_KEYS,
-            "temporal_address": temporal.address,
+            "temporal_address": temporal_address,
             "temporal_ui_url": "http://127.0.0.1:8233",
         }
     )
@@ -156,7 +156,7 @@ async def console(
         database_url,
         console_port,
         oidc_provider.issuer,
-        temporal,
+        temporal.address,
         directory_address=directory_address,
         billing_address=billing_address,
     )
