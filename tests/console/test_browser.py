@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from playwright.async_api import Browser
 
@@ -107,8 +106,3 @@ async def test_a_forged_form_without_its_token_is_refused_in_the_browser(
     await page.goto(f"{console.url}/preferences")
     assert page.url.startswith(f"{console.url}/connexion")
     await page.context.close()
-
-
-@pytest.mark.usefixtures("contracts_address")
-async def test_the_inbox_and_a_case_page_pass_axe(browser: Browser, console: RunningConsole) -> None:  # noqa: F811
-    """WAITS FOR THE CONTRACTS SERVICE: the inbox and the case page read it."""
