@@ -6,6 +6,7 @@ counters its `CountCases` (one query for every tab, under the same filters).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -49,6 +50,8 @@ FILTER_KEYS = (
     "tri",
 )
 PAGE_SIZE = 50
+_DEPARTEMENT = re.compile(r"(?:[0-9]{2}|2A|2B|97[1-6])")
+_FINESS = re.compile(r"(?:[0-9]{2}|2A|2B)[0-9]{7}")
 _KINDS = frozenset(contracts_pb2.CaseKind.keys()) - {"CASE_KIND_UNSPECIFIED"}
 _STEPS = frozenset(contracts_pb2.Step.keys()) - {"STEP_UNSPECIFIED"}
 
@@ -98,12 +101,12 @@ class InboxQuery:
                 q.errors["etape"] = "étape inconnue"
         q.ght = _bounded(params.get("ght", ""), 100, q.errors, "ght")
         dept = params.get("departement", "").strip().upper()
-        if dept and not (len(dept) in (2, 3) and (dept.isdigit() or dept in ("2A", "2B"))):
+        if dept and not _DEPARTEMENT.fullmatch(dept):
             q.errors["departement"] = "département invalide (42, 2A, 971…)"
         else:
             q.departement = dept
         finess = params.get("etablissement", "").strip().upper()
-        if finess and not (len(finess) == 9 and (finess.isdigit() or finess[:2] in ("2A", "2B"))):
+        if finess and not _FINESS.fullmatch(finess):
             q.errors["etablissement"] = "FINESS invalide (9 caractères)"
         else:
             q.establishment = finess
