@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every Parcours component, chosen by its command:
 #   python -m services.directory | services.scheduling | services.expertise | services.billing
+#   python -m services.console                          (the ARS console, HTTP)
 #   python -m workflows.teleconsultation | workflows.teleexpertise
 #   python -m services.kit.migrate                     (the Helm pre-install/pre-upgrade migrations Job)
 # The generated protobuf code is baked in; nothing is written at run time, so the root filesystem can be
@@ -32,6 +33,17 @@ RUN /opt/build/bin/python protos/generate.py \
  && cp -r build/gen/python /app/gen
 COPY services/ /app/services/
 COPY workflows/ /app/workflows/
+# The console serves the State's design system and its charts from the image, never from a CDN: npm (from
+# Debian, in this build stage only) installs them from services/console/package-lock.json; only their dist/
+# folders are kept. --ignore-scripts: the DSFR's preinstall wants to scaffold a project.
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends nodejs npm \
+ && mkdir -p /tmp/console && cp /app/services/console/package.json /app/services/console/package-lock.json /tmp/console/ \
+ && npm ci --ignore-scripts --omit=dev --no-audit --no-fund --prefix /tmp/console \
+ && mkdir -p /app/console-assets/@gouvfr/dsfr /app/console-assets/chart.js \
+ && cp -r /tmp/console/node_modules/@gouvfr/dsfr/dist /app/console-assets/@gouvfr/dsfr/ \
+ && cp -r /tmp/console/node_modules/chart.js/dist /app/console-assets/chart.js/ \
+ && rm -rf /tmp/console /root/.npm
 # Bytecode compiled now (hash-checked, so copies with new mtimes still use it): a read-only root needs none
 # written at start, and start-up is faster.
 RUN /opt/parcours/bin/python -m compileall -q --invalidation-mode unchecked-hash /app /opt/parcours/lib
@@ -48,6 +60,7 @@ COPY --from=build /opt/parcours /opt/parcours
 COPY --from=build /app /app
 ENV PATH=/opt/parcours/bin:$PATH \
     PYTHONPATH=/app:/app/gen \
+    PARCOURS_CONSOLE_ASSETS_DIR=/app/console-assets \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp

@@ -21,11 +21,16 @@ SDK_SOURCES := $(wildcard sdk/node/*.js sdk/node/*.ts sdk/node/*.json sdk/node/*
 FHIR_R4 := build/fhir-r4
 FHIR_R4_STAMP := $(FHIR_R4)/.installed
 
+# The console's assets (DSFR, Chart.js) and development tools (the OpenID provider, axe-core), pinned by
+# services/console/package-lock.json. --ignore-scripts: the DSFR's preinstall script wants to scaffold a DSFR
+# project, and none of these packages needs an install script.
+CONSOLE_ASSETS := build/console/node_modules/.installed
+
 HELM_TOOLS := build/helm-tools
 HELM_TOOLS_STAMP := $(HELM_TOOLS)/.installed
 IMAGE ?= parcours:$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test lint protos sdk bench lock helm-test helm-lock image histories clean help
+.PHONY: run test lint protos sdk bench lock helm-test helm-lock image histories clean help console-assets browser-deps
 
 help:
 	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :$(TEMPORAL_UI_PORT), every service) with demo data"
@@ -37,6 +42,8 @@ help:
 	@echo "make lock     re-lock the Python dependencies (requirements.lock)"
 	@echo "make helm-test the Helm chart's tests (lint, render, kubernetes-validate, checkov); part of make test"
 	@echo "make image    build the container image (IMAGE=$(IMAGE)); needs a container builder"
+	@echo "make console-assets  the console's DSFR, Chart.js, development OpenID provider and axe-core (build/console)"
+	@echo "make browser-deps    Debian's chromium for the console's browser tests (apt, as root)"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,7 +59,7 @@ $(GEN_STAMP): $(STAMP) $(PROTOS) protos/generate.py
 
 protos: $(GEN_STAMP)
 
-run: $(GEN_STAMP)
+run: $(GEN_STAMP) $(CONSOLE_ASSETS)
 	$(PY) -m services.devstack
 
 # Re-record the golden workflow histories (tests/replay/histories) from the scenarios that keep them; commit
@@ -62,8 +69,31 @@ histories: $(GEN_STAMP)
 	  tests/expertise/test_lifecycle.py tests/expertise/test_deadlines.py
 
 # The chart's tests (tests/helm) are part of the suite; their tools live in their own environment.
-test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP) $(HELM_TOOLS_STAMP)
+test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP) $(HELM_TOOLS_STAMP) $(CONSOLE_ASSETS) browser-deps
 	$(PY) tests/run.py $(ARGS)
+
+console-assets: $(CONSOLE_ASSETS)
+
+$(CONSOLE_ASSETS): services/console/package.json services/console/package-lock.json
+	mkdir -p build/console
+	cp services/console/package.json services/console/package-lock.json build/console/
+	$(NPM) ci --ignore-scripts --prefix build/console
+	touch $@
+
+# The browser tests drive Debian's chromium with Playwright (never `playwright install`, which downloads).
+# Installed with apt when it is missing and we are root (CI is); otherwise said loudly, and those tests skip
+# with the same message.
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+	  echo "******************************************************************************************"; \
+	  echo "* chromium is not installed and cannot be installed here (not root, or no apt-get):      *"; \
+	  echo "* the console's browser tests will be SKIPPED. Install Debian's chromium to run them.    *"; \
+	  echo "******************************************************************************************"; \
+	fi
 
 helm-test: $(GEN_STAMP) $(HELM_TOOLS_STAMP)
 	$(PY) tests/run.py tests/helm $(ARGS)
@@ -124,7 +154,7 @@ $(FHIR_R4_STAMP): tests/integrator/fhir_r4/requirements.lock
 	$(FHIR_R4)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
 	touch $@
 
-bench: $(GEN_STAMP)
+bench: $(GEN_STAMP) $(CONSOLE_ASSETS)
 	$(PY) -m tests.bench
 
 lock:

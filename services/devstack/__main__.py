@@ -36,6 +36,15 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.devstack import log_size, log_tail
+from services.devstack.oidc import (
+    CONSOLE_CLIENT_ID,
+    DEMO_ACCOUNTS,
+    DEMO_PASSWORD,
+    OidcProviderHandle,
+    RelyingParty,
+    node_modules_ready,
+    start_oidc_provider,
+)
 from services.devstack.postgres import PostgresHandle, start_postgres
 from services.devstack.temporal import TemporalHandle, start_temporal
 from services.kit.pki import DEFAULT_COMPONENTS, DevPki, ensure_dev_pki
@@ -56,8 +65,10 @@ PORT_DEFAULTS: Mapping[str, int] = {
     "PARCOURS_EXPERTISE_GRPC_PORT": 50053,
     "PARCOURS_BILLING_GRPC_PORT": 50054,
     "PARCOURS_CONTRACTS_GRPC_PORT": 50055,
-    "PARCOURS_CONSOLE_PORT": 8080,
+    "PARCOURS_CONSOLE_HTTP_PORT": 8080,
     "PARCOURS_SMTP_PORT": 2525,
+    # The development OpenID provider the console signs officers in with.
+    "PARCOURS_OIDC_PORT": 8090,
 }
 # The SMTP sink the workers send their e-mail to (services/devstack/mailsink.py); messages in .data/mail/.
 MAIL_SINK = "mail-sink"
@@ -92,6 +103,7 @@ class Ports:
     temporal_ui: int
     grpc: Mapping[str, int]
     console: int
+    oidc: int
     smtp: int = 2525
 
     @classmethod
@@ -108,7 +120,8 @@ class Ports:
             temporal=values["PARCOURS_TEMPORAL_PORT"],
             temporal_ui=values["PARCOURS_TEMPORAL_UI_PORT"],
             grpc={s: values[f"PARCOURS_{s.upper()}_GRPC_PORT"] for s in GRPC_SERVICES},
-            console=values["PARCOURS_CONSOLE_PORT"],
+            console=values["PARCOURS_CONSOLE_HTTP_PORT"],
+            oidc=values["PARCOURS_OIDC_PORT"],
             smtp=values["PARCOURS_SMTP_PORT"],
         )
 
@@ -175,6 +188,8 @@ class Stack:
         self.signals = signals
         self.postgres: PostgresHandle | None = None
         self.temporal: TemporalHandle | None = None
+        self.oidc: OidcProviderHandle | None = None
+        self._console_secret = ""
         self.children: list[Child] = []
         self.pki: DevPki | None = None
         self.demo_establishments: list[str] = []
@@ -210,7 +225,28 @@ class Stack:
                 port=self.ports.temporal,
                 ui_port=self.ports.temporal_ui,
                 log_file=self.logs_dir / "temporal.log",
+                ui_codec_endpoint=f"{self._console_url}/codec" if self._console_present else None,
             )
+        console_secret = self._console_secret = _ensure_secret(pki.directory / "console-oidc-secret")
+        if self._console_present:
+            if not node_modules_ready():
+                raise StackFailure(
+                    "build/console has no node_modules: run `make console-assets` (make run does)"
+                )
+            logger.info("starting the development OpenID provider on 127.0.0.1:%d", self.ports.oidc)
+            with self.signals.deferred():
+                self.oidc = start_oidc_provider(
+                    port=self.ports.oidc,
+                    clients=[
+                        RelyingParty(
+                            CONSOLE_CLIENT_ID,
+                            console_secret,
+                            [f"{self._console_url}/connexion/retour"],
+                            [f"{self._console_url}/connexion?au-revoir=1"],
+                        )
+                    ],
+                    log_file=self.logs_dir / "oidc.log",
+                )
 
         env = self._child_env(postgres, temporal, pki, payload_keys, page_token_key)
         self._write_hub_settings(env)
@@ -245,6 +281,14 @@ class Stack:
                 "services.scheduling.demo",
                 {**env, "PARCOURS_DEV_PKI_DIR": str(pki.directory)},
             )
+
+    @property
+    def _console_present(self) -> bool:
+        return (REPO_ROOT / "services" / CONSOLE / "__main__.py").exists()
+
+    @property
+    def _console_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.console}"
 
     def _load_demo(self) -> None:
         try:
@@ -358,8 +402,22 @@ class Stack:
             http_port = self.ports.smtp
         elif name == CONSOLE:
             http_port = self.ports.console
-            child_env["PARCOURS_HTTP_HOST"] = "127.0.0.1"
-            child_env["PARCOURS_HTTP_PORT"] = str(http_port)
+            assert self.oidc is not None
+            assert self.temporal is not None
+            child_env.update(
+                {
+                    "PARCOURS_HTTP_HOST": "127.0.0.1",
+                    "PARCOURS_CONSOLE_HTTP_PORT": str(http_port),
+                    "PARCOURS_CONSOLE_PUBLIC_URL": self._console_url,
+                    "PARCOURS_OIDC_ISSUER": self.oidc.issuer,
+                    "PARCOURS_OIDC_CLIENT_ID": CONSOLE_CLIENT_ID,
+                    "PARCOURS_OIDC_CLIENT_SECRET": self._console_secret,
+                    # Plain HTTP on loopback: a Secure cookie would never come back.
+                    "PARCOURS_COOKIE_SECURE": "false",
+                    "PARCOURS_CONSOLE_TOKEN_SIGNING_KEY_FILE": str(pki.signing_key_file),
+                    "PARCOURS_TEMPORAL_UI_URL": self.temporal.ui_url or "",
+                }
+            )
         log_file = self.logs_dir / f"{name}.log"
         log_offset = log_size(log_file)
         with self.signals.deferred(), log_file.open("ab") as log:
@@ -456,6 +514,9 @@ class Stack:
             _stop_process_group(child)
         self.children.clear()
         self._record_children()
+        if self.oidc is not None:
+            self.oidc.stop()
+            self.oidc = None
         if self.temporal is not None:
             self.temporal.stop()
             self.temporal = None
@@ -515,7 +576,20 @@ class Stack:
         missing = [s for s in (*GRPC_SERVICES, CONSOLE) if s not in {c.name for c in self.children}]
         if missing:
             lines.append(f"  (not in the tree yet: {', '.join(missing)})")
+        if self.oidc is not None:
+            lines.append(f"  OpenID (dev)   {self.oidc.issuer}")
         lines += [f"  Logs           {_display(self.logs_dir)}/", f"  PKI            {pki_dir}/", ""]
+        console = next((c for c in self.children if c.name == CONSOLE), None)
+        if console is not None and self.oidc is not None:
+            lines += [
+                f"The ARS console: open http://127.0.0.1:{console.http_port}/ and sign in at the development",
+                f"provider with one of these accounts (password: {DEMO_PASSWORD}):",
+                *[f"  {a.login:<10} {a.label}" for a in DEMO_ACCOUNTS],
+                f"The Temporal Web UI ({self.temporal.ui_url}) decodes a case's payloads once it was opened",
+                "from the console (« Voir l'historique technique dans Temporal »); in the UI's Data Encoder",
+                "settings, tick « Include cross-origin credentials ».",
+                "",
+            ]
 
         directory_port = self.ports.grpc["directory"]
         if any(c.name == "directory" for c in self.children):

@@ -109,11 +109,12 @@ def start_temporal(
     host: str = "127.0.0.1",
     log_file: Path | None = None,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
+    ui_codec_endpoint: str | None = None,
 ) -> TemporalHandle:
     """Start a dev server on host:port and return once its frontend answers health checks.
 
     Without `data_dir`, state lives in memory (tests). The Web UI listens on `ui_port` (default port + 1000)
-    unless `headless`.
+    unless `headless`; with `ui_codec_endpoint` (the console's `/codec`) it decodes payloads through it.
     """
     db_file: Path | None = None
     pid_file: Path | None = None
@@ -159,6 +160,8 @@ def start_temporal(
     else:
         ui_port = ui_port if ui_port is not None else port + 1000
         command += ["--ui-port", str(ui_port)]
+        if ui_codec_endpoint:
+            command += ["--ui-codec-endpoint", ui_codec_endpoint]
     if db_file is not None:
         command += ["--db-filename", str(db_file)]
 

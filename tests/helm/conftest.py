@@ -33,27 +33,20 @@ SITE = "tests/helm/site.yaml"
 GHT = "helm/parcours/values-ght.yaml"
 REGION = "helm/parcours/values-region.yaml"
 
-# A component that does not exist yet, added the way the lead will add it: one values block (and the Ingress
-# switched on). It proves the shared templates carry a new component and that the Ingress renders.
+# The console as a site switches it on: its values block (helm/parcours/values.yaml) enabled with the
+# site's provider, and the Ingress. It proves the shared templates carry a new component and that the
+# Ingress renders.
 CONSOLE = {
     "components": {
         "console": {
-            "module": "services.console",
-            "httpPort": 8080,
-            "httpHealthPath": "/healthz",
-            "temporal": True,
-            "calls": ["billing", "directory", "expertise", "scheduling"],
-            "env": {"PARCOURS_HTTP_PORT": "8080"},
-            "secretEnv": [
-                {
-                    "name": "PARCOURS_OIDC_CLIENT_SECRET",
-                    "secretName": "parcours-console-oidc",
-                    "key": "secret",
-                }
-            ],
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "192Mi"},
-                "limits": {"cpu": "1", "memory": "512Mi"},
+            "enabled": True,
+            "env": {
+                "PARCOURS_HTTP_HOST": "0.0.0.0",  # noqa: S104 (the pod's port, behind its NetworkPolicy)
+                "PARCOURS_CONSOLE_HTTP_PORT": "8080",
+                "PARCOURS_CONSOLE_PUBLIC_URL": "https://parcours.ars-exemple.fr",
+                "PARCOURS_OIDC_ISSUER": "https://sso.ars-exemple.fr/realms/agents",
+                "PARCOURS_OIDC_CLIENT_ID": "parcours-console",
+                "PARCOURS_TEMPORAL_UI_URL": "https://temporal.ars-exemple.fr",
             },
         }
     },

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings
 from tests.helm.conftest import Rendered
 
 ENV_PREFIX = "PARCOURS_"
-VARIANTS = ["region", "ght", "region-roles", "region-cert-manager"]
+VARIANTS = ["region", "ght", "region-roles", "region-cert-manager", "region-console"]
 
 
 def settings_class(module: str) -> type[BaseSettings]:
@@ -54,10 +54,30 @@ def setting_names(cls: type[BaseSettings]) -> set[str]:
     return names
 
 
+def _pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+
+
+_CONSOLE_KEY = _pem()
+
+
 def container_env(deployment: dict[str, Any]) -> dict[str, str]:
     """The container's environment as the kubelet would give it, Secrets replaced by plausible values."""
     key = base64.urlsafe_b64encode(b"\x01" * 32).rstrip(b"=").decode()
-    plausible = {"PARCOURS_PAYLOAD_KEYS": f"k1:{key}", "PARCOURS_PAGE_TOKEN_KEY": key}
+    plausible = {
+        "PARCOURS_PAYLOAD_KEYS": f"k1:{key}",
+        "PARCOURS_PAGE_TOKEN_KEY": key,
+        "PARCOURS_CONSOLE_TOKEN_SIGNING_KEY": _CONSOLE_KEY,
+    }
     env: dict[str, str] = {}
     for entry in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
         if "value" in entry:
@@ -96,7 +116,8 @@ def test_every_setting_the_chart_sets_exists_and_loads(
         assert settings.insecure_dev_mode is False, label  # type: ignore[attr-defined]
         assert str(settings.tls_cert_file) == "/etc/parcours/tls/tls.crt", label  # type: ignore[attr-defined]
         checked += 1
-    assert checked == 6 * len(VARIANTS)
+    # Six components in each variant, and the console in region-console.
+    assert checked == 6 * len(VARIANTS) + 1
 
 
 def test_the_log_level_setting_is_the_one_the_kit_reads() -> None:
