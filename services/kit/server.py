@@ -23,7 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 
-from services.kit.audit import AuditLog
+from services.kit.anchors import AuditAnchorer, FolderAnchorStore, writer_name
+from services.kit.audit import AuditKeys, AuditLog
 from services.kit.auth import Authenticator
 from services.kit.db import open_pool
 from services.kit.directory import PracticeBinding
@@ -57,12 +58,15 @@ class KitServer:
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
     audit_log: AuditLog | None = None
+    audit_anchorer: AuditAnchorer | None = None
     _started: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
+        if self.audit_anchorer is not None:
+            await self.audit_anchorer.start()
         self._started = True
 
     async def set_serving(self, serving: bool) -> None:
@@ -79,6 +83,9 @@ class KitServer:
         await self.server.stop(grace)
         if self.audit_log is not None:
             await self.audit_log.close()
+        if self.audit_anchorer is not None:
+            # After the last append: the final head is anchored.
+            await self.audit_anchorer.stop()
 
 
 def _read(path: object) -> bytes:
@@ -148,6 +155,19 @@ def build_authenticator(settings: KitSettings) -> Authenticator:
     return Authenticator(verifier, insecure_dev_mode=settings.insecure_dev_mode)
 
 
+def audit_keys(settings: KitSettings) -> AuditKeys:
+    """The service's audit keys: its configured ones, or (development mode only) a per-process one."""
+    if settings.audit_keys is not None:
+        return AuditKeys.parse(settings.audit_keys.get_secret_value())
+    if not settings.insecure_dev_mode:
+        raise SystemExit("parcours: cannot start:\n  missing required setting PARCOURS_AUDIT_KEYS")
+    log.warning(
+        "no PARCOURS_AUDIT_KEYS: audit rows are keyed with a per-process key nobody can verify later "
+        "(development mode)"
+    )
+    return AuditKeys.parse(AuditKeys.generate("dev"))
+
+
 def page_tokens(settings: KitSettings) -> PageTokens:
     """The service's page-token signer: its configured key, or (development mode only) a per-process one."""
     if settings.page_token_key is not None:
@@ -168,7 +188,8 @@ async def build_server(
     """Build (not start) the server with every service, health and reflection, bound to its port."""
     names = [s.name for s in services]
     require_policies(names)
-    audit_log = AuditLog(pool, settings.component)
+    keys = audit_keys(settings)
+    audit_log = AuditLog(pool, settings.component, keys)
     interceptors = [
         UnaryOnly(aio_server_interceptor()),
         *kit_interceptors(
@@ -192,6 +213,13 @@ async def build_server(
     else:
         port = server.add_secure_port(address, server_credentials(settings))
     kit = KitServer(server=server, port=port, health=health_servicer, services=names, audit_log=audit_log)
+    if settings.audit_anchor_dir is not None:
+        store = FolderAnchorStore(settings.audit_anchor_dir, writer_name(settings.component))
+        kit.audit_anchorer = AuditAnchorer(audit_log, store, keys, settings.audit_anchor_interval_seconds)
+    elif not settings.insecure_dev_mode:
+        log.warning(
+            "no PARCOURS_AUDIT_ANCHOR_DIR: the audit chain's head is not anchored outside the database"
+        )
     if settings.health_port is not None:
         # Kubelet's native gRPC probes speak plaintext: a health-only listener, no data behind it.
         kit.health_server = grpc.aio.server()

@@ -31,7 +31,7 @@ from services.expertise.server import build
 from services.expertise.settings import ExpertiseSettings
 from services.kit.pki import DevPki
 from services.kit.server import open_channel
-from tests.conftest import Minter
+from tests.conftest import Minter, RolePool
 from tests.support import LOIRE, PAYLOAD_KEYS, bearer, establishment_channel, kit_settings, request_id
 from workflows.teleexpertise.worker import TeleexpertiseWorkerSettings
 from workflows.teleexpertise.worker import build as build_worker
@@ -103,7 +103,9 @@ class Stack:
     settings: ExpertiseSettings
     client: Client
     mint: Minter
+    # The suite's administrator pool (tests inspect rows with it) and the service's own role's pool.
     pool: asyncpg.Pool
+    service_pool: asyncpg.Pool
     directory_address: str
     billing_address: str
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
@@ -312,8 +314,10 @@ async def make_stack(
     directory_address: str,
     billing_address: str,
     mint: Minter,
+    role_pool: RolePool,
 ) -> AsyncIterator[StackFactory]:
     """make_stack(worker=True, **settings) → a started service (and worker) on a fresh task queue."""
+    service_pool = await role_pool("expertise")
     async with AsyncExitStack() as exits:
 
         async def make(*, worker: bool = True, **overrides: Any) -> Stack:
@@ -323,7 +327,7 @@ async def make_stack(
             )
             directory = open_channel(settings, directory_address)
             exits.push_async_callback(directory.close)
-            runtime = await build(settings, seeded_pool, temporal=temporal_client, directory=directory)
+            runtime = await build(settings, service_pool, temporal=temporal_client, directory=directory)
             await runtime.start()
             exits.push_async_callback(runtime.stop, 0.5)
             stack = Stack(
@@ -334,6 +338,7 @@ async def make_stack(
                 client=temporal_client,
                 mint=mint,
                 pool=seeded_pool,
+                service_pool=service_pool,
                 directory_address=directory_address,
                 billing_address=billing_address,
             )
@@ -367,7 +372,7 @@ class start_worker:
         self._exits.push_async_callback(directory.close)
         self._exits.push_async_callback(billing.close)
         worker = build_worker(
-            settings, stack.client, stack.pool, {"directory": directory, "billing": billing}
+            settings, stack.client, stack.service_pool, {"directory": directory, "billing": billing}
         )
         await self._exits.enter_async_context(worker)
 
