@@ -28,7 +28,7 @@ from services.kit.audit import AuditKeys, AuditLog
 from services.kit.auth import Authenticator
 from services.kit.db import open_pool
 from services.kit.directory import PracticeBinding
-from services.kit.interceptors import kit_interceptors, require_policies
+from services.kit.interceptors import kit_interceptors, require_policies, tolerant_handler
 from services.kit.pagination import PageTokenInterceptor, PageTokens
 from services.kit.reflection import enable_reflection
 from services.kit.settings import KitSettings, page_token_key_bytes
@@ -117,6 +117,33 @@ class UnaryOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is un
         return await self._inner.intercept_service(resolved, handler_call_details)
 
 
+class _TolerantRegistration:
+    """What a generated `add_..._to_server` sees of the server: every method handler it registers gets the
+    kit's tolerant request decoder (services.kit.interceptors: a corrupt body reaches the interceptors as an
+    `Undecodable`, and is refused after authentication, instead of failing inside grpc before them)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_TolerantGenericHandler(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: tolerant_handler(handler) for name, handler in handlers.items()}
+        )
+
+
+class _TolerantGenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return tolerant_handler(self._inner.service(handler_call_details))
+
+
 def server_credentials(settings: KitSettings) -> grpc.ServerCredentials:
     """mTLS: a client certificate signed by the hub's CA is required (no certificate, no connection)."""
     return grpc.ssl_server_credentials(
@@ -201,7 +228,7 @@ async def build_server(
     ]
     server = grpc.aio.server(interceptors=interceptors)
     for binding in services:
-        binding.add(server)
+        binding.add(_TolerantRegistration(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Reflection v1 and v1alpha, with the protos' comments (services/kit/reflection.py).
