@@ -32,6 +32,9 @@ from tests.support import (
     role_url,
 )
 
+# `make chaos` and its scenarios' scale and figures (tests/support/chaos.py).
+pytest_plugins = ["tests.support.chaos"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _telemetry() -> None:
