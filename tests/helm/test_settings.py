@@ -57,7 +57,11 @@ def setting_names(cls: type[BaseSettings]) -> set[str]:
 def container_env(deployment: dict[str, Any]) -> dict[str, str]:
     """The container's environment as the kubelet would give it, Secrets replaced by plausible values."""
     key = base64.urlsafe_b64encode(b"\x01" * 32).rstrip(b"=").decode()
-    plausible = {"PARCOURS_PAYLOAD_KEYS": f"k1:{key}", "PARCOURS_PAGE_TOKEN_KEY": key}
+    plausible = {
+        "PARCOURS_PAYLOAD_KEYS": f"k1:{key}",
+        "PARCOURS_PAGE_TOKEN_KEY": key,
+        "PARCOURS_AUDIT_KEYS": f"a1:{key}",
+    }
     env: dict[str, str] = {}
     for entry in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
         if "value" in entry:
