@@ -50,7 +50,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandle]:
-    """The suite's PostgreSQL: every connection with a password, the hub's roles made (services/kit/roles.py)."""
+    """The suite's PostgreSQL: every connection gives a password, and the hub's roles exist
+    (services/kit/roles.py)."""
     handle = start_postgres(tmp_path_factory.mktemp("pg") / "data", port=free_port(), fast=True)
     try:
         provision(handle.url_for("postgres"), "parcours", DB_PASSWORDS)
