@@ -2,9 +2,9 @@
 
 - `parcours_owner`: the migrations (`python -m services.kit.migrate`) connect as it; it owns every schema and
   object, and is not a superuser.
-- `parcours_<schema>` (directory, scheduling, expertise, billing, contracts): the service of that schema and
-  its domain's workflow worker; it reads and writes the rows of its own schema, and appends to the audit log
-  through `audit.append_events`.
+- `parcours_<schema>` (directory, scheduling, expertise, billing, contracts, console): the service of that
+  schema and its domain's workflow worker; it reads and writes the rows of its own schema, and appends to the
+  audit log through `audit.append_events`.
 - `parcours_auditor`: `python -m services.kit.audit verify` / `export`; it reads the audit log.
 
 A service role owns nothing: it cannot alter a table, switch a trigger off (billing's append-only ledger, the
@@ -41,7 +41,7 @@ OWNER = "parcours_owner"
 AUDITOR = "parcours_auditor"
 AUDIT_WRITER = "parcours_audit_writer"
 # One role per service schema (contracts' has no tables yet; its role is ready for its migrations).
-SCHEMAS = ("directory", "scheduling", "expertise", "billing", "contracts")
+SCHEMAS = ("directory", "scheduling", "expertise", "billing", "contracts", "console")
 # Schemas whose objects the owner takes over from whoever created them before roles existed.
 OWNED_SCHEMAS = ("audit", *SCHEMAS)
 # yoyo's bookkeeping tables, in schema public.
