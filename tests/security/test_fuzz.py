@@ -29,7 +29,8 @@ from tests.support.chaos import Chaos
 
 SEED = int(os.environ.get("PARCOURS_FUZZ_SEED", "9009"))
 SLOW_SECONDS = 5.0
-CONCURRENCY = 8
+# Calls in flight: enough to keep the services busy, few enough that a call's time is its own, not a queue's.
+CONCURRENCY = 4
 GP_LOIRE = "10000000101"
 GP_DAUPHINE = "10000000501"
 Metadata = tuple[tuple[str, str], ...]
