@@ -30,11 +30,12 @@ HELM_TOOLS := build/helm-tools
 HELM_TOOLS_STAMP := $(HELM_TOOLS)/.installed
 IMAGE ?= parcours:$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test lint protos sdk bench lock helm-test helm-lock image histories clean help console-assets browser-deps
+.PHONY: run test chaos lint protos sdk bench lock helm-test helm-lock image histories clean help console-assets browser-deps
 
 help:
 	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :$(TEMPORAL_UI_PORT), every service) with demo data"
 	@echo "make test     run the whole test suite against its own PostgreSQL and Temporal"
+	@echo "make chaos    the chaos scenarios at full scale (authorisation matrix, fuzzer, races, outages)"
 	@echo "make lint     ruff, mypy --strict, buf lint, buf breaking against the previous commit"
 	@echo "make protos   generate the Python code of protos/ into build/gen/python"
 	@echo "make sdk      the client bundle: build/sdk/node (typed Node package) and its parcours.binpb"
@@ -71,6 +72,11 @@ histories: $(GEN_STAMP)
 # The chart's tests (tests/helm) are part of the suite; their tools live in their own environment.
 test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP) $(HELM_TOOLS_STAMP) $(CONSOLE_ASSETS) browser-deps
 	$(PY) tests/run.py $(ARGS)
+
+# The chaos scenarios (tests marked `chaos`: tests/security, tests/chaos) at full scale; `make test` runs their
+# fast subset. Each prints one line of figures at the end (also in build/chaos-figures.txt).
+chaos: $(GEN_STAMP)
+	$(PY) tests/run.py -m chaos --chaos $(ARGS)
 
 console-assets: $(CONSOLE_ASSETS)
 

@@ -3,7 +3,8 @@ and helpers to call our servers over real mTLS sockets with minted tokens."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -18,12 +19,25 @@ from services.devstack.postgres import PostgresHandle, start_postgres
 from services.devstack.temporal import TemporalHandle, start_temporal
 from services.kit.migrate import apply_all
 from services.kit.pki import DevPki, ensure_dev_pki
+from services.kit.roles import OWNER, component_role, provision
 from services.kit.settings import TemporalSettings
 from services.kit.telemetry import configure_telemetry
 from services.kit.temporal import connect_client
 from services.kit.tokens import mint_token
-from tests.support import AUDIENCE, COMPONENTS, ISSUER, PAYLOAD_KEYS, TEST_ESTABLISHMENTS, kit_settings
+from tests.support import (
+    AUDIENCE,
+    COMPONENTS,
+    DB_PASSWORDS,
+    ISSUER,
+    PAYLOAD_KEYS,
+    TEST_ESTABLISHMENTS,
+    kit_settings,
+    role_url,
+)
 from tests.support.stack import CaseStackFactory, SuiteServices
+
+# `make chaos` and its scenarios' scale and figures (tests/support/chaos.py).
+pytest_plugins = ["tests.support.chaos"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,8 +54,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandle]:
+    """The suite's PostgreSQL: every connection gives a password, and the hub's roles exist
+    (services/kit/roles.py)."""
     handle = start_postgres(tmp_path_factory.mktemp("pg") / "data", port=free_port(), fast=True)
     try:
+        provision(handle.url_for("postgres"), "parcours", DB_PASSWORDS)
         yield handle
     finally:
         handle.stop()
@@ -49,19 +66,49 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandl
 
 @pytest.fixture(scope="session")
 def database_url(postgres: PostgresHandle) -> str:
-    """A database with every migration applied."""
-    apply_all(postgres.url)
-    return postgres.url
+    """Database `parcours` with every migration applied, as the migrations' owner role (not a superuser);
+    the URL of that owner. Services built with `kit_settings` connect as their own roles instead."""
+    url = role_url(postgres.url, OWNER)
+    apply_all(url)
+    return url
 
 
 @pytest.fixture(scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+async def pool(postgres: PostgresHandle, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """An administrator's pool on that database (the superuser's): what tests use to set up and inspect
+    rows directly. Services never get it (`role_pool`)."""
+    created = await asyncpg.create_pool(postgres.url, min_size=1, max_size=10)
     assert created is not None
     try:
         yield created
     finally:
         await created.close()
+
+
+RolePool = Callable[[str], Awaitable[asyncpg.Pool]]
+
+
+@pytest.fixture(scope="session")
+async def role_pool(database_url: str) -> AsyncIterator[RolePool]:
+    """role_pool(component) → a pool on the suite's database as that component's own role, as the component
+    opens it in production: the services in the tests run on these, so the grants are proven enough."""
+    pools: dict[str, asyncpg.Pool] = {}
+    lock = asyncio.Lock()
+
+    async def get(component: str) -> asyncpg.Pool:
+        role = component_role(component)
+        async with lock:
+            if role not in pools:
+                created = await asyncpg.create_pool(role_url(database_url, role), min_size=1, max_size=10)
+                assert created is not None
+                pools[role] = created
+            return pools[role]
+
+    try:
+        yield get
+    finally:
+        for created in pools.values():
+            await created.close()
 
 
 @pytest.fixture(scope="session")
@@ -126,16 +173,17 @@ async def temporal_client(temporal: TemporalHandle) -> temporalio.client.Client:
 
 @pytest.fixture(scope="session")
 async def billing_address(
-    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str
+    pki: DevPki, database_url: str, role_pool: RolePool, directory_address: str
 ) -> AsyncIterator[str]:
-    """The real billing service (mTLS, tokens, audit), in-process on the suite's database; its address."""
+    """The real billing service (mTLS, tokens, audit), in-process on the suite's database as its own role;
+    its address."""
     from services.billing.server import build
     from services.billing.settings import BillingSettings
 
     settings = BillingSettings(
         **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
     )
-    kit = await build(settings, pool)
+    kit = await build(settings, await role_pool("billing"))
     await kit.start()
     await kit.set_serving(True)
     try:
@@ -145,13 +193,16 @@ async def billing_address(
 
 
 @pytest.fixture(scope="session")
-async def directory_address(pki: DevPki, database_url: str, seeded_pool: asyncpg.Pool) -> AsyncIterator[str]:
-    """A running directory service (mTLS, tokens, audit) over the demo region; its address."""
+async def directory_address(
+    pki: DevPki, database_url: str, seeded_pool: asyncpg.Pool, role_pool: RolePool
+) -> AsyncIterator[str]:
+    """A running directory service (mTLS, tokens, audit) over the demo region, as its own role; its
+    address."""
     from services.directory.server import build
     from services.directory.settings import DirectorySettings
 
     settings = DirectorySettings(**kit_settings(pki, database_url, "directory"))  # type: ignore[arg-type]
-    kit = await build(settings, seeded_pool)
+    kit = await build(settings, await role_pool("directory"))
     await kit.start()
     await kit.set_serving(True)
     try:
@@ -179,6 +230,7 @@ async def case_stack(
     temporal_client: temporalio.client.Client,
     directory_address: str,
     billing_address: str,
+    role_pool: RolePool,
 ) -> AsyncIterator[CaseStackFactory]:
     """case_stack(service, worker=True, settings={...}, worker_settings={...}) → a started case service (and
     worker) on a fresh task queue, stopped after the test (tests/support/stack.py)."""
@@ -186,6 +238,7 @@ async def case_stack(
         pki=pki,
         database_url=database_url,
         pool=seeded_pool,
+        role_pool=role_pool,
         temporal_address=temporal.address,
         client=temporal_client,
         directory_address=directory_address,

@@ -45,9 +45,10 @@ from services.devstack.oidc import (
     node_modules_ready,
     start_oidc_provider,
 )
-from services.devstack.postgres import PostgresHandle, start_postgres
+from services.devstack.postgres import DatabaseRoles, PostgresHandle, provision_roles, start_postgres
 from services.devstack.temporal import TemporalHandle, start_temporal
 from services.kit.pki import DEFAULT_COMPONENTS, DevPki, ensure_dev_pki
+from services.kit.roles import AUDITOR, OWNER, component_role, service_role
 
 logger = logging.getLogger("services.devstack")
 
@@ -192,6 +193,7 @@ class Stack:
         self._console_secret = ""
         self.children: list[Child] = []
         self.pki: DevPki | None = None
+        self.roles: DatabaseRoles | None = None
         self.demo_establishments: list[str] = []
         self.demo_gp_rpps: str | None = None
         # Who the demo reaches where (services/kit/notify.py's address book): written at each start.
@@ -208,6 +210,8 @@ class Stack:
         self.pki = pki
         payload_keys = _ensure_payload_keys(pki.directory / "payload-keys")
         page_token_key = _ensure_secret(pki.directory / "page-token-key")
+        audit_keys_file = pki.directory / "audit-keys"
+        _ensure_secret(audit_keys_file, prefix="a1:")
         join_token_key = _ensure_secret(pki.directory / "join-token-key")
         address_book = self._write_address_book()
 
@@ -218,6 +222,8 @@ class Stack:
                 port=self.ports.postgres,
                 log_file=self.logs_dir / "postgres.log",
             )
+        # Each process connects as its own role, with a password (services/kit/roles.py).
+        self.roles = roles = provision_roles(postgres, pki.directory)
         logger.info("starting Temporal on 127.0.0.1:%d", self.ports.temporal)
         with self.signals.deferred():
             self.temporal = temporal = start_temporal(
@@ -249,7 +255,15 @@ class Stack:
                 )
 
         env = self._child_env(postgres, temporal, pki, payload_keys, page_token_key)
-        self._write_hub_settings(env)
+        env["PARCOURS_AUDIT_KEYS"] = audit_keys_file.read_text().strip()
+        self._write_hub_settings(
+            {
+                **env,
+                # The audit tools read the log as the auditor role, with the hub's keys and anchors.
+                "PARCOURS_DATABASE_URL": roles.url(AUDITOR, with_password=True),
+                "PARCOURS_AUDIT_KEYS_FILE": str(audit_keys_file),
+            }
+        )
         env.update(
             {
                 # E-mail leaves the workers for the local sink (plain SMTP: it is on this machine only).
@@ -326,11 +340,13 @@ class Stack:
         payload_keys: str,
         page_token_key: str,
     ) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in ("PARCOURS_DATABASE_URL", "PGPASSWORD")}
         env.update(
             {
-                "PARCOURS_DATABASE_URL": postgres.url,
                 "PARCOURS_TEMPORAL_ADDRESS": temporal.address,
+                # Each service anchors its audit chain's head here (services/kit/anchors.py).
+                "PARCOURS_AUDIT_ANCHOR_DIR": str(self.data_dir / "audit-anchors"),
+                "PARCOURS_AUDIT_ANCHOR_INTERVAL_SECONDS": "10",
                 "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
                 "PARCOURS_PAYLOAD_KEYS": payload_keys,
                 "PARCOURS_PAGE_TOKEN_KEY": page_token_key,
@@ -355,8 +371,28 @@ class Stack:
             "temporal_address": env["PARCOURS_TEMPORAL_ADDRESS"],
             "pki_dir": str(self.data_dir / "pki"),
             **{f"{s}_address": env[f"PARCOURS_{s.upper()}_ADDRESS"] for s in self.ports.grpc},
+            "audit_keys_file": env.get("PARCOURS_AUDIT_KEYS_FILE"),
+            "audit_anchor_dir": env.get("PARCOURS_AUDIT_ANCHOR_DIR"),
         }
-        (self.data_dir / HUB_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+        # It may hold the auditor role's password: readable by this user only.
+        path = self.data_dir / HUB_SETTINGS
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(settings, indent=2) + "\n")
+        path.chmod(0o600)
+
+    def _database_env(self, name: str) -> dict[str, str]:
+        """The database settings of a step or child: its own role's (nothing for one without)."""
+        if self.roles is None:
+            return {}
+        steps = {"migrate": OWNER, "seed": service_role("directory")}
+        role = steps.get(name)
+        if role is None:
+            try:
+                role = component_role(name)
+            except ValueError:
+                return {}
+        return self.roles.env(role)
 
     def _run_step(self, name: str, module: str, env: Mapping[str, str]) -> None:
         if importlib.util.find_spec(module) is None:
@@ -368,7 +404,7 @@ class Stack:
         with log_file.open("ab") as log:
             result = subprocess.run(
                 [sys.executable, "-m", module],
-                env={**env, "PARCOURS_COMPONENT": name},
+                env={**env, **self._database_env(name), "PARCOURS_COMPONENT": name},
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -387,6 +423,7 @@ class Stack:
         cert_name = "workflows" if name.startswith("workflows-") else name
         child_env = {
             **env,
+            **self._database_env(name),
             "PARCOURS_COMPONENT": name,
             "PARCOURS_TLS_CERT_FILE": str(pki.cert_file(cert_name)),
             "PARCOURS_TLS_KEY_FILE": str(pki.key_file(cert_name)),
@@ -559,7 +596,7 @@ class Stack:
             "",
             f"Parcours is running (ready in {elapsed:.1f} s). Ctrl-C stops everything.",
             "",
-            f"  PostgreSQL     {self.postgres.url}",
+            f"  PostgreSQL     {self.postgres.display_url} (each component as its own role)",
             f"  Temporal       {self.temporal.address}   Web UI {self.temporal.ui_url}",
         ]
         for child in self.children:

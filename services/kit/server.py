@@ -22,11 +22,12 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.kit.audit import AuditLog
+from services.kit.anchors import AuditAnchorer, FolderAnchorStore, writer_name
+from services.kit.audit import AuditKeys, AuditLog
 from services.kit.auth import Authenticator
 from services.kit.db import open_pool
 from services.kit.directory import PracticeBinding
-from services.kit.interceptors import kit_interceptors, require_policies
+from services.kit.interceptors import kit_interceptors, require_policies, tolerant_handler
 from services.kit.pagination import PageTokenInterceptor, PageTokens
 from services.kit.reflection import enable_reflection
 from services.kit.settings import KitSettings, page_token_key_bytes
@@ -56,12 +57,15 @@ class KitServer:
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
     audit_log: AuditLog | None = None
+    audit_anchorer: AuditAnchorer | None = None
     _started: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
+        if self.audit_anchorer is not None:
+            await self.audit_anchorer.start()
         self._started = True
 
     async def set_serving(self, serving: bool) -> None:
@@ -78,6 +82,9 @@ class KitServer:
         await self.server.stop(grace)
         if self.audit_log is not None:
             await self.audit_log.close()
+        if self.audit_anchorer is not None:
+            # After the last append: the final head is anchored.
+            await self.audit_anchorer.stop()
 
 
 def _read(path: object) -> bytes:
@@ -85,6 +92,33 @@ def _read(path: object) -> bytes:
 
     assert isinstance(path, Path)
     return path.read_bytes()
+
+
+class _TolerantRegistration:
+    """What a generated `add_..._to_server` sees of the server: every method handler it registers gets the
+    kit's tolerant request decoder (services.kit.interceptors: a corrupt body reaches the interceptors as an
+    `Undecodable`, and is refused after authentication, instead of failing inside grpc before them)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_TolerantGenericHandler(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: tolerant_handler(handler) for name, handler in handlers.items()}
+        )
+
+
+class _TolerantGenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return tolerant_handler(self._inner.service(handler_call_details))
 
 
 def server_credentials(settings: KitSettings) -> grpc.ServerCredentials:
@@ -125,6 +159,19 @@ def build_authenticator(settings: KitSettings) -> Authenticator:
     return Authenticator(verifier, insecure_dev_mode=settings.insecure_dev_mode)
 
 
+def audit_keys(settings: KitSettings) -> AuditKeys:
+    """The service's audit keys: its configured ones, or (development mode only) a per-process one."""
+    if settings.audit_keys is not None:
+        return AuditKeys.parse(settings.audit_keys.get_secret_value())
+    if not settings.insecure_dev_mode:
+        raise SystemExit("parcours: cannot start:\n  missing required setting PARCOURS_AUDIT_KEYS")
+    log.warning(
+        "no PARCOURS_AUDIT_KEYS: audit rows are keyed with a per-process key nobody can verify later "
+        "(development mode)"
+    )
+    return AuditKeys.parse(AuditKeys.generate("dev"))
+
+
 def page_tokens(settings: KitSettings) -> PageTokens:
     """The service's page-token signer: its configured key, or (development mode only) a per-process one."""
     if settings.page_token_key is not None:
@@ -145,7 +192,8 @@ async def build_server(
     """Build (not start) the server with every service, health and reflection, bound to its port."""
     names = [s.name for s in services]
     require_policies(names)
-    audit_log = AuditLog(pool, settings.component)
+    keys = audit_keys(settings)
+    audit_log = AuditLog(pool, settings.component, keys)
     interceptors = [
         ServerTracing(),
         *kit_interceptors(
@@ -157,7 +205,7 @@ async def build_server(
     ]
     server = grpc.aio.server(interceptors=interceptors)
     for binding in services:
-        binding.add(server)
+        binding.add(_TolerantRegistration(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Reflection v1 and v1alpha, with the protos' comments (services/kit/reflection.py).
@@ -169,6 +217,13 @@ async def build_server(
     else:
         port = server.add_secure_port(address, server_credentials(settings))
     kit = KitServer(server=server, port=port, health=health_servicer, services=names, audit_log=audit_log)
+    if settings.audit_anchor_dir is not None:
+        store = FolderAnchorStore(settings.audit_anchor_dir, writer_name(settings.component))
+        kit.audit_anchorer = AuditAnchorer(audit_log, store, keys, settings.audit_anchor_interval_seconds)
+    elif not settings.insecure_dev_mode:
+        log.warning(
+            "no PARCOURS_AUDIT_ANCHOR_DIR: the audit chain's head is not anchored outside the database"
+        )
     if settings.health_port is not None:
         # Kubelet's native gRPC probes speak plaintext: a health-only listener, no data behind it.
         kit.health_server = grpc.aio.server()

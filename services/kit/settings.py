@@ -56,6 +56,16 @@ class KitSettings(BaseSettings):
     # when it is built); development mode makes one up.
     page_token_key: SecretStr | None = None
 
+    # The audit chains' HMAC keys (`key_id:base64url,...`, each at least 32 bytes): the first signs new rows
+    # and anchors, every one verifies, so keys rotate (services/kit/audit.py). Required of every gRPC server
+    # (checked when it is built); development mode makes one up.
+    audit_keys: SecretStr | None = None
+    # Where this process anchors its audit chain's head (a folder outside PostgreSQL, see
+    # services/kit/anchors.py), and how often (seconds) when the head moved. Without a folder nothing is
+    # anchored, and rows cut from the end of a chain would go unnoticed.
+    audit_anchor_dir: Path | None = None
+    audit_anchor_interval_seconds: float = Field(default=60.0, gt=0)
+
     # How long applied request ids (and the responses kept with them) stay in a service's idempotency ledger:
     # well past any client's retry horizon, not forever (services/kit/idempotency.py).
     idempotency_retention: timedelta = Field(default=timedelta(days=30), gt=timedelta(0))
@@ -75,6 +85,13 @@ class KitSettings(BaseSettings):
                 raise ValueError(f"required unless PARCOURS_INSECURE_DEV_MODE=true: {', '.join(missing)}")
         if self.page_token_key is not None:
             page_token_key_bytes(self.page_token_key)
+        if self.audit_keys is not None:
+            from services.kit.audit import AuditKeys
+
+            try:
+                AuditKeys.parse(self.audit_keys.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"PARCOURS_AUDIT_KEYS: {exc}") from None
         return self
 
 

@@ -112,18 +112,20 @@ def materialise(
 ) -> list[SlotTime]:
     """The slots the rules give over local days [first_day, last_day], minus the blackouts, in start order.
 
-    Slots of one service type never overlap each other (buffer included); slots of different rules may
-    overlap (a practitioner offering either a long or a short slot in one window): booking one makes the
-    others unavailable through the appointments' exclusion constraint, not here.
+    A rule's slots of one service type never overlap each other (buffer included); slots of different rules
+    may overlap (a practitioner offering either a long or a short slot in one window): booking one makes the
+    others unavailable through the appointments' exclusion constraint, not here. Two rules giving the same
+    service type at the same start (overlapping windows) give one slot: a slot is its service type and start
+    (its id), and is offered once.
     """
-    found: list[SlotTime] = []
+    found: dict[tuple[str, datetime], SlotTime] = {}
     for day in local_days(first_day, last_day):
         for rule in rules:
             if not rule.applies_on(day) or rule.service_type not in slot_durations:
                 continue
-            found.extend(_rule_slots(rule, day, slot_durations[rule.service_type], buffer, zone, blackouts))
-    found.sort(key=lambda s: (s.start, s.service_type))
-    return found
+            for slot in _rule_slots(rule, day, slot_durations[rule.service_type], buffer, zone, blackouts):
+                found.setdefault((slot.service_type, slot.start), slot)
+    return sorted(found.values(), key=lambda s: (s.start, s.service_type))
 
 
 def _rule_slots(

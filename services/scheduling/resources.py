@@ -77,12 +77,31 @@ def duration(value: timedelta) -> Duration:
     return found
 
 
-def to_timedelta(value: Duration) -> timedelta:
-    return value.ToTimedelta()
+def to_timedelta(value: Duration, field: str = "(request)") -> timedelta:
+    """A request's Duration; one outside protobuf's range is the client's error on `field`, never INTERNAL
+    (the kit's validation refuses those first: this holds for any other caller)."""
+    try:
+        return value.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise InvalidArgument.one(field, "is not a duration of at most 10,000 years") from None
 
 
-def to_datetime(value: Timestamp) -> datetime:
-    return value.ToDatetime(tzinfo=UTC)
+def to_datetime(value: Timestamp, field: str = "(request)") -> datetime:
+    """A request's Timestamp as an aware UTC datetime; one outside 0001-9999 is the client's error on
+    `field`."""
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.one(field, "is not an instant between years 1 and 9999") from None
+
+
+def later(instant: datetime, span: timedelta, field: str) -> datetime:
+    """`instant + span`, or INVALID_ARGUMENT on `field` when that falls past the last instant of year 9999
+    (Python's datetime, like protobuf's Timestamp, ends there)."""
+    try:
+        return instant + span
+    except OverflowError:
+        raise InvalidArgument.one(field, "leaves no room before the end of year 9999") from None
 
 
 def proto_date(value: date | None) -> date_pb2.Date | None:

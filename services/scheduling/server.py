@@ -9,6 +9,7 @@ what earlier processes left in the outbox (the kit's `serve`).
 from __future__ import annotations
 
 import logging
+import uuid
 
 import asyncpg
 import grpc
@@ -30,27 +31,53 @@ from services.scheduling.settings import SchedulingSettings
 log = logging.getLogger(__name__)
 
 REFRESH_BATCH = 200
+# Failures of the database itself, which no schedule causes.
+_DATABASE_AWAY = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class HorizonRefresher:
-    """Opens each schedule's next days as days pass (and prunes past slots)."""
+    """Opens each schedule's next days as days pass (and prunes past slots).
+
+    Each schedule is materialised in its own transaction, and a schedule that fails is logged and left for
+    the next run: one bad schedule never stops the others (issue 9.10). A run walks the schedules in id order
+    once, so failing ones cannot keep it busy either.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def __call__(self) -> int:
-        refreshed = 0
+        refreshed = failed = 0
+        after: uuid.UUID | None = None
         while True:
-            schedule_ids = await store.schedules_to_refresh(self._pool, REFRESH_BATCH)
+            schedule_ids = await store.schedules_to_refresh(self._pool, REFRESH_BATCH, after)
             for schedule_id in schedule_ids:
-                async with store.transaction(self._pool) as tx:
-                    await materialise_schedule(tx, schedule_id)
-                refreshed += 1
+                try:
+                    async with store.transaction(self._pool) as tx:
+                        await materialise_schedule(tx, schedule_id)
+                except _DATABASE_AWAY:
+                    raise  # the database, not this schedule: the whole run waits for the next one
+                except Exception as error:
+                    # The schedule's id only (no patient data here), and no traceback per schedule per run.
+                    failed += 1
+                    log.warning(
+                        "slot horizon of schedule %s not extended (%s); next run retries it",
+                        schedule_id,
+                        type(error).__name__,
+                    )
+                else:
+                    refreshed += 1
             if len(schedule_ids) < REFRESH_BATCH:
                 break
+            after = schedule_ids[-1]
         await store.prune_past_slots(self._pool)
-        if refreshed:
-            log.info("slot horizon extended for %d schedules", refreshed)
+        if refreshed or failed:
+            log.info("slot horizon extended for %d schedules (%d failed)", refreshed, failed)
         return refreshed
 
 

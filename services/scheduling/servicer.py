@@ -64,6 +64,7 @@ from services.scheduling.resources import (
     circumstances_flags,
     document_resource,
     exception_resource,
+    later,
     record_model,
     rule_resource,
     schedule_resource,
@@ -180,7 +181,7 @@ def _service_types(items: Sequence[scheduling_pb2.ServiceTypeDuration], field: s
         name = scheduling_pb2.ServiceType.Name(item.service_type)
         if name in found:
             raise InvalidArgument.one(f"{field}[{index}].service_type", "is given twice")
-        found[name] = to_timedelta(item.slot_duration)
+        found[name] = to_timedelta(item.slot_duration, f"{field}[{index}].slot_duration")
     return found
 
 
@@ -387,9 +388,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             ght_id=names.GHT.parse_optional(establishment.ght, "ght"),
             region_code=names.REGION.parse(establishment.region, "region"),
             time_zone=establishment.time_zone,
-            buffer=to_timedelta(given.buffer),
-            minimum_notice=to_timedelta(given.minimum_notice),
-            cancellation_cutoff=to_timedelta(given.cancellation_cutoff),
+            buffer=to_timedelta(given.buffer, "schedule.buffer"),
+            minimum_notice=to_timedelta(given.minimum_notice, "schedule.minimum_notice"),
+            cancellation_cutoff=to_timedelta(given.cancellation_cutoff, "schedule.cancellation_cutoff"),
             booking_horizon_days=given.booking_horizon_days or DEFAULT_HORIZON_DAYS,
             service_types=service_types,
         )
@@ -457,10 +458,16 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             await store.update_schedule(
                 tx,
                 schedule["schedule_id"],
-                buffer=to_timedelta(patch.buffer) if "buffer" in paths else None,
-                minimum_notice=to_timedelta(patch.minimum_notice) if "minimum_notice" in paths else None,
+                buffer=to_timedelta(patch.buffer, "schedule.buffer") if "buffer" in paths else None,
+                minimum_notice=(
+                    to_timedelta(patch.minimum_notice, "schedule.minimum_notice")
+                    if "minimum_notice" in paths
+                    else None
+                ),
                 cancellation_cutoff=(
-                    to_timedelta(patch.cancellation_cutoff) if "cancellation_cutoff" in paths else None
+                    to_timedelta(patch.cancellation_cutoff, "schedule.cancellation_cutoff")
+                    if "cancellation_cutoff" in paths
+                    else None
                 ),
                 booking_horizon_days=(
                     (patch.booking_horizon_days or DEFAULT_HORIZON_DAYS)
@@ -580,7 +587,8 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         given: scheduling_pb2.AvailabilityExceptionInput, field: str
     ) -> tuple[asyncpg.Range | None, asyncpg.Range | None]:
         if given.WhichOneof("period") == "interval":
-            start, end = to_datetime(given.interval.start_time), to_datetime(given.interval.end_time)
+            start = to_datetime(given.interval.start_time, f"{field}.interval.start_time")
+            end = to_datetime(given.interval.end_time, f"{field}.interval.end_time")
             return asyncpg.Range(start, end), None
         first = to_date(given.dates.start_date, f"{field}.dates.start_date")
         last = to_date(given.dates.end_date, f"{field}.dates.end_date")
@@ -727,8 +735,16 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     async def SearchSlots(
         self, request: scheduling_pb2.SearchSlotsRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.SearchSlotsResponse:
-        start = to_datetime(request.start_time) if request.HasField("start_time") else datetime.now(UTC)
-        end = to_datetime(request.end_time) if request.HasField("end_time") else start + MAX_SEARCH_SPAN
+        start = (
+            to_datetime(request.start_time, "start_time")
+            if request.HasField("start_time")
+            else datetime.now(UTC)
+        )
+        end = (
+            to_datetime(request.end_time, "end_time")
+            if request.HasField("end_time")
+            else later(start, MAX_SEARCH_SPAN, "start_time")
+        )
         if end <= start:
             raise InvalidArgument.one("end_time", "must be after start_time")
         if end - start > MAX_SEARCH_SPAN:
@@ -772,7 +788,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         caller = await self._caller()
         patient_id = await self._require_patient(caller, request.patient) if request.patient else None
         longest = self._settings.hold_duration
-        ttl = min(to_timedelta(request.ttl), longest) if request.HasField("ttl") else longest
+        ttl = min(to_timedelta(request.ttl, "ttl"), longest) if request.HasField("ttl") else longest
         new = self._new_appointment(caller, "pending", ttl, patient_id, None, None, None)
         held = await self._take_slot(request.slot, new, caller.call(request, "HoldSlot"))
         return scheduling_pb2.HoldSlotResponse(appointment=held)
@@ -784,7 +800,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         patient_id = await self._require_patient(caller, request.patient)
         requester = await self._require_practitioner(request.requester, "requester") or caller.rpps
         longest = self._settings.proposal_duration
-        ttl = min(to_timedelta(request.ttl), longest) if request.HasField("ttl") else longest
+        ttl = min(to_timedelta(request.ttl, "ttl"), longest) if request.HasField("ttl") else longest
         new = self._new_appointment(caller, "proposed", ttl, patient_id, requester, None, None)
         proposed = await self._take_slot(request.slot, new, caller.call(request, "ProposeAppointment"))
         return scheduling_pb2.ProposeAppointmentResponse(appointment=proposed)
@@ -857,8 +873,8 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             patient_id=names.PATIENT.parse_uuid(request.patient, "patient") if request.patient else None,
             finess=names.ESTABLISHMENT.parse_optional(request.establishment, "establishment"),
             statuses=tuple(FHIR_STATUS[s] for s in request.states),
-            start=to_datetime(request.start_time) if request.HasField("start_time") else None,
-            end=to_datetime(request.end_time) if request.HasField("end_time") else None,
+            start=to_datetime(request.start_time, "start_time") if request.HasField("start_time") else None,
+            end=to_datetime(request.end_time, "end_time") if request.HasField("end_time") else None,
         )
         filters: dict[str, object] = {
             "practitioner": request.practitioner,

@@ -48,6 +48,11 @@ _CONSTRAINT_ERRORS: dict[str, tuple[type[DomainError], str, str]] = {
         "SERVICE_TYPE_NOT_OFFERED",
         "the schedule has no slot length for this service type",
     ),
+    "availability_rules_distinct": (
+        AlreadyExists,
+        "AVAILABILITY_RULE_EXISTS",
+        "the schedule already has this rule (same day, times, service type and validity)",
+    ),
 }
 
 
@@ -424,10 +429,12 @@ SELECT {SLOT_COLUMNS}, sc.active, sc.minimum_notice, (s.start_time >= now() + s.
 FROM scheduling.slots s JOIN scheduling.schedules sc ON sc.schedule_id = s.schedule_id
 WHERE s.slot_id = $1
 """  # noqa: S608
+# In schedule id order after `$2`, so a refresh run walks every schedule once even when some keep failing.
 SCHEDULES_TO_REFRESH = """
 SELECT schedule_id FROM scheduling.schedules
 WHERE active AND (materialised_until IS NULL
                   OR materialised_until < (now() AT TIME ZONE time_zone)::date + booking_horizon_days - 1)
+  AND ($2::uuid IS NULL OR schedule_id > $2)
 ORDER BY schedule_id LIMIT $1
 """
 
@@ -478,8 +485,8 @@ async def get_slot(conn: Any, slot_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(GET_SLOT, slot_id)
 
 
-async def schedules_to_refresh(conn: Any, limit: int) -> list[uuid.UUID]:
-    return [r["schedule_id"] for r in await conn.fetch(SCHEDULES_TO_REFRESH, limit)]
+async def schedules_to_refresh(conn: Any, limit: int, after: uuid.UUID | None = None) -> list[uuid.UUID]:
+    return [r["schedule_id"] for r in await conn.fetch(SCHEDULES_TO_REFRESH, limit, after)]
 
 
 async def prune_past_slots(conn: Any) -> None:

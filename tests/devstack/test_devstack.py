@@ -34,7 +34,7 @@ async def test_postgres_keeps_its_data_between_starts(tmp_path: Path) -> None:
 
     first = await asyncio.to_thread(start_postgres, data, port=port, fast=True)
     try:
-        assert first.url == f"postgresql://postgres@127.0.0.1:{port}/parcours"
+        assert first.display_url == f"postgresql://postgres@127.0.0.1:{port}/parcours"
         assert await query(first.url, "SELECT 1") == 1
         await query(first.url, "CREATE TABLE kept AS SELECT 42 AS answer")
     finally:
@@ -46,6 +46,43 @@ async def test_postgres_keeps_its_data_between_starts(tmp_path: Path) -> None:
         assert await query(second.url, "SELECT answer FROM kept") == 42
     finally:
         await asyncio.to_thread(second.stop)
+
+
+async def test_postgres_trusts_no_connection(tmp_path: Path) -> None:
+    """Every connection gives a password, on TCP and on the local socket (issue 9.6)."""
+    handle = await asyncio.to_thread(start_postgres, tmp_path / "pg", port=free_port(), fast=True)
+    try:
+        for url in (
+            handle.display_url,
+            f"postgresql://postgres@/parcours?host={handle.socket_dir}&port={handle.port}",
+            f"postgresql://postgres:wrong@127.0.0.1:{handle.port}/parcours",
+        ):
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                await query(url, "SELECT 1")
+        assert await query(handle.url, "SELECT current_user") == "postgres"
+        assert (tmp_path / "pg.superuser-password").stat().st_mode & 0o777 == 0o600
+    finally:
+        await asyncio.to_thread(handle.stop)
+
+
+async def test_a_cluster_that_trusted_local_connections_stops_trusting_them(tmp_path: Path) -> None:
+    """A data folder made before passwords were required (trust, a superuser without password) requires
+    one from its next start on; its data stays."""
+    data = tmp_path / "pg"
+    handle = await asyncio.to_thread(start_postgres, data, port=free_port(), fast=True)
+    await query(handle.url, "CREATE TABLE kept AS SELECT 42 AS answer")
+    (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    await query(handle.url, "SELECT pg_reload_conf()")
+    await query(handle.display_url, "ALTER ROLE postgres PASSWORD NULL")
+    await asyncio.to_thread(handle.stop)
+
+    again = await asyncio.to_thread(start_postgres, data, port=free_port(), fast=True)
+    try:
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await query(again.display_url, "SELECT 1")
+        assert await query(again.url, "SELECT answer FROM kept") == 42
+    finally:
+        await asyncio.to_thread(again.stop)
 
 
 async def test_postgres_starts_after_a_killed_run(tmp_path: Path) -> None:

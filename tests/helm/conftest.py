@@ -77,18 +77,37 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     "region-console": {"files": [REGION, SITE], "values": CONSOLE},
-    # Least-privilege database roles: directory and the migrations with their own user and Secret, billing
-    # with a development password the chart turns into a Secret; the others keep the shared credentials.
+    # Least-privilege database roles: directory and the migrations with a Secret of their own, billing with a
+    # development password the chart turns into a Secret, the others the shared Secret's keys; the Job that
+    # creates the roles, as an administrator.
     "region-roles": {
         "files": [REGION, SITE],
         "values": {
             "components": {
                 "directory": {
-                    "database": {"username": "parcours_directory", "existingSecret": "parcours-db-directory"}
+                    "database": {
+                        "username": "parcours_directory",
+                        "existingSecret": "parcours-db-directory",
+                        "passwordKey": "password",
+                    }
                 },
                 "billing": {"database": {"username": "parcours_billing", "password": "dev-only"}},
             },
-            "migrations": {"database": {"username": "parcours_owner", "existingSecret": "parcours-db-owner"}},
+            "migrations": {
+                "database": {
+                    "username": "parcours_owner",
+                    "existingSecret": "parcours-db-owner",
+                    "passwordKey": "password",
+                }
+            },
+            "databaseRoles": {
+                "enabled": True,
+                "admin": {
+                    "username": "dbadmin",
+                    "existingSecret": "parcours-db-admin",
+                    "passwordKey": "password",
+                },
+            },
         },
     },
     "region-backlog": {

@@ -239,10 +239,12 @@ def test_every_container_is_hardened(rendered: dict[str, Rendered], variant: str
             }, label
             resources = container["resources"]
             assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}, label
-            # The only writable path is the /tmp emptyDir.
+            # The only writable paths are the /tmp emptyDir and the volume a service anchors its audit chain
+            # in (outside PostgreSQL; services/kit/anchors.py).
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
             assert "/tmp" in mounts, label
-            assert all(m.get("readOnly") for path, m in mounts.items() if path != "/tmp"), label
+            writable = {"/tmp", "/var/lib/parcours/audit-anchors"}
+            assert all(m.get("readOnly") for path, m in mounts.items() if path not in writable), label
 
 
 @pytest.mark.parametrize("component", sorted(SERVICES))
@@ -381,9 +383,13 @@ def test_each_component_can_have_its_own_database_role(rendered: dict[str, Rende
     directory = env_of(r, "Deployment", name("directory"))
     assert directory["PARCOURS_DATABASE_URL"] == f"postgresql://parcours_directory@{url}"
     assert directory["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-db-directory", "key": "password"}}
+    # By default each part is its own role, its password a key of the shared Secret; a worker is its
+    # domain's service's role.
     scheduling = env_of(r, "Deployment", name("scheduling"))
-    assert scheduling["PARCOURS_DATABASE_URL"] == f"postgresql://parcours@{url}"
-    assert scheduling["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-postgresql", "key": "password"}}
+    assert scheduling["PARCOURS_DATABASE_URL"] == f"postgresql://parcours_scheduling@{url}"
+    assert scheduling["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-postgresql", "key": "scheduling"}}
+    worker = env_of(r, "Deployment", name("workflows-teleexpertise"))
+    assert worker["PARCOURS_DATABASE_URL"] == f"postgresql://parcours_expertise@{url}"
     billing = env_of(r, "Deployment", name("billing"))
     assert billing["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-db-billing", "key": "password"}}
     secret = r.get("Secret", "parcours-db-billing")
@@ -391,6 +397,19 @@ def test_each_component_can_have_its_own_database_role(rendered: dict[str, Rende
     migrations = env_of(r, "Job", "parcours-migrations")
     assert migrations["PARCOURS_DATABASE_URL"] == f"postgresql://parcours_owner@{url}"
     assert migrations["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-db-owner", "key": "password"}}
+    # The roles Job, as the administrator, sets every role's password from the Secret its users read.
+    roles = env_of(r, "Job", "parcours-database-roles")
+    assert roles["PARCOURS_DB_ADMIN_URL"] == f"postgresql://dbadmin@{url}"
+    assert roles["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-db-admin", "key": "password"}}
+    passwords = {k: v["secretKeyRef"] for k, v in roles.items() if k.startswith("PARCOURS_DB_PASSWORD_")}
+    assert passwords == {
+        "PARCOURS_DB_PASSWORD_OWNER": {"name": "parcours-db-owner", "key": "password"},
+        "PARCOURS_DB_PASSWORD_DIRECTORY": {"name": "parcours-db-directory", "key": "password"},
+        "PARCOURS_DB_PASSWORD_BILLING": {"name": "parcours-db-billing", "key": "password"},
+        "PARCOURS_DB_PASSWORD_SCHEDULING": {"name": "parcours-postgresql", "key": "scheduling"},
+        "PARCOURS_DB_PASSWORD_EXPERTISE": {"name": "parcours-postgresql", "key": "expertise"},
+        "PARCOURS_DB_PASSWORD_AUDITOR": {"name": "parcours-postgresql", "key": "auditor", "optional": True},
+    }
 
 
 def test_no_secret_value_is_rendered_from_the_site_values(region: Rendered) -> None:
@@ -398,7 +417,14 @@ def test_no_secret_value_is_rendered_from_the_site_values(region: Rendered) -> N
     assert region.of_kind("Secret") == []
     for component in COMPONENTS:
         env = env_of(region, "Deployment", name(component))
-        assert env["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-postgresql", "key": "password"}}
+        role = {"workflows-teleconsultation": "scheduling", "workflows-teleexpertise": "expertise"}.get(
+            component, component
+        )
+        assert env["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-postgresql", "key": role}}
+        if component in SERVICES:
+            assert env["PARCOURS_AUDIT_KEYS"] == {
+                "secretKeyRef": {"name": "parcours-audit-keys", "key": "keys"}
+            }
         if component != "directory" and component != "billing":
             assert env["PARCOURS_PAYLOAD_KEYS"] == {
                 "secretKeyRef": {"name": "parcours-payload-keys", "key": "keys"}

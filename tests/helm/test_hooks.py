@@ -11,6 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -19,13 +20,15 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from services.devstack.postgres import PostgresHandle
 from services.devstack.temporal import TemporalHandle
 from services.kit.pki import DevPki
+from services.kit.roles import without_password
 from services.kit.search_attributes import ALL
 from services.kit.server import build_server
 from services.kit.settings import KitSettings
 from tests.helm.conftest import CHART, ROOT, Rendered
-from tests.support import kit_settings
+from tests.support import DB_PASSWORDS, kit_settings, role_url
 
 SCRIPTS_MOUNT = "/etc/parcours/scripts"
 
@@ -89,6 +92,36 @@ async def test_the_migrations_job_is_safe_to_re_run(region: Rendered, database_u
         "scheduling",
     }
     assert all(line.endswith(": 0 applied") for line in lines), output
+
+
+# -- database roles Job -------------------------------------------------------------------------------------
+
+
+async def test_the_database_roles_job_makes_the_roles_and_re_runs_safely(
+    rendered: dict[str, Rendered], postgres: PostgresHandle, database_url: str
+) -> None:
+    job = container(rendered["region-roles"], "Job", "parcours-database-roles")
+    assert job["command"] == ["python", "-m", "services.kit.roles", "provision"]
+    env = {e["name"] for e in job["env"]}
+    assert {"PARCOURS_DB_ADMIN_URL", "PGPASSWORD", "PARCOURS_DB_PASSWORD_OWNER"} <= env
+    # As the Job runs it: an administrator's URL without its password (PGPASSWORD), each role's password in
+    # PARCOURS_DB_PASSWORD_<ROLE> (the suite's own, so its services keep connecting). Twice: nothing changes.
+    admin = urlsplit(postgres.url)
+    local = {
+        "PARCOURS_DB_ADMIN_URL": without_password(postgres.url),
+        "PGPASSWORD": admin.password or "",
+        "PARCOURS_DB_NAME": "parcours",
+        **{f"PARCOURS_DB_PASSWORD_{r.removeprefix('parcours_').upper()}": p for r, p in DB_PASSWORDS.items()},
+    }
+    for _ in range(2):
+        code, output = await run(local_command(rendered["region-roles"], job["command"]), local)
+        assert code == 0, output
+        assert "roles ready in parcours" in output
+    conn = await asyncpg.connect(role_url(database_url, "parcours_billing"))
+    try:
+        assert await conn.fetchval("SELECT current_user") == "parcours_billing"
+    finally:
+        await conn.close()
 
 
 # -- Temporal registration Job ------------------------------------------------------------------------------

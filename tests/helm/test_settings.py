@@ -76,6 +76,7 @@ def container_env(deployment: dict[str, Any]) -> dict[str, str]:
     plausible = {
         "PARCOURS_PAYLOAD_KEYS": f"k1:{key}",
         "PARCOURS_PAGE_TOKEN_KEY": key,
+        "PARCOURS_AUDIT_KEYS": f"a1:{key}",
         "PARCOURS_CONSOLE_TOKEN_SIGNING_KEY": _CONSOLE_KEY,
     }
     env: dict[str, str] = {}

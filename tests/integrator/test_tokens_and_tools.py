@@ -19,7 +19,7 @@ from services.devstack.__main__ import Ports, Stack, _Signals
 from services.directory.demo import DEMO_PATIENTS
 from services.kit.tokens import TokenVerifier
 from tests.integrator.conftest import Hub, grpcurl
-from tests.support import AUDIENCE, ISSUER, LOIRE, bearer, establishment_channel, repo_root
+from tests.support import AUDIENCE, AUDIT_KEYS, ISSUER, LOIRE, bearer, establishment_channel, repo_root
 
 
 def run(
@@ -126,10 +126,13 @@ async def test_audit_verify_works_as_written_next_to_make_run(hub: Hub, tmp_path
         )
     data_dir = tmp_path / ".data"
     data_dir.mkdir()
+    keys_file = data_dir / "audit-keys"
+    keys_file.write_text(AUDIT_KEYS + "\n")
     stack = Stack(data_dir, Ports.from_env({}), _Signals())
     stack._write_hub_settings(
         {
             "PARCOURS_DATABASE_URL": hub.database_url,
+            "PARCOURS_AUDIT_KEYS_FILE": str(keys_file),
             "PARCOURS_TEMPORAL_ADDRESS": "127.0.0.1:7233",
             **{f"PARCOURS_{s.upper()}_ADDRESS": f"127.0.0.1:{p}" for s, p in stack.ports.grpc.items()},
         }

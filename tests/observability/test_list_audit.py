@@ -20,7 +20,7 @@ from services.kit import audit
 from tests.conftest import Minter
 from tests.observability import flows
 from tests.observability.conftest import Hub
-from tests.support import DAUPHINE, LOIRE, bearer, repo_root
+from tests.support import AUDIT_KEYS, DAUPHINE, LOIRE, bearer, repo_root
 
 LISTS = {
     "/parcours.expertise.v1.ExpertiseService/ListTeleexpertiseRequests",
@@ -128,6 +128,6 @@ async def test_an_export_for_a_patient_shows_every_list_that_returned_them(hub: 
         assert len({r["trace_id"] for r in rows}) == 1
         seqs = sorted(r["seq"] for r in rows)
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a call's records are consecutive"
-        assert (await audit.verify(conn)).intact
+        assert (await audit.verify(conn, audit.AuditKeys.parse(AUDIT_KEYS))).intact
     finally:
         await conn.close()

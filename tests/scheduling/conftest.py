@@ -23,7 +23,7 @@ from services.kit.pki import DevPki
 from services.kit.server import Runtime, open_channel
 from services.scheduling.server import build
 from services.scheduling.settings import SchedulingSettings
-from tests.conftest import Minter
+from tests.conftest import Minter, RolePool
 from tests.scheduling.helpers import Metadata
 from tests.support import LOIRE, PAYLOAD_KEYS, bearer, component_channel, establishment_channel, kit_settings
 
@@ -63,10 +63,12 @@ async def scheduling(
     directory_address: str,
     temporal: TemporalHandle,
     temporal_client: temporalio.client.Client,
+    role_pool: RolePool,
 ) -> AsyncIterator[Runtime]:
-    """A running scheduling service (mTLS, tokens, audit, outbox relay to the suite's Temporal)."""
+    """A running scheduling service (mTLS, tokens, audit, outbox relay to the suite's Temporal), as its own
+    database role."""
     settings = scheduling_settings(pki, database_url, directory_address, temporal.address)
-    runtime = await start_scheduling(settings, seeded_pool, temporal_client)
+    runtime = await start_scheduling(settings, await role_pool("scheduling"), temporal_client)
     try:
         yield runtime
     finally:

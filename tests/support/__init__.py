@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 
+from services.kit.audit import AuditKeys
 from services.kit.pki import DevPki
+from services.kit.roles import LOGIN_ROLES, component_role, with_credentials
 from services.kit.settings import KitSettings
 
 COMPONENTS = ("directory", "scheduling", "expertise", "billing", "contracts", "console", "workflows", "cli")
@@ -25,13 +29,38 @@ PAYLOAD_KEYS = "k1:" + base64.urlsafe_b64encode(b"parcours test-only payload key
 # The page-token key every test server shares (as a service's replicas do).
 PAGE_TOKEN_KEY = "cGFyY291cnMtdGVzdHMtcGFnZS10b2tlbi1rZXktMzJieXRlcyE"
 AUDIENCE = KitSettings.model_fields["token_audience"].default
+# The audit chains' keyring every test component shares (one key, random per run).
+AUDIT_KEYS = AuditKeys.generate("t1")
+# The password of each database role (services/kit/roles.py), random per run: the suite's PostgreSQL trusts
+# no connection, and each service connects as its own role.
+DB_PASSWORDS = {role: secrets.token_urlsafe(18) for role in LOGIN_ROLES}
+
+
+def role_url(database_url: str, role: str) -> str:
+    """The same database, connecting as one of the hub's roles."""
+    return with_credentials(database_url, role, DB_PASSWORDS[role])
+
+
+def as_component(database_url: str, component: str) -> str:
+    """The database URL a component connects with: its own role's (the URL unchanged for a component
+    without one, e.g. the `cli` identity)."""
+    try:
+        role = component_role(component)
+    except ValueError:
+        return database_url
+    return role_url(database_url, role)
+
+
+def database_of(database_url: str) -> str:
+    return urlsplit(database_url).path.lstrip("/")
 
 
 def kit_settings(pki: DevPki, database_url: str, component: str, **overrides: object) -> dict[str, object]:
-    """Keyword arguments for a component's settings: real mTLS material, a free port."""
+    """Keyword arguments for a component's settings: real mTLS material, a free port, the component's own
+    database role."""
     values: dict[str, object] = {
         "component": component,
-        "database_url": database_url,
+        "database_url": as_component(database_url, component),
         "grpc_host": "127.0.0.1",
         "grpc_port": 0,
         "tls_cert_file": pki.cert_file(component),
@@ -39,6 +68,7 @@ def kit_settings(pki: DevPki, database_url: str, component: str, **overrides: ob
         "tls_ca_file": pki.ca_file,
         "token_jwks_file": pki.jwks_file,
         "page_token_key": PAGE_TOKEN_KEY,
+        "audit_keys": AUDIT_KEYS,
         "shutdown_grace_seconds": 1.0,
     }
     values.update(overrides)
@@ -91,6 +121,7 @@ def process_env(pki: DevPki, certificate: str, **settings: object) -> dict[str, 
             "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
             "PARCOURS_TOKEN_JWKS_FILE": str(pki.jwks_file),
             "PARCOURS_PAGE_TOKEN_KEY": PAGE_TOKEN_KEY,
+            "PARCOURS_AUDIT_KEYS": AUDIT_KEYS,
         }
     )
     env.update({f"PARCOURS_{name.upper()}": str(value) for name, value in settings.items()})

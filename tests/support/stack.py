@@ -75,6 +75,8 @@ class SuiteServices:
     pki: DevPki
     database_url: str
     pool: asyncpg.Pool
+    # A component's pool as its own database role (tests/conftest.py `role_pool`): what services run on.
+    role_pool: Callable[[str], Awaitable[asyncpg.Pool]]
     temporal_address: str
     client: temporalio.client.Client
     directory_address: str
@@ -110,7 +112,8 @@ class CaseStackFactory:
         built = service.settings(**values)
         directory = open_channel(built, suite.directory_address)
         exits.push_async_callback(directory.close)
-        runtime = await service.build(built, suite.pool, temporal=suite.client, directory=directory)
+        service_pool = await suite.role_pool(service.component)
+        runtime = await service.build(built, service_pool, temporal=suite.client, directory=directory)
         await runtime.start()
         exits.push_async_callback(runtime.stop, 0.5)
         stack = CaseStack(
@@ -141,6 +144,7 @@ class CaseStackFactory:
             for channel in channels.values():
                 exits.push_async_callback(channel.close)
             await exits.enter_async_context(
-                service.worker_build(built_worker, suite.client, suite.pool, channels)
+                # The worker writes its domain's projections: its service's role.
+                service.worker_build(built_worker, suite.client, service_pool, channels)
             )
         return stack

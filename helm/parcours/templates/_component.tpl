@@ -56,6 +56,17 @@ labels:
     secretKeyRef:
       name: {{ $ctx.Values.pageTokens.existingSecret }}
       key: {{ $ctx.Values.pageTokens.key }}
+- name: PARCOURS_AUDIT_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ctx.Values.audit.keys.existingSecret }}
+      key: {{ $ctx.Values.audit.keys.key }}
+{{- if $ctx.Values.audit.anchors.enabled }}
+- name: PARCOURS_AUDIT_ANCHOR_DIR
+  value: /var/lib/parcours/audit-anchors
+- name: PARCOURS_AUDIT_ANCHOR_INTERVAL_SECONDS
+  value: {{ $ctx.Values.audit.anchors.intervalSeconds | quote }}
+{{- end }}
 {{- end }}
 {{- if $c.temporal }}
 - name: PARCOURS_TEMPORAL_ADDRESS
@@ -240,6 +251,11 @@ spec:
             - name: tokens
               mountPath: /etc/parcours/tokens
               readOnly: true
+            {{- if and $c.grpcPort $v.audit.anchors.enabled }}
+            # Where this pod anchors its audit chain's head (one file per pod), outside PostgreSQL.
+            - name: audit-anchors
+              mountPath: /var/lib/parcours/audit-anchors
+            {{- end }}
             {{- include "parcours.postgresqlCaMount" $ctx | nindent 12 }}
       volumes:
         {{- include "parcours.tmpVolume" $ctx | nindent 8 }}
@@ -258,6 +274,11 @@ spec:
             items:
               - key: {{ $v.tokens.jwks.key }}
                 path: {{ $v.tokens.jwks.key }}
+        {{- if and $c.grpcPort $v.audit.anchors.enabled }}
+        - name: audit-anchors
+          persistentVolumeClaim:
+            claimName: {{ $v.audit.anchors.existingClaim }}
+        {{- end }}
         {{- include "parcours.postgresqlCaVolume" $ctx | nindent 8 }}
 {{- end -}}
 

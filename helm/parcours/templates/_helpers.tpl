@@ -134,6 +134,50 @@ passwordKey: {{ $key | quote }}
       key: {{ $cred.passwordKey }}
 {{- end -}}
 
+{{/*
+Env of the database roles Job: the administrator's URL and password, and each role's password from the
+credentials of the parts that connect as it (the migrations: parcours_owner; each component: its role), plus
+the auditor's from the shared Secret's `auditor` key when present. A role named by none keeps its password.
+*/}}
+{{- define "parcours.databaseRolesEnv" -}}
+{{- $ctx := .ctx -}}
+{{- $admin := $ctx.Values.databaseRoles.admin -}}
+- name: PARCOURS_DB_ADMIN_URL
+  value: {{ include "parcours.databaseUrl" (dict "ctx" $ctx "username" $admin.username) | quote }}
+- name: PARCOURS_DB_NAME
+  value: {{ $ctx.Values.postgresql.database | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $admin.existingSecret }}
+      key: {{ $admin.passwordKey }}
+{{- $seen := dict -}}
+{{- $parts := list (dict "part" "migrations" "database" $ctx.Values.migrations.database) -}}
+{{- $components := include "parcours.components" $ctx | fromYaml -}}
+{{- range $name := keys $components | sortAlpha -}}
+{{- $parts = append $parts (dict "part" $name "database" (get $components $name).database) -}}
+{{- end -}}
+{{- range $parts -}}
+{{- $cred := include "parcours.dbCredentials" (dict "ctx" $ctx "part" .part "database" .database) | fromYaml -}}
+{{- if and (hasPrefix "parcours_" $cred.username) (not (hasKey $seen $cred.username)) -}}
+{{- $_ := set $seen $cred.username true }}
+- name: PARCOURS_DB_PASSWORD_{{ $cred.username | trimPrefix "parcours_" | upper }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $cred.secretName }}
+      key: {{ $cred.passwordKey }}
+{{- end -}}
+{{- end -}}
+{{- if and $ctx.Values.postgresql.auth.existingSecret (not (hasKey $seen "parcours_auditor")) }}
+- name: PARCOURS_DB_PASSWORD_AUDITOR
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ctx.Values.postgresql.auth.existingSecret }}
+      key: auditor
+      optional: true
+{{- end }}
+{{- end -}}
+
 {{/* Volume and mount of the PostgreSQL server CA, when one is configured */}}
 {{- define "parcours.postgresqlCaVolume" -}}
 {{- if .Values.postgresql.tls.caSecret.name }}

@@ -13,6 +13,16 @@
 {{- if and $grpc (not $v.pageTokens.existingSecret) -}}
 {{- fail "pageTokens.existingSecret is required (the Secret holding the page-token HMAC key)" -}}
 {{- end -}}
+{{- if and $grpc (not $v.audit.keys.existingSecret) -}}
+{{- fail "audit.keys.existingSecret is required (the Secret holding the audit chains' HMAC keys)" -}}
+{{- end -}}
+{{- if and $grpc $v.audit.anchors.enabled (not $v.audit.anchors.existingClaim) -}}
+{{- fail "audit.anchors.existingClaim is required (the volume the audit chains are anchored in), or set audit.anchors.enabled to false" -}}
+{{- end -}}
+{{- if $v.databaseRoles.enabled -}}
+{{- if not $v.databaseRoles.admin.username -}}{{- fail "databaseRoles.admin.username is required when databaseRoles.enabled (a role with CREATEROLE)" -}}{{- end -}}
+{{- if not $v.databaseRoles.admin.existingSecret -}}{{- fail "databaseRoles.admin.existingSecret is required when databaseRoles.enabled" -}}{{- end -}}
+{{- end -}}
 {{- $temporal := false -}}
 {{- range $name, $c := $components -}}{{- if $c.temporal -}}{{- $temporal = true -}}{{- end -}}{{- end -}}
 {{- if or $temporal $v.temporal.setup.enabled -}}

@@ -1,0 +1,1 @@
+ALTER TABLE scheduling.availability_rules DROP CONSTRAINT availability_rules_distinct;

@@ -1,0 +1,417 @@
+"""What the security scenarios act on: a rightful party's world (a patient, an appointment and a hold, a
+téléexpertise request with an attachment, charges, free slots), and every RPC of every service that takes a
+patient-bound resource, with a well-formed request for it (the matrix asks them with hidden and random ids;
+the fuzzer starts from them)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
+from google.type import date_pb2  # type: ignore[import-untyped]
+from parcours.billing.v1 import billing_pb2
+from parcours.directory.v1 import directory_pb2
+from parcours.expertise.v1 import expertise_pb2
+from parcours.scheduling.v1 import scheduling_pb2 as s
+from parcours.type.v1 import practice_pb2
+
+from tests.billing.builders import gp, teleconsultation
+from tests.conftest import Minter
+from tests.directory.builders import ipp, random_ins, register
+from tests.scheduling.helpers import add_rules, every_day, first_free, new_practitioner, new_schedule, stamp
+from tests.security.conftest import SecurityHub
+from tests.support import LOIRE, bearer, request_id
+
+GP_LOIRE = "10000000101"  # practises at 420000025, GHT Loire (calls through 420000017)
+SERVICES = {
+    "directory": "parcours.directory.v1.DirectoryService",
+    "scheduling": "parcours.scheduling.v1.SchedulingService",
+    "expertise": "parcours.expertise.v1.ExpertiseService",
+    "billing": "parcours.billing.v1.BillingService",
+}
+
+
+@dataclass(frozen=True)
+class Ids:
+    """The ids an RPC is given: the world's real ones (hidden from outsiders) or random ones."""
+
+    patient: str
+    appointment: str
+    held: str
+    request: str
+    attachment: str
+    charge: str
+    matricule: str
+    ipp: str
+
+    def texts(self) -> list[str]:
+        return [
+            self.patient,
+            self.appointment,
+            self.held,
+            self.request,
+            self.attachment,
+            self.charge,
+            self.matricule,
+            self.ipp,
+        ]
+
+
+def random_ids() -> Ids:
+    request = f"teleexpertiseRequests/{uuid.uuid4()}"
+    return Ids(
+        patient=f"patients/{uuid.uuid4()}",
+        appointment=f"appointments/{uuid.uuid4()}",
+        held=f"appointments/{uuid.uuid4()}",
+        request=request,
+        attachment=f"{request}/attachments/{uuid.uuid4()}",
+        charge=f"charges/{uuid.uuid4()}",
+        matricule=random_ins().matricule,
+        ipp=ipp(),
+    )
+
+
+@dataclass(frozen=True)
+class World:
+    """What the rightful party (a Loire GP through the Loire system) made: a patient, an appointment, a
+    hold, a téléexpertise request with an attachment, charges; and free slots to ask for."""
+
+    hidden: Ids
+    slot: str
+    other_slot: str
+
+
+@dataclass(frozen=True)
+class Rpc:
+    service: str
+    method: str
+    build: Callable[[World, Ids, str], Message]  # (world, ids, the caller's FINESS) → request
+    read: bool = False  # the rightful party's control: it sees the hidden resource
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}.{self.method}"
+
+
+def _record() -> s.TeleconsultationRecord:
+    started = datetime.now(UTC) - timedelta(minutes=25)
+    return s.TeleconsultationRecord(
+        report="Suivi d'HTA en téléconsultation.",
+        acts=[s.RecordedAct(code="TCG", description="Téléconsultation de suivi")],
+        participants=[
+            s.RecordParticipant(
+                practitioner=f"practitioners/{GP_LOIRE}", role=s.RecordParticipant.ROLE_TELECONSULTANT
+            )
+        ],
+        act_start_time=stamp(started),
+        act_end_time=stamp(started + timedelta(minutes=20)),
+        no_technical_incident=True,
+    )
+
+
+def _teleexpertise(patient: str) -> expertise_pb2.TeleexpertiseRequestInput:
+    return expertise_pb2.TeleexpertiseRequestInput(
+        patient=patient,
+        patient_consent=True,
+        specialty=practice_pb2.SPECIALTY_DERMATOLOGY,
+        question="Lésion pigmentée du dos évolutive : exérèse ?",
+        clinical_context="Lésion de 8 mm apparue il y a 6 mois, asymétrique.",
+        urgency=expertise_pb2.URGENCY_ROUTINE,
+        attachments=[
+            expertise_pb2.AttachmentInput(title="Photo", media_type="application/pdf", content=b"%PDF-1.4 x")
+        ],
+    )
+
+
+def _day(offset: int) -> date_pb2.Date:
+    day = datetime.now(UTC).date() + timedelta(days=offset)
+    return date_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+def _act(finess: str) -> billing_pb2.Act:
+    return teleconsultation(datetime.now(UTC) - timedelta(hours=1), gp(GP_LOIRE), establishment=finess)
+
+
+RPCS: list[Rpc] = [
+    # directory
+    Rpc(
+        "directory", "GetPatient", lambda w, i, f: directory_pb2.GetPatientRequest(name=i.patient), read=True
+    ),
+    Rpc(
+        "directory",
+        "UpdatePatient",
+        lambda w, i, f: directory_pb2.UpdatePatientRequest(
+            request_id=request_id(), name=i.patient, identity_status=directory_pb2.IDENTITY_STATUS_VALIDATED
+        ),
+    ),
+    Rpc(
+        "directory",
+        "LinkLocalIdentifier",
+        lambda w, i, f: directory_pb2.LinkLocalIdentifierRequest(
+            request_id=request_id(), name=i.patient, establishment=f"establishments/{f}", ipp="T-MATRIX-1"
+        ),
+    ),
+    Rpc(
+        "directory",
+        "ResolvePatient",
+        lambda w, i, f: directory_pb2.ResolvePatientRequest(matricule=i.matricule),
+        read=True,
+    ),
+    Rpc(
+        "directory",
+        "ResolvePatient",
+        lambda w, i, f: directory_pb2.ResolvePatientRequest(
+            local_identifier=directory_pb2.LocalIdentifier(establishment=f"establishments/{LOIRE}", ipp=i.ipp)
+        ),
+        read=True,
+    ),
+    # scheduling
+    Rpc(
+        "scheduling", "GetAppointment", lambda w, i, f: s.GetAppointmentRequest(name=i.appointment), read=True
+    ),
+    Rpc(
+        "scheduling",
+        "ListAppointments",
+        lambda w, i, f: s.ListAppointmentsRequest(patient=i.patient, page_size=50),
+    ),
+    Rpc(
+        "scheduling",
+        "HoldSlot",
+        lambda w, i, f: s.HoldSlotRequest(request_id=request_id(), slot=w.slot, patient=i.patient),
+    ),
+    Rpc(
+        "scheduling",
+        "ProposeAppointment",
+        lambda w, i, f: s.ProposeAppointmentRequest(request_id=request_id(), slot=w.slot, patient=i.patient),
+    ),
+    Rpc(
+        "scheduling",
+        "BookAppointment",
+        lambda w, i, f: s.BookAppointmentRequest(request_id=request_id(), slot=w.slot, patient=i.patient),
+    ),
+    Rpc(
+        "scheduling",
+        "BookAppointment",
+        lambda w, i, f: s.BookAppointmentRequest(
+            request_id=request_id(), appointment=i.held, patient=w.hidden.patient
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "CancelAppointment",
+        lambda w, i, f: s.CancelAppointmentRequest(
+            request_id=request_id(),
+            name=i.appointment,
+            initiator=s.PARTY_PATIENT,
+            reason=s.CANCELLATION_REASON_PATIENT_REQUEST,
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "RescheduleAppointment",
+        lambda w, i, f: s.RescheduleAppointmentRequest(
+            request_id=request_id(),
+            name=i.appointment,
+            slot=w.other_slot,
+            initiator=s.PARTY_PATIENT,
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "RecordConsent",
+        lambda w, i, f: s.RecordConsentRequest(
+            request_id=request_id(), name=i.appointment, consent=s.ConsentInput(method=s.CONSENT_METHOD_ORAL)
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "StartTeleconsultation",
+        lambda w, i, f: s.StartTeleconsultationRequest(request_id=request_id(), name=i.appointment),
+    ),
+    Rpc(
+        "scheduling",
+        "CompleteTeleconsultation",
+        lambda w, i, f: s.CompleteTeleconsultationRequest(
+            request_id=request_id(), name=i.appointment, record=_record()
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "MarkAppointmentEnteredInError",
+        lambda w, i, f: s.MarkAppointmentEnteredInErrorRequest(
+            request_id=request_id(), name=i.appointment, note="erreur de saisie"
+        ),
+    ),
+    # expertise
+    Rpc(
+        "expertise",
+        "CreateTeleexpertiseRequest",
+        lambda w, i, f: expertise_pb2.CreateTeleexpertiseRequestRequest(
+            request_id=request_id(), teleexpertise_request=_teleexpertise(i.patient)
+        ),
+    ),
+    Rpc(
+        "expertise",
+        "GetTeleexpertiseRequest",
+        lambda w, i, f: expertise_pb2.GetTeleexpertiseRequestRequest(name=i.request),
+        read=True,
+    ),
+    *(
+        Rpc(
+            "expertise",
+            method,
+            lambda w, i, f, m=message: m(request_id=request_id(), name=i.request),  # type: ignore[misc]
+        )
+        for method, message in (
+            ("AcceptTeleexpertiseRequest", expertise_pb2.AcceptTeleexpertiseRequestRequest),
+        )
+    ),
+    *(
+        Rpc(
+            "expertise",
+            method,
+            lambda w, i, f, m=message: m(request_id=request_id(), name=i.request, reason="absent"),  # type: ignore[misc]
+        )
+        for method, message in (
+            ("DeclineTeleexpertiseRequest", expertise_pb2.DeclineTeleexpertiseRequestRequest),
+            ("HandBackTeleexpertiseRequest", expertise_pb2.HandBackTeleexpertiseRequestRequest),
+            ("CancelTeleexpertiseRequest", expertise_pb2.CancelTeleexpertiseRequestRequest),
+        )
+    ),
+    *(
+        Rpc(
+            "expertise",
+            method,
+            lambda w, i, f, m=message: m(request_id=request_id(), name=i.request, text="Depuis quand ?"),  # type: ignore[misc]
+        )
+        for method, message in (
+            ("AskTeleexpertiseQuestion", expertise_pb2.AskTeleexpertiseQuestionRequest),
+            ("AnswerTeleexpertiseQuestion", expertise_pb2.AnswerTeleexpertiseQuestionRequest),
+        )
+    ),
+    Rpc(
+        "expertise",
+        "SubmitTeleexpertiseReport",
+        lambda w, i, f: expertise_pb2.SubmitTeleexpertiseReportRequest(
+            request_id=request_id(),
+            name=i.request,
+            report=expertise_pb2.ReportInput(
+                summary="Exérèse conseillée.", acts_and_prescriptions=["Exérèse"]
+            ),
+        ),
+    ),
+    Rpc(
+        "expertise",
+        "ListTeleexpertiseMessages",
+        lambda w, i, f: expertise_pb2.ListTeleexpertiseMessagesRequest(parent=i.request),
+        read=True,
+    ),
+    Rpc(
+        "expertise",
+        "GetTeleexpertiseAttachment",
+        lambda w, i, f: expertise_pb2.GetTeleexpertiseAttachmentRequest(name=i.attachment),
+        read=True,
+    ),
+    Rpc(
+        "expertise",
+        "ListTeleexpertiseEvents",
+        lambda w, i, f: expertise_pb2.ListTeleexpertiseEventsRequest(parent=i.request),
+        read=True,
+    ),
+    Rpc(
+        "expertise",
+        "ListTeleexpertiseNotifications",
+        lambda w, i, f: expertise_pb2.ListTeleexpertiseNotificationsRequest(teleexpertise_request=i.request),
+    ),
+    # billing
+    Rpc("billing", "QuoteAct", lambda w, i, f: billing_pb2.QuoteActRequest(patient=i.patient, act=_act(f))),
+    Rpc(
+        "billing",
+        "RecordAct",
+        lambda w, i, f: billing_pb2.RecordActRequest(
+            request_id=request_id(), act_id=f"act-{uuid.uuid4()}", patient=i.patient, act=_act(f)
+        ),
+    ),
+    Rpc("billing", "GetCharge", lambda w, i, f: billing_pb2.GetChargeRequest(name=i.charge), read=True),
+    Rpc(
+        "billing",
+        "ListCharges",
+        lambda w, i, f: billing_pb2.ListChargesRequest(
+            patient=i.patient, page_size=50, start_date=_day(-3), end_date=_day(1)
+        ),
+    ),
+    Rpc(
+        "billing",
+        "ReverseCharge",
+        lambda w, i, f: billing_pb2.ReverseChargeRequest(
+            request_id=request_id(), name=i.charge, reason=billing_pb2.REVERSAL_REASON_ENTERED_IN_ERROR
+        ),
+    ),
+]
+
+
+async def make_world(hub: SecurityHub, mint: Minter) -> World:
+    """A rightful party's world, made through the APIs as that party (and the hub) would."""
+    operator = bearer(mint(staff="ops-security-world", roles=["hub_operator"]))
+    gp_token = bearer(mint(rpps=GP_LOIRE))
+    ins = random_ins()
+    patient = await register(hub.directory(LOIRE), operator, LOIRE, ins)
+    local_ipp = next(i.ipp for i in patient.local_identifiers if i.establishment == f"establishments/{LOIRE}")
+
+    rpps = await new_practitioner(hub.directory(LOIRE), operator, LOIRE)
+    schedule = await new_schedule(hub.scheduling(LOIRE), operator, rpps, LOIRE, horizon_days=3)
+    await add_rules(hub.scheduling(LOIRE), operator, schedule.name, every_day())
+    agenda = hub.scheduling(LOIRE)
+    booked_slot = await first_free(agenda, gp_token, rpps, timedelta(hours=2))
+    booked = await agenda.BookAppointment(
+        s.BookAppointmentRequest(request_id=request_id(), slot=booked_slot.name, patient=patient.name),
+        metadata=gp_token,
+    )
+    held_slot = await first_free(agenda, gp_token, rpps, timedelta(hours=6))
+    held = await agenda.HoldSlot(
+        s.HoldSlotRequest(request_id=request_id(), slot=held_slot.name, patient=patient.name),
+        metadata=gp_token,
+    )
+    slot = await first_free(agenda, gp_token, rpps, timedelta(hours=10))
+    other_slot = await first_free(agenda, gp_token, rpps, timedelta(hours=14))
+
+    created = await hub.expertise(LOIRE).CreateTeleexpertiseRequest(
+        expertise_pb2.CreateTeleexpertiseRequestRequest(
+            request_id=request_id(), teleexpertise_request=_teleexpertise(patient.name)
+        ),
+        metadata=gp_token,
+    )
+    case = created.teleexpertise_request
+    recorded = await hub.billing("component:workflows").RecordAct(
+        billing_pb2.RecordActRequest(
+            request_id=request_id(), act_id=f"act-{uuid.uuid4()}", patient=patient.name, act=_act(LOIRE)
+        )
+    )
+    return World(
+        hidden=Ids(
+            patient=patient.name,
+            appointment=booked.appointment.name,
+            held=held.appointment.name,
+            request=case.name,
+            attachment=case.attachments[0].name,
+            charge=recorded.charges[0].name,
+            matricule=ins.matricule,
+            ipp=local_ipp,
+        ),
+        slot=slot.name,
+        other_slot=other_slot.name,
+    )
+
+
+def response_type(service: str, method: str) -> type[Message]:
+    descriptor = descriptor_pool.Default().FindMethodByName(f"{SERVICES[service]}.{method}")
+    return message_factory.GetMessageClass(descriptor.output_type)
+
+
+def request_type(service: str, method: str) -> type[Message]:
+    descriptor = descriptor_pool.Default().FindMethodByName(f"{SERVICES[service]}.{method}")
+    return message_factory.GetMessageClass(descriptor.input_type)
