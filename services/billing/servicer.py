@@ -6,9 +6,10 @@ request into the rule engine's `rules.Act`, gather the facts its rules need (quo
 recorded téléconsultations, the contract policy's answer) and write or read the ledger.
 
 Who sees what. Hub components acting on their own behalf (workflow workers) see and record everything: the
-hub's workflows record the acts of the cases they run, in every participant's name. Everyone else acts
-through an establishment (a practitioner's token only through an establishment where they practise: the
-kit's token-binding check runs before every handler):
+hub's workflows record the acts of the cases they run, in every participant's name. A component presenting
+a token (the console, for an officer) is the token's person, never the hub (services/kit/auth.py). Everyone
+else acts through an establishment (a practitioner's token only through an establishment where they
+practise: the kit's token-binding check runs before every handler):
 - an establishment's billing staff (ROLE_BILLING) see, reverse and export that establishment's lines, and
   record acts billed at the establishment for the practitioners who practise there;
 - a practitioner sees their own lines, and quotes and records the acts they take part in, billed in their own
@@ -66,7 +67,6 @@ from services.kit.pagination import decode_token, encode_token, page_size
 
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 
-HUB_SERVICE = options_pb2.ROLE_HUB_SERVICE
 BILLING = options_pb2.ROLE_BILLING
 PRACTITIONER = options_pb2.ROLE_PRACTITIONER
 
@@ -397,8 +397,8 @@ def _participants(act: rules.Act) -> set[str]:
 
 
 def _unrestricted(principal: Principal) -> bool:
-    """A hub component acting on its own behalf (not for a caller it names)."""
-    return principal.has_any([HUB_SERVICE]) and not principal.delegated
+    """A hub component acting on its own behalf (not for a token's person, not for a caller it names)."""
+    return principal.hub_component
 
 
 def _may_act(principal: Principal, act: rules.Act) -> None:
