@@ -6,9 +6,12 @@ request into the rule engine's `rules.Act`, gather the facts its rules need (quo
 recorded téléconsultations, the contract policy's answer) and write or read the ledger.
 
 Who sees what. Hub components acting on their own behalf (workflow workers) see and record everything: the
-hub's workflows record the acts of the cases they run, in every participant's name. Everyone else acts
-through an establishment (a practitioner's token only through an establishment where they practise: the
-kit's token-binding check runs before every handler):
+hub's workflows record the acts of the cases they run, in every participant's name. A component presenting
+a token (the console, for an officer) is the token's person, never the hub (services/kit/auth.py). The
+activity report (counts and amounts per region, GHT, month and code; no patient, no practitioner) follows the
+kit's report scope (services/kit/reports.py): an ARS officer their region, an establishment its GHT.
+Everyone else acts through an establishment (a practitioner's token only through an establishment where they
+practise: the kit's token-binding check runs before every handler):
 - an establishment's billing staff (ROLE_BILLING) see, reverse and export that establishment's lines, and
   record acts billed at the establishment for the practitioners who practise there;
 - a practitioner sees their own lines, and quotes and records the acts they take part in, billed in their own
@@ -48,7 +51,7 @@ from services.billing.store import (
     set_date,
     timestamp,
 )
-from services.kit import names
+from services.kit import names, reports
 from services.kit.audit import audit_patients, audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.directory import DirectoryClient
@@ -62,11 +65,10 @@ from services.kit.errors import (
     Unavailable,
 )
 from services.kit.idempotency import Call
-from services.kit.pagination import decode_token, encode_token, page_size
+from services.kit.pagination import decode_token, encode_token, next_page_token, page_size, split_page
 
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 
-HUB_SERVICE = options_pb2.ROLE_HUB_SERVICE
 BILLING = options_pb2.ROLE_BILLING
 PRACTITIONER = options_pb2.ROLE_PRACTITIONER
 
@@ -397,8 +399,8 @@ def _participants(act: rules.Act) -> set[str]:
 
 
 def _unrestricted(principal: Principal) -> bool:
-    """A hub component acting on its own behalf (not for a caller it names)."""
-    return principal.has_any([HUB_SERVICE]) and not principal.delegated
+    """A hub component acting on its own behalf (not for a token's person, not for a caller it names)."""
+    return principal.hub_component
 
 
 def _may_act(principal: Principal, act: rules.Act) -> None:
@@ -517,6 +519,17 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 "a practitioner records only lines billed in their own name; an act with other billing "
                 "professionals is recorded by the hub's workflows or the establishment's billing staff",
             )
+
+    async def _billed_at(self, establishment: str, act: rules.Act) -> tuple[str, str | None]:
+        """(region code, GHT id) where a line billed at `establishment` counts: the directory's, as it stands
+        when the line is recorded; for an establishment the directory does not know, the act's region."""
+        found = await self._directory.establishment(establishment)
+        if found is None or not found.region:
+            return act.region, None
+        return (
+            names.REGION.parse(found.region, "establishment.region"),
+            names.GHT.parse_optional(found.ght, "establishment.ght"),
+        )
 
     async def _facts(self, needs: rules.Needs) -> rules.Facts:
         remote = 0
@@ -638,6 +651,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         quote = rules.quote(act, catalog, await self._facts(rules.needs(act, catalog)))
         await self._own_lines(principal, quote)
         numbers = {id(line): i for i, line in enumerate(quote.lines, start=1)}
+        billed_at = {e: await self._billed_at(e, act) for e in {line.establishment for line in quote.lines}}
         patient_id = uuid.UUID(request.patient.removeprefix("patients/"))
         call = Call.of(request, "RecordAct", principal)
         async with self._store.transaction() as tx:
@@ -724,6 +738,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                         quota_key=line.quota.key if line.quota else None,
                         quota_slot=slots.get(id(line)),
                         counts_toward_remote_cap=line.counts_toward_remote_cap,
+                        region_code=billed_at[line.establishment][0],
+                        ght_id=billed_at[line.establishment][1],
                     )
                     for line in quote.lines
                 ],
@@ -816,6 +832,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                         reversal_reason=_enum_name(billing_pb2.ReversalReason, request.reason),
                         reversal_note=request.note or None,
                         request_id=request_id,
+                        region_code=row["region_code"],
+                        ght_id=row["ght_id"],
                     )
                 ],
             )
@@ -906,6 +924,64 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.ExportChargesResponse(
             content=content, content_type=content_type, filename=filename, line_count=len(charges)
         )
+
+    # --- activity report ---
+
+    async def GetBillingActivityReport(
+        self, request: billing_pb2.GetBillingActivityReportRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetBillingActivityReportResponse:
+        principal = current_principal()
+        region = names.REGION.parse_optional(request.region, "region")
+        ght = names.GHT.parse_optional(request.ght, "ght")
+        caller_ght = None
+        if principal.establishment:
+            caller_ght = names.GHT.parse_optional(
+                await self._directory.ght_of(principal.establishment) or "", "ght"
+            )
+        scope = reports.scope_of(principal, caller_ght, region, ght)
+        filters: dict[str, object] = {
+            "start": f"{request.start_month.year}-{request.start_month.month}",
+            "end": f"{request.end_month.year}-{request.end_month.month}",
+            "region": request.region,
+            "ght": request.ght,
+            "act_type": request.act_type,
+        }
+        after = reports.parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await self._store.activity_report(
+            scope,
+            reports.first_day(request.start_month),
+            reports.first_day(request.end_month),
+            region=region,
+            ght=ght,
+            act_type=_enum_name(billing_pb2.ActType, request.act_type) if request.act_type else None,
+            limit=size + 1,
+            after=after,
+        )
+        page, last = split_page(rows, size)
+        return billing_pb2.GetBillingActivityReportResponse(
+            rows=[_activity(r) for r in page],
+            next_page_token=next_page_token(
+                reports.key_token(last["month"], last["region_code"], last["ght"], last["code"])
+                if last is not None
+                else None,
+                filters,
+            ),
+        )
+
+
+def _activity(row: asyncpg.Record) -> billing_pb2.BillingActivity:
+    activity = billing_pb2.BillingActivity(
+        region=f"regions/{row['region_code']}" if row["region_code"] else "",
+        ght=f"ghts/{row['ght']}" if row["ght"] else "",
+        month=reports.month_message(row["month"]),
+        code=row["code"],
+        charges=row["charges"],
+        reversals=row["reversals"],
+        count=row["charges"] - row["reversals"],
+    )
+    money(int(row["amount_cents"]), activity.amount)
+    return activity
 
 
 def _filter(start: date, end: date, practitioner: str, establishment: str, patient: str) -> ChargeFilter:

@@ -38,6 +38,7 @@ from services.kit.db import constraint_errors
 from services.kit.errors import DomainError, FailedPrecondition
 from services.kit.idempotency import Ledger
 from services.kit.pagination import split_page
+from services.kit.reports import Scope
 
 # First key of the billing service's two-key advisory locks (ASCII "bil").
 _ADVISORY_LOCK_CLASS = 0x0062696C
@@ -99,9 +100,9 @@ INSERT INTO billing.charges (charge_id, kind, act_id, line, code, label, biller_
     exploitant, establishment, patient_id, act_type, act_time, act_date, amount_cents, extra_fee_cents,
     reimbursement_rate_bp, reimbursement_cents, participation_cents, overseas, catalog_entry, catalog_version,
     unconfirmed, quota_key, quota_slot, counts_toward_remote_cap, reverses, reversal_reason, reversal_note,
-    request_id)
+    request_id, region_code, ght_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23, $24, $25, $26, $27, $28, $29, $30)
+    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
 RETURNING *, NULL::uuid AS reversed_by, NULL::text AS reversed_reason, NULL::text AS reversed_note
 """
 # A line with what reversed it (for a charge) — `r` is the reversal line of `c`, if any.
@@ -122,6 +123,39 @@ WHERE c.act_date BETWEEN $1 AND $2
 ORDER BY c.act_time, c.seq
 LIMIT $8
 """
+
+
+# The activity report: one row per (month of the act, region, GHT, code) of the lines whose act date is in
+# [$1, the end of $2's month], where they were billed, reversals deducted in the month of their act. One
+# statement per kind of scope, so that each can use its index: `{scope}` is one of _REPORT_SCOPES (fixed
+# text), then $4/$5/$6 narrow to a region, a GHT and an act type and $7..$10 are the keyset of the last row
+# seen.
+_ACTIVITY_REPORT = """
+WITH report AS (
+    SELECT date_trunc('month', c.act_date)::date AS month, coalesce(c.region_code, '') AS region_code,
+           coalesce(c.ght_id, '') AS ght, c.code,
+           count(*) FILTER (WHERE c.kind = 'KIND_CHARGE')::int AS charges,
+           count(*) FILTER (WHERE c.kind = 'KIND_REVERSAL')::int AS reversals,
+           sum(c.amount_cents)::bigint AS amount_cents
+    FROM billing.charges c
+    WHERE c.act_date >= $1 AND c.act_date < $2::date + interval '1 month' AND {scope}
+      AND ($4::text IS NULL OR c.region_code = $4) AND ($5::text IS NULL OR c.ght_id = $5)
+      AND ($6::text IS NULL OR c.act_type = $6)
+    GROUP BY 1, 2, 3, 4
+)
+SELECT * FROM report
+WHERE $7::date IS NULL OR (month, region_code, ght, code) > ($7, $8, $9, $10)
+ORDER BY month, region_code, ght, code
+LIMIT $11
+"""
+# $3: the scope's region code, GHT id or FINESS (unused, NULL, for the hub's).
+_REPORT_SCOPES = {
+    "hub": "$3::text IS NULL",
+    "region": "c.region_code = $3",
+    "ght": "c.ght_id = $3",
+    "establishment": "c.establishment = $3",
+}
+ACTIVITY_REPORTS = {kind: _ACTIVITY_REPORT.format(scope=where) for kind, where in _REPORT_SCOPES.items()}
 
 
 _CONSTRAINT_ERRORS: dict[str, Callable[[], DomainError]] = {
@@ -235,6 +269,9 @@ class ChargeRow:
     reversal_reason: str | None = None
     reversal_note: str | None = None
     request_id: uuid.UUID | None = None
+    # Where the line is billed: its establishment's region code and GHT id (see 0005.billing-activity-report).
+    region_code: str | None = None
+    ght_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -419,6 +456,8 @@ class BillingStore:
                 r.reversal_reason,
                 r.reversal_note,
                 r.request_id,
+                r.region_code,
+                r.ght_id,
             )
             written.append(charge_from_row(row))
         return written
@@ -463,3 +502,41 @@ class BillingStore:
         """Every line of the filter, up to `limit` + 1 (the caller refuses a larger export)."""
         charges, _ = await self.list_charges(where, limit + 1)
         return charges
+
+    # --- activity reports ---
+
+    async def activity_report(
+        self,
+        scope: Scope,
+        first_month: date,
+        last_month: date,
+        *,
+        region: str | None,
+        ght: str | None,
+        act_type: str | None,
+        limit: int,
+        after: tuple[date, str, str, str] | None,
+    ) -> list[asyncpg.Record]:
+        """Rows of `ACTIVITY_REPORTS` for the scope (`services.kit.reports.scope_of`), narrowed to a region
+        code, a GHT id and an act type when given, up to `limit`."""
+        if scope.finess is not None:
+            kind, key = "establishment", scope.finess
+        elif scope.ght_id is not None:
+            kind, key = "ght", scope.ght_id
+        elif scope.region_code is not None:
+            kind, key = "region", scope.region_code
+        else:
+            kind, key = "hub", None
+        return list(
+            await self._pool.fetch(
+                ACTIVITY_REPORTS[kind],
+                first_month,
+                last_month,
+                key,
+                region,
+                ght,
+                act_type,
+                *(after or (None, None, None, None)),
+                limit,
+            )
+        )

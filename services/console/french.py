@@ -258,6 +258,32 @@ ROLES = {
     "ROLE_HUB_OPERATOR": "opérateurs du hub",
 }
 
+# Medical specialties (parcours.type.v1.Specialty), as the activity reports name them.
+SPECIALTIES = {
+    "SPECIALTY_NONE": "Sans spécialité",
+    "SPECIALTY_GENERAL_MEDICINE": "Médecine générale",
+    "SPECIALTY_CARDIOLOGY": "Cardiologie",
+    "SPECIALTY_DERMATOLOGY": "Dermatologie",
+    "SPECIALTY_ENDOCRINOLOGY": "Endocrinologie",
+    "SPECIALTY_GASTROENTEROLOGY": "Gastro-entérologie",
+    "SPECIALTY_GERIATRICS": "Gériatrie",
+    "SPECIALTY_GYNECOLOGY": "Gynécologie",
+    "SPECIALTY_NEPHROLOGY": "Néphrologie",
+    "SPECIALTY_NEUROLOGY": "Neurologie",
+    "SPECIALTY_ONCOLOGY": "Oncologie",
+    "SPECIALTY_OPHTHALMOLOGY": "Ophtalmologie",
+    "SPECIALTY_PEDIATRICS": "Pédiatrie",
+    "SPECIALTY_PSYCHIATRY": "Psychiatrie",
+    "SPECIALTY_PULMONOLOGY": "Pneumologie",
+    "SPECIALTY_RADIOLOGY": "Radiologie",
+    "SPECIALTY_RHEUMATOLOGY": "Rhumatologie",
+    "SPECIALTY_STOMATOLOGY": "Stomatologie",
+    "SPECIALTY_ORAL_SURGERY": "Chirurgie orale",
+    "SPECIALTY_DIABETOLOGY": "Diabétologie",
+    "SPECIALTY_INFECTIOUS_DISEASES": "Maladies infectieuses",
+    "SPECIALTY_NEUROPSYCHIATRY": "Neuropsychiatrie",
+}
+
 # The services' stable refusal reasons, in the words an officer reads.
 REASONS = {
     "CASE_CLOSED": "Ce dossier est clos : plus aucune décision n'y est possible.",
@@ -293,6 +319,7 @@ REASONS = {
     "SERVICE_UNAVAILABLE": "Le service est momentanément indisponible ; réessayez dans un instant.",
     "SERVICE_NOT_CONFIGURED": "Ce service n'est pas raccordé à la console.",
     "TOKEN_EXPIRED": "Votre délégation a expiré ; rechargez la page.",
+    "REPORT_SCOPE_NOT_VISIBLE": "Ces chiffres sortent de votre périmètre (votre région).",
 }
 FIELDS = {
     "motivation": "Motivation",

@@ -20,6 +20,8 @@ from grpc_status import rpc_status
 from parcours.billing.v1 import billing_pb2_grpc
 from parcours.contracts.v1 import contracts_pb2_grpc
 from parcours.directory.v1 import directory_pb2_grpc
+from parcours.expertise.v1 import expertise_pb2_grpc
+from parcours.scheduling.v1 import scheduling_pb2_grpc
 
 from services.console.security import DelegateTokens, Officer
 from services.console.settings import ConsoleSettings
@@ -83,6 +85,16 @@ class Hub:
         self.billing = (
             billing_pb2_grpc.BillingServiceStub(self.channels["billing"])
             if "billing" in self.channels
+            else None
+        )
+        self.expertise = (
+            expertise_pb2_grpc.ExpertiseServiceStub(self.channels["expertise"])
+            if "expertise" in self.channels
+            else None
+        )
+        self.scheduling = (
+            scheduling_pb2_grpc.SchedulingServiceStub(self.channels["scheduling"])
+            if "scheduling" in self.channels
             else None
         )
 

@@ -5,13 +5,23 @@ hub-issued certificate whose CN is `parcours-<component>`. The acting practition
 bearer token shaped like a Pro Santé Connect access token (see services/kit/tokens.py). Handlers read one
 `Principal` with `current_principal()`.
 
-Delegation. A Parcours component serving a caller asks another service *on that caller's behalf* by naming
-the caller's establishment (and practitioner) in call metadata (`x-parcours-acting-establishment`,
-`x-parcours-acting-practitioner`; `services.kit.directory.acting_metadata` writes them). Those headers are
-honoured only from a component certificate without a token (the component vouches for a caller it has
-already authenticated and bound to its establishment); from anyone else they are ignored. The principal is
-then `delegated`: it names the acting establishment and practitioner, keeps ROLE_HUB_SERVICE (so the audit
-log shows the call came through the hub) and is scoped like the caller it stands for, never like the hub.
+Who sees everything. Only a Parcours component acting on its own behalf (a component certificate, no token,
+no acting metadata: a workflow worker recording a charge) and a hub operator see every establishment, region
+and patient (`Principal.unrestricted`); every "sees everything" check in the services asks that one property,
+never a role or the certificate alone.
+
+Delegation: a component acting for someone is scoped like that someone, never like the hub (`delegated`).
+- A component presenting a bearer token acts for the token's person (the console sends an officer's
+  delegate token): the principal has that token's roles, region and territory only — no ROLE_HUB_SERVICE,
+  no establishment — and is `delegated`, so it gets no more through the component than the person would get
+  by themselves. The audit still names the component (`component/<name>` where an establishment would be).
+- A component serving a caller it has authenticated itself asks another service *on that caller's behalf*
+  by naming the caller's establishment (and practitioner) in call metadata
+  (`x-parcours-acting-establishment`, `x-parcours-acting-practitioner`; `services.kit.directory
+  .acting_metadata` writes them). Those headers are honoured only from a component certificate without a
+  token (the component vouches for a caller it has already bound to its establishment); from anyone else
+  they are ignored. The principal names the acting establishment and practitioner, keeps ROLE_HUB_SERVICE
+  (so the audit log shows the call came through the hub) and is `delegated`.
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ COMPONENT_PREFIX = "parcours-"
 # Call metadata by which a component names the caller it acts for (see the module docstring).
 ACTING_ESTABLISHMENT_HEADER = "x-parcours-acting-establishment"
 ACTING_PRACTITIONER_HEADER = "x-parcours-acting-practitioner"
+
+# The roles that see everything when held by a principal acting for itself (see `Principal.unrestricted`).
+UNRESTRICTED_ROLES = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
 
 _TOKEN_ROLES: Mapping[str, int] = {
     "hub_operator": options_pb2.ROLE_HUB_OPERATOR,
@@ -63,13 +76,25 @@ class Principal:
     roles: frozenset[int]  # parcours.options.v1.Role values
     # ARS region code for ARS staff (officer, supervisor, signatory).
     region: str | None = None
-    # A component acting for the establishment (and practitioner) above, named in its call metadata.
+    # A component acting for someone: the person of the token it presents, or the establishment (and
+    # practitioner) above, named in its call metadata. Scoped like them, never like the hub.
     delegated: bool = False
     # An Ordre reviewer's territory: a département code, or `FR` for the national council.
     territory: str | None = None
 
     def has_any(self, roles: Iterable[int]) -> bool:
         return bool(self.roles.intersection(roles))
+
+    @property
+    def hub_component(self) -> bool:
+        """A Parcours component acting on its own behalf (not for a token's person or a named caller)."""
+        return bool(self.component) and not self.delegated and options_pb2.ROLE_HUB_SERVICE in self.roles
+
+    @property
+    def unrestricted(self) -> bool:
+        """Sees every establishment, region and patient: a hub component acting on its own behalf, or a
+        hub operator. Never a delegated principal, whatever its roles."""
+        return not self.delegated and self.has_any(UNRESTRICTED_ROLES)
 
     @property
     def rpps(self) -> str | None:
@@ -170,8 +195,6 @@ class Authenticator:
             raise Unauthenticated("TOKEN_UNVERIFIABLE", "this server has no token keys configured")
         token = self._verifier.verify(raw)
         roles = _token_roles(token)
-        if peer.component:
-            roles.add(options_pb2.ROLE_HUB_SERVICE)
         if peer.establishment:
             roles.add(options_pb2.ROLE_ESTABLISHMENT)
         return Principal(
@@ -184,6 +207,8 @@ class Authenticator:
             roles=frozenset(roles),
             region=token.region,
             territory=token.territory,
+            # A component presenting a token acts for the token's person: their roles and scope only.
+            delegated=bool(peer.component),
         )
 
 

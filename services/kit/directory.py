@@ -34,7 +34,6 @@ from typing import Generic, Protocol, TypeVar
 
 import grpc
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
-from parcours.options.v1 import options_pb2
 from parcours.type.v1 import practice_pb2
 
 from services.kit.auth import ACTING_ESTABLISHMENT_HEADER, ACTING_PRACTITIONER_HEADER, Principal
@@ -45,8 +44,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CALL_TIMEOUT_SECONDS = 5.0
-# Roles that see every patient, unless the principal is a component acting for someone (delegated).
-UNRESTRICTED_ROLES = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -60,7 +57,7 @@ def patient_scope(principal: Principal) -> str | None:
     sees none (a restricted principal without an establishment, e.g. a token without a certificate in
     development mode).
     """
-    if principal.has_any(UNRESTRICTED_ROLES) and not principal.delegated:
+    if principal.unrestricted:
         return None
     return principal.establishment
 

@@ -1,11 +1,12 @@
-"""Activity reports: who sees which rows, the months asked, the rows' keyset. Shared by scheduling and
-expertise (each reports its own activity with its own SQL).
+"""Activity reports: who sees which rows, the months asked, the rows' keyset. Shared by scheduling, expertise
+and billing (each reports its own activity with its own SQL).
 
 Scope (checked before anything is read): an ARS officer sees their region (their token's region claim),
 whatever certificate they call through; a hub operator, or a hub component acting for itself, sees
-everything; an establishment (any token through its certificate) sees its GHT, or only itself when outside
-any GHT. Asking for another region or GHT than one's own is REPORT_SCOPE_NOT_VISIBLE. Rows carry counts and
-durations only.
+everything (`Principal.unrestricted`: never a component acting for a token's person or a named caller); an
+establishment (any token through its certificate, or a component naming it as the caller it acts for) sees
+its GHT, or only itself when outside any GHT. Asking for another region or GHT than one's own is
+REPORT_SCOPE_NOT_VISIBLE. Rows carry counts, durations and amounts only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def scope_of(principal: Principal, ght_of_caller: str | None, region: str | None
         if principal.region is None or (region is not None and region != principal.region):
             raise _refused()
         return Scope(region_code=principal.region)
-    if principal.has_any([options_pb2.ROLE_HUB_OPERATOR]) or (principal.component and not principal.subject):
+    if principal.unrestricted:
         return Scope()
     if principal.establishment:
         finess = principal.establishment.removeprefix("establishments/")

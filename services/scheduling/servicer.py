@@ -81,7 +81,6 @@ from services.scheduling.settings import SchedulingSettings
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = scheduling_pb2.DESCRIPTOR.services_by_name["SchedulingService"].full_name
-_PRIVILEGED = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
 # Only medical professionals teleconsult (L.6316-1: a téléconsultation always involves one; §7 rule 2).
 MEDICAL_PROFESSIONS = frozenset(
     {practice_pb2.PROFESSION_PHYSICIAN, practice_pb2.PROFESSION_MIDWIFE, practice_pb2.PROFESSION_DENTIST}
@@ -207,7 +206,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         finess = names.ESTABLISHMENT.parse_optional(principal.establishment, "establishment")
         return Caller(
             principal=principal,
-            privileged=principal.has_any(_PRIVILEGED),
+            privileged=principal.unrestricted,
             rpps=principal.rpps,
             finess=finess,
             ght_id=await self._ght_id(principal.establishment),

@@ -1,5 +1,6 @@
 """The console under test: the real development OpenID provider, the console in-process on a free port
-(uvicorn over a real socket) against the suite's PostgreSQL, Temporal, directory and billing services.
+(uvicorn over a real socket) against the suite's PostgreSQL, Temporal, directory and billing services, and the
+expertise and scheduling services' gRPC servers (their activity reports feed the dashboards).
 
 Tests that need the contracts service (the inbox, a case page, decisions, the e2e scenario) ask for the
 `contracts_address` fixture: until services/contracts has a server it SKIPS them, saying they wait for it.
@@ -10,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
+import temporalio.client
 
 from services.console.server import Console, build, listen, uvicorn_server
 from services.console.settings import ConsoleSettings
@@ -29,6 +31,8 @@ from services.devstack.oidc import (
 )
 from services.devstack.temporal import TemporalHandle
 from services.kit.pki import DevPki
+from services.kit.server import Runtime, open_channel
+from services.kit.settings import KitSettings
 from tests.support import PAYLOAD_KEYS, kit_settings
 
 CLIENT_SECRET = "console-tests-secret"
@@ -144,6 +148,59 @@ async def run_console(settings: ConsoleSettings, pool: asyncpg.Pool) -> AsyncIte
         sock.close()
 
 
+@contextlib.asynccontextmanager
+async def grpc_server_only(
+    build: Callable[..., Awaitable[Runtime]],
+    settings: KitSettings,
+    pool: asyncpg.Pool,
+    temporal_client: temporalio.client.Client,
+    directory_address: str,
+) -> AsyncIterator[str]:
+    """A case service's gRPC server without its background tasks (its outbox relay would race the suite's
+    own): enough for what the console reads of it, the activity reports. Its address."""
+    directory = open_channel(settings, directory_address)
+    runtime = await build(settings, pool, temporal=temporal_client, directory=directory)
+    await runtime.kit.start()
+    await runtime.kit.set_serving(True)
+    try:
+        yield f"127.0.0.1:{runtime.port}"
+    finally:
+        await runtime.kit.stop(0.5)
+        await directory.close()
+
+
+@pytest.fixture(scope="session")
+async def report_addresses(
+    pki: DevPki,
+    database_url: str,
+    seeded_pool: asyncpg.Pool,
+    temporal: TemporalHandle,
+    temporal_client: temporalio.client.Client,
+    directory_address: str,
+) -> AsyncIterator[dict[str, str]]:
+    """The expertise and scheduling services the dashboards read activity reports from: their addresses."""
+    from services.expertise.server import build as build_expertise
+    from services.expertise.settings import ExpertiseSettings
+    from services.scheduling.server import build as build_scheduling
+    from tests.scheduling.conftest import scheduling_settings
+
+    expertise = ExpertiseSettings(
+        **{  # type: ignore[arg-type]
+            **kit_settings(pki, database_url, "expertise"),
+            "temporal_address": temporal.address,
+            "payload_keys": PAYLOAD_KEYS,
+            "directory_address": directory_address,
+        }
+    )
+    scheduling = scheduling_settings(pki, database_url, directory_address, temporal.address)
+    shared = (seeded_pool, temporal_client, directory_address)
+    async with (
+        grpc_server_only(build_expertise, expertise, *shared) as expertise_address,
+        grpc_server_only(build_scheduling, scheduling, *shared) as scheduling_address,
+    ):
+        yield {"expertise_address": expertise_address, "scheduling_address": scheduling_address}
+
+
 @pytest.fixture(scope="session")
 async def console(
     pki: DevPki,
@@ -154,6 +211,7 @@ async def console(
     console_port: int,
     directory_address: str,
     billing_address: str,
+    report_addresses: dict[str, str],
 ) -> AsyncIterator[RunningConsole]:
     settings = console_settings(
         pki,
@@ -163,6 +221,7 @@ async def console(
         temporal.address,
         directory_address=directory_address,
         billing_address=billing_address,
+        **report_addresses,
     )
     async with run_console(settings, pool) as running:
         yield running

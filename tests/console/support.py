@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
+import asyncpg
 import httpx
 
+from services.console.french import PARIS
 from services.devstack.oidc import DEMO_PASSWORD
+from tests.expertise.test_activity_report import request as expertise_request
+from tests.support import LOIRE
 
 _FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -83,3 +89,24 @@ def chart_tables(html: str) -> dict[str, dict[str, dict[str, float]]]:
     parser = _Tables()
     parser.feed(html)
     return parser.tables
+
+
+async def seed_activity(pool: asyncpg.Pool) -> str:
+    """Activity of a GHT of region 84 that only these rows name (the directory does not know it: the charts
+    show its id), written where the workflows and the daily pruning write it: two dermatology téléexpertises
+    requested from it three hours ago, one answered in 2 h, one expired past its deadline; ten
+    teleconsultation slots offered there this month, four of them taken. The GHT's id."""
+    ght = f"ght-essai-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    hours = timedelta(hours=1)
+    await expertise_request(pool, now - 3 * hours, "COMPLETED", answer=2 * hours, ght=ght)
+    await expertise_request(pool, now - 3 * hours, "EXPIRED", breached=True, ght=ght)
+    await pool.execute(
+        "INSERT INTO scheduling.slot_supply (schedule_id, month, region_code, ght_id, finess, specialty,"
+        " offered, used) VALUES ($1, $2, '84', $3, $4, 'SPECIALTY_GENERAL_MEDICINE', 10, 4)",
+        uuid.uuid4(),
+        now.astimezone(PARIS).date().replace(day=1),
+        ght,
+        LOIRE,
+    )
+    return ght

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from playwright.async_api import Browser
 
@@ -14,7 +15,7 @@ from services.kit.pki import DevPki
 from tests.billing.builders import teleexpertise
 from tests.console.browser import axe_violations, browser, new_page, screenshot, sign_in_browser  # noqa: F401
 from tests.console.conftest import RunningConsole
-from tests.console.support import chart_tables
+from tests.console.support import chart_tables, seed_activity
 from tests.support import component_channel, request_id
 
 
@@ -42,8 +43,11 @@ async def test_the_dashboards_draw_each_available_chart_with_the_tables_numbers(
     console: RunningConsole,
     pki: DevPki,
     billing_address: str,
+    seeded_pool: asyncpg.Pool,
 ) -> None:
-    # Something billed this month in region 84, so that the billing chart has data to draw.
+    # Something billed this month in region 84, téléexpertises and teleconsultation slots, so that every
+    # activity chart has data to draw.
+    await seed_activity(seeded_pool)
     billing = billing_pb2_grpc.BillingServiceStub(component_channel(pki, billing_address, "workflows"))
     await billing.RecordAct(
         billing_pb2.RecordActRequest(
@@ -64,7 +68,8 @@ async def test_the_dashboards_draw_each_available_chart_with_the_tables_numbers(
     tables = chart_tables(await page.content())
     assert set(drawn) == {f"c-{key}" for key in tables}
     assert drawn, "at least one chart is drawn"
-    assert any(v for _, values in drawn["c-facturation"]["series"] for v in values), "billing has data"
+    for key in ("teleexpertise", "reponses-teleexpertise", "teleconsultation", "facturation"):
+        assert any(v for _, values in drawn[f"c-{key}"]["series"] for v in values), f"{key} has data"
     for key, table in tables.items():
         chart = drawn[f"c-{key}"]
         assert chart["labels"] == list(table)

@@ -1,6 +1,6 @@
-"""The dashboards ("Pilotage") over the real services: what billing recorded shows in the officer's region's
-chart, its table and its CSV say the same, another region does not see it, and sources that are not there
-yet say so instead of drawing zeros."""
+"""The dashboards ("Pilotage") over the real services' activity reports: what billing recorded, téléexpertise
+requests and teleconsultation slots show in their region's charts and not in another region's, each chart's
+table and CSV say the same, and sources that are not connected say so instead of drawing zeros."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import io
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 
@@ -17,7 +18,7 @@ from services.console.french import PARIS
 from services.kit.pki import DevPki
 from tests.billing.builders import teleexpertise
 from tests.console.conftest import RunningConsole
-from tests.console.support import chart_tables, sign_in
+from tests.console.support import chart_tables, seed_activity, sign_in
 from tests.support import component_channel, request_id
 
 
@@ -71,25 +72,73 @@ async def test_a_recorded_teleexpertise_shows_in_its_regions_billing_chart_only(
         assert float(body[month][header.index("TE2") - 1].replace(",", ".")) == after84["TE2"]
 
 
-async def test_sources_not_there_yet_are_said_unavailable_not_drawn_as_zeros(console: RunningConsole) -> None:
+async def _tables(client: httpx.AsyncClient, url: str) -> dict[str, dict[str, dict[str, float]]]:
+    page = await client.get(f"{url}/pilotage")
+    assert page.status_code == 200
+    return chart_tables(page.text)
+
+
+async def test_teleexpertise_and_teleconsultation_activity_shows_in_its_regions_charts_only(
+    console: RunningConsole, seeded_pool: asyncpg.Pool
+) -> None:
+    ght = await seed_activity(seeded_pool)
+    async with httpx.AsyncClient() as officer84, httpx.AsyncClient() as officer93:
+        await sign_in(officer84, console.url, "agent84")
+        await sign_in(officer93, console.url, "agent93")
+        tables84 = await _tables(officer84, console.url)
+        tables93 = await _tables(officer93, console.url)
+        csv84 = await officer84.get(f"{console.url}/pilotage/teleexpertise.csv")
+
+    row = f"{ght} · Dermatologie"
+    assert tables84["teleexpertise"][row] == {
+        "Demandes": 2,
+        "Réponses": 1,
+        "Dépassements": 1,
+        "Taux de dépassement (%)": 50.0,
+    }
+    assert tables84["reponses-teleexpertise"][row] == {"Délai médian": 2.0, "90e centile": 2.0}
+    assert tables84["teleconsultation"][ght] == {
+        "Rendez-vous": 0,
+        "Honorés": 0,
+        "Non honorés": 0,
+        "Annulés": 0,
+        "Taux de rendez-vous non honorés (%)": 0.0,
+        "Taux d'occupation des créneaux (%)": 40.0,
+    }
+    # Region 93's officer reads the same reports, scoped by the services to region 93.
+    assert row not in tables93.get("teleexpertise", {})
+    assert row not in tables93.get("reponses-teleexpertise", {})
+    assert ght not in tables93.get("teleconsultation", {})
+    # The CSV download holds the table's numbers (French decimals).
+    rows = list(csv.reader(io.StringIO(csv84.text.lstrip("\ufeff")), delimiter=";"))
+    assert dict(zip(rows[0][1:], {r[0]: r[1:] for r in rows[1:]}[row], strict=True)) == {
+        "Demandes": "2",
+        "Réponses": "1",
+        "Dépassements": "1",
+        "Taux de dépassement (%)": "50",
+    }
+
+
+async def test_contracts_charts_say_unconnected_and_activity_charts_are_drawn(
+    console: RunningConsole,
+) -> None:
     async with httpx.AsyncClient() as client:
         await sign_in(client, console.url, "agent84")
         page = await client.get(f"{console.url}/pilotage")
     tables = chart_tables(page.text)
-    # Téléexpertise and teleconsultation reports are not offered by their services yet: no table, a notice.
-    assert "teleexpertise" not in tables
-    assert "teleconsultation" not in tables
-    assert "rapport d&#39;activité de téléexpertise n&#39;est pas encore proposé" in page.text
-    # This console is not connected to a contracts service: its charts say so.
+    # This console is not connected to a contracts service: its charts say so, with no table.
     assert "etats" not in tables
     assert page.text.count("Ce service n&#39;est pas raccordé à la console.") == 3
-    # The billing chart is drawn: a canvas with its data and an accessible name.
-    assert 'id="c-facturation" role="img"' in page.text
+    # The activity charts are drawn: a canvas with its data and an accessible name each.
+    for key in ("teleexpertise", "reponses-teleexpertise", "teleconsultation", "facturation"):
+        assert f'id="c-{key}" role="img"' in page.text
 
 
-async def test_an_ordre_reviewer_has_no_regional_billing(console: RunningConsole) -> None:
+async def test_an_ordre_reviewer_has_no_regional_activity(console: RunningConsole) -> None:
     async with httpx.AsyncClient() as client:
         await sign_in(client, console.url, "ordre42")
         page = await client.get(f"{console.url}/pilotage")
-    assert "votre compte n&#39;est rattaché à aucune région" in page.text
-    assert "facturation" not in chart_tables(page.text)
+    assert page.text.count("votre compte n&#39;est rattaché à aucune région") == 4
+    tables = chart_tables(page.text)
+    for key in ("teleexpertise", "reponses-teleexpertise", "teleconsultation", "facturation"):
+        assert key not in tables

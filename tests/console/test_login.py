@@ -122,6 +122,9 @@ async def test_health_and_readiness_say_which_channel_is_missing(console: Runnin
         health = await client.get(f"{console.url}/healthz")
         ready = await client.get(f"{console.url}/readyz")
     assert health.status_code == 200
-    # The suite's directory and billing answer; this console has no other service configured.
+    # The suite's directory, billing, expertise and scheduling answer; no contracts service is configured.
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "channels": {"directory": True, "billing": True}}
+    assert ready.json() == {
+        "ready": True,
+        "channels": {"directory": True, "billing": True, "expertise": True, "scheduling": True},
+    }

@@ -5,19 +5,32 @@
   var charts = {};
   document.querySelectorAll('canvas[data-chart]').forEach(function (canvas) {
     var data = JSON.parse(document.getElementById(canvas.dataset.chart).textContent);
+    var scales = { y: { beginAtZero: true, title: { display: !!data.unit, text: data.unit } } };
+    // Series in another unit (rates beside counts) are lines against a second axis, on the right.
+    if (data.series.some(function (s) { return s.right; })) {
+      scales.y1 = {
+        beginAtZero: true, position: 'right', grid: { drawOnChartArea: false },
+        title: { display: !!data.unitRight, text: data.unitRight }
+      };
+    }
     var chart = new Chart(canvas, {
       type: data.type,
       data: {
         labels: data.labels,
         datasets: data.series.map(function (s, i) {
-          return { label: s.name, data: s.values, backgroundColor: palette[i % palette.length], borderColor: palette[i % palette.length] };
+          var dataset = { label: s.name, data: s.values, backgroundColor: palette[i % palette.length], borderColor: palette[i % palette.length] };
+          if (s.right) {
+            dataset.type = 'line';
+            dataset.yAxisID = 'y1';
+          }
+          return dataset;
         })
       },
       options: {
         responsive: true, maintainAspectRatio: false, animation: false,
         locale: 'fr-FR',
         plugins: { legend: { position: 'bottom' } },
-        scales: { y: { beginAtZero: true, title: { display: !!data.unit, text: data.unit } } }
+        scales: scales
       }
     });
     charts[canvas.id] = chart;
