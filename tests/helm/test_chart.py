@@ -215,6 +215,25 @@ REFUSED = {
         {"components": {"workflows-teleexpertise": {"env": {"PARCOURS_SMTP_TLS": "none"}}}},
         "PARCOURS_SMTP_TLS is set twice",
     ),
+    # The console:
+    "the console without its provider": (
+        {"components": {"console": {"enabled": True}}},
+        "components.console.env.PARCOURS_CONSOLE_PUBLIC_URL is required",
+    ),
+    "the console in clear": (
+        {
+            "components": {
+                "console": {
+                    "enabled": True,
+                    "env": {
+                        "PARCOURS_CONSOLE_PUBLIC_URL": "http://parcours.ars-exemple.fr",
+                        "PARCOURS_OIDC_ISSUER": "https://sso.ars-exemple.fr/realms/agents",
+                    },
+                }
+            }
+        },
+        "PARCOURS_CONSOLE_PUBLIC_URL must be https://",
+    ),
 }
 
 
@@ -879,7 +898,15 @@ def test_a_new_component_is_one_values_block_and_the_ingress_renders(rendered: d
     # The services it calls now accept it.
     assert "console" in allowed_callers(r, "directory")
     container = r.get("Deployment", name("console"))["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Alive while the process runs; ready, hence behind the Ingress, once its gRPC channels are connected.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # Its OpenID provider is reachable (discovery, token and keys endpoints), by the console alone.
+    assert egress_of(r.objects, "allow-oidc") == (
+        {"console"},
+        [{"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "198.51.100.10/32"}}]}],
+    )
+    assert egress_of(rendered["region"].objects, "allow-oidc") is None
     env = env_of(r, "Deployment", name("console"))
     assert env["PARCOURS_OIDC_CLIENT_SECRET"] == {
         "secretKeyRef": {"name": "parcours-console-oidc", "key": "secret"}

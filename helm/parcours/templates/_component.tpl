@@ -235,9 +235,10 @@ spec:
             failureThreshold: 90
           readinessProbe:
             httpGet:
-              path: {{ $c.httpHealthPath }}
+              path: {{ $c.httpReadyPath | default $c.httpHealthPath }}
               port: http
             periodSeconds: 5
+            timeoutSeconds: 3
             failureThreshold: 2
           livenessProbe:
             httpGet:

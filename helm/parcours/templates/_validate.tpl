@@ -61,6 +61,20 @@
 {{- end -}}
 {{- end -}}
 {{- range $name, $c := $components -}}
+{{- $given := dict -}}
+{{- range $k, $val := $c.env -}}{{- if $val -}}{{- $_ := set $given $k true -}}{{- end -}}{{- end -}}
+{{- range $c.secretEnv -}}{{- $_ := set $given .name true -}}{{- end -}}
+{{- range $c.requiredEnv -}}
+{{- if not (hasKey $given .) -}}
+{{- fail (printf "components.%s.env.%s is required (or a secretEnv entry of that name)" $name .) -}}
+{{- end -}}
+{{- end -}}
+{{- $public := dig "env" "PARCOURS_CONSOLE_PUBLIC_URL" "" $c -}}
+{{- if and $public (not (hasPrefix "https://" $public)) (ne (toString (dig "env" "PARCOURS_COOKIE_SECURE" "true" $c)) "false") -}}
+{{- fail (printf "components.%s.env.PARCOURS_CONSOLE_PUBLIC_URL must be https://… (the session cookie is Secure; the Ingress serves HTTPS only)" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- range $name, $c := $components -}}
 {{- if and (not $c.grpcPort) (not $c.temporal) (not $c.httpPort) -}}
 {{- fail (printf "components.%s has neither a grpcPort, an httpPort nor temporal: true" $name) -}}
 {{- end -}}
