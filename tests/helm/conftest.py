@@ -59,6 +59,18 @@ CONSOLE = {
     },
 }
 
+RELAY_LOGIN: dict[str, Any] = {
+    "smtp": {
+        "host": "smtps.relais-ght.example",
+        "port": 465,
+        "tls": "implicit",
+        "username": "parcours-ght-loire",
+        "password": {"existingSecret": "parcours-smtp-login"},
+        "clientCertificate": {"existingSecret": ""},
+    },
+    "addressBook": {"existingSecret": "parcours-address-book", "emails": None, "webhooks": None},
+}
+
 # What `make helm-test` renders, validates and scans: both profiles, the defaults, and the variants the brief
 # names. Each is written to build/helm/rendered/<name>/manifests.yaml.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -123,6 +135,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "region-digest": {
         "files": [REGION, SITE],
         "values": {"image": {"digest": "sha256:" + "ab" * 32}},
+    },
+    # A relay that wants a login over implicit TLS, and an address book kept in a Secret (the only place
+    # for patients' addresses), instead of the site's certificate and inline book.
+    "region-relay-login": {
+        "files": [REGION, SITE],
+        "values": {"notifications": RELAY_LOGIN},
     },
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helm.conftest import (
+    GHT,
     REGION,
     SITE,
     VARIANTS,
@@ -169,10 +170,79 @@ REFUSED = {
         {"components": {"billing": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}},
         "minReplicas > maxReplicas",
     ),
+    # Join links and notifications:
+    "no join-token key": (
+        {"joinLinks": {"tokenKey": {"existingSecret": ""}}},
+        "joinLinks.tokenKey.existingSecret is required",
+    ),
+    "no video bridge": ({"joinLinks": {"baseUrl": ""}}, "joinLinks.baseUrl is required"),
+    "a video bridge in clear": ({"joinLinks": {"baseUrl": "http://visio.example"}}, "baseUrl"),
+    "plaintext SMTP without the development flag": (
+        {"notifications": {"smtp": {"tls": "none"}}},
+        "notifications.smtp.tls none sends e-mail in clear",
+    ),
+    "an SMTP TLS mode that does not exist": ({"notifications": {"smtp": {"tls": "ssl"}}}, "tls"),
+    "a mistyped notifications key": ({"notifications": {"smtp": {"hots": "relay"}}}, "hots"),
+    "an SMTP login without its password": (
+        {"notifications": {"smtp": {"username": "parcours"}}},
+        "notifications.smtp.password.existingSecret is required",
+    ),
+    "inline webhooks without their keys": (
+        {"notifications": {"webhooks": {"keys": {"existingSecret": ""}}}},
+        "notifications.webhooks.keys.existingSecret is required",
+    ),
+    "a webhook in clear": (
+        {
+            "notifications": {
+                "addressBook": {
+                    "webhooks": {
+                        "establishments/420000017": {"url": "http://dpi.example", "keyId": "forez-1"}
+                    }
+                }
+            }
+        },
+        "must be https://",
+    ),
+    "a patient's address in values": (
+        {"notifications": {"addressBook": {"emails": {"patients/4f1c": "patient@exemple.fr"}}}},
+        "patients/4f1c",
+    ),
+    "two address books": (
+        {"notifications": {"addressBook": {"existingConfigMap": "parcours-address-book"}}},
+        "give one of existingConfigMap, existingSecret or inline emails/webhooks",
+    ),
+    "a setting the chart sets, set again": (
+        {"components": {"workflows-teleexpertise": {"env": {"PARCOURS_SMTP_TLS": "none"}}}},
+        "PARCOURS_SMTP_TLS is set twice",
+    ),
+    # The console:
+    "the console without its provider": (
+        {"components": {"console": {"enabled": True}}},
+        "components.console.env.PARCOURS_CONSOLE_PUBLIC_URL is required",
+    ),
+    "the console in clear": (
+        {
+            "components": {
+                "console": {
+                    "enabled": True,
+                    "env": {
+                        "PARCOURS_CONSOLE_PUBLIC_URL": "http://parcours.ars-exemple.fr",
+                        "PARCOURS_OIDC_ISSUER": "https://sso.ars-exemple.fr/realms/agents",
+                    },
+                }
+            }
+        },
+        "PARCOURS_CONSOLE_PUBLIC_URL must be https://",
+    ),
 }
 
 
 NO_CLIENTS = "no clients named"
+# A site that configures no notification at all (the chart's defaults), and a development cluster with an
+# SMTP sink in clear.
+NO_NOTIFICATIONS = "no notifications"
+DEV_SINK = "a development sink"
+ANOTHER_BOOK = "another address book"
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +250,43 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     """One tools process for the refused values and the renders that need no validation."""
     cases = {case: {"files": [REGION, SITE], "values": values} for case, (values, _) in REFUSED.items()}
     cases[NO_CLIENTS] = {"files": [REGION, SITE], "values": {"networkPolicy": {"clients": []}}}
+    cases[NO_NOTIFICATIONS] = {
+        "files": [REGION, SITE],
+        "values": {
+            "notifications": {
+                "smtp": {
+                    "host": "",
+                    "ca": {"existingSecret": ""},
+                    "clientCertificate": {"existingSecret": ""},
+                },
+                "addressBook": {"emails": None, "webhooks": None},
+                "webhooks": {"keys": {"existingSecret": ""}},
+            }
+        },
+    }
+    cases[DEV_SINK] = {
+        "files": [GHT, SITE],
+        "values": {
+            "notifications": {
+                "allowPlaintext": True,
+                "smtp": {
+                    "host": "mailsink.parcours-dev.svc",
+                    "port": 2525,
+                    "tls": "none",
+                    "ca": {"existingSecret": ""},
+                    "clientCertificate": {"existingSecret": ""},
+                },
+            }
+        },
+    }
+    cases[ANOTHER_BOOK] = {
+        "files": [REGION, SITE],
+        "values": {
+            "notifications": {
+                "addressBook": {"emails": {"practitioners/10000000101": "j.martin@ch-forez.mssante.fr"}}
+            }
+        },
+    }
     return quick_renders(cases, tmp_path_factory.mktemp("quick"))
 
 
@@ -580,6 +687,152 @@ def test_turning_networkpolicies_off_removes_them_all(rendered: dict[str, Render
     assert rendered["region-no-networkpolicy"].of_kind("NetworkPolicy") == []
 
 
+def egress_of(objects: list[dict[str, Any]], policy: str) -> tuple[set[str], list[dict[str, Any]]] | None:
+    """The components a named allow selects and its egress rules; None when it is not rendered."""
+    found = [
+        o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == f"parcours-{policy}"
+    ]
+    if not found:
+        return None
+    spec = found[0]["spec"]
+    selected = {
+        v
+        for e in spec["podSelector"]["matchExpressions"]
+        if e["key"] == "app.kubernetes.io/component"
+        for v in e["values"]
+    }
+    return selected, spec["egress"]
+
+
+def quick_objects(quick: dict[str, dict[str, Any]], case: str) -> list[dict[str, Any]]:
+    assert quick[case]["error"] is None, quick[case]["error"]
+    return [d["object"] for d in quick[case]["docs"]]
+
+
+def test_workers_reach_the_relay_and_the_webhooks_only_when_configured(
+    region: Rendered, quick: dict[str, dict[str, Any]]
+) -> None:
+    workers = {"workflows-teleconsultation", "workflows-teleexpertise"}
+    assert egress_of(region.objects, "allow-smtp") == (
+        workers,
+        [{"ports": [{"port": 587, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "203.0.113.25/32"}}]}],
+    )
+    assert egress_of(region.objects, "allow-webhooks") == (
+        workers,
+        [{"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.42.0.0/16"}}]}],
+    )
+    # Nothing configured: no path out, and nothing to mount.
+    nothing = quick_objects(quick, NO_NOTIFICATIONS)
+    assert egress_of(nothing, "allow-smtp") is None
+    assert egress_of(nothing, "allow-webhooks") is None
+    for obj in nothing:
+        if obj["kind"] == "Deployment":
+            env = {e["name"] for e in obj["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert not {n for n in env if n.startswith(("PARCOURS_SMTP_", "PARCOURS_NOTIFY_"))}
+            assert "notify" not in {v["name"] for v in obj["spec"]["template"]["spec"]["volumes"]}
+        assert obj["kind"] != "ConfigMap" or obj["metadata"]["name"] != "parcours-address-book"
+    assert (
+        "WARNING: no SMTP relay and no webhook keys: nothing leaves the hub"
+        in quick[NO_NOTIFICATIONS]["notes"]
+    )
+    # Only the workers deliver: no service gets the relay's settings or a path to it.
+    for deployment in region.of_kind("Deployment"):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        env = env_of(region, "Deployment", deployment["metadata"]["name"])
+        assert ("PARCOURS_SMTP_HOST" in env) == (component in workers), component
+
+
+def test_plaintext_smtp_is_for_a_development_sink_that_says_so(quick: dict[str, dict[str, Any]]) -> None:
+    objects = quick_objects(quick, DEV_SINK)
+    worker = next(
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == name("workflows-teleexpertise")
+    )
+    env = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["PARCOURS_SMTP_HOST"], env["PARCOURS_SMTP_PORT"], env["PARCOURS_SMTP_TLS"]) == (
+        "mailsink.parcours-dev.svc",
+        "2525",
+        "none",
+    )
+    assert "PARCOURS_SMTP_CA_FILE" not in env and "PARCOURS_SMTP_CERT_FILE" not in env
+    assert egress_of(objects, "allow-smtp") == (
+        {"workflows-teleconsultation", "workflows-teleexpertise"},
+        [{"ports": [{"port": 2525, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "203.0.113.25/32"}}]}],
+    )
+
+
+def test_the_workers_mount_their_notification_files_read_only(region: Rendered) -> None:
+    deployment = region.get("Deployment", name("workflows-teleconsultation"))
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "notify", "mountPath": "/etc/parcours/notify", "readOnly": True} in pod["containers"][0][
+        "volumeMounts"
+    ]
+    volume = next(v for v in pod["volumes"] if v["name"] == "notify")
+    assert volume["projected"] == {
+        "defaultMode": 0o440,
+        "sources": [
+            {
+                "configMap": {
+                    "name": "parcours-address-book",
+                    "items": [{"key": "address-book.json", "path": "address-book.json"}],
+                }
+            },
+            {"secret": {"name": "parcours-mssante-ca", "items": [{"key": "ca.crt", "path": "smtp-ca.crt"}]}},
+            {
+                "secret": {
+                    "name": "parcours-mssante-client",
+                    "items": [
+                        {"key": "tls.crt", "path": "smtp-client.crt"},
+                        {"key": "tls.key", "path": "smtp-client.key"},
+                    ],
+                }
+            },
+        ],
+    }
+    env = env_of(region, "Deployment", name("workflows-teleconsultation"))
+    assert env["PARCOURS_NOTIFY_WEBHOOK_KEYS"] == {
+        "secretKeyRef": {"name": "parcours-webhook-keys", "key": "keys"}
+    }
+    # The relay authenticates the hub by its certificate: no login.
+    assert "PARCOURS_SMTP_USERNAME" not in env and "PARCOURS_SMTP_PASSWORD" not in env
+    assert env["PARCOURS_JOIN_TOKEN_KEY"] == {
+        "secretKeyRef": {"name": "parcours-join-token-key", "key": "key"}
+    }
+    # The inline book holds practitioners' professional addresses and establishments' endpoints, no secret.
+    book = json.loads(region.get("ConfigMap", "parcours-address-book")["data"]["address-book.json"])
+    assert book["webhooks"]["establishments/420000017"] == {
+        "url": "https://dpi.ch-forez.fr/parcours/evenements",
+        "key_id": "forez-1",
+    }
+    assert set(book["emails"]) == {"practitioners/10000000101", "practitioners/10000000202"}
+
+
+def test_editing_the_inline_address_book_rolls_the_workers_only(
+    region: Rendered, quick: dict[str, dict[str, Any]]
+) -> None:
+    def annotations(objects: list[dict[str, Any]], component: str) -> dict[str, str]:
+        deployment = next(
+            o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name(component)
+        )
+        return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
+    edited = quick_objects(quick, ANOTHER_BOOK)
+    for worker in WORKERS:
+        before, after = annotations(region.objects, worker), annotations(edited, worker)
+        assert before["checksum/address-book"] != after["checksum/address-book"], worker
+    for service in SERVICES:
+        assert "checksum/address-book" not in annotations(region.objects, service)
+        assert annotations(region.objects, service) == annotations(edited, service)
+
+
+def test_notes_say_where_notifications_go(region: Rendered) -> None:
+    relay = "smtp.mssante-operateur.example:587 (starttls, client certificate parcours-mssante-client)"
+    assert f"e-mail       {relay}" in region.notes
+    assert "webhooks     signed with the keys of Secret parcours-webhook-keys" in region.notes
+    assert "join links   https://visio.chu-exemple.fr/rejoindre/<token>" in region.notes
+
+
 # -- golden objects: a template change that drops a probe, a hardening setting or a policy fails here -------
 
 
@@ -671,7 +924,15 @@ def test_a_new_component_is_one_values_block_and_the_ingress_renders(rendered: d
     # The services it calls now accept it.
     assert "console" in allowed_callers(r, "directory")
     container = r.get("Deployment", name("console"))["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Alive while the process runs; ready, hence behind the Ingress, once its gRPC channels are connected.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # Its OpenID provider is reachable (discovery, token and keys endpoints), by the console alone.
+    assert egress_of(r.objects, "allow-oidc") == (
+        {"console"},
+        [{"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "198.51.100.10/32"}}]}],
+    )
+    assert egress_of(rendered["region"].objects, "allow-oidc") is None
     env = env_of(r, "Deployment", name("console"))
     assert env["PARCOURS_OIDC_CLIENT_SECRET"] == {
         "secretKeyRef": {"name": "parcours-console-oidc", "key": "secret"}

@@ -79,6 +79,12 @@ labels:
       name: {{ $ctx.Values.temporal.payloadKeys.existingSecret }}
       key: {{ $ctx.Values.temporal.payloadKeys.key }}
 {{- end }}
+{{- if $c.notifications }}
+{{ include "parcours.notificationsEnv" $ctx }}
+{{- end }}
+{{- if $c.joinLinks }}
+{{ include "parcours.joinLinksEnv" $ctx }}
+{{- end }}
 {{- range $callee := $c.calls }}
 {{- $target := get $components $callee }}
 {{- if not $target }}
@@ -108,6 +114,16 @@ labels:
 {{- $ctx := .ctx -}}{{- $c := .c -}}{{- $v := $ctx.Values -}}
 {{- $selector := dict "ctx" $ctx "part" .name -}}
 {{- $env := include "parcours.component.env" . -}}
+{{- $seen := dict -}}
+{{- range (fromYamlArray $env) -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "components.%s: %s is set twice; the chart sets it from its own values, remove it from env/secretEnv" $.name .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- $notifyVolume := "" -}}
+{{- if $c.notifications }}{{ $notifyVolume = include "parcours.notificationsVolume" $ctx }}{{ end -}}
+{{- $book := include "parcours.addressBook" $ctx | fromYaml -}}
 {{- $autoscaling := default dict $c.autoscaling -}}
 apiVersion: apps/v1
 kind: Deployment
@@ -141,6 +157,10 @@ spec:
         {{- end }}
       annotations:
         checksum/config: {{ $env | sha256sum }}
+        {{- if and $c.notifications (eq $book.kind "inline") }}
+        # The address book is read at start: a change of its inline entries rolls the pods.
+        checksum/address-book: {{ include "parcours.addressBookJson" $ctx | sha256sum }}
+        {{- end }}
         {{- with (merge (dict) (default dict $c.podAnnotations) $v.podAnnotations) }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -226,9 +246,10 @@ spec:
             failureThreshold: 90
           readinessProbe:
             httpGet:
-              path: {{ $c.httpHealthPath }}
+              path: {{ $c.httpReadyPath | default $c.httpHealthPath }}
               port: http
             periodSeconds: 5
+            timeoutSeconds: 3
             failureThreshold: 2
           livenessProbe:
             httpGet:
@@ -257,6 +278,11 @@ spec:
               mountPath: /var/lib/parcours/audit-anchors
             {{- end }}
             {{- include "parcours.postgresqlCaMount" $ctx | nindent 12 }}
+            {{- if $notifyVolume }}
+            - name: notify
+              mountPath: /etc/parcours/notify
+              readOnly: true
+            {{- end }}
       volumes:
         {{- include "parcours.tmpVolume" $ctx | nindent 8 }}
         - name: tls
@@ -280,6 +306,9 @@ spec:
             claimName: {{ $v.audit.anchors.existingClaim }}
         {{- end }}
         {{- include "parcours.postgresqlCaVolume" $ctx | nindent 8 }}
+        {{- with $notifyVolume }}
+        {{- . | nindent 8 }}
+        {{- end }}
 {{- end -}}
 
 {{- define "parcours.component.serviceAccount" -}}

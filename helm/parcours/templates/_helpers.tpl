@@ -268,7 +268,7 @@ dict "ctx" $ "secretEnv" bool "noProbes" reason-or-"" ; only the skips that appl
 {{- $skips = append $skips "CKV_K8S_43=The image is addressed by tag until image.digest is set; the release pipeline sets the digest of the image it scanned" -}}
 {{- end -}}
 {{- if .secretEnv -}}
-{{- $skips = append $skips "CKV_K8S_35=The kit reads PARCOURS_PAYLOAD_KEYS from the environment only and libpq/asyncpg read PGPASSWORD; both come from Secrets by reference, never from values" -}}
+{{- $skips = append $skips "CKV_K8S_35=The kit reads its keys (payload keyring, page-token, join-token and webhook keys, SMTP password) from the environment only and libpq/asyncpg read PGPASSWORD; all come from Secrets by reference, never from values" -}}
 {{- end -}}
 {{- with .noProbes -}}
 {{- $skips = append $skips (printf "CKV_K8S_8=%s" .) -}}
@@ -281,3 +281,158 @@ dict "ctx" $ "secretEnv" bool "noProbes" reason-or-"" ; only the skips that appl
 checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Notifications (services/kit/notify.py): what a component with `notifications: true` gets. Its files (the
+address book, the relay's CA, the client certificate at the relay) come in one projected volume on
+/etc/parcours/notify, from the Secrets and ConfigMaps that hold them.
+*/}}
+
+{{/* Where the address book comes from: YAML {kind: configMap|secret|inline|"", name, key} */}}
+{{- define "parcours.addressBook" -}}
+{{- $book := .Values.notifications.addressBook -}}
+{{- $sources := list -}}
+{{- if $book.existingConfigMap }}{{ $sources = append $sources "existingConfigMap" }}{{ end -}}
+{{- if $book.existingSecret }}{{ $sources = append $sources "existingSecret" }}{{ end -}}
+{{- if or $book.emails $book.webhooks }}{{ $sources = append $sources "emails/webhooks" }}{{ end -}}
+{{- if gt (len $sources) 1 -}}
+{{- fail (printf "notifications.addressBook: give one of existingConfigMap, existingSecret or inline emails/webhooks, not %s" (join " and " $sources)) -}}
+{{- end -}}
+{{- if $book.existingConfigMap -}}
+kind: configMap
+name: {{ $book.existingConfigMap | quote }}
+key: {{ $book.key | quote }}
+{{- else if $book.existingSecret -}}
+kind: secret
+name: {{ $book.existingSecret | quote }}
+key: {{ $book.key | quote }}
+{{- else if or $book.emails $book.webhooks -}}
+kind: inline
+name: {{ include "parcours.objectName" (dict "ctx" . "part" "address-book") | quote }}
+key: address-book.json
+{{- else -}}
+kind: ""
+{{- end -}}
+{{- end -}}
+
+{{/* The address book file of inline entries, as services/kit/notify.py FileAddressBook reads it */}}
+{{- define "parcours.addressBookJson" -}}
+{{- $book := .Values.notifications.addressBook -}}
+{{- $webhooks := dict -}}
+{{- range $establishment, $w := $book.webhooks -}}
+{{- $_ := set $webhooks $establishment (dict "url" $w.url "key_id" $w.keyId) -}}
+{{- end -}}
+{{- toPrettyJson (dict "emails" (default dict $book.emails) "webhooks" $webhooks) -}}
+{{- end -}}
+
+{{- define "parcours.notificationsEnv" -}}
+{{- $n := .Values.notifications -}}
+{{- $smtp := $n.smtp -}}
+{{- if $smtp.host }}
+- name: PARCOURS_SMTP_HOST
+  value: {{ $smtp.host | quote }}
+- name: PARCOURS_SMTP_PORT
+  value: {{ $smtp.port | quote }}
+- name: PARCOURS_SMTP_TLS
+  value: {{ $smtp.tls | quote }}
+- name: PARCOURS_SMTP_FROM
+  value: {{ $smtp.from | quote }}
+- name: PARCOURS_SMTP_TIMEOUT_SECONDS
+  value: {{ $smtp.timeoutSeconds | quote }}
+{{- if $smtp.username }}
+- name: PARCOURS_SMTP_USERNAME
+  value: {{ $smtp.username | quote }}
+- name: PARCOURS_SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $smtp.password.existingSecret }}
+      key: {{ $smtp.password.key }}
+{{- end }}
+{{- if $smtp.ca.existingSecret }}
+- name: PARCOURS_SMTP_CA_FILE
+  value: /etc/parcours/notify/smtp-ca.crt
+{{- end }}
+{{- if $smtp.clientCertificate.existingSecret }}
+- name: PARCOURS_SMTP_CERT_FILE
+  value: /etc/parcours/notify/smtp-client.crt
+- name: PARCOURS_SMTP_KEY_FILE
+  value: /etc/parcours/notify/smtp-client.key
+{{- end }}
+{{- end }}
+{{- if (include "parcours.addressBook" . | fromYaml).kind }}
+- name: PARCOURS_NOTIFY_ADDRESS_BOOK
+  value: /etc/parcours/notify/address-book.json
+{{- end }}
+{{- if $n.webhooks.keys.existingSecret }}
+- name: PARCOURS_NOTIFY_WEBHOOK_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $n.webhooks.keys.existingSecret }}
+      key: {{ $n.webhooks.keys.key }}
+{{- end }}
+- name: PARCOURS_WEBHOOK_TIMEOUT_SECONDS
+  value: {{ $n.webhooks.timeoutSeconds | quote }}
+{{- end -}}
+
+{{/* The projected volume of the notification files ("" when there is none) */}}
+{{- define "parcours.notificationsVolume" -}}
+{{- $smtp := .Values.notifications.smtp -}}
+{{- $book := include "parcours.addressBook" . | fromYaml -}}
+{{- $sources := list -}}
+{{- if eq $book.kind "configMap" "inline" -}}
+{{- $sources = append $sources (dict "configMap" (dict "name" $book.name "items" (list (dict "key" $book.key "path" "address-book.json")))) -}}
+{{- else if eq $book.kind "secret" -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $book.name "items" (list (dict "key" $book.key "path" "address-book.json")))) -}}
+{{- end -}}
+{{- if and $smtp.host $smtp.ca.existingSecret -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $smtp.ca.existingSecret "items" (list (dict "key" $smtp.ca.key "path" "smtp-ca.crt")))) -}}
+{{- end -}}
+{{- if and $smtp.host $smtp.clientCertificate.existingSecret -}}
+{{- $cert := $smtp.clientCertificate -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $cert.existingSecret "items" (list (dict "key" $cert.certKey "path" "smtp-client.crt") (dict "key" $cert.keyKey "path" "smtp-client.key")))) -}}
+{{- end -}}
+{{- if $sources -}}
+- name: notify
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- toYaml $sources | nindent 6 }}
+{{- end -}}
+{{- end -}}
+
+{{/* Join links: the video bridge's page and the key every teleconsultation worker signs with */}}
+{{- define "parcours.joinLinksEnv" -}}
+- name: PARCOURS_JOIN_BASE_URL
+  value: {{ .Values.joinLinks.baseUrl | quote }}
+- name: PARCOURS_JOIN_TOKEN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.joinLinks.tokenKey.existingSecret }}
+      key: {{ .Values.joinLinks.tokenKey.key }}
+{{- end -}}
+
+{{/* A named egress allow: components of this release to ports (of peers `to`; none: any address). */}}
+{{- define "parcours.egressPolicy" -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "parcours.objectName" (dict "ctx" .ctx "part" .part) }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "parcours.labels" (dict "ctx" .ctx "part" "network-policy") | nindent 4 }}
+spec:
+  podSelector:
+    matchExpressions:
+      - {key: app.kubernetes.io/instance, operator: In, values: [{{ .ctx.Release.Name | quote }}]}
+      - {key: app.kubernetes.io/component, operator: In, values: {{ toJson .components }}}
+  policyTypes: [Egress]
+  egress:
+    - ports:
+        {{- range .ports }}
+        - {port: {{ . }}, protocol: TCP}
+        {{- end }}
+      {{- with .to }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
