@@ -122,14 +122,22 @@ async def temporal_client(temporal: TemporalHandle) -> temporalio.client.Client:
 
 @pytest.fixture(scope="session")
 async def billing_address(
-    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str
+    pki: DevPki, database_url: str, pool: asyncpg.Pool, directory_address: str, contracts_address: str
 ) -> AsyncIterator[str]:
     """The real billing service (mTLS, tokens, audit), in-process on the suite's database; its address."""
     from services.billing.server import build
     from services.billing.settings import BillingSettings
 
     settings = BillingSettings(
-        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
+        **kit_settings(  # type: ignore[arg-type]
+            pki,
+            database_url,
+            "billing",
+            directory_address=directory_address,
+            contracts_address=contracts_address,
+            # Coverage answers are checked against the contracts' version at most this often.
+            contracts_cache_check_seconds=0.05,
+        )
     )
     kit = await build(settings, pool)
     await kit.start()
@@ -138,6 +146,94 @@ async def billing_address(
         yield f"127.0.0.1:{kit.port}"
     finally:
         await kit.stop(0.5)
+
+
+@pytest.fixture(scope="session")
+async def contracts_address(
+    pki: DevPki,
+    database_url: str,
+    seeded_pool: asyncpg.Pool,
+    temporal: TemporalHandle,
+    temporal_client: temporalio.client.Client,
+    directory_address: str,
+) -> AsyncIterator[str]:
+    """The real contracts service and its worker, in-process on the suite's database and Temporal (a task
+    queue of their own); its address. Billing asks it whether an act is covered."""
+    import uuid
+
+    from services.contracts.decisions import ensure_dev_signing_identity
+    from services.contracts.server import build
+    from services.contracts.settings import ContractsSettings
+    from services.kit.server import open_channel
+    from workflows.contracts.worker import ContractsWorkerSettings
+    from workflows.contracts.worker import build as build_worker
+
+    task_queue = f"contracts-session-{uuid.uuid4()}"
+    temporal_settings = {"temporal_address": temporal.address, "payload_keys": PAYLOAD_KEYS}
+    settings = ContractsSettings(
+        **kit_settings(pki, database_url, "contracts"),  # type: ignore[arg-type]
+        **temporal_settings,
+        directory_address=directory_address,
+        contracts_task_queue=task_queue,
+        decision_trust_roots_file=pki.ca_file,
+    )
+    certificate, key = ensure_dev_signing_identity(pki.directory)
+    worker_settings = ContractsWorkerSettings(
+        **kit_settings(pki, database_url, "workflows"),  # type: ignore[arg-type]
+        **temporal_settings,
+        contracts_task_queue=task_queue,
+        decision_signing_cert_file=certificate,
+        decision_signing_key_file=key,
+    )
+    directory = open_channel(settings, directory_address)
+    runtime = await build(settings, seeded_pool, temporal=temporal_client, directory=directory)
+    await runtime.start()
+    try:
+        async with build_worker(worker_settings, temporal_client, seeded_pool, {}):
+            yield f"127.0.0.1:{runtime.port}"
+    finally:
+        await runtime.stop(0.5)
+        await directory.close()
+
+
+@pytest.fixture(scope="session")
+async def paca_follows_cnom(pki: DevPki, contracts_address: str) -> object:
+    """Region 93 (Provence-Alpes-Côte d'Azur) follows the CNOM 2016 recommendation from today: a contract with
+    the Ordre's visa for experimental, out-of-parcours or commercial telemedicine. Published once, through the
+    API, by one of its officers (a version is never edited afterwards)."""
+    from datetime import UTC, datetime
+
+    from google.type import date_pb2
+    from parcours.contracts.v1 import contracts_pb2, contracts_pb2_grpc
+
+    from tests.support import component_channel, request_id
+
+    token = mint_token(
+        signing_key_file=pki.signing_key_file,
+        kid=pki.signing_kid,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        subject="staff:paca",
+        profession=None,
+        specialty=None,
+        roles=["ars_officer"],
+        region="93",
+    )
+    today = datetime.now(UTC).date()
+    async with component_channel(pki, contracts_address, "console") as channel:
+        reply = await contracts_pb2_grpc.ContractServiceStub(channel).PublishPolicyVersion(
+            contracts_pb2.PublishPolicyVersionRequest(
+                request_id=request_id(),
+                parent="regions/93",
+                region_policy=contracts_pb2.RegionPolicy(
+                    effective_date=date_pb2.Date(year=today.year, month=today.month, day=today.day),
+                    profile=contracts_pb2.RegionPolicy.PROFILE_CNOM_2016,
+                    note="Délibération du directeur général de l'ARS PACA",
+                ),
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+    return reply.region_policy
 
 
 @pytest.fixture(scope="session")

@@ -1458,7 +1458,9 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
             "COMPANY_ALREADY_REGISTERED", "this company is already in the register"
         )
         async with constraint_errors({"companies_pkey": exists}):
-            await self._store.create_company(siren, given.legal_name, given.ans_certificate, call)
+            await self._store.create_company(
+                siren, given.legal_name, given.ans_certificate, call, person(principal)
+            )
         return c.CreateTeleconsultationCompanyResponse(teleconsultation_company=await self._company(siren))
 
     async def _company(self, siren: str) -> c.TeleconsultationCompany:
@@ -1973,6 +1975,7 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
                 motivation=request.motivation,
                 preview_sha256=digest,
                 call=call,
+                creator=person(principal),
                 case_name=scope.name,
             )
         return c.PreviewCaseDecisionResponse(decision=await self._decision(scope, decision_id))
@@ -2029,6 +2032,7 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
                 text=given.text,
                 kinds=[views.KIND_OF_ENUM[k] for k in given.kinds],
                 call=call,
+                creator=person(principal),
                 create_time=datetime.now(UTC),
             )
         row = await self._store.template(template_id)

@@ -315,11 +315,11 @@ _FILTERS = """
                             AND c.expire_time < now() + make_interval(days => $17)))
 """
 
-# The tabs ($18 the caller's role names, $19 the caller's identity for claims).
+# The tabs (`k` is the caller: its role names, $18, and its identity for claims, $19).
 _TO_PROCESS = """(NOT c.closed AND c.step <> '' AND (
-    (c.step_role = ANY($18::text[]) AND c.step_role <> 'PROMOTER' AND (c.claimant = '' OR c.claimant = $19))
+    (c.step_role = ANY(k.roles) AND c.step_role <> 'PROMOTER' AND (c.claimant = '' OR c.claimant = k.me))
     OR (c.step_role = 'PROMOTER' AND (c.promoter = ANY($4::text[]) OR c.filer = ANY($4::text[])))))"""
-_FOLLOWED = "(NOT c.closed AND c.claimant <> '' AND c.claimant = $19)"
+_FOLLOWED = "(NOT c.closed AND c.claimant <> '' AND c.claimant = k.me)"
 _PROCESSED = "c.closed"
 _ALL = "NOT c.closed"
 _DUE_SOON = """(NOT c.closed AND (
@@ -914,7 +914,8 @@ class ContractsStore:
         comparison = "<" if descending else ">"
         direction = "DESC" if descending else "ASC"
         query = f"""
-SELECT {_SUMMARY_COLUMNS}, {key} AS sort_key FROM contracts.cases c
+WITH k AS (SELECT $18::text[] AS roles, $19::text AS me)
+SELECT {_SUMMARY_COLUMNS}, {key} AS sort_key FROM contracts.cases c, k
 WHERE {VISIBLE} {_FILTERS} AND {TABS[tab]}{closed}
   AND ($20::timestamptz IS NULL OR ({key}, c.case_id) {comparison} ($20, $21::uuid))
 ORDER BY sort_key {direction}, c.case_id {direction}
@@ -945,7 +946,7 @@ SELECT count(*) FILTER (WHERE {_TO_PROCESS}{closed}) AS to_process,
        count(*) FILTER (WHERE {_ALL}{closed}) AS all,
        count(*) FILTER (WHERE {_DUE_SOON}{closed}) AS due_soon,
        count(*) FILTER (WHERE {_ALL} AND c.overdue{closed}) AS overdue
-FROM contracts.cases c
+FROM contracts.cases c, (SELECT $18::text[] AS roles, $19::text AS me) k
 WHERE {VISIBLE} {_FILTERS}
 """  # noqa: S608 (every fragment is a constant of this module)
         row = await self._pool.fetchrow(
@@ -1028,6 +1029,7 @@ WHERE {VISIBLE} {_FILTERS}
         motivation: str,
         preview_sha256: str,
         call: Call,
+        creator: str,
         case_name: str,
     ) -> uuid.UUID:
         """The preview's row with the call's ledger entry; a retried preview returns the first one's id."""
@@ -1044,7 +1046,7 @@ WHERE {VISIBLE} {_FILTERS}
                 step,
                 motivation,
                 preview_sha256,
-                call.actor,
+                creator,
                 uuid.UUID(call.request_id),
             )
             await LEDGER.record(conn, call, [f"{case_name}/decisions/{decision_id}"])
@@ -1134,12 +1136,14 @@ WHERE {VISIBLE} {_FILTERS}
 
     # --- the agrément register ------------------------------------------------------------------------------
 
-    async def create_company(self, siren: str, legal_name: str, ans_certificate: str, call: Call) -> bool:
+    async def create_company(
+        self, siren: str, legal_name: str, ans_certificate: str, call: Call, creator: str
+    ) -> bool:
         """Register a company with the call's ledger entry; False when this request id did it already."""
         async with self._pool.acquire() as conn, conn.transaction():
             if await LEDGER.claim(conn, call) is not None:
                 return False
-            await conn.execute(INSERT_COMPANY, siren, legal_name, ans_certificate, call.actor)
+            await conn.execute(INSERT_COMPANY, siren, legal_name, ans_certificate, creator)
             await LEDGER.record(conn, call, [names.TELECONSULTATION_COMPANY.format(siren)])
             return True
 
@@ -1170,6 +1174,7 @@ WHERE {VISIBLE} {_FILTERS}
         text: str,
         kinds: Sequence[str],
         call: Call,
+        creator: str,
         create_time: datetime,
     ) -> uuid.UUID:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -1177,7 +1182,7 @@ WHERE {VISIBLE} {_FILTERS}
             if done is not None:
                 return names.MOTIVATION_TEMPLATE.parse_uuid(done.resource, "name")
             await conn.execute(
-                INSERT_TEMPLATE, template_id, region, title, text, list(kinds), call.actor, create_time
+                INSERT_TEMPLATE, template_id, region, title, text, list(kinds), creator, create_time
             )
             await LEDGER.record(conn, call, [names.MOTIVATION_TEMPLATE.format(region, template_id)])
             return template_id
