@@ -24,16 +24,19 @@ COMPONENTS = {
     "scheduling",
     "expertise",
     "billing",
+    "contracts",
     "workflows-teleconsultation",
     "workflows-teleexpertise",
+    "workflows-contracts",
 }
-SERVICES = {"directory": 50051, "scheduling": 50052, "expertise": 50053, "billing": 50054}
+SERVICES = {"directory": 50051, "scheduling": 50052, "expertise": 50053, "billing": 50054, "contracts": 50055}
 WORKERS = COMPONENTS - set(SERVICES)
 # Who calls whom on main today (services/*/settings.py and workflows/*/worker.py *_address settings).
 CALLS = {
     "scheduling": {"directory"},
     "expertise": {"directory"},
-    "billing": {"directory"},
+    "billing": {"directory", "contracts"},
+    "contracts": {"directory"},
     "workflows-teleconsultation": {"billing", "directory"},
     "workflows-teleexpertise": {"billing", "directory"},
 }
@@ -165,6 +168,14 @@ REFUSED = {
         {"ingress": {"enabled": True, "host": "h.example", "tls": {"secretName": "s"}}},
         'ingress.component "console" is not an enabled component',
     ),
+    "decision signing without its Secret": (
+        {"decisionSigning": {"existingSecret": ""}},
+        "decisionSigning.existingSecret is required",
+    ),
+    "a decision-signing role that does not exist": (
+        {"components": {"contracts": {"decisionSigning": "notary"}}},
+        "decisionSigning",
+    ),
     "HPA bounds upside down": (
         {"components": {"billing": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}},
         "minReplicas > maxReplicas",
@@ -188,6 +199,25 @@ def test_a_wrong_value_is_refused_with_its_name(quick: dict[str, dict[str, Any]]
     error = quick[case]["error"]
     assert error is not None, f"{case}: rendered anyway"
     assert REFUSED[case][1] in error
+
+
+def test_only_the_contracts_worker_holds_the_decision_signing_key(region: Rendered) -> None:
+    def signing(component: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        spec = region.get("Deployment", name(component))["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        volumes = [v for v in spec["volumes"] if v["name"] == "decision-signing"]
+        return env, [item for v in volumes for item in v["secret"]["items"]]
+
+    env, items = signing("workflows-contracts")
+    assert env["PARCOURS_DECISION_SIGNING_CERT_FILE"] == "/etc/parcours/decision-signing/tls.crt"
+    assert env["PARCOURS_DECISION_SIGNING_KEY_FILE"] == "/etc/parcours/decision-signing/tls.key"
+    assert {i["key"] for i in items} == {"tls.crt", "tls.key"}
+    env, items = signing("contracts")
+    assert env["PARCOURS_DECISION_TRUST_ROOTS_FILE"] == "/etc/parcours/decision-signing/ca.crt"
+    assert "PARCOURS_DECISION_SIGNING_KEY_FILE" not in env
+    assert [i["key"] for i in items] == ["ca.crt"]
+    for component in COMPONENTS - {"contracts", "workflows-contracts"}:
+        assert signing(component) == (signing(component)[0], [])
 
 
 # -- every component, from the same templates ---------------------------------------------------------------
@@ -316,14 +346,14 @@ def test_region_profile_is_highly_available(region: Rendered) -> None:
 
 
 def test_region_database_connections_fit_the_documented_budget(region: Rendered) -> None:
-    # docs/operations.md "Sizing": at the HPA maxima the pools need 158 connections.
+    # docs/operations.md "Sizing": at the HPA maxima the pools need 188 connections.
     total = 0
     for component in COMPONENTS:
         container = region.get("Deployment", name(component))["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         maximum = region.get("HorizontalPodAutoscaler", name(component))["spec"]["maxReplicas"]
         total += maximum * int(env["PARCOURS_DB_POOL_MAX_SIZE"])
-    assert total == 158
+    assert total == 188
 
 
 def test_ght_profile_runs_one_small_replica_of_each(rendered: dict[str, Rendered]) -> None:
@@ -673,7 +703,7 @@ def test_notes_warn_when_no_hospital_system_may_reach_the_services(
 ) -> None:
     notes = quick[NO_CLIENTS]["notes"]
     assert "WARNING: networkPolicy.clients is empty" in notes
-    assert "(billing, directory, expertise, scheduling) from outside this release" in notes
+    assert "(billing, contracts, directory, expertise, scheduling) from outside this release" in notes
     assert "WARNING" not in region.notes
 
 
