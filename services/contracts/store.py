@@ -321,7 +321,7 @@ _TO_PROCESS = """(NOT c.closed AND c.step <> '' AND (
     OR (c.step_role = 'PROMOTER' AND (c.promoter = ANY($4::text[]) OR c.filer = ANY($4::text[])))))"""
 _FOLLOWED = "(NOT c.closed AND c.claimant <> '' AND c.claimant = k.me)"
 _PROCESSED = "c.closed"
-_ALL = "NOT c.closed"
+_ALL = "TRUE"  # closed cases only with include_closed (the filter below)
 _DUE_SOON = """(NOT c.closed AND (
     (c.step <> '' AND c.due_time < now() + interval '7 days')
     OR (c.legal_deadline_time IS NOT NULL AND NOT c.legal_clock_suspended

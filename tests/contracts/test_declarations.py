@@ -15,7 +15,7 @@ from tests.contracts.conftest import (
     ALICE,
     BILLING,
     BOB,
-    CARDIO,
+    ENDOCRINO,
     PROMOTER,
     Hub,
     Who,
@@ -29,7 +29,7 @@ from tests.support.calls import call, details
 
 Declaration = c.OperatorDeclaration
 TODAY = clock.local_date(datetime.now(UTC), "Europe/Paris")
-CARDIOLOGIST = Who("practitioners/" + CARDIO, DAUPHINE, rpps=CARDIO)  # at 380000024
+ENDOCRINOLOGIST = Who("practitioners/" + ENDOCRINO, DAUPHINE, rpps=ENDOCRINO)  # at 380000024
 
 
 async def coverage(hub: Hub, operator: str, day: object) -> c.Coverage:
@@ -47,11 +47,11 @@ async def coverage(hub: Hub, operator: str, day: object) -> c.Coverage:
 async def test_a_declaration_acknowledged_today_is_effective_at_once_and_covers_the_forfaits(
     hub: Hub,
 ) -> None:
-    cardiologist, alice = hub.stub(CARDIOLOGIST), hub.stub(ALICE)
-    created = (await cardiologist.CreateOperatorDeclaration(new_declaration())).operator_declaration
-    assert created.state == Declaration.STATE_DECLARED and created.operator == CARDIOLOGIST.name
+    endocrinologist, alice = hub.stub(ENDOCRINOLOGIST), hub.stub(ALICE)
+    created = (await endocrinologist.CreateOperatorDeclaration(new_declaration())).operator_declaration
+    assert created.state == Declaration.STATE_DECLARED and created.operator == ENDOCRINOLOGIST.name
     assert created.progress.current_step.step == c.STEP_ACKNOWLEDGEMENT
-    before = await coverage(hub, CARDIOLOGIST.name, pb_date(TODAY))
+    before = await coverage(hub, ENDOCRINOLOGIST.name, pb_date(TODAY))
     assert not before.covered
     assert [o.reason for o in before.obligations] == ["REQUIRES_OPERATOR_DECLARATION"]
 
@@ -62,11 +62,12 @@ async def test_a_declaration_acknowledged_today_is_effective_at_once_and_covers_
         )
     )
     assert asked.operator_declaration.state == Declaration.STATE_AWAITING_DOCUMENTS
-    messages = (await cardiologist.ListCaseMessages(c.ListCaseMessagesRequest(parent=created.name))).messages
+    listed = await endocrinologist.ListCaseMessages(c.ListCaseMessagesRequest(parent=created.name))
+    messages = listed.messages
     assert [(m.author, m.text, list(m.items), m.from_promoter) for m in messages] == [
         (ALICE.name, "Pièces manquantes", ["Marquage CE du DMN"], False)
     ]
-    completed = await cardiologist.CompleteOperatorDeclarationDocuments(
+    completed = await endocrinologist.CompleteOperatorDeclarationDocuments(
         c.CompleteOperatorDeclarationDocumentsRequest(request_id=rid(), name=created.name)
     )
     assert completed.operator_declaration.state == Declaration.STATE_DECLARED
@@ -90,9 +91,9 @@ async def test_a_declaration_acknowledged_today_is_effective_at_once_and_covers_
     ).operator_declaration
     assert acknowledged.state == Declaration.STATE_EFFECTIVE and acknowledged.acknowledger == ALICE.name
     assert acknowledged.effective_date == pb_date(TODAY)
-    after = await coverage(hub, CARDIOLOGIST.name, pb_date(TODAY))
+    after = await coverage(hub, ENDOCRINOLOGIST.name, pb_date(TODAY))
     assert after.covered and after.obligations[0].covered_by == created.name
-    assert not (await coverage(hub, CARDIOLOGIST.name, pb_date(TODAY - timedelta(days=1)))).covered
+    assert not (await coverage(hub, ENDOCRINOLOGIST.name, pb_date(TODAY - timedelta(days=1)))).covered
 
     # The ARS records that the operator's conditions changed: no forfait after that day.
     lapsed = (
@@ -103,7 +104,7 @@ async def test_a_declaration_acknowledged_today_is_effective_at_once_and_covers_
         )
     ).operator_declaration
     assert lapsed.state == Declaration.STATE_LAPSED
-    assert not (await coverage(hub, CARDIOLOGIST.name, pb_date(TODAY))).covered
+    assert not (await coverage(hub, ENDOCRINOLOGIST.name, pb_date(TODAY))).covered
     closed = await call(
         alice.LapseOperatorDeclaration(
             c.LapseOperatorDeclarationRequest(request_id=rid(), name=created.name, motivation="encore")
