@@ -36,7 +36,7 @@ help:
 	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :$(TEMPORAL_UI_PORT), every service) with demo data"
 	@echo "make test     run the whole test suite against its own PostgreSQL and Temporal"
 	@echo "make chaos    the chaos scenarios at full scale (authorisation matrix, fuzzer, races, outages)"
-	@echo "make lint     ruff, mypy --strict, buf lint, buf breaking against the previous commit"
+	@echo "make lint     ruff (checks and format), mypy --strict, buf lint, buf breaking against the previous commit"
 	@echo "make protos   generate the Python code of protos/ into build/gen/python"
 	@echo "make sdk      the client bundle: build/sdk/node (typed Node package) and its parcours.binpb"
 	@echo "make bench    run the benchmarks"
@@ -133,6 +133,7 @@ $(BUF):
 
 lint: $(GEN_STAMP) $(BUF)
 	$(VENV)/bin/ruff check services workflows tests protos
+	$(VENV)/bin/ruff format --check services workflows tests protos
 	MYPYPATH=build/gen/python:protos $(VENV)/bin/mypy
 	$(BUF) lint build/image.binpb --config buf.yaml
 	$(PY) protos/breaking.py

@@ -173,7 +173,11 @@ async def temporal_client(temporal: TemporalHandle) -> temporalio.client.Client:
 
 @pytest.fixture(scope="session")
 async def billing_address(
-    pki: DevPki, database_url: str, role_pool: RolePool, directory_address: str
+    pki: DevPki,
+    database_url: str,
+    role_pool: RolePool,
+    directory_address: str,
+    contracts_address: str,
 ) -> AsyncIterator[str]:
     """The real billing service (mTLS, tokens, audit), in-process on the suite's database as its own role;
     its address."""
@@ -181,7 +185,15 @@ async def billing_address(
     from services.billing.settings import BillingSettings
 
     settings = BillingSettings(
-        **kit_settings(pki, database_url, "billing", directory_address=directory_address)  # type: ignore[arg-type]
+        **kit_settings(  # type: ignore[arg-type]
+            pki,
+            database_url,
+            "billing",
+            directory_address=directory_address,
+            contracts_address=contracts_address,
+            # Coverage answers are checked against the contracts' version at most this often.
+            contracts_cache_check_seconds=0.05,
+        )
     )
     kit = await build(settings, await role_pool("billing"))
     await kit.start()
@@ -190,6 +202,66 @@ async def billing_address(
         yield f"127.0.0.1:{kit.port}"
     finally:
         await kit.stop(0.5)
+
+
+@pytest.fixture(scope="session")
+async def contracts_address(
+    pki: DevPki,
+    database_url: str,
+    role_pool: RolePool,
+    temporal: TemporalHandle,
+    temporal_client: temporalio.client.Client,
+    directory_address: str,
+) -> AsyncIterator[str]:
+    """The real contracts service and its worker, in-process on the suite's database and Temporal (a task
+    queue of their own); its address. Billing asks it whether an act is covered."""
+    from tests.support.contracts import running_contracts
+
+    pool = await role_pool("contracts")
+    async with running_contracts(
+        pki, database_url, pool, temporal_client, temporal.address, directory_address
+    ) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+async def paca_follows_cnom(pki: DevPki, contracts_address: str) -> object:
+    """Region 93 (Provence-Alpes-Côte d'Azur) follows the CNOM 2016 recommendation from today: a contract with
+    the Ordre's visa for experimental, out-of-parcours or commercial telemedicine. Published once, through the
+    API, by one of its officers (a version is never edited afterwards)."""
+    from datetime import UTC, datetime
+
+    from google.type import date_pb2
+    from parcours.contracts.v1 import contracts_pb2, contracts_pb2_grpc
+
+    from tests.support import component_channel, request_id
+
+    token = mint_token(
+        signing_key_file=pki.signing_key_file,
+        kid=pki.signing_kid,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        subject="staff:paca",
+        profession=None,
+        specialty=None,
+        roles=["ars_officer"],
+        region="93",
+    )
+    today = datetime.now(UTC).date()
+    async with component_channel(pki, contracts_address, "console") as channel:
+        reply = await contracts_pb2_grpc.ContractServiceStub(channel).PublishPolicyVersion(
+            contracts_pb2.PublishPolicyVersionRequest(
+                request_id=request_id(),
+                parent="regions/93",
+                region_policy=contracts_pb2.RegionPolicy(
+                    effective_date=date_pb2.Date(year=today.year, month=today.month, day=today.day),
+                    profile=contracts_pb2.RegionPolicy.PROFILE_CNOM_2016,
+                    note="Délibération du directeur général de l'ARS PACA",
+                ),
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+    return reply.region_policy
 
 
 @pytest.fixture(scope="session")

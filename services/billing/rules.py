@@ -106,6 +106,9 @@ class Reason:
     PRIOR_IN_PERSON_VISIT_REQUIRED = "PRIOR_IN_PERSON_VISIT_REQUIRED"
     REQUIRES_CONTRACT = "REQUIRES_CONTRACT"
     REQUIRES_OPERATOR_DECLARATION = "REQUIRES_OPERATOR_DECLARATION"
+    # The contracts service's other refusals (services/billing/contracts.py: CheckCoverage).
+    REQUIRES_ORDINAL_VISA = "REQUIRES_ORDINAL_VISA"
+    REQUIRES_AGREMENT = "REQUIRES_AGREMENT"
     # Refusals of a line.
     NO_TARIFF_AT_DATE = "NO_TARIFF_AT_DATE"
     NOT_BILLABLE_BY_PROFESSION = "NOT_BILLABLE_BY_PROFESSION"
@@ -215,6 +218,8 @@ class Act:
     extra_fee_cents: int = 0
     performer_activity: ActivityToDate | None = None
     care_with_performer: CareWithPerformer | None = None
+    # The téléconsultation company employing the performer, `teleconsultationCompanies/{siren}` ('' none).
+    teleconsultation_company: str = ""
 
     @property
     def time_zone(self) -> ZoneInfo:
@@ -777,6 +782,8 @@ class _Evaluation:
         why, source = parcours.why, parcours.source
         if parcours.inside:
             self.applied("PARCOURS", "§7.10", why, source, confirmed=parcours.confirmed)
+            if self.act.teleconsultation_company:
+                self._contract_policy()
             return
         self.outside_parcours = True
         self.applied(
@@ -789,8 +796,13 @@ class _Evaluation:
             "§7.10",
             source,
         )
+        self._contract_policy()
+
+    def _contract_policy(self) -> None:
+        """The contracts service's answer for the téléconsultation (a contract, the Ordre's visa, a company's
+        agrément at the act's date)."""
         decision = self.facts.contract
-        if decision is None or decision.requirement is Requirement.NONE:
+        if decision is None or (decision.requirement is Requirement.NONE and decision.satisfied):
             self.applied(
                 "CONTRACT_POLICY",
                 ARCHITECTURE,
@@ -800,7 +812,9 @@ class _Evaluation:
         elif decision.satisfied:
             self.applied("CONTRACT_POLICY", ARCHITECTURE, decision.reason, decision.source)
         else:
-            self.refuse(Reason.REQUIRES_CONTRACT, decision.reason, ARCHITECTURE, decision.source)
+            self.refuse(
+                decision.refusal or Reason.REQUIRES_CONTRACT, decision.reason, ARCHITECTURE, decision.source
+            )
 
     def _operator_declaration(self) -> None:
         decision = self.facts.contract
@@ -809,9 +823,12 @@ class _Evaluation:
             self.applied("OPERATOR_DECLARATION", "§7.19", reason, decision.source if decision else "")
             return
         self.refuse(
-            Reason.REQUIRES_OPERATOR_DECLARATION
-            if decision.requirement is Requirement.DECLARATION
-            else Reason.REQUIRES_CONTRACT,
+            decision.refusal
+            or (
+                Reason.REQUIRES_OPERATOR_DECLARATION
+                if decision.requirement is Requirement.DECLARATION
+                else Reason.REQUIRES_CONTRACT
+            ),
             "télésurveillance forfaits are billed only for an operator declared to the ARS: "
             + decision.reason,
             "§7.19",
@@ -1507,6 +1524,16 @@ def needs(act: Act, catalog: Catalog) -> Needs:
             act.performer.practitioner,
             act.performer.establishment,
             day,
+        )
+    elif act.act_type == TELECONSULTATION and act.teleconsultation_company:
+        activity = Activity(
+            ActivityKind.TELECONSULTATION_COMPANY,
+            act.region,
+            act.performer.practitioner,
+            act.performer.establishment,
+            day,
+            company=act.teleconsultation_company,
+            in_parcours=in_parcours(act, catalog).inside,
         )
     elif act.act_type == TELECONSULTATION and not in_parcours(act, catalog).inside:
         activity = Activity(

@@ -1,6 +1,7 @@
 """Build and serve the billing service.
 
-The process is SERVING once its pool answers, its catalog is loaded and the directory channel is connected.
+The process is SERVING once its pool answers, its catalog is loaded and the directory and contracts channels
+are connected.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import grpc
 from parcours.billing.v1 import billing_pb2_grpc
 
 from services.billing.catalog import read_data_file
-from services.billing.contracts import TableContractPolicy
+from services.billing.contracts import GrpcContractPolicy
 from services.billing.servicer import SERVICE_NAME, BillingServicer
 from services.billing.settings import BillingSettings
 from services.billing.store import LEDGER, BillingStore
@@ -24,14 +25,17 @@ log = logging.getLogger(__name__)
 
 
 async def bindings(
-    settings: BillingSettings, pool: asyncpg.Pool, directory: grpc.aio.Channel
+    settings: BillingSettings, pool: asyncpg.Pool, directory: grpc.aio.Channel, contracts: grpc.aio.Channel
 ) -> list[ServiceBinding]:
     """The billing servicer, its catalog loaded (fails at start when the migrations have not run)."""
     client = DirectoryClient(directory, cache_seconds=settings.directory_cache_seconds)
     servicer = BillingServicer(
         BillingStore(pool),
-        # The contracts service will answer this once it exists; until then, the policy tables.
-        TableContractPolicy(pool),
+        GrpcContractPolicy(
+            contracts,
+            check_seconds=settings.contracts_cache_check_seconds,
+            max_age_seconds=settings.contracts_cache_max_age_seconds,
+        ),
         client,
         catalog_refresh_seconds=settings.catalog_refresh_seconds,
     )
@@ -57,20 +61,29 @@ async def bindings(
 
 
 async def build(
-    settings: BillingSettings, pool: asyncpg.Pool, *, directory: grpc.aio.Channel | None = None
+    settings: BillingSettings,
+    pool: asyncpg.Pool,
+    *,
+    directory: grpc.aio.Channel | None = None,
+    contracts: grpc.aio.Channel | None = None,
 ) -> KitServer:
-    """The billing server bound to its port (tests pass port 0), not yet started; it reaches the directory
-    through `directory`, else through a channel of its own to `settings.directory_address`."""
-    channel = directory or open_channel(settings, settings.directory_address)
-    return await build_server(settings, pool=pool, services=await bindings(settings, pool, channel))
+    """The billing server bound to its port (tests pass port 0), not yet started; it reaches the directory and
+    the contracts service through the channels given, else through channels of its own to their addresses."""
+    directory = directory or open_channel(settings, settings.directory_address)
+    contracts = contracts or open_channel(settings, settings.contracts_address)
+    return await build_server(
+        settings, pool=pool, services=await bindings(settings, pool, directory, contracts)
+    )
 
 
 async def run(settings: BillingSettings) -> None:
     async def bind(pool: asyncpg.Pool) -> Bound:
+        # SERVING once both services it asks answer (billing waits for contracts).
         directory = open_channel(settings, settings.directory_address)
+        contracts = open_channel(settings, settings.contracts_address)
         return Bound(
-            await bindings(settings, pool, directory),
-            channels=[directory],
+            await bindings(settings, pool, directory, contracts),
+            channels=[directory, contracts],
             tasks=[purge_task(LEDGER, pool, settings.idempotency_retention)],
         )
 

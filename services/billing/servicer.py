@@ -223,6 +223,7 @@ def act_from_request(given: billing_pb2.Act, patient: str, catalog: Catalog) -> 
     c = given.circumstances
     return rules.Act(
         act_type=act_type,
+        teleconsultation_company=given.teleconsultation_company,
         act_time=given.act_time.ToDatetime(tzinfo=UTC),
         establishment=given.establishment,
         region=region,

@@ -25,3 +25,10 @@ class BillingSettings(KitSettings):
     directory_address: str
     # How long the directory's reference data (practitioners, establishments) is reused.
     directory_cache_seconds: float = Field(default=60.0, ge=0)
+    # The contracts service: whether an act needing an ARS contract, declaration or agrément is covered at its
+    # date, asked with this component's certificate.
+    contracts_address: str
+    # Covered answers are kept until the contracts' coverage version moves, read at most this often, and at
+    # most `contracts_cache_max_age_seconds` in any case (services/billing/contracts.py).
+    contracts_cache_check_seconds: float = Field(default=1.0, ge=0)
+    contracts_cache_max_age_seconds: float = Field(default=300.0, ge=0)

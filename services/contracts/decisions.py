@@ -296,6 +296,13 @@ class SigningIdentity:
             chain_pem=tuple(path.read_bytes() for path in chain),
         )
 
+    def subject(self) -> str:
+        """The signing certificate's common name (who the decision says signed it)."""
+        names = x509.load_pem_x509_certificate(self.certificate_pem).subject.get_attributes_for_oid(
+            NameOID.COMMON_NAME
+        )
+        return str(names[0].value) if names else ""
+
     def signer(self) -> signers.SimpleSigner:
         certificate = _asn1_certificate(self.certificate_pem)
         private_key = serialization.load_pem_private_key(self.key_pem, password=None)

@@ -17,6 +17,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.kit import cases as kit_cases
+from services.kit.cases import CaseAttributes
+from services.kit.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from services.kit.idempotency import Call
+
 # The task queue the service starts cases on and the worker polls.
 TASK_QUEUE = "contracts"
 
@@ -390,8 +403,20 @@ class Reason:
     # Reassigning another officer's step is a supervisor's act.
     SUPERVISOR_REQUIRED = "SUPERVISOR_REQUIRED"
 
+    # The caller acts for no promoter organisation the case could belong to (no establishment certificate, no
+    # practitioner token).
+    PROMOTER_REQUIRED = "PROMOTER_REQUIRED"
+    # An agrément is filed for a company of the register only.
+    COMPANY_NOT_REGISTERED = "COMPANY_NOT_REGISTERED"
+    # Staff act on their own region's policy and templates only.
+    REGION_NOT_CALLERS = "REGION_NOT_CALLERS"
+
     # --- missing things (NOT_FOUND) ---
     OPINION_NOT_FOUND = "OPINION_NOT_FOUND"
+    DOCUMENT_NOT_FOUND = "DOCUMENT_NOT_FOUND"
+    DECISION_NOT_FOUND = "DECISION_NOT_FOUND"
+    POLICY_VERSION_NOT_FOUND = "POLICY_VERSION_NOT_FOUND"
+    COMPANY_NOT_FOUND = "COMPANY_NOT_FOUND"
 
     # --- concurrency (ABORTED): the caller decided on a version of the case that is no longer current ---
     CASE_CHANGED = "CASE_CHANGED"
@@ -403,6 +428,10 @@ class Reason:
     PERIOD_INVALID = "PERIOD_INVALID"
     DUE_TIME_INVALID = "DUE_TIME_INVALID"
     REASSIGNEE_NOT_CANDIDATE = "REASSIGNEE_NOT_CANDIDATE"
+    # A document whose bytes are not of the media type it claims, or too large for the hub.
+    DOCUMENT_INVALID = "DOCUMENT_INVALID"
+    # A decision the case's current step cannot take (or a refusal's template without its motivation).
+    DECISION_INVALID = "DECISION_INVALID"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,14 +469,71 @@ REASON_STATUS: Mapping[str, ReasonStatus] = {
     Reason.NOT_PROMOTER: _PD,
     Reason.NOT_OPINION_EXPERT: _PD,
     Reason.SUPERVISOR_REQUIRED: _PD,
+    Reason.PROMOTER_REQUIRED: _PD,
+    Reason.COMPANY_NOT_REGISTERED: _FP,
+    Reason.REGION_NOT_CALLERS: _PD,
     Reason.OPINION_NOT_FOUND: ReasonStatus(kind=StatusKind.NOT_FOUND),
+    Reason.DOCUMENT_NOT_FOUND: ReasonStatus(kind=StatusKind.NOT_FOUND),
+    Reason.DECISION_NOT_FOUND: ReasonStatus(kind=StatusKind.NOT_FOUND),
+    Reason.POLICY_VERSION_NOT_FOUND: ReasonStatus(kind=StatusKind.NOT_FOUND),
+    Reason.COMPANY_NOT_FOUND: ReasonStatus(kind=StatusKind.NOT_FOUND),
     Reason.CASE_CHANGED: ReasonStatus(kind=StatusKind.ABORTED),
     Reason.MOTIVATION_REQUIRED: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="motivation"),
     Reason.CHANGE_ITEMS_REQUIRED: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="items"),
     Reason.NOTE_REQUIRED: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="note"),
-    Reason.PERIOD_INVALID: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="valid_until"),
+    # Signing and renewing name the period by its end date.
+    Reason.PERIOD_INVALID: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="end_date"),
     Reason.DUE_TIME_INVALID: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="due_time"),
     Reason.REASSIGNEE_NOT_CANDIDATE: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="assignee"),
+    Reason.DOCUMENT_INVALID: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="content"),
+    Reason.DECISION_INVALID: ReasonStatus(kind=StatusKind.INVALID_ARGUMENT, field="kind"),
+}
+
+
+def _invalid(field_path: str) -> type[DomainError]:
+    """An INVALID_ARGUMENT refusal naming `field_path`, built from (reason, message) like the others."""
+
+    class _Invalid(InvalidArgument):
+        def __init__(self, reason: str, message: str) -> None:
+            super().__init__([FieldViolation(field_path, message)], reason)
+
+    return _Invalid
+
+
+_ERRORS: Mapping[StatusKind, type[DomainError]] = {
+    StatusKind.FAILED_PRECONDITION: FailedPrecondition,
+    StatusKind.PERMISSION_DENIED: PermissionDenied,
+    StatusKind.NOT_FOUND: NotFound,
+    StatusKind.ABORTED: Aborted,
+}
+
+
+def error_class(reason: str) -> type[DomainError]:
+    """The domain error a refusal reason becomes at the gRPC edge (FAILED_PRECONDITION when unlisted)."""
+    status = REASON_STATUS.get(reason)
+    if status is None:
+        return FailedPrecondition
+    if status.kind is StatusKind.INVALID_ARGUMENT:
+        return _invalid(status.field)
+    return _ERRORS[status.kind]
+
+
+def refusal_error(reason: str, message: str) -> DomainError:
+    return error_class(reason)(reason, message)
+
+
+# The kit's view of each kind: workflow type, task queue, id prefix (`ars-contract-{uuid}`, also the
+# ParcoursKind value), and the gRPC status of every refusal its workflow raises.
+KINDS: Mapping[str, kit_cases.CaseKind] = {
+    kind: kit_cases.CaseKind(
+        kind=CaseKind.ID_PREFIX[kind],
+        workflow_type=CaseKind.WORKFLOW_TYPE[kind],
+        task_queue=TASK_QUEUE,
+        refusals={reason: error_class(reason) for reason in REASON_STATUS},
+        unavailable_reason="CASE_UNAVAILABLE",
+        busy_reason="CASE_BUSY",
+    )
+    for kind in CaseKind.ALL
 }
 
 
@@ -516,6 +602,9 @@ class Timeline:
     renewal_reminder_offsets_seconds: list[float] = field(default_factory=lambda: [90 * DAY, 30 * DAY])
     # Start-to-close timeout of the activities (how soon a crashed worker's activity is retried elsewhere).
     activity_timeout_seconds: float = 15.0
+    # A run continues as new (its state compacted and carried over) once its history holds this many events,
+    # so a contract living for years keeps a bounded history (Temporal suggests it near 10k events anyway).
+    continue_as_new_after_events: int = 2000
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -628,6 +717,10 @@ class CaseCore:
     clock: LegalClock | None = None
     # How many continue-as-new generations the case went through (history stays bounded).
     generation: int = 0
+    # The zone of the case's civil dates (the region's: Europe/Paris, America/Cayenne...).
+    time_zone: str = "Europe/Paris"
+    # The latest version of each document of the case (a new version of an id takes the next number).
+    document_versions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -727,6 +820,8 @@ class ActionInput:
     items: list[str] = field(default_factory=list)
     # Request for corrections: CorrectionReason.*.
     correction_reason: str = CorrectionReason.INCOMPLETE
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -737,6 +832,8 @@ class ReassignInput:
     assignee: str
     assignee_roles: list[str] = field(default_factory=list)
     expected_version: int = 0
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -749,6 +846,10 @@ class DocumentRef:
     media_type: str
     size_bytes: int
     sha256: str
+    title: str = ""
+    # Who added it, and the request that did (a retried creation finds its version by it).
+    uploader: str = ""
+    request_id: str = ""
 
 
 @dataclass(kw_only=True)
@@ -756,17 +857,24 @@ class AttachDocumentInput:
     request_id: str
     actor: Actor
     document: DocumentRef
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
 class SignInput:
     request_id: str
     actor: Actor
-    # The decision as signed (PAdES) by the service just before; refused without it.
+    # The previewed decision to sign (the workflow signs exactly its bytes, then records the signed one).
     decision_document: DocumentRef | None = None
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     expected_version: int = 0
+    # What the PAdES signature says: why (the decision's title) and where (the issuing authority's place).
+    reason: str = ""
+    location: str = ""
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -777,6 +885,8 @@ class OpinionRequestInput:
     expert: str
     question: str
     due_at: datetime
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -788,6 +898,8 @@ class OpinionInput:
     opinion_id: str
     verdict: str = ""
     text: str = ""
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -796,6 +908,8 @@ class MessageInput:
     actor: Actor
     text: str
     items: list[str] = field(default_factory=list)
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -803,6 +917,8 @@ class CommentInput:
     request_id: str
     actor: Actor
     text: str
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -813,6 +929,8 @@ class ChangeInput:
     kind: str
     summary: str
     new_valid_until: datetime | None = None
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -821,6 +939,8 @@ class AcknowledgeInput:
     actor: Actor
     effective_from: datetime
     expected_version: int = 0
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -830,6 +950,8 @@ class ClauseInput:
     clause: str
     status: str
     note: str = ""
+    # The RPC that asked for it: recorded in the service's idempotency ledger with the change.
+    call: Call | None = None
 
 
 @dataclass(kw_only=True)
@@ -865,6 +987,10 @@ class CaseMessage:
     text: str
     time: datetime
     items: list[str] = field(default_factory=list)
+    # The request that posted it ('' for a message a decision wrote).
+    request_id: str = ""
+    # Written by the promoter's side (else by the instructing staff).
+    from_promoter: bool = False
 
 
 @dataclass(kw_only=True)
@@ -875,6 +1001,7 @@ class CaseComment:
     author: str
     text: str
     time: datetime
+    request_id: str = ""
 
 
 @dataclass(kw_only=True)
@@ -902,6 +1029,8 @@ class AppliedRequest:
     request_id: str
     method: str
     actor: str
+    # The request's digest (services.kit.idempotency.digest_of): the same id with another payload is refused.
+    digest: str = ""
 
 
 @dataclass(kw_only=True)
@@ -948,30 +1077,26 @@ class CaseWrite:
     documents: list[DocumentRef] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     applied: AppliedRequest | None = None
+    # When the change was made (the workflow's clock).
+    time: datetime | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class CaseSearchAttributes:
-    """The Temporal search attribute values of a case: what the Web UI filters on, no personal data."""
-
-    kind: str
-    state: str
-    region: str
-    due_time: datetime | None
-    overdue: bool
-    expiry_time: datetime | None
-
-    # Names as registered with Temporal (ParcoursKind, ParcoursState, ParcoursRegion, ParcoursDueTime and
-    # ParcoursBreached exist; ParcoursExpiryTime is new with contracts).
-    def as_mapping(self) -> dict[str, str | bool | datetime | None]:
-        return {
-            "ParcoursKind": self.kind,
-            "ParcoursState": self.state,
-            "ParcoursRegion": self.region,
-            "ParcoursDueTime": self.due_time,
-            "ParcoursBreached": self.overdue,
-            "ParcoursExpiryTime": self.expiry_time,
-        }
+def search_attributes(summary: CaseSummary) -> CaseAttributes:
+    """The one function that builds a case's search attributes (at start and at every upsert), as the kit's
+    `CaseAttributes`: ParcoursKind (the workflow id prefix, `ars-contract`), ParcoursState, ParcoursRegion,
+    ParcoursDueTime (the step's, or the legal deadline when sooner), ParcoursOverdue and ParcoursExpireTime
+    (end of validity). No promoter, no name, no free text.
+    """
+    dues = [t for t in (summary.due_at, summary.legal_deadline_at) if t is not None]
+    return CaseAttributes(
+        kind=CaseKind.ID_PREFIX[summary.kind],
+        state=summary.state,
+        region=summary.region,
+        ght=summary.ght.removeprefix("ghts/"),
+        due_time=None if summary.closed or not dues else min(dues),
+        overdue=summary.overdue and not summary.closed,
+        expire_time=summary.expires_at,
+    )
 
 
 @dataclass(kw_only=True)
@@ -981,3 +1106,21 @@ class CaseResult:
     kind: str
     state: str
     closed_at: datetime | None = None
+
+
+@dataclass(kw_only=True)
+class CreatedQuery:
+    """Input of the `created` update: wait until the new case's first change is persisted."""
+
+    request_id: str = ""
+
+
+@dataclass(kw_only=True)
+class SignDecisionInput:
+    """Sign a previewed decision (the signing activity): exactly the preview's bytes, once."""
+
+    case_name: str
+    decision_id: str
+    preview_sha256: str
+    reason: str
+    location: str

@@ -1,18 +1,26 @@
-"""Settings of the contracts service and its workflows (environment variables, read once)."""
+"""Settings of the contracts service (environment variables, read once) and the durations cases start with.
+
+The decision-signing identity is the worker's (`workflows/contracts/worker.py`): the service renders previews
+and verifies signed decisions against `decision_trust_roots_file`; only the worker holds the key.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from services.contracts.models import DAY, Step, Timeline
-from services.kit.settings import KitSettings
+from services.contracts.models import DAY, TASK_QUEUE, Step, Timeline
+from services.kit.settings import KitSettings, TemporalSettings
 
 DEFAULT_PORT = 50055
+# The kit's gRPC servers keep gRPC's 4 MiB message limit: a document travels in one message with its
+# request, so the hub stores documents up to a little less.
+DEFAULT_DOCUMENT_MAX_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
 
-class ContractsSettings(KitSettings):
+class ContractsSettings(KitSettings, TemporalSettings):
     component: str = "contracts"
     grpc_port: int = Field(
         default=DEFAULT_PORT,
@@ -20,15 +28,22 @@ class ContractsSettings(KitSettings):
         le=65535,
         validation_alias=AliasChoices("PARCOURS_CONTRACTS_GRPC_PORT", "PARCOURS_GRPC_PORT"),
     )
+    # The directory: regions (their time zone and name), establishments (a decision names its promoter) and
+    # where a practitioner practises (a practitioner's token is accepted only through such an establishment).
+    directory_address: str
+    directory_cache_seconds: float = Field(default=60.0, ge=0)
+    # Where cases' workflows run (the contracts worker polls the same queue).
+    contracts_task_queue: str = TASK_QUEUE
+    # How long a state-changing call waits for its case's workflow before answering UNAVAILABLE (the change
+    # is still applied once a worker picks it up; a retry with the same request_id returns it).
+    contracts_update_timeout: timedelta = timedelta(seconds=20)
 
-    # The certificate and key that sign decision documents (PAdES): the director general's or a named
-    # delegate's, mounted from a Secret; in development, issued under the hub's CA by `make run`.
-    decision_signing_cert_file: Path | None = None
-    decision_signing_key_file: Path | None = None
-    # Intermediate certificates between the signing certificate and its root (a JSON list of files).
-    decision_signing_chain_files: list[Path] = Field(default_factory=list)
-    # The roots a signed decision is verified against (PEM bundle).
+    # The roots a signed decision is verified against when it is downloaded (PEM bundle): the hub's CA in
+    # development, the State's (or the ARS's) in production.
     decision_trust_roots_file: Path | None = None
+
+    # Documents: the largest one the hub stores.
+    document_max_bytes: int = Field(default=DEFAULT_DOCUMENT_MAX_BYTES, ge=1, le=DEFAULT_DOCUMENT_MAX_BYTES)
 
     # Durations that matter to people (tests shrink them): every step's due time in days, the reminder
     # before it, the escalation after it, the opinion reminder, and the renewal reminders before a
@@ -38,6 +53,10 @@ class ContractsSettings(KitSettings):
     escalate_after_days: float = Field(default=0.0, ge=0)
     opinion_reminder_before_days: float = Field(default=2.0, ge=0)
     renewal_reminder_days: list[float] = Field(default_factory=lambda: [90.0, 30.0])
+    # A case's run continues as new once its history holds this many events (its history stays bounded).
+    contracts_history_limit: int = Field(default=2000, ge=100)
+    # How soon an activity of a crashed worker is retried by another one.
+    contracts_activity_timeout: timedelta = timedelta(seconds=15)
 
     @field_validator("step_due_days")
     @classmethod
@@ -57,17 +76,9 @@ class ContractsSettings(KitSettings):
         return sorted(set(value), reverse=True)
 
     @model_validator(mode="after")
-    def _signing_material(self) -> ContractsSettings:
-        pair = (self.decision_signing_cert_file, self.decision_signing_key_file)
-        if (pair[0] is None) != (pair[1] is None):
-            raise ValueError(
-                "PARCOURS_DECISION_SIGNING_CERT_FILE and PARCOURS_DECISION_SIGNING_KEY_FILE go together"
-            )
-        if not self.insecure_dev_mode and (pair[0] is None or self.decision_trust_roots_file is None):
-            raise ValueError(
-                "missing required settings PARCOURS_DECISION_SIGNING_CERT_FILE, "
-                "PARCOURS_DECISION_SIGNING_KEY_FILE and PARCOURS_DECISION_TRUST_ROOTS_FILE"
-            )
+    def _trust_roots(self) -> ContractsSettings:
+        if not self.insecure_dev_mode and self.decision_trust_roots_file is None:
+            raise ValueError("missing required setting PARCOURS_DECISION_TRUST_ROOTS_FILE")
         return self
 
     def timeline(self) -> Timeline:
@@ -80,4 +91,6 @@ class ContractsSettings(KitSettings):
             escalate_after_seconds=self.escalate_after_days * DAY,
             opinion_reminder_before_seconds=self.opinion_reminder_before_days * DAY,
             renewal_reminder_offsets_seconds=[days * DAY for days in self.renewal_reminder_days],
+            activity_timeout_seconds=self.contracts_activity_timeout.total_seconds(),
+            continue_as_new_after_events=self.contracts_history_limit,
         )

@@ -295,6 +295,13 @@ class Stack:
                 "services.scheduling.demo",
                 {**env, "PARCOURS_DEV_PKI_DIR": str(pki.directory)},
             )
+        # Demo contracts cases go through the contracts API (their workflows open them), so after readiness.
+        if (REPO_ROOT / "services" / "contracts" / "__main__.py").exists():
+            self._run_step(
+                "demo-contracts",
+                "services.contracts.demo",
+                {**env, "PARCOURS_DEV_PKI_DIR": str(pki.directory)},
+            )
 
     @property
     def _console_present(self) -> bool:
@@ -429,6 +436,7 @@ class Stack:
             "PARCOURS_TLS_KEY_FILE": str(pki.key_file(cert_name)),
             "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
         }
+        child_env.update(self._component_env(name, pki))
         grpc_port: int | None = None
         http_port: int | None = None
         if name in self.ports.grpc:
@@ -472,6 +480,27 @@ class Stack:
             self.children.append(Child(name, module, process, log_file, grpc_port, http_port, log_offset))
             self._record_children()
         logger.info("started %s (pid %d, log %s)", name, process.pid, _display(log_file))
+
+    @staticmethod
+    def _component_env(name: str, pki: DevPki) -> dict[str, str]:
+        """Settings only some components take: the decision-signing identity (a development certificate under
+        the hub's CA) for the contracts worker, and its trust roots for the contracts service."""
+        if name == "workflows-contracts":
+            from services.contracts.decisions import ensure_dev_signing_identity
+
+            certificate, key = ensure_dev_signing_identity(pki.directory)
+            return {
+                "PARCOURS_DECISION_SIGNING_CERT_FILE": str(certificate),
+                "PARCOURS_DECISION_SIGNING_KEY_FILE": str(key),
+            }
+        if name == "contracts":
+            return {
+                "PARCOURS_DECISION_TRUST_ROOTS_FILE": str(pki.ca_file),
+                # The demo shows an overdue step at once: a promoter's missing documents are due within a
+                # minute (`make run` only; every other step keeps its real due time).
+                "PARCOURS_STEP_DUE_DAYS": os.environ.get("PARCOURS_STEP_DUE_DAYS", '{"DOCUMENTS": 0.0007}'),
+            }
+        return {}
 
     def _wait_ready(self, pki: DevPki) -> None:
         credentials = grpc.ssl_channel_credentials(
@@ -652,6 +681,16 @@ class Stack:
                     f"  {python} -m services.devstack.tokens demo    # practitioners and their certificates",
                     f"  {python} -m services.kit.audit verify        # the audit chains of this hub",
                 ]
+            if any(c.name == "contracts" for c in self.children):
+                officer = (
+                    f'-H "authorization: Bearer $({python} -m services.devstack.tokens mint '
+                    f'--pki-dir {pki_dir} --staff claire.ars84 --role ars_officer --region 84)"'
+                )
+                contracts_port = self.ports.grpc["contracts"]
+                lines.append(  # the demo contracts cases an ARS officer of region 84 has to process
+                    f'  {grpcurl} {cli_tls} {officer} -d \'{{"tab": "TAB_TO_PROCESS"}}\' '
+                    f"127.0.0.1:{contracts_port} parcours.contracts.v1.ContractService/ListCases"
+                )
             lines.append("")
         return "\n".join(lines)
 

@@ -197,8 +197,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             )
             return directory_pb2.CreateGhtResponse(ght=ght)
 
-        return await self._idempotent(
-            request, "CreateGht", directory_pb2.CreateGhtResponse, work)
+        return await self._idempotent(request, "CreateGht", directory_pb2.CreateGhtResponse, work)
 
     # --- establishments ----------------------------------------------------------------------------------
 
@@ -517,9 +516,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
                 ],
             )
 
-        response = await self._idempotent(
-            request, "CreatePatient", directory_pb2.CreatePatientResponse, work
-        )
+        response = await self._idempotent(request, "CreatePatient", directory_pb2.CreatePatientResponse, work)
         # Named after the fact so that a replayed request is audited like the first one.
         audit_target(resource=response.patient.name, patient=response.patient.name)
         return response
@@ -538,9 +535,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             )
             return directory_pb2.UpdatePatientResponse(patient=self._found(scope, updated))
 
-        return await self._idempotent(
-            request, "UpdatePatient", directory_pb2.UpdatePatientResponse, work
-        )
+        return await self._idempotent(request, "UpdatePatient", directory_pb2.UpdatePatientResponse, work)
 
     async def LinkLocalIdentifier(
         self, request: directory_pb2.LinkLocalIdentifierRequest, context: grpc.aio.ServicerContext

@@ -4,8 +4,8 @@
    violations, ErrorInfo with a stable reason); anything unexpected → INTERNAL with no detail, logged with
    its trace id.
 2. `AuthenticationInterceptor` — the client certificate and bearer token → `Principal`.
-3. `AuditInterceptor` — for methods whose policy says `patient_data`, appends an audit record with the
-   outcome, including refusals.
+3. `AuditInterceptor` — for methods whose policy says `patient_data` or `audited` (decisions on cases,
+   reads of professionals' personal data), appends an audit record with the outcome, including refusals.
 4. `AuthorizationInterceptor` — the method's roles (from its proto `access` option) → PERMISSION_DENIED.
 5. `PracticeInterceptor` — for services that declare it: a practitioner's token presented through an
    establishment where they do not practise → PERMISSION_DENIED `PRACTITIONER_NOT_AT_ESTABLISHMENT`, for every
@@ -282,7 +282,7 @@ class AuditInterceptor(_UnaryInterceptor):
     async def around(
         self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
     ) -> Any:
-        if info.policy is None or not info.policy.patient_data:
+        if info.policy is None or not (info.policy.patient_data or info.policy.audited):
             return await call_next(request, context)
         target = audit.begin_call()
         failure: BaseException | None = None

@@ -26,6 +26,15 @@ RPPS_ID = "[0-9]{11}"
 FINESS_ID = "(?:[0-9]{2}|2[AB])[0-9]{7}"
 REGION_ID = "[0-9]{2}"
 SLUG_ID = "[a-z0-9][a-z0-9-]{1,62}"
+SIREN_ID = "[0-9]{9}"
+# Hub staff as their token names them (`staff:<id>` → `staff/<id>`).
+STAFF_ID = "[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
+# A case document's id, chosen by whoever adds it (a new version keeps it).
+DOCUMENT_ID = "[a-z0-9][a-z0-9-]{0,62}"
+# A region's contract-policy version number, from 1.
+POLICY_VERSION_ID = "[1-9][0-9]{0,5}"
+# The collections of the four kinds of contracts case: a name of one of them is a "case" name.
+CASE_COLLECTIONS = "arsContracts|operatorDeclarations|intermediaryContractReviews|agrementApplications"
 
 _SEGMENT = re.compile(r"\{([a-z_]+)\}")
 
@@ -33,10 +42,12 @@ _SEGMENT = re.compile(r"\{([a-z_]+)\}")
 @dataclass(frozen=True)
 class ResourceName:
     """A resource's name pattern, e.g. `schedules/{schedule}/availabilityRules/{rule}`, with each variable's
-    id shape."""
+    id shape. A variable may stand for a collection (`{collection}/{case}`, the collection's shape an
+    alternation): `shape` then says the name's forms to a person."""
 
     pattern: str
     ids: dict[str, str]
+    shape: str = ""
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _variables: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -63,7 +74,7 @@ class ResourceName:
         return self.pattern.split("/", 1)[0]
 
     def _refusal(self, field_path: str) -> InvalidArgument:
-        return InvalidArgument.one(field_path, f"must be a resource name {self.pattern}")
+        return InvalidArgument.one(field_path, f"must be a resource name {self.shape or self.pattern}")
 
     def parse_ids(self, value: str, field_path: str) -> tuple[str, ...]:
         """Every id of the name, in order."""
@@ -101,8 +112,8 @@ class ResourceName:
         return "" if value is None or value == "" else self.format(value)
 
 
-def _name(pattern: str, **ids: str) -> ResourceName:
-    return ResourceName(pattern, ids)
+def _name(pattern: str, shape: str = "", **ids: str) -> ResourceName:
+    return ResourceName(pattern, ids, shape)
 
 
 # Reference data (directory).
@@ -127,6 +138,51 @@ TELEEXPERTISE_ATTACHMENT = _name(
 # Billing.
 CHARGE = _name("charges/{charge}", charge=UUID_ID)
 CATALOG = _name("catalogs/{catalog}", catalog=SLUG_ID)
+# Contracts.
+STAFF = _name("staff/{staff}", staff=STAFF_ID)
+# Who an opinion is asked of: an officer or an outside expert.
+PERSON = _name(
+    "{person}",
+    "staff/{staff} or practitioners/{practitioner}",
+    person=f"staff/{STAFF_ID}|practitioners/{RPPS_ID}",
+)
+TELECONSULTATION_COMPANY = _name("teleconsultationCompanies/{company}", company=SIREN_ID)
+REGION_POLICY = _name(
+    "regions/{region}/contractPolicies/{version}", region=REGION_ID, version=POLICY_VERSION_ID
+)
+MOTIVATION_TEMPLATE = _name(
+    "regions/{region}/motivationTemplates/{template}", region=REGION_ID, template=UUID_ID
+)
+ARS_CONTRACT = _name("arsContracts/{ars_contract}", ars_contract=UUID_ID)
+OPERATOR_DECLARATION = _name("operatorDeclarations/{operator_declaration}", operator_declaration=UUID_ID)
+INTERMEDIARY_CONTRACT_REVIEW = _name(
+    "intermediaryContractReviews/{intermediary_contract_review}", intermediary_contract_review=UUID_ID
+)
+AGREMENT_APPLICATION = _name("agrementApplications/{agrement_application}", agrement_application=UUID_ID)
+_CASE_SHAPE = "{arsContracts|operatorDeclarations|intermediaryContractReviews|agrementApplications}/{id}"
+# Any of the four kinds of case (the inbox, claims, opinions, messages, documents, decisions).
+CONTRACTS_CASE = _name("{collection}/{case}", _CASE_SHAPE, collection=CASE_COLLECTIONS, case=UUID_ID)
+CASE_DOCUMENT = _name(
+    "{collection}/{case}/documents/{document}",
+    _CASE_SHAPE + "/documents/{document}",
+    collection=CASE_COLLECTIONS,
+    case=UUID_ID,
+    document=DOCUMENT_ID,
+)
+CASE_OPINION = _name(
+    "{collection}/{case}/opinions/{opinion}",
+    _CASE_SHAPE + "/opinions/{opinion}",
+    collection=CASE_COLLECTIONS,
+    case=UUID_ID,
+    opinion=UUID_ID,
+)
+CASE_DECISION = _name(
+    "{collection}/{case}/decisions/{decision}",
+    _CASE_SHAPE + "/decisions/{decision}",
+    collection=CASE_COLLECTIONS,
+    case=UUID_ID,
+    decision=UUID_ID,
+)
 
 ALL: dict[str, ResourceName] = {
     "region": REGION,
@@ -145,6 +201,19 @@ ALL: dict[str, ResourceName] = {
     "teleexpertise_attachment": TELEEXPERTISE_ATTACHMENT,
     "charge": CHARGE,
     "catalog": CATALOG,
+    "staff": STAFF,
+    "person": PERSON,
+    "teleconsultation_company": TELECONSULTATION_COMPANY,
+    "region_policy": REGION_POLICY,
+    "motivation_template": MOTIVATION_TEMPLATE,
+    "ars_contract": ARS_CONTRACT,
+    "operator_declaration": OPERATOR_DECLARATION,
+    "intermediary_contract_review": INTERMEDIARY_CONTRACT_REVIEW,
+    "agrement_application": AGREMENT_APPLICATION,
+    "contracts_case": CONTRACTS_CASE,
+    "case_document": CASE_DOCUMENT,
+    "case_opinion": CASE_OPINION,
+    "case_decision": CASE_DECISION,
 }
 
 

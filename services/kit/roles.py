@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 OWNER = "parcours_owner"
 AUDITOR = "parcours_auditor"
 AUDIT_WRITER = "parcours_audit_writer"
-# One role per service schema (contracts' has no tables yet; its role is ready for its migrations).
+# One role per service schema.
 SCHEMAS = ("directory", "scheduling", "expertise", "billing", "contracts", "console")
 # Schemas whose objects the owner takes over from whoever created them before roles existed.
 OWNED_SCHEMAS = ("audit", *SCHEMAS)

@@ -34,7 +34,7 @@ from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.devstack import free_port, log_tail
 from tests.bench import BenchEnv
 from tests.billing.builders import paris, teleconsultation, teleexpertise
-from tests.support import component_channel, process_env, repo_root
+from tests.support import PAYLOAD_KEYS, component_channel, process_env, repo_root
 
 IN_FLIGHT = 32
 WARMUP_SECONDS = 0.5
@@ -117,6 +117,20 @@ def start_process(
     return process, f"127.0.0.1:{port}", log
 
 
+def start_contracts(env: BenchEnv, directory_address: str) -> tuple[subprocess.Popen[bytes], str, object]:
+    """The contracts service as its own process (billing asks it whether an act is covered)."""
+    return start_process(
+        env,
+        "contracts",
+        {
+            "PARCOURS_DIRECTORY_ADDRESS": directory_address,
+            "PARCOURS_TEMPORAL_ADDRESS": env.temporal_address,
+            "PARCOURS_PAYLOAD_KEYS": PAYLOAD_KEYS,
+            "PARCOURS_DECISION_TRUST_ROOTS_FILE": str(env.pki.ca_file),
+        },
+    )
+
+
 async def wait_serving(channel: grpc.aio.Channel, process: subprocess.Popen[bytes], env: BenchEnv) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -168,10 +182,16 @@ def table(rows: list[Measurement], ratios: dict[str, float]) -> str:
 
 
 async def main(env: BenchEnv) -> None:
-    # Billing serves once its directory channel is up; the bench calls as the hub, so the directory (asked
-    # only on behalf of other callers) is never on the measured path.
+    # Billing serves once its directory and contracts channels are up; the bench calls as the hub, so the
+    # directory (asked only on behalf of other callers) is never on the measured path, nor contracts (asked
+    # only for acts needing an ARS contract or declaration: bench_contracts measures those).
     directory, directory_address, directory_log = start_process(env, "directory", {})
-    process, address, log = start_process(env, "billing", {"PARCOURS_DIRECTORY_ADDRESS": directory_address})
+    contracts, contracts_address, contracts_log = start_contracts(env, directory_address)
+    process, address, log = start_process(
+        env,
+        "billing",
+        {"PARCOURS_DIRECTORY_ADDRESS": directory_address, "PARCOURS_CONTRACTS_ADDRESS": contracts_address},
+    )
     channel = component_channel(env.pki, address, "workflows")
     try:
         await wait_serving(channel, process, env)
@@ -206,7 +226,7 @@ async def main(env: BenchEnv) -> None:
         record_m = await closed_loop("RecordAct (téléconsultation, audited)", record)
     finally:
         await channel.close()
-        for child, child_log in [(process, log), (directory, directory_log)]:
+        for child, child_log in [(process, log), (contracts, contracts_log), (directory, directory_log)]:
             child.terminate()
             try:
                 child.wait(timeout=15)

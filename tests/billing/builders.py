@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -32,7 +32,7 @@ PHARMACIST = "10000005101"
 MIDWIFE = "10000005201"
 DENTIST = "10000005301"
 PHYSIO = "10000005401"
-GP_PACA = "10000009901"  # holds an ARS contract in region 93 (see conftest)
+GP_PACA = "10000009901"  # holds an ARS contract with the Ordre's visa in region 93 (see conftest)
 GP_PACA_NO_CONTRACT = "10000009801"
 NON_CONVENTIONED = "10000009701"
 
@@ -60,6 +60,21 @@ def md(rpps: str, specialty: int, sector: int = p.CONVENTION_SECTOR_SALARIED) ->
 
 def pro(rpps: str, profession: int, sector: int = p.CONVENTION_SECTOR_1) -> billing_pb2.Participant:
     return who(rpps, profession, p.SPECIALTY_NONE, sector)
+
+
+# The day the suite's contracts cases start covering: GP_PACA's contract and CARDIO_OPERATOR's declaration are
+# filed through the contracts API when the session starts (conftest), and a declaration is never effective
+# before it was filed. Acts that need them are dated from that day.
+COVERED_FROM = datetime.now(UTC).astimezone(PARIS).date()
+
+
+def covered(hour: int = 12, minute: int = 0, days: int = 0) -> datetime:
+    """Paris wall time on COVERED_FROM (plus `days`): `covered(0, 1)` is a minute after the day began."""
+    return datetime.combine(COVERED_FROM + timedelta(days=days), time(hour, minute), tzinfo=PARIS)
+
+
+def first_of_next_month(day: date = COVERED_FROM) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
 
 
 def paris(text: str) -> datetime:

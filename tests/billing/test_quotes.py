@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,12 +29,15 @@ from tests.billing.builders import (
     MIDWIFE,
     NON_CONVENTIONED,
     NURSE,
+    PARIS,
     PEDIATRICIAN,
     PHARMACIST,
     PHYSIO,
     PSY,
     act,
     cents,
+    covered,
+    first_of_next_month,
     gp,
     md,
     new_patient,
@@ -372,10 +375,13 @@ CASES = [
         {"TCG": 2500},
         reimbursement={"TCG": 2300},
     ),
+    # Region 93 follows the CNOM 2016 recommendation from COVERED_FROM (a contract with the Ordre's visa out
+    # of the parcours), and GP_PACA holds one (the contracts service, conftest).
     case(
         "outside-parcours-region-policy-without-contract",
         "ARCHITECTURE §5",
         tlc(
+            covered(),
             circumstances=NOT_ORIENTED,
             performer=gp(GP_PACA_NO_CONTRACT),
             region="93",
@@ -388,7 +394,13 @@ CASES = [
     case(
         "outside-parcours-region-policy-with-contract",
         "ARCHITECTURE §5",
-        tlc(circumstances=NOT_ORIENTED, performer=gp(GP_PACA), region="93", establishment="130000011"),
+        tlc(
+            covered(),
+            circumstances=NOT_ORIENTED,
+            performer=gp(GP_PACA),
+            region="93",
+            establishment="130000011",
+        ),
         {"TCG": 2500},
         warnings=("OUTSIDE_PARCOURS",),
         reimbursement={"TCG": 550},
@@ -570,13 +582,13 @@ CASES = [
         {"TCG": 2500},
         refusals=("NOT_BILLABLE_BY_PROFESSION",),
     ),
-    # --- §7.19 télésurveillance forfaits ---
+    # --- §7.19 télésurveillance forfaits (OPERATOR's declaration is effective from COVERED_FROM) ---
     case(
         "telesurveillance-declared-operator",
         "§7.19",
         act(
             T.ACT_TYPE_TELESURVEILLANCE,
-            SPRING_2025,
+            covered(),
             OPERATOR,
             telesurveillance=ts(T.OPERATOR_LEVEL_2, T.TECHNICAL_FORFAIT_MORBIDITY),
         ),
@@ -601,7 +613,7 @@ CASES = [
         "§7.19",
         act(
             T.ACT_TYPE_TELESURVEILLANCE,
-            SPRING_2025,
+            covered(),
             OPERATOR,
             telesurveillance=ts(T.OPERATOR_LEVEL_1, T.TECHNICAL_FORFAIT_ORGANISATIONAL, listed=False),
         ),
@@ -614,26 +626,26 @@ CASES = [
         "§7.19",
         act(
             T.ACT_TYPE_TELESURVEILLANCE,
-            paris("2025-05-20 10:00"),
+            covered(23),
             OPERATOR,
             telesurveillance=ts(T.OPERATOR_LEVEL_1),
         ),
         {},
         refusals=("TELESURVEILLANCE_FORFAIT_ALREADY_BILLED",),
-        prior=(paris("2025-05-03 10:00"),),
+        prior=(covered(0, 1),),
     ),
     case(
         "telesurveillance-next-month",
         "§7.19",
         act(
             T.ACT_TYPE_TELESURVEILLANCE,
-            paris("2025-06-02 10:00"),
+            datetime.combine(first_of_next_month(), time(10), tzinfo=PARIS),
             OPERATOR,
             telesurveillance=ts(T.OPERATOR_LEVEL_1),
         ),
         {"TSO1": 1100},
         warnings=("UNCONFIRMED_VALUE",),
-        prior=(paris("2025-05-03 10:00"),),
+        prior=(covered(0, 1),),
     ),
     # --- §7.20 dated reimbursement parameters ---
     case(

@@ -2,15 +2,13 @@
 (uvicorn over a real socket) against the suite's PostgreSQL, Temporal, directory and billing services, and the
 expertise and scheduling services' gRPC servers (their activity reports feed the dashboards).
 
-Tests that need the contracts service (the inbox, a case page, decisions, the e2e scenario) ask for the
-`contracts_address` fixture: until services/contracts has a server it SKIPS them, saying they wait for it.
+The contracts service and its worker are the suite's (`contracts_address`, tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,20 +76,7 @@ def oidc_provider(
         handle.stop()
 
 
-def _contracts_server_exists() -> bool:
-    return importlib.util.find_spec("services.contracts.server") is not None
-
-
-WAITING = "WAITS FOR THE CONTRACTS SERVICE (issue 10): services/contracts has no server yet"
-
-
-@pytest.fixture(scope="session")
-def contracts_address() -> str:
-    """The contracts service (and its worker), started like the suite's other services. Until
-    services/contracts has a server, every test that needs it skips with WAITING."""
-    if not _contracts_server_exists():
-        pytest.skip(WAITING)
-    pytest.skip("the contracts service landed: start it here (server + worker) as billing_address does")
+WAITING = "the e2e scenario's overdue contract is not created yet (issue 11)"
 
 
 def console_settings(

@@ -25,16 +25,21 @@ COMPONENTS = {
     "scheduling",
     "expertise",
     "billing",
+    "contracts",
     "workflows-teleconsultation",
     "workflows-teleexpertise",
+    "workflows-contracts",
 }
-SERVICES = {"directory": 50051, "scheduling": 50052, "expertise": 50053, "billing": 50054}
+SERVICES = {"directory": 50051, "scheduling": 50052, "expertise": 50053, "billing": 50054, "contracts": 50055}
 WORKERS = COMPONENTS - set(SERVICES)
+# The workers that send notifications out of the hub (the `notifications` block); contracts' stay recorded.
+NOTIFYING_WORKERS = {"workflows-teleconsultation", "workflows-teleexpertise"}
 # Who calls whom on main today (services/*/settings.py and workflows/*/worker.py *_address settings).
 CALLS = {
     "scheduling": {"directory"},
     "expertise": {"directory"},
-    "billing": {"directory"},
+    "billing": {"directory", "contracts"},
+    "contracts": {"directory"},
     "workflows-teleconsultation": {"billing", "directory"},
     "workflows-teleexpertise": {"billing", "directory"},
 }
@@ -165,6 +170,14 @@ REFUSED = {
     "an Ingress without its component": (
         {"ingress": {"enabled": True, "host": "h.example", "tls": {"secretName": "s"}}},
         'ingress.component "console" is not an enabled component',
+    ),
+    "decision signing without its Secret": (
+        {"decisionSigning": {"existingSecret": ""}},
+        "decisionSigning.existingSecret is required",
+    ),
+    "a decision-signing role that does not exist": (
+        {"components": {"contracts": {"decisionSigning": "notary"}}},
+        "decisionSigning",
     ),
     "HPA bounds upside down": (
         {"components": {"billing": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}},
@@ -297,6 +310,25 @@ def test_a_wrong_value_is_refused_with_its_name(quick: dict[str, dict[str, Any]]
     assert REFUSED[case][1] in error
 
 
+def test_only_the_contracts_worker_holds_the_decision_signing_key(region: Rendered) -> None:
+    def signing(component: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        spec = region.get("Deployment", name(component))["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        volumes = [v for v in spec["volumes"] if v["name"] == "decision-signing"]
+        return env, [item for v in volumes for item in v["secret"]["items"]]
+
+    env, items = signing("workflows-contracts")
+    assert env["PARCOURS_DECISION_SIGNING_CERT_FILE"] == "/etc/parcours/decision-signing/tls.crt"
+    assert env["PARCOURS_DECISION_SIGNING_KEY_FILE"] == "/etc/parcours/decision-signing/tls.key"
+    assert {i["key"] for i in items} == {"tls.crt", "tls.key"}
+    env, items = signing("contracts")
+    assert env["PARCOURS_DECISION_TRUST_ROOTS_FILE"] == "/etc/parcours/decision-signing/ca.crt"
+    assert "PARCOURS_DECISION_SIGNING_KEY_FILE" not in env
+    assert [i["key"] for i in items] == ["ca.crt"]
+    for component in COMPONENTS - {"contracts", "workflows-contracts"}:
+        assert signing(component) == (signing(component)[0], [])
+
+
 # -- every component, from the same templates ---------------------------------------------------------------
 
 
@@ -425,14 +457,14 @@ def test_region_profile_is_highly_available(region: Rendered) -> None:
 
 
 def test_region_database_connections_fit_the_documented_budget(region: Rendered) -> None:
-    # docs/operations.md "Sizing": at the HPA maxima the pools need 158 connections.
+    # docs/operations.md "Sizing": at the HPA maxima the pools need 188 connections.
     total = 0
     for component in COMPONENTS:
         container = region.get("Deployment", name(component))["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         maximum = region.get("HorizontalPodAutoscaler", name(component))["spec"]["maxReplicas"]
         total += maximum * int(env["PARCOURS_DB_POOL_MAX_SIZE"])
-    assert total == 158
+    assert total == 188
 
 
 def test_ght_profile_runs_one_small_replica_of_each(rendered: dict[str, Rendered]) -> None:
@@ -515,6 +547,7 @@ def test_each_component_can_have_its_own_database_role(rendered: dict[str, Rende
         "PARCOURS_DB_PASSWORD_BILLING": {"name": "parcours-db-billing", "key": "password"},
         "PARCOURS_DB_PASSWORD_SCHEDULING": {"name": "parcours-postgresql", "key": "scheduling"},
         "PARCOURS_DB_PASSWORD_EXPERTISE": {"name": "parcours-postgresql", "key": "expertise"},
+        "PARCOURS_DB_PASSWORD_CONTRACTS": {"name": "parcours-postgresql", "key": "contracts"},
         "PARCOURS_DB_PASSWORD_AUDITOR": {"name": "parcours-postgresql", "key": "auditor", "optional": True},
     }
 
@@ -524,9 +557,11 @@ def test_no_secret_value_is_rendered_from_the_site_values(region: Rendered) -> N
     assert region.of_kind("Secret") == []
     for component in COMPONENTS:
         env = env_of(region, "Deployment", name(component))
-        role = {"workflows-teleconsultation": "scheduling", "workflows-teleexpertise": "expertise"}.get(
-            component, component
-        )
+        role = {
+            "workflows-teleconsultation": "scheduling",
+            "workflows-teleexpertise": "expertise",
+            "workflows-contracts": "contracts",
+        }.get(component, component)
         assert env["PGPASSWORD"] == {"secretKeyRef": {"name": "parcours-postgresql", "key": role}}
         if component in SERVICES:
             assert env["PARCOURS_AUDIT_KEYS"] == {
@@ -818,10 +853,10 @@ def test_editing_the_inline_address_book_rolls_the_workers_only(
         return dict(deployment["spec"]["template"]["metadata"]["annotations"])
 
     edited = quick_objects(quick, ANOTHER_BOOK)
-    for worker in WORKERS:
+    for worker in NOTIFYING_WORKERS:
         before, after = annotations(region.objects, worker), annotations(edited, worker)
         assert before["checksum/address-book"] != after["checksum/address-book"], worker
-    for service in SERVICES:
+    for service in COMPONENTS - NOTIFYING_WORKERS:
         assert "checksum/address-book" not in annotations(region.objects, service)
         assert annotations(region.objects, service) == annotations(edited, service)
 
@@ -920,7 +955,7 @@ def test_a_new_component_is_one_values_block_and_the_ingress_renders(rendered: d
             ],
         }
     ]
-    assert allowed_callees(r, "console") == {"billing", "directory", "expertise", "scheduling"}
+    assert allowed_callees(r, "console") == {"billing", "contracts", "directory", "expertise", "scheduling"}
     # The services it calls now accept it.
     assert "console" in allowed_callers(r, "directory")
     container = r.get("Deployment", name("console"))["spec"]["template"]["spec"]["containers"][0]
@@ -960,7 +995,7 @@ def test_notes_warn_when_no_hospital_system_may_reach_the_services(
 ) -> None:
     notes = quick[NO_CLIENTS]["notes"]
     assert "WARNING: networkPolicy.clients is empty" in notes
-    assert "(billing, directory, expertise, scheduling) from outside this release" in notes
+    assert "(billing, contracts, directory, expertise, scheduling) from outside this release" in notes
     assert "WARNING" not in region.notes
 
 

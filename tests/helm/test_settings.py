@@ -138,8 +138,8 @@ def test_every_setting_the_chart_sets_exists_and_loads(
         assert settings.insecure_dev_mode is False, label  # type: ignore[attr-defined]
         assert str(settings.tls_cert_file) == "/etc/parcours/tls/tls.crt", label  # type: ignore[attr-defined]
         checked += 1
-    # Six components in each variant, and the console in region-console.
-    assert checked == 6 * len(VARIANTS) + 1
+    # Eight components in each variant, and the console in region-console.
+    assert checked == 8 * len(VARIANTS) + 1
 
 
 def test_the_log_level_setting_is_the_one_the_kit_reads() -> None:

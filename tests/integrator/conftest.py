@@ -59,6 +59,8 @@ async def hub(
 ) -> AsyncIterator[Hub]:
     from services.billing.server import build as build_billing
     from services.billing.settings import BillingSettings
+    from services.contracts.server import build as build_contracts
+    from services.contracts.settings import ContractsSettings
     from services.directory.seed import seed_demo
     from services.directory.server import build as build_directory
     from services.directory.settings import DirectorySettings
@@ -94,9 +96,26 @@ async def hub(
             directory = await serving(
                 await build_directory(DirectorySettings(**kit_settings(pki, url, "directory")), own)  # type: ignore[arg-type]
             )
+            # Billing asks contracts whether an act is covered (no contracts case runs here: no worker).
+            contracts_settings = ContractsSettings(
+                **kit_settings(pki, url, "contracts"),  # type: ignore[arg-type]
+                **temporal,
+                directory_address=directory,
+                decision_trust_roots_file=pki.ca_file,
+                contracts_task_queue=f"contracts-integrator-{uuid.uuid4()}",
+            )
+            contracts_directory = open_channel(contracts_settings, directory)
+            exits.push_async_callback(contracts_directory.close)
+            contracts = await serving(
+                await build_contracts(contracts_settings, own, temporal=client, directory=contracts_directory)
+            )
             billing = await serving(
                 await build_billing(
-                    BillingSettings(**kit_settings(pki, url, "billing", directory_address=directory)),  # type: ignore[arg-type]
+                    BillingSettings(
+                        **kit_settings(
+                            pki, url, "billing", directory_address=directory, contracts_address=contracts
+                        )  # type: ignore[arg-type]
+                    ),
                     own,
                 )
             )

@@ -9,6 +9,7 @@ import pytest
 from buf.validate import validate_pb2
 from google.protobuf.descriptor import Descriptor
 from parcours.billing.v1 import billing_pb2
+from parcours.contracts.v1 import contracts_pb2
 from parcours.directory.v1 import directory_pb2
 from parcours.expertise.v1 import expertise_pb2
 from parcours.scheduling.v1 import scheduling_pb2
@@ -42,7 +43,7 @@ def _messages(messages: list[Descriptor]) -> list[Descriptor]:
 
 def test_every_name_field_of_our_apis_uses_a_shared_rule_not_a_pattern_of_its_own() -> None:
     own_patterns: list[str] = []
-    for api in (scheduling_pb2, expertise_pb2, directory_pb2, billing_pb2):
+    for api in (scheduling_pb2, expertise_pb2, directory_pb2, billing_pb2, contracts_pb2):
         for message in _messages(list(api.DESCRIPTOR.message_types_by_name.values())):
             for field in message.fields:
                 rules = field.GetOptions().Extensions[validate_pb2.field]
@@ -85,8 +86,6 @@ def test_a_malformed_name_is_invalid_argument_naming_the_field(value: str) -> No
 
 
 def test_every_rpc_of_every_api_declares_its_roles_and_audit_action() -> None:
-    from parcours.contracts.v1 import contracts_pb2
-
     from services.kit.interceptors import policy_gaps
 
     services = [
@@ -96,3 +95,22 @@ def test_every_rpc_of_every_api_declares_its_roles_and_audit_action() -> None:
     ]
     assert len(services) == 5
     assert policy_gaps(services) == []
+
+
+def test_a_contracts_case_name_is_any_of_the_four_kinds_and_its_refusal_says_so() -> None:
+    case = uuid.uuid4()
+    assert names.CONTRACTS_CASE.parse_ids(f"operatorDeclarations/{case}", "parent") == (
+        "operatorDeclarations",
+        str(case),
+    )
+    assert names.CASE_DOCUMENT.parse_ids(f"arsContracts/{case}/documents/annexe-1", "name") == (
+        "arsContracts",
+        str(case),
+        "annexe-1",
+    )
+    assert names.PERSON.matches("staff/agent-1") and names.PERSON.matches("practitioners/10000000101")
+    assert not names.PERSON.matches("establishments/420000017")
+    with pytest.raises(InvalidArgument) as refused:
+        names.CONTRACTS_CASE.parse(f"teleexpertiseRequests/{case}", "parent")
+    [violation] = refused.value.violations
+    assert "arsContracts|operatorDeclarations" in violation.description

@@ -42,8 +42,8 @@ from tests.support import (
     repo_root,
 )
 
-SERVICES = ("directory", "billing", "expertise", "scheduling")
-WORKERS = ("teleexpertise", "teleconsultation")
+SERVICES = ("directory", "billing", "contracts", "expertise", "scheduling")
+WORKERS = ("teleexpertise", "teleconsultation", "contracts")
 
 
 def value_of(value: AnyValue) -> Any:
@@ -192,8 +192,22 @@ async def hub(pki: DevPki, hub_database: str, hub_temporal: TemporalHandle) -> A
     client: temporalio.client.Client | None = None
     found: Hub | None = None
     try:
+        from services.contracts.decisions import ensure_dev_signing_identity
+
+        signing_cert, signing_key = ensure_dev_signing_identity(pki.directory)
+        # Contracts verifies the decisions its worker signs (billing asks it whether an act is covered).
+        only = {
+            "contracts": {"decision_trust_roots_file": pki.ca_file},
+            "workflows-contracts": {
+                "decision_signing_cert_file": signing_cert,
+                "decision_signing_key_file": signing_key,
+            },
+        }
         for name in SERVICES:
-            await spawn(f"services.{name}", name, name, **{f"{name}_grpc_port": ports[name]})
+            await spawn(
+                f"services.{name}", name, name, **{f"{name}_grpc_port": ports[name]}, **only.get(name, {})
+            )
+        await spawn("workflows.contracts", "workflows", "workflows-contracts", **only["workflows-contracts"])
         await spawn("workflows.teleexpertise", "workflows", "workflows-teleexpertise")
         await spawn(
             "workflows.teleconsultation",

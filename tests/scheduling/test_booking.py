@@ -196,8 +196,7 @@ async def test_the_holder_books_the_slot_it_holds(
     appointment_id = hold.name.removeprefix("appointments/")
     assert (
         await pool.fetchval(
-            "SELECT count(*) FROM scheduling.outbox"
-            " WHERE case_id = $1::uuid AND command = 'start'",
+            "SELECT count(*) FROM scheduling.outbox WHERE case_id = $1::uuid AND command = 'start'",
             appointment_id,
         )
         == 1

@@ -30,6 +30,7 @@ from services.kit.server import KitServer, Runtime, open_channel
 from services.kit.settings import KitSettings, TemporalSettings
 from services.kit.temporal import connect_client
 from tests.support import PAYLOAD_KEYS, component_channel, establishment_channel, kit_settings, role_url
+from tests.support.contracts import running_contracts
 
 
 @dataclass
@@ -145,9 +146,18 @@ async def hub(
                     await role_pool("directory"),
                 )
             )
+            contracts = await exits.enter_async_context(
+                running_contracts(
+                    pki, url, await role_pool("contracts"), client, security_temporal.address, directory
+                )
+            )
             billing = await serving(
                 await build_billing(
-                    BillingSettings(**kit_settings(pki, url, "billing", directory_address=directory)),  # type: ignore[arg-type]
+                    BillingSettings(
+                        **kit_settings(  # type: ignore[arg-type]
+                            pki, url, "billing", directory_address=directory, contracts_address=contracts
+                        )
+                    ),
                     await role_pool("billing"),
                 )
             )
@@ -219,6 +229,7 @@ async def hub(
                 addresses={
                     "directory": directory,
                     "billing": billing,
+                    "contracts": contracts,
                     "scheduling": scheduling,
                     "expertise": expertise,
                 },

@@ -50,7 +50,6 @@ from services.contracts.models import (
     CaseEvent,
     CaseKind,
     CaseMessage,
-    CaseSearchAttributes,
     CaseSummary,
     CaseWrite,
     ChangeInput,
@@ -82,7 +81,17 @@ from services.contracts.models import (
     StepState,
     UpdateOutcome,
     Verdict,
+    search_attributes,
 )
+
+__all__ = [
+    "AgrementApplication",
+    "ArsContract",
+    "CaseMachine",
+    "IntermediaryContractReview",
+    "OperatorDeclaration",
+    "search_attributes",
+]
 
 # Roles that instruct cases (everyone but the promoter and the hub's own services).
 STAFF_ROLES = frozenset(
@@ -140,6 +149,7 @@ class CaseMachine(ABC):
             documents=self._documents,
             notices=self._notices,
             applied=applied,
+            time=now,
         )
         self._attach_state(write)
         self._events, self._messages, self._comments = [], [], []
@@ -222,11 +232,19 @@ class CaseMachine(ABC):
             if role:
                 self._notices.append(Notice(role=role, event_sequence=seq, kind=kind))
 
-    def _post_message(self, now: datetime, author: Actor, text: str, items: Sequence[str] = ()) -> None:
+    def _post_message(
+        self, now: datetime, author: Actor, text: str, items: Sequence[str] = (), request_id: str = ""
+    ) -> None:
         self.core.message_seq += 1
         self._messages.append(
             CaseMessage(
-                sequence=self.core.message_seq, author=author.id, text=text, time=now, items=list(items)
+                sequence=self.core.message_seq,
+                author=author.id,
+                text=text,
+                time=now,
+                items=list(items),
+                request_id=request_id,
+                from_promoter=self.is_promoter(author),
             )
         )
 
@@ -497,7 +515,7 @@ class CaseMachine(ABC):
 
     def post_message(self, now: datetime, request: MessageInput) -> None:
         self.check_message(request.actor)
-        self._post_message(now, request.actor, request.text, request.items)
+        self._post_message(now, request.actor, request.text, request.items, request.request_id)
         if self.is_promoter(request.actor):
             self._record(
                 now,
@@ -517,7 +535,13 @@ class CaseMachine(ABC):
         self.check_comment(request.actor)
         self.core.comment_seq += 1
         self._comments.append(
-            CaseComment(sequence=self.core.comment_seq, author=request.actor.id, text=request.text, time=now)
+            CaseComment(
+                sequence=self.core.comment_seq,
+                author=request.actor.id,
+                text=request.text,
+                time=now,
+                request_id=request.request_id,
+            )
         )
         self._record(now, EventKind.COMMENT_ADDED, request.actor)
 
@@ -532,10 +556,14 @@ class CaseMachine(ABC):
             raise refusal(Reason.NOT_A_CANDIDATE, "only the promoter and the instructing staff add documents")
 
     def attach_document(self, now: datetime, request: AttachDocumentInput) -> None:
+        """Add a document, or a new version of one: versions are numbered here, one change at a time."""
         self.check_attach_document(request.actor)
         self.core.document_seq += 1
-        self._documents.append(request.document)
-        detail = f"{request.document.document} v{request.document.version}"
+        document = request.document
+        document.version = self.core.document_versions.get(document.document, 0) + 1
+        self.core.document_versions[document.document] = document.version
+        self._documents.append(document)
+        detail = f"{document.document} v{document.version}"
         people = [] if self.is_promoter(request.actor) else [self.core.promoter]
         self._record(now, EventKind.DOCUMENT_ADDED, request.actor, detail=detail, people=people)
 
@@ -1105,7 +1133,11 @@ class OperatorDeclaration(CaseMachine):
 
     def check_acknowledge(self, request: AcknowledgeInput) -> None:
         self.check_acknowledgement_step(request.actor, request.expected_version)
-        if request.effective_from < self.core.created_at:
+        # Civil dates of the case's zone: a declaration acknowledged effective on the day it was filed is
+        # effective from that day's start.
+        zone = self.core.time_zone
+        filed_on = legal_clock.local_date(self.core.created_at, zone)
+        if legal_clock.local_date(request.effective_from, zone) < filed_on:
             raise refusal(Reason.PERIOD_INVALID, "a declaration takes effect on or after it was filed")
 
     def acknowledge(self, now: datetime, request: AcknowledgeInput) -> None:
@@ -1425,20 +1457,3 @@ class AgrementApplication(CaseMachine):
 
 
 # ============================================================================================================
-
-
-def search_attributes(summary: CaseSummary) -> CaseSearchAttributes:
-    """The one function that builds a case's search attributes (at start and at every upsert).
-
-    Kind, state, region, the next due time (the step's, or the legal deadline when sooner), whether the step
-    is overdue, and the end of validity: no promoter, no name, no free text.
-    """
-    dues = [t for t in (summary.due_at, summary.legal_deadline_at) if t is not None]
-    return CaseSearchAttributes(
-        kind=summary.kind,
-        state=summary.state,
-        region=summary.region,
-        due_time=None if summary.closed or not dues else min(dues),
-        overdue=summary.overdue and not summary.closed,
-        expiry_time=summary.expires_at,
-    )

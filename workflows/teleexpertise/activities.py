@@ -300,8 +300,7 @@ class TeleexpertiseActivities:
                     ) from None
                 raise
             practitioners = {
-                name: await practitioner_or_none(self._directory, name)
-                for name in {*report.participants}
+                name: await practitioner_or_none(self._directory, name) for name in {*report.participants}
             }
             bundle = documents.record_bundle(
                 request=case.name,

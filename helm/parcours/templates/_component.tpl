@@ -96,6 +96,15 @@ labels:
 - name: PARCOURS_{{ $callee | upper | replace "-" "_" }}_ADDRESS
   value: {{ printf "%s:%d" (include "parcours.serviceHost" (dict "ctx" $ctx "part" $callee)) (int $target.grpcPort) | quote }}
 {{- end }}
+{{- if eq (toString $c.decisionSigning) "signer" }}
+- name: PARCOURS_DECISION_SIGNING_CERT_FILE
+  value: /etc/parcours/decision-signing/{{ $ctx.Values.decisionSigning.certificateKey }}
+- name: PARCOURS_DECISION_SIGNING_KEY_FILE
+  value: /etc/parcours/decision-signing/{{ $ctx.Values.decisionSigning.keyKey }}
+{{- else if eq (toString $c.decisionSigning) "verifier" }}
+- name: PARCOURS_DECISION_TRUST_ROOTS_FILE
+  value: /etc/parcours/decision-signing/{{ $ctx.Values.decisionSigning.trustRootsKey }}
+{{- end }}
 {{ include "parcours.otelEnv" (dict "ctx" $ctx "part" .name) }}
 {{- range $k, $v := $c.env }}
 - name: {{ $k }}
@@ -277,6 +286,11 @@ spec:
             - name: audit-anchors
               mountPath: /var/lib/parcours/audit-anchors
             {{- end }}
+            {{- if $c.decisionSigning }}
+            - name: decision-signing
+              mountPath: /etc/parcours/decision-signing
+              readOnly: true
+            {{- end }}
             {{- include "parcours.postgresqlCaMount" $ctx | nindent 12 }}
             {{- if $notifyVolume }}
             - name: notify
@@ -304,6 +318,20 @@ spec:
         - name: audit-anchors
           persistentVolumeClaim:
             claimName: {{ $v.audit.anchors.existingClaim }}
+        {{- end }}
+        {{- if $c.decisionSigning }}
+        # The signer gets the certificate and its key; a verifier the trust roots only, never the key.
+        - name: decision-signing
+          secret:
+            secretName: {{ $v.decisionSigning.existingSecret }}
+            defaultMode: 0440
+            items:
+              {{- if eq (toString $c.decisionSigning) "signer" }}
+              - {key: {{ $v.decisionSigning.certificateKey }}, path: {{ $v.decisionSigning.certificateKey }}}
+              - {key: {{ $v.decisionSigning.keyKey }}, path: {{ $v.decisionSigning.keyKey }}}
+              {{- else }}
+              - {key: {{ $v.decisionSigning.trustRootsKey }}, path: {{ $v.decisionSigning.trustRootsKey }}}
+              {{- end }}
         {{- end }}
         {{- include "parcours.postgresqlCaVolume" $ctx | nindent 8 }}
         {{- with $notifyVolume }}

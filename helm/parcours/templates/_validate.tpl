@@ -31,6 +31,11 @@
 {{- if and $temporal (not $v.temporal.payloadKeys.existingSecret) -}}
 {{- fail "temporal.payloadKeys.existingSecret is required (the payload encryption keyring)" -}}
 {{- end -}}
+{{- $signing := false -}}
+{{- range $name, $c := $components -}}{{- if $c.decisionSigning -}}{{- $signing = true -}}{{- end -}}{{- end -}}
+{{- if and $signing (not $v.decisionSigning.existingSecret) -}}
+{{- fail "decisionSigning.existingSecret is required (the Secret holding the decision-signing certificate, key and trust roots)" -}}
+{{- end -}}
 {{- if and $v.certManager.enabled (not $v.certManager.issuerRef.name) -}}
 {{- fail "certManager.issuerRef.name is required when certManager.enabled" -}}
 {{- end -}}
