@@ -38,6 +38,7 @@ from parcours.options.v1 import options_pb2
 
 from services.kit import audit
 from services.kit.auth import Authenticator, Principal, current_principal, reset_principal, set_principal
+from services.kit.db import retryable_error
 from services.kit.directory import PracticeBinding
 from services.kit.errors import (
     ERROR_DOMAIN,
@@ -202,11 +203,18 @@ class ErrorInterceptor(_UnaryInterceptor):
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            # The exception's text may quote request content: keep it in the server log, tied to the trace.
-            log.exception("unexpected error in %s", info.full_method)
-            await context.abort_with_status(rpc_status.to_status(_internal_status()))
+        except Exception as error:
+            # A database failure the client can retry (services.kit.db): UNAVAILABLE or ABORTED, not INTERNAL.
+            retryable = retryable_error(error)
+            if retryable is not None:
+                code = retryable.code
+                log.warning("%s answered %s (%s)", info.full_method, retryable.reason, type(error).__name__)
+                await context.abort_with_status(rpc_status.to_status(status_for(retryable)))
+            else:
+                code = grpc.StatusCode.INTERNAL
+                # Its text may quote request content: keep it in the server log, tied to the trace.
+                log.exception("unexpected error in %s", info.full_method)
+                await context.abort_with_status(rpc_status.to_status(_internal_status()))
         finally:
             self._duration.record(
                 (time.perf_counter() - started) * 1000,
@@ -267,6 +275,9 @@ def _outcome(error: BaseException | None, context: grpc.aio.ServicerContext) -> 
     if isinstance(error, grpc.aio.AbortError):
         code = context.code()
         return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), ""
+    retryable = retryable_error(error)
+    if retryable is not None:
+        return retryable.code.name, retryable.reason
     return "INTERNAL", "INTERNAL"
 
 
@@ -316,8 +327,12 @@ class AuditInterceptor(_UnaryInterceptor):
         try:
             await self._log.append(record)
         except Exception as exc:
-            # Fail closed: a read that cannot be audited is not answered.
-            log.exception("audit append failed for %s", info.full_method)
+            # Fail closed: a read that cannot be audited is not answered. A database outage is one line per
+            # call, not a traceback each.
+            if retryable_error(exc) is None:
+                log.exception("audit append failed for %s", info.full_method)
+            else:
+                log.warning("audit append failed for %s: %s", info.full_method, type(exc).__name__)
             raise Unavailable(
                 "AUDIT_UNAVAILABLE", "the audit log cannot record this call; retry later"
             ) from exc
