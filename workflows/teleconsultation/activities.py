@@ -38,6 +38,7 @@ from temporalio.exceptions import ApplicationError
 from services.kit import names
 from services.kit.errors import DomainError
 from services.kit.idempotency import Call
+from services.kit.temporal import heartbeating
 from services.scheduling import appointments, store
 from services.scheduling.models import (
     TELECONSULTATION,
@@ -122,6 +123,7 @@ class TeleconsultationActivities:
         return NotificationResult(recipients=recipients)
 
     @activity.defn(name="send_reminder")
+    @heartbeating
     async def send_reminder(self, request: NotificationInput) -> NotificationResult:
         row = await self._appointment(request.appointment_id)
         if row["effective_status"] != "booked" or row["patient_id"] is None:
@@ -131,6 +133,7 @@ class TeleconsultationActivities:
         )
 
     @activity.defn(name="send_join_link")
+    @heartbeating
     async def send_join_link(self, request: NotificationInput) -> NotificationResult:
         row = await self._appointment(request.appointment_id)
         if row["effective_status"] != "booked":
@@ -141,6 +144,7 @@ class TeleconsultationActivities:
         return await self._notify(request.appointment_id, "KIND_JOIN_LINK", "join", recipients)
 
     @activity.defn(name="mark_arrived")
+    @heartbeating
     async def mark_arrived(self, request: ArrivalInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
         async with store.transaction(self._pool) as tx:
@@ -168,6 +172,7 @@ class TeleconsultationActivities:
         return AppointmentState(status=appointments.ARRIVED, changed=True)
 
     @activity.defn(name="mark_no_show")
+    @heartbeating
     async def mark_no_show(self, request: NotificationInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
         if await store.transition(
@@ -183,6 +188,7 @@ class TeleconsultationActivities:
         return AppointmentState(status=row["effective_status"])
 
     @activity.defn(name="record_completion")
+    @heartbeating
     async def record_completion(self, request: CompletionInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
         async with store.transaction(self._pool) as tx:
@@ -201,6 +207,7 @@ class TeleconsultationActivities:
         raise _refused(appointments.invalid_transition(status, appointments.Change.COMPLETE))
 
     @activity.defn(name="record_billable_act")
+    @heartbeating
     async def record_billable_act(self, request: BillingInput) -> BillingResult:
         row = await self._appointment(request.appointment_id)
         call = await self._record_act_request(row)
@@ -288,6 +295,7 @@ class TeleconsultationActivities:
             raise
 
     @activity.defn(name="record_billing_outcome")
+    @heartbeating
     async def record_billing_outcome(self, request: BillingOutcomeInput) -> None:
         await store.record_billing(
             self._pool,
@@ -299,6 +307,7 @@ class TeleconsultationActivities:
         )
 
     @activity.defn(name="deliver_report")
+    @heartbeating
     async def deliver_report(self, request: NotificationInput) -> NotificationResult:
         """The compte rendu goes to the médecin traitant and to the requesting doctor (§7 rule 9)."""
         row = await self._appointment(request.appointment_id)

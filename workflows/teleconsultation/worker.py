@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 import asyncpg
 import grpc
@@ -13,7 +14,7 @@ from parcours.directory.v1 import directory_pb2_grpc
 from pydantic import Field
 
 from services.kit.settings import KitSettings, TemporalSettings
-from services.kit.temporal import build_worker
+from services.kit.temporal import DEFAULT_STICKY_TIMEOUT, build_worker
 from services.scheduling.models import TASK_QUEUE
 from workflows.teleconsultation.activities import TeleconsultationActivities
 from workflows.teleconsultation.workflows import TeleconsultationWorkflow
@@ -26,6 +27,11 @@ class TeleconsultationWorkerSettings(KitSettings, TemporalSettings):
     directory_address: str
     # Activities run concurrently on the worker's event loop (database and gRPC calls only).
     max_concurrent_activities: int = Field(default=50, ge=1, le=1000)
+    # How long a workflow task waits for this worker's cache before going to any worker: the delay before
+    # another worker takes over the cases of one that died (services.kit.temporal.DEFAULT_STICKY_TIMEOUT).
+    teleconsultation_sticky_timeout_seconds: float = Field(
+        default=DEFAULT_STICKY_TIMEOUT.total_seconds(), gt=0
+    )
 
     def channels(self) -> dict[str, str]:
         return {"billing": self.billing_address, "directory": self.directory_address}
@@ -40,6 +46,7 @@ def teleconsultation_worker(
     component: str = "workflows-teleconsultation",
     task_queue: str = TASK_QUEUE,
     max_concurrent_activities: int = 50,
+    sticky_timeout: timedelta = DEFAULT_STICKY_TIMEOUT,
 ) -> temporalio.worker.Worker:
     activities = TeleconsultationActivities(
         pool,
@@ -53,6 +60,7 @@ def teleconsultation_worker(
         workflows=[TeleconsultationWorkflow],
         activities=activities.all(),
         max_concurrent_activities=max_concurrent_activities,
+        sticky_queue_schedule_to_start_timeout=sticky_timeout,
     )
 
 
@@ -70,4 +78,5 @@ def build(
         directory=channels["directory"],
         component=settings.component,
         max_concurrent_activities=settings.max_concurrent_activities,
+        sticky_timeout=timedelta(seconds=settings.teleconsultation_sticky_timeout_seconds),
     )

@@ -29,6 +29,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     # Plain data, constants and pure rules; passed through so the sandbox does not re-import them per run.
     from services.kit.errors import DomainError
+    from services.kit.temporal import HEARTBEAT_TIMEOUT
     from services.scheduling import appointments
     from services.scheduling.models import (
         WORKFLOW_TYPE,
@@ -52,7 +53,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.teleconsultation.activities import TeleconsultationActivities
 
-# Database writes of the projection: quick, retried until the database answers.
+# Database writes of the projection: quick, retried until the database answers. Every activity heartbeats
+# (services.kit.temporal.heartbeating): one lost with a dead worker runs again within HEARTBEAT_TIMEOUT.
 PROJECTION_TIMEOUT = timedelta(seconds=30)
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Billing: a refusal is a non-retryable ApplicationError; anything else (billing down) is retried, slower.
@@ -108,6 +110,7 @@ class TeleconsultationWorkflow:
                     NotificationInput(appointment_id=case.appointment_id, label=reminder.label),
                     start_to_close_timeout=PROJECTION_TIMEOUT,
                     retry_policy=PROJECTION_RETRY,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 )
                 self._set_state(CaseState.REMINDED)
         if await self._cancelled_before(case.join_open_time):
@@ -117,6 +120,7 @@ class TeleconsultationWorkflow:
             NotificationInput(appointment_id=case.appointment_id),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         self._join_open = True
         self._set_state(CaseState.JOIN_OPEN)
@@ -133,6 +137,7 @@ class TeleconsultationWorkflow:
                 NotificationInput(appointment_id=case.appointment_id),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
             if found.status == "noshow":
                 self._set_state(CaseState.NOSHOW)
@@ -155,6 +160,7 @@ class TeleconsultationWorkflow:
                 BillingInput(appointment_id=case.appointment_id),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=BILLING_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
             recorded = BillingOutcomeInput(
                 appointment_id=case.appointment_id, state="STATE_RECORDED", charges=billed.charges
@@ -181,6 +187,7 @@ class TeleconsultationWorkflow:
             recorded,
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         self._set_state(outcome.state)
         await workflow.execute_activity_method(
@@ -188,6 +195,7 @@ class TeleconsultationWorkflow:
             NotificationInput(appointment_id=case.appointment_id),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         return outcome
 
@@ -241,6 +249,7 @@ class TeleconsultationWorkflow:
                 ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
         except ActivityError as error:
             if isinstance(error.cause, ApplicationError):
@@ -284,6 +293,7 @@ class TeleconsultationWorkflow:
                 ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
         except ActivityError as error:
             if isinstance(error.cause, ApplicationError):

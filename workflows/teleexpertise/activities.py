@@ -34,6 +34,7 @@ from services.expertise.models import (
     ProjectionWrite,
 )
 from services.expertise.store import ExpertiseStore
+from services.kit.temporal import heartbeating
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class TeleexpertiseActivities:
         return act
 
     @activity.defn(name="record_teleexpertise_acts")
+    @heartbeating
     async def record_acts(self, case: BillingInput) -> BillingOutcome:
         request = billing_pb2.RecordActRequest(
             request_id=str(uuid.uuid5(BILLING_REQUEST_NAMESPACE, case.act_id)),
