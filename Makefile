@@ -25,11 +25,12 @@ HELM_TOOLS := build/helm-tools
 HELM_TOOLS_STAMP := $(HELM_TOOLS)/.installed
 IMAGE ?= parcours:$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test lint protos sdk bench lock helm-test helm-lock image clean help
+.PHONY: run test chaos lint protos sdk bench lock helm-test helm-lock image clean help
 
 help:
 	@echo "make run      start the hub (PostgreSQL, Temporal + Web UI :$(TEMPORAL_UI_PORT), every service) with demo data"
 	@echo "make test     run the whole test suite against its own PostgreSQL and Temporal"
+	@echo "make chaos    the chaos scenarios at full size (kills, outages, races; a fast subset is in make test)"
 	@echo "make lint     ruff, mypy --strict, buf lint, buf breaking against the previous commit"
 	@echo "make protos   generate the Python code of protos/ into build/gen/python"
 	@echo "make sdk      the client bundle: build/sdk/node (typed Node package) and its parcours.binpb"
@@ -58,6 +59,11 @@ run: $(GEN_STAMP)
 # The chart's tests (tests/helm) are part of the suite; their tools live in their own environment.
 test: $(GEN_STAMP) $(SDK_STAMP) $(BUF) $(FHIR_R4_STAMP) $(HELM_TOOLS_STAMP)
 	$(PY) tests/run.py $(ARGS)
+
+# The chaos scenarios (tests/chaos) at full size: races, killed workers, PostgreSQL and Temporal outages, the
+# patient-data scan, each printing one line of figures at the end. `make test` runs them at a smaller size.
+chaos: $(GEN_STAMP)
+	$(PY) tests/run.py tests/chaos --chaos-scale=full $(ARGS)
 
 helm-test: $(GEN_STAMP) $(HELM_TOOLS_STAMP)
 	$(PY) tests/run.py tests/helm $(ARGS)
