@@ -61,7 +61,8 @@ class HealthWatch:
 async def test_postgres_killed_under_booking_load_loses_no_acknowledged_booking(
     chaos: ChaosStack, scale: Scale, figures: Callable[[str], None]
 ) -> None:
-    load_seconds, down_seconds = scale(test=5, full=20), scale(test=1, full=3)
+    # Down long enough for the health probe (every second) to notice, with a margin for a busy machine.
+    load_seconds, down_seconds = scale(test=5, full=20), scale(test=2, full=3)
     stub = chaos.scheduling()
     operator, desk = chaos.operator(), bearer(chaos.mint(staff="front-desk-chaos"))
     free: list[str] = []

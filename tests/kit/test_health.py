@@ -51,9 +51,10 @@ async def test_health_follows_the_database_through_a_partition(
             proxy.resume()
             assert await next_status() == SERVING
             watch.cancel()
-        # Noticed within the probe's timeout (2 s) and interval (1 s); back within about one interval.
-        assert changes[1][0] - cut < 4.0
-        assert changes[2][0] - healed < 3.0
+        # Noticed within the probe's timeout (2 s) and interval (1 s); back within about one interval (with a
+        # margin for a busy machine).
+        assert changes[1][0] - cut < 6.0
+        assert changes[2][0] - healed < 5.0
     finally:
         proxy.resume()
         await server.stop(0.5)
