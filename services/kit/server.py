@@ -10,7 +10,9 @@ tests and benchmarks.
 Health tells the truth: a started server runs a `DatabaseProbe` (one of its background tasks) that asks the
 database every second on a connection of its own (a pool busy with requests is not an unhealthy database),
 and the server is SERVING only while it is meant to serve *and* its database answers — NOT_SERVING within a
-probe or two of an outage, SERVING again as soon as the database is back.
+probe or two of an outage, SERVING again as soon as the database is back. That is readiness. Liveness is the
+health service `liveness`: SERVING from start to stop whatever the database says, so that a liveness probe
+never restarts a process that is only waiting for its database.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from services.kit.tokens import TokenVerifier
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The health service name of liveness (see the module docstring).
+LIVENESS = "liveness"
 # How often a server asks its database whether it answers, and how long it waits for the answer: health
 # turns NOT_SERVING within about two seconds of an outage and SERVING within about one of the recovery.
 HEALTH_PROBE_SECONDS = 1.0
@@ -82,6 +86,7 @@ class KitServer:
             self.probe.on_change = self._database_changed
             await self.probe.start()
         self._started = True
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
     @property
     def serving(self) -> bool:
@@ -107,6 +112,7 @@ class KitServer:
 
     async def stop(self, grace: float | None) -> None:
         await self.set_serving(False)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.probe is not None:
             await self.probe.stop()
         if self.health_server is not None:

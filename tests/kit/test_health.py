@@ -47,6 +47,11 @@ async def test_health_follows_the_database_through_a_partition(
             cut = time.monotonic()
             proxy.blackhole()
             assert await next_status() == NOT_SERVING
+            # Not ready, but alive: a liveness probe does not restart a server waiting for its database.
+            liveness = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="liveness"), timeout=5
+            )
+            assert liveness.status == SERVING
             healed = time.monotonic()
             proxy.resume()
             assert await next_status() == SERVING
