@@ -44,6 +44,7 @@ from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2_grpc
 from parcours.type.v1 import practice_pb2
+from temporalio.api.enums.v1 import EventType
 
 from services.billing.server import build as build_billing
 from services.billing.settings import BillingSettings
@@ -75,6 +76,7 @@ from tests.support import (
     repo_root,
     request_id,
 )
+from tests.support.calls import details
 
 Metadata = tuple[tuple[str, str], ...]
 TEST_NIR_OID = "1.2.250.1.213.1.4.10"
@@ -618,6 +620,7 @@ class Outcomes:
         self.codes[key] = self.codes.get(key, 0) + 1
 
     def of(self, *keys: str) -> int:
+        """How many answers had one of these codes (`OK`, `UNAVAILABLE`) or code-and-reason keys."""
         return sum(n for k, n in self.codes.items() if k.split(" ")[0] in keys or k in keys)
 
     def summary(self) -> str:
@@ -631,8 +634,7 @@ class Outcomes:
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
-    from tests.support.calls import details
-
+    """The ErrorInfo reason of a refusal ('' when it carries none)."""
     try:
         info, _ = details(error)
     except AssertionError:
@@ -681,7 +683,8 @@ async def case_result(handle: temporalio.client.WorkflowHandle[Any, Any], within
         ]
         history = await handle.fetch_history()
         events = [
-            f"{ev.event_id}:{ev.event_type}:{ev.event_time.ToDatetime().strftime('%H:%M:%S.%f')[:-3]}"
+            f"{ev.event_id}:{EventType.Name(ev.event_type).removeprefix('EVENT_TYPE_')}:"
+            f"{ev.event_time.ToDatetime().strftime('%H:%M:%S.%f')[:-3]}"
             for ev in history.events
         ]
         raise AssertionError(

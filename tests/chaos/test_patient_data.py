@@ -3,7 +3,8 @@ date of their own goes through a whole téléexpertise and a whole teleconsultat
 case in every field that takes some; then the Temporal database (the dev server's SQLite file and its
 write-ahead log), every log line the services and workers wrote (the workers' and Temporal's log files, the
 in-process services' records) and every span (the in-process services' and the workers' OTLP exports) are
-searched for each of them, in the forms they could take. PostgreSQL is where they belong and is not searched.
+searched for each of them, in the forms they could take. PostgreSQL is where they belong: the same search
+finds them in its write-ahead log, which shows the search would see them anywhere else.
 """
 
 from __future__ import annotations
