@@ -161,6 +161,32 @@ class LogTap(logging.Handler):
 
 # --- processes -------------------------------------------------------------------------------------------
 
+# The processes a stack started that outlive the test process if it dies without tearing down (the workers,
+# the Temporal dev server started by tests/chaos/servers.py): recorded here, stopped by the next stack.
+LEFTOVERS = repo_root() / "build" / "chaos" / "processes.json"
+
+
+def remember(pid: int, marker: str) -> None:
+    """Record a process this stack started, with what its command line holds that says it is this stack's:
+    a path of this run's own, or a module name (then it must also run in this repository)."""
+    LEFTOVERS.parent.mkdir(parents=True, exist_ok=True)
+    found = json.loads(LEFTOVERS.read_text()) if LEFTOVERS.exists() else {}
+    found[str(pid)] = marker
+    LEFTOVERS.write_text(json.dumps(found))
+
+
+def stop_leftovers() -> None:
+    """Kill what an earlier stack left running (a test process killed mid-run never tore it down)."""
+    if not LEFTOVERS.exists():
+        return
+    for pid, marker in json.loads(LEFTOVERS.read_text()).items():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+            process = psutil.Process(int(pid))
+            ours = marker.startswith("/") or Path(process.cwd()) == repo_root()
+            if ours and marker in " ".join(process.cmdline()):
+                process.kill()
+    LEFTOVERS.unlink()
+
 
 @dataclass
 class WorkerProcess:
@@ -187,6 +213,7 @@ class WorkerProcess:
                 stdout=log_out,
                 stderr=asyncio.subprocess.STDOUT,
             )
+        remember(self.process.pid, self.module)
 
     async def polling(self) -> None:
         """Returns once this process says it polls its task queue (its log is the only signal it gives)."""
@@ -430,6 +457,7 @@ class ChaosStack:
             process.terminate()
             await asyncio.to_thread(psutil.wait_procs, [process], 10)
         await asyncio.to_thread(self.postgres.stop)
+        LEFTOVERS.unlink(missing_ok=True)
 
 
 async def _server(kind: str, data_dir: Path, port: int, log_file: Path) -> dict[str, Any]:
@@ -457,6 +485,7 @@ async def _server(kind: str, data_dir: Path, port: int, log_file: Path) -> dict[
 async def _start_postgres(root: Path, port: int) -> PostgresHandle:
     data_dir, log_file = root / "pg", root / "logs" / "postgres.log"
     found = await _server("postgres", data_dir, port, log_file)
+    remember(int((data_dir / "postmaster.pid").read_text().split()[0]), str(data_dir.resolve()))
     return PostgresHandle(
         data_dir=data_dir.resolve(),
         host="127.0.0.1",
@@ -469,10 +498,13 @@ async def _start_postgres(root: Path, port: int) -> PostgresHandle:
 
 async def _start_temporal(root: Path, port: int) -> int:
     found = await _server("temporal", root / "temporal", port, root / "logs" / "temporal.log")
-    return int(found["pid"])
+    pid = int(found["pid"])
+    remember(pid, str(root / "temporal"))
+    return pid
 
 
 async def start_chaos_stack(root: Path, pki: DevPki, mint: Callable[..., str]) -> ChaosStack:
+    stop_leftovers()
     (root / "logs").mkdir(parents=True, exist_ok=True)
     pg_port, temporal_port = free_port(), free_port()
     postgres, temporal_pid = await asyncio.gather(
