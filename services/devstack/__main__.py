@@ -5,6 +5,11 @@ and worker that exists in the tree, each a child process with its log in `.data/
 server answers its health check over mTLS → print where everything is. Ctrl-C (or SIGTERM) stops the children
 in reverse order, then Temporal, then PostgreSQL. Everything lives in `.data/` (PARCOURS_DATA_DIR) and a
 second run picks up where the first stopped. Ports come from PARCOURS_*_PORT variables (see PORT_DEFAULTS).
+
+Once running, a service or worker that dies is started again, after 1 s, then twice as long after each death
+in a row (`RestartPolicy`), and the log says so; only a child that keeps dying (5 times within 2 minutes)
+stops the stack, with the end of its log. PostgreSQL or Temporal dying still stops it: the services wait for
+them rather than die, and their data is what a restart must not get wrong.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -128,6 +133,26 @@ class Ports:
 
 
 @dataclass
+class RestartPolicy:
+    """When to start again a child that died: after `first_delay`, then twice as long after each death in a
+    row (at most `max_delay`); a child that dies `max_deaths` times within `window` seconds keeps dying, and
+    is not restarted. Deaths older than the window are forgotten, so a child that ran well starts over."""
+
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    max_deaths: int = 5
+    window: float = 120.0
+    deaths: list[float] = field(default_factory=list)
+
+    def after_death(self, now: float) -> float | None:
+        """Record a death at `now` (monotonic seconds); the delay before the restart, or None: give up."""
+        self.deaths = [t for t in self.deaths if now - t < self.window] + [now]
+        if len(self.deaths) >= self.max_deaths:
+            return None
+        return float(min(self.first_delay * 2 ** (len(self.deaths) - 1), self.max_delay))
+
+
+@dataclass
 class Child:
     name: str
     module: str
@@ -138,6 +163,11 @@ class Child:
     http_port: int | None = None
     # Where this run's lines start in its log (each run appends).
     log_offset: int = 0
+    # What it is started with again after a death, and when.
+    env: Mapping[str, str] = field(default_factory=dict)
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    restart_at: float | None = None
+    restarts: int = 0
 
 
 class _Signals:
@@ -464,20 +494,11 @@ class Stack:
                 }
             )
         log_file = self.logs_dir / f"{name}.log"
-        log_offset = log_size(log_file)
-        with self.signals.deferred(), log_file.open("ab") as log:
-            # Own session: the terminal's Ctrl-C reaches this orchestrator only, which then stops the
-            # children one by one in reverse order.
-            process = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env=child_env,
-                cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        with self.signals.deferred():
+            process, log_offset = _start_child(module, child_env, log_file)
+            self.children.append(
+                Child(name, module, process, log_file, grpc_port, http_port, log_offset, env=child_env)
             )
-            self.children.append(Child(name, module, process, log_file, grpc_port, http_port, log_offset))
             self._record_children()
         logger.info("started %s (pid %d, log %s)", name, process.pid, _display(log_file))
 
@@ -550,7 +571,7 @@ class Stack:
     def _check_alive(self, child: Child, when: str) -> None:
         code = child.process.poll()
         if code is not None:
-            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            how = _exit_description(code)
             raise StackFailure(
                 f"{child.name} {how} {when}:\n--- {_display(child.log_file)} ---\n"
                 f"{log_tail(child.log_file, since=child.log_offset)}"
@@ -558,10 +579,11 @@ class Stack:
 
     # -- run --------------------------------------------------------------------------------------------
     def watch(self) -> None:
-        """Return never; raise StackFailure when a component dies (signals raise ShutdownRequested)."""
+        """Return never: restart the children that die; raise StackFailure when one keeps dying, or when
+        PostgreSQL or Temporal dies (signals raise ShutdownRequested)."""
         while True:
             for child in self.children:
-                self._check_alive(child, "unexpectedly")
+                self._supervise(child)
             if self.temporal is not None and not self.temporal.is_running():
                 raise StackFailure(
                     f"Temporal exited unexpectedly:\n--- {_display(self.temporal.log_file)} ---\n"
@@ -573,6 +595,42 @@ class Stack:
                     f"{log_tail(self.postgres.log_file)}"
                 )
             time.sleep(0.5)
+
+    def _supervise(self, child: Child) -> None:
+        """Restart `child` when its delay has passed; notice its death and schedule its restart."""
+        now = time.monotonic()
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                self._restart(child)
+            return
+        code = child.process.poll()
+        if code is None:
+            return
+        how = _exit_description(code)
+        delay = child.policy.after_death(now)
+        tail = f"--- {_display(child.log_file)} ---\n{log_tail(child.log_file, since=child.log_offset)}"
+        if delay is None:
+            raise StackFailure(
+                f"{child.name} keeps dying ({len(child.policy.deaths)} times within "
+                f"{child.policy.window:.0f} s; it {how} last): stopping the stack\n{tail}"
+            )
+        logger.warning(
+            "%s %s; restarting it in %.0f s (restart %d; log %s)",
+            child.name,
+            how,
+            delay,
+            child.restarts + 1,
+            _display(child.log_file),
+        )
+        child.restart_at = now + delay
+
+    def _restart(self, child: Child) -> None:
+        with self.signals.deferred():
+            child.process, child.log_offset = _start_child(child.module, child.env, child.log_file)
+            child.restart_at = None
+            child.restarts += 1
+            self._record_children()
+        logger.info("restarted %s (pid %d)", child.name, child.process.pid)
 
     # -- stop -------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -693,6 +751,28 @@ class Stack:
                 )
             lines.append("")
         return "\n".join(lines)
+
+
+def _start_child(module: str, env: Mapping[str, str], log_file: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m module`, its output appended to `log_file`; the process and where its lines start."""
+    log_offset = log_size(log_file)
+    with log_file.open("ab") as log:
+        # Own session: the terminal's Ctrl-C reaches this orchestrator only, which then stops the children one
+        # by one in reverse order.
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=dict(env),
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, log_offset
+
+
+def _exit_description(code: int) -> str:
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
 def _serving(channel: grpc.Channel) -> tuple[bool, str]:

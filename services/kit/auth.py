@@ -46,7 +46,6 @@ ACTING_ESTABLISHMENT_HEADER = "x-parcours-acting-establishment"
 ACTING_PRACTITIONER_HEADER = "x-parcours-acting-practitioner"
 
 # The roles that see everything when held by a principal acting for itself (see `Principal.unrestricted`).
-UNRESTRICTED_ROLES = frozenset({options_pb2.ROLE_HUB_SERVICE, options_pb2.ROLE_HUB_OPERATOR})
 
 _TOKEN_ROLES: Mapping[str, int] = {
     "hub_operator": options_pb2.ROLE_HUB_OPERATOR,
@@ -92,9 +91,11 @@ class Principal:
 
     @property
     def unrestricted(self) -> bool:
-        """Sees every establishment, region and patient: a hub component acting on its own behalf, or a
-        hub operator. Never a delegated principal, whatever its roles."""
-        return not self.delegated and self.has_any(UNRESTRICTED_ROLES)
+        """Sees every establishment, region and patient: a hub component acting on its own behalf, or a hub
+        operator (a role only a verified token gives, through whatever certificate it is presented). A
+        component acting for anyone else gets nothing more than they would: its ROLE_HUB_SERVICE does not
+        count then."""
+        return self.hub_component or options_pb2.ROLE_HUB_OPERATOR in self.roles
 
     @property
     def rpps(self) -> str | None:

@@ -50,7 +50,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from services.kit import search_attributes as sa
 from services.kit.errors import DomainError, FailedPrecondition, Unavailable
-from services.kit.temporal import workflow_id
+from services.kit.temporal import WORKFLOW_TASK_TIMEOUT, workflow_id
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ _SCHEMA = re.compile(r"[a-z][a-z0-9_]{0,62}")
 START = "start"
 # How many cases' trace contexts a relay remembers (from `notify`) until it sends their commands.
 _REMEMBERED_CAUSES = 10_000
+# How long one attempt to start (or signal) a case's workflow may wait for Temporal, and the longest pause
+# between two attempts of a command that failed.
+RELAY_RPC_TIMEOUT = timedelta(seconds=10)
+RETRY_CEILING_SECONDS = 10
 
 
 # --- the kind of a case ----------------------------------------------------------------------------------
@@ -205,9 +209,12 @@ SELECT event_id, case_id, command, attempts FROM {table}
 WHERE case_id = $1 AND done_time IS NULL ORDER BY event_id FOR UPDATE
 """  # noqa: S608
         self._done = f"UPDATE {table} SET done_time = now() WHERE event_id = ANY($1::bigint[])"  # noqa: S608
+        # A failed command is tried again after 1, 2, 4, 8 then every RETRY_CEILING_SECONDS: a case saved
+        # while Temporal was away gets its workflow within that long of Temporal's return, however long the
+        # outage (the issue's 30 s one included).
         self._failed = f"""
 UPDATE {table} SET attempts = attempts + 1, last_error = $2,
-    next_attempt_time = now() + least(power(2, attempts), 60) * interval '1 second'
+    next_attempt_time = now() + least(power(2, attempts), {RETRY_CEILING_SECONDS}) * interval '1 second'
 WHERE event_id = $1
 """  # noqa: S608
         self._pending = f"SELECT count(*) FROM {table} WHERE done_time IS NULL"  # noqa: S608
@@ -414,6 +421,7 @@ class Relay:
                     id_conflict_policy=temporalio.common.WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=temporalio.common.WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     search_attributes=start.attributes.at_start(),
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
                 )
             )
             try:
@@ -434,6 +442,10 @@ class Relay:
                 RPCError,
                 temporalio.client.WorkflowUpdateRPCTimeoutOrCancelledError,
             ) as exc:
+                # The SDK also hands a failed start to the operation's own handle; take it from there, or
+                # asyncio logs "exception never retrieved" with a traceback for every case Temporal missed.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(operation.workflow_handle(), 0.1)
                 await self._outbox.mark_failed(conn, starting[0].event_id, type(exc).__name__)
                 raise
             await self._outbox.mark_done(conn, [starting[0].event_id])
@@ -503,6 +515,10 @@ class Relay:
                 task_queue=plan.task_queue,
                 id_reuse_policy=temporalio.common.WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=plan.attributes.at_start(),
+                task_timeout=WORKFLOW_TASK_TIMEOUT,
+                # Bounded: a Temporal that does not answer (a partition) fails this attempt, which the
+                # outbox retries, instead of holding the relay (or a request relaying its own case).
+                rpc_timeout=RELAY_RPC_TIMEOUT,
                 **options,
             )
         except temporalio.exceptions.WorkflowAlreadyStartedError:

@@ -45,6 +45,7 @@ from parcours.options.v1 import options_pb2
 
 from services.kit import audit
 from services.kit.auth import Authenticator, Principal, current_principal, reset_principal, set_principal
+from services.kit.db import retryable_error
 from services.kit.directory import PracticeBinding
 from services.kit.errors import (
     ERROR_DOMAIN,
@@ -212,10 +213,16 @@ class ErrorInterceptor(_UnaryInterceptor):
             await context.abort_with_status(rpc_status.to_status(status_for(error)))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            # The exception's text may quote request content: keep it in the server log, tied to the trace.
-            log.exception("unexpected error in %s", info.full_method)
-            await context.abort_with_status(rpc_status.to_status(_internal_status()))
+        except Exception as error:
+            # A database failure the client can retry (services.kit.db): UNAVAILABLE or ABORTED, not INTERNAL.
+            retryable = retryable_error(error)
+            if retryable is not None:
+                log.warning("%s answered %s (%s)", info.full_method, retryable.reason, type(error).__name__)
+                await context.abort_with_status(rpc_status.to_status(status_for(retryable)))
+            else:
+                # Its text may quote request content: keep it in the server log, tied to the trace.
+                log.exception("unexpected error in %s", info.full_method)
+                await context.abort_with_status(rpc_status.to_status(_internal_status()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,6 +278,9 @@ def _outcome(error: BaseException | None, context: grpc.aio.ServicerContext) -> 
     if isinstance(error, grpc.aio.AbortError):
         code = context.code()
         return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), ""
+    retryable = retryable_error(error)
+    if retryable is not None:
+        return retryable.code.name, retryable.reason
     return "INTERNAL", "INTERNAL"
 
 
@@ -325,8 +335,12 @@ class AuditInterceptor(_UnaryInterceptor):
         try:
             await self._log.append_all(records)
         except Exception as exc:
-            # Fail closed: a read that cannot be audited is not answered.
-            log.exception("audit append failed for %s", info.full_method)
+            # Fail closed: a read that cannot be audited is not answered. A database outage is one line per
+            # call, not a traceback each.
+            if retryable_error(exc) is None:
+                log.exception("audit append failed for %s", info.full_method)
+            else:
+                log.warning("audit append failed for %s: %s", info.full_method, type(exc).__name__)
             raise Unavailable(
                 "AUDIT_UNAVAILABLE", "the audit log cannot record this call; retry later"
             ) from exc

@@ -6,6 +6,13 @@ kit's interceptors, SIGTERM.
 its background tasks (an outbox relay, periodic jobs), SERVING once the pool, the downstream channels and the
 tasks are ready, and on SIGTERM NOT_SERVING then a graceful stop. `Runtime` is the same life in-process, for
 tests and benchmarks.
+
+Health tells the truth: a started server runs a `DatabaseProbe` (one of its background tasks) that asks the
+database every second on a connection of its own (a pool busy with requests is not an unhealthy database),
+and the server is SERVING only while it is meant to serve *and* its database answers — NOT_SERVING within a
+probe or two of an outage, SERVING again as soon as the database is back. That is readiness. Liveness is the
+health service `liveness`: SERVING from start to stop whatever the database says, so that a liveness probe
+never restarts a process that is only waiting for its database.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.kit.anchors import AuditAnchorer, FolderAnchorStore, writer_name
 from services.kit.audit import AuditKeys, AuditLog
 from services.kit.auth import Authenticator
-from services.kit.db import open_pool
+from services.kit.db import connect, open_pool
 from services.kit.directory import PracticeBinding
 from services.kit.interceptors import kit_interceptors, require_policies, tolerant_handler
 from services.kit.pagination import PageTokenInterceptor, PageTokens
@@ -36,6 +43,13 @@ from services.kit.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The health service name of liveness (see the module docstring).
+LIVENESS = "liveness"
+# How often a server asks its database whether it answers, and how long it waits for the answer: health
+# turns NOT_SERVING within about two seconds of an outage and SERVING within about one of the recovery.
+HEALTH_PROBE_SECONDS = 1.0
+HEALTH_PROBE_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,12 @@ class KitServer:
     health_port: int | None = None
     audit_log: AuditLog | None = None
     audit_anchorer: AuditAnchorer | None = None
+    # Watches the database while the server runs (None: health follows `set_serving` alone).
+    probe: DatabaseProbe | None = None
     _started: bool = field(default=False, repr=False)
+    # What the process means (SERVING once ready, until it stops) and what the probe last found.
+    _meant: bool = field(default=False, repr=False)
+    _database_up: bool = field(default=True, repr=False)
 
     async def start(self) -> None:
         await self.server.start()
@@ -66,17 +85,39 @@ class KitServer:
             await self.health_server.start()
         if self.audit_anchorer is not None:
             await self.audit_anchorer.start()
+        if self.probe is not None:
+            self.probe.on_change = self._database_changed
+            await self.probe.start()
         self._started = True
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+
+    @property
+    def serving(self) -> bool:
+        return self._meant and self._database_up
 
     async def set_serving(self, serving: bool) -> None:
+        """SERVING (while the database answers) or NOT_SERVING, for the server and each of its services."""
+        self._meant = serving
+        await self._publish()
+
+    async def _database_changed(self, up: bool) -> None:
+        self._database_up = up
+        await self._publish()
+
+    async def _publish(self) -> None:
         status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            health_pb2.HealthCheckResponse.SERVING
+            if self.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ["", *self.services]:
             await self.health.set(name, status)
 
     async def stop(self, grace: float | None) -> None:
         await self.set_serving(False)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.probe is not None:
+            await self.probe.stop()
         if self.health_server is not None:
             await self.health_server.stop(grace)
         await self.server.stop(grace)
@@ -85,6 +126,81 @@ class KitServer:
         if self.audit_anchorer is not None:
             # After the last append: the final head is anchored.
             await self.audit_anchorer.stop()
+
+
+class DatabaseProbe:
+    """A background task asking the database `SELECT 1` every `interval` seconds on a connection of its own
+    (opened again after a failure); `on_change(up)` is awaited when the answer changes, and each change is
+    logged once (not once per probe)."""
+
+    name = "database-probe"
+
+    def __init__(
+        self,
+        database_url: str,
+        component: str,
+        *,
+        interval: float = HEALTH_PROBE_SECONDS,
+        timeout: float = HEALTH_PROBE_TIMEOUT_SECONDS,
+    ) -> None:
+        self._url = database_url
+        self._component = component
+        self._interval = interval
+        self._timeout = timeout
+        self._connection: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._up = True
+        self.on_change: Callable[[bool], Awaitable[None]] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def ready(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close()
+
+    async def check(self) -> bool:
+        """One probe: does the database answer within the timeout?"""
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._connection is None or self._connection.is_closed():
+                    self._connection = await connect(
+                        self._url,
+                        timeout=self._timeout,
+                        server_settings={"application_name": f"parcours-{self._component}-health"},
+                    )
+                return bool(await self._connection.fetchval("SELECT 1") == 1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.debug("database probe failed: %s", type(error).__name__)
+            await self._close()
+            return False
+
+    async def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.terminate()
+
+    async def _run(self) -> None:
+        while True:
+            up = await self.check()
+            if up != self._up:
+                self._up = up
+                if up:
+                    log.info("the database answers again: %s is SERVING", self._component)
+                else:
+                    log.warning("the database does not answer: %s is NOT_SERVING", self._component)
+                if self.on_change is not None:
+                    await self.on_change(up)
+            await asyncio.sleep(self._interval)
 
 
 def _read(path: object) -> bytes:
@@ -216,7 +332,14 @@ async def build_server(
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, server_credentials(settings))
-    kit = KitServer(server=server, port=port, health=health_servicer, services=names, audit_log=audit_log)
+    kit = KitServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        services=names,
+        audit_log=audit_log,
+        probe=DatabaseProbe(settings.database_url, settings.component),
+    )
     if settings.audit_anchor_dir is not None:
         store = FolderAnchorStore(settings.audit_anchor_dir, writer_name(settings.component))
         kit.audit_anchorer = AuditAnchorer(audit_log, store, keys, settings.audit_anchor_interval_seconds)

@@ -11,11 +11,13 @@ run twice).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
 import signal
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -29,6 +31,7 @@ import temporalio.common
 import temporalio.exceptions
 import temporalio.worker
 import temporalio.workflow
+from temporalio import activity
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
 
 # Temporal's tracing interceptor offers no public hook for a workflow's handlers or for the spans it makes
@@ -49,6 +52,18 @@ logger = logging.getLogger(__name__)
 # Time in-flight activities get to finish after SIGTERM before they are cancelled; below Kubernetes' default
 # 30 s termination grace period so the worker still reports the cancellations before it is killed.
 DEFAULT_GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+# How long a workflow task waits on the queue of the worker that has the workflow cached before any worker may
+# take it (replaying the history). It is the delay before the cases of a worker that died (no graceful
+# shutdown to hand them back) move on: Temporal's default, 10 s, is what the next Update on such a case
+# waited. A live worker polls its own queue continuously, so 2 s costs a replay only when it is overloaded.
+DEFAULT_STICKY_TIMEOUT = timedelta(seconds=2)
+# An activity that heartbeats is known lost this soon after its worker dies (then retried), instead of at
+# the end of its start-to-close timeout; `heartbeating` makes an activity heartbeat while it runs.
+HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+# How long a worker may hold a workflow task before the server gives it to another: what a case waits when
+# its worker dies in the middle of one (Temporal's default is 10 s). Our workflow tasks take milliseconds
+# (a local activity's database write at most, and the SDK extends the task while a local activity runs).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 
 
 async def connect_client(
@@ -95,9 +110,10 @@ def build_worker(
     The client's interceptors that are also worker interceptors (the tracing interceptor is) are applied by
     the SDK; do not pass `interceptors=` for them again. Other keyword arguments go to `Worker` unchanged
     (`activity_executor` for sync activities, tuning, ...); `graceful_shutdown_timeout` defaults to
-    `DEFAULT_GRACEFUL_SHUTDOWN`.
+    `DEFAULT_GRACEFUL_SHUTDOWN` and `sticky_queue_schedule_to_start_timeout` to `DEFAULT_STICKY_TIMEOUT`.
     """
     kwargs.setdefault("graceful_shutdown_timeout", DEFAULT_GRACEFUL_SHUTDOWN)
+    kwargs.setdefault("sticky_queue_schedule_to_start_timeout", DEFAULT_STICKY_TIMEOUT)
     return temporalio.worker.Worker(
         client,
         task_queue=task_queue,
@@ -105,6 +121,41 @@ def build_worker(
         activities=list(activities),
         **kwargs,
     )
+
+
+A = TypeVar("A", bound=Callable[..., Awaitable[Any]])
+
+
+def heartbeating(activity_fn: A) -> A:
+    """Make an async activity heartbeat while it runs (below `@activity.defn`), so that the workflow can give
+    it a short `heartbeat_timeout` (`HEARTBEAT_TIMEOUT`): the server then retries it this soon after its
+    worker dies, while a slow but live run is never cut short. Without a heartbeat timeout it runs as is.
+
+    The beat runs beside the activity on the worker's event loop, every third of the timeout (the SDK
+    throttles what it sends to the server); it stops when the activity ends.
+    """
+
+    @functools.wraps(activity_fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        # Called as a plain coroutine (a test replaying an activity by hand), or given no heartbeat timeout.
+        timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
+        if not timeout:
+            return await activity_fn(*args, **kwargs)
+        beat = asyncio.create_task(_beat(timeout.total_seconds() / 3))
+        try:
+            return await activity_fn(*args, **kwargs)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    return run  # type: ignore[return-value]
+
+
+async def _beat(every: float) -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every)
 
 
 async def run_worker_until_signalled(

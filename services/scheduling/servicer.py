@@ -40,6 +40,7 @@ from services.kit import names, reports
 from services.kit.audit import audit_patients, audit_target
 from services.kit.auth import Principal, current_principal
 from services.kit.cases import CaseClient, Relay
+from services.kit.db import retry_conflicts
 from services.kit.directory import DirectoryClient
 from services.kit.errors import (
     DomainError,
@@ -310,7 +311,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         """Hold, propose or book a free slot in one statement; a retried request gets its first answer."""
         slot_id = names.SLOT.parse_uuid(slot_name, "slot")
         try:
-            row = await store.insert_appointment_on_slot(self._pool, slot_id, new, call)
+            row = await retry_conflicts(
+                lambda: store.insert_appointment_on_slot(self._pool, slot_id, new, call)
+            )
         except asyncpg.IntegrityConstraintViolationError as exc:
             replayed = await self._replayed_appointment(call)
             if replayed is not None:
@@ -332,8 +335,10 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     async def _in_transaction(
         self, call: Call, work: Callable[[asyncpg.Connection], Awaitable[list[str]]]
     ) -> list[str]:
-        """Run `work` in a transaction with its request id; a retry returns the resources written first."""
-        try:
+        """Run `work` in a transaction with its request id; a retry returns the resources written first. A
+        transaction PostgreSQL aborted for a conflict with a concurrent one is run again (bounded)."""
+
+        async def attempt() -> list[str]:
             async with store.transaction(self._pool) as tx:
                 done = await store.LEDGER.claim(tx, call)
                 if done is not None:
@@ -341,6 +346,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 resources = await work(tx)
                 await store.LEDGER.record(tx, call, resources)
                 return resources
+
+        try:
+            return await retry_conflicts(attempt)
         except asyncpg.IntegrityConstraintViolationError as exc:
             error = store.constraint_error(exc)
             if error is None:
@@ -982,10 +990,14 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
         # The new appointment's own insert records the request in the ledger (see insert_appointment_on_slot).
         call = caller.call(request, "RescheduleAppointment")
-        try:
+
+        async def attempt() -> list[str]:
             async with store.transaction(self._pool) as tx:
                 done = await store.LEDGER.claim(tx, call)
-                written = done.resources if done is not None else await work(tx)
+                return done.resources if done is not None else await work(tx)
+
+        try:
+            written = await retry_conflicts(attempt)
         except asyncpg.IntegrityConstraintViolationError as exc:
             error = store.constraint_error(exc)
             if error is None:

@@ -10,6 +10,14 @@ themselves. A violation comes back from here as a domain error with a stable rea
 
 Booking a free slot is one statement (a chain of data-modifying CTEs): the appointment, its first history row,
 the outbox row that starts its workflow and the request id all commit together or not at all.
+
+Every write that creates or extends a claim on a practitioner's time (a hold, a proposal, a booking, the
+booking of a held slot) first takes that practitioner's agenda lock (`AGENDA_LOCK`, transaction-scoped), so
+concurrent claims on one agenda queue up instead of meeting inside the exclusion constraint's check: two
+transactions inserting overlapping rows each wait there for the other to end, which PostgreSQL can only
+resolve by aborting one (a deadlock, the booking of a held slot included). Behind the lock the loser finds
+the winner committed and is refused `SLOT_ALREADY_BOOKED` at once. Agendas of different practitioners never
+wait for each other.
 """
 
 from __future__ import annotations
@@ -31,6 +39,11 @@ from services.kit.reports import Scope
 # The service's idempotency ledger and workflow outbox (the kit's shapes, in this schema).
 LEDGER = Ledger("scheduling")
 OUTBOX = Outbox("scheduling")
+
+# pg_advisory_xact_lock(class, key) of a practitioner's agenda (see the module docstring); the class (ASCII
+# "agnd") keeps it apart from every other advisory lock.
+_AGENDA_LOCK_CLASS = 0x61676E64
+AGENDA_LOCK = f"pg_advisory_xact_lock({_AGENDA_LOCK_CLASS}, hashtext({{rpps}}))"
 
 _CONSTRAINT_ERRORS: dict[str, tuple[type[DomainError], str, str]] = {
     "appointments_no_overlap": (
@@ -596,10 +609,11 @@ SELECT {APPOINTMENT_COLUMNS} FROM scheduling.appointments a WHERE a.appointment_
 
 # Booking (or holding, or proposing) a free slot: one statement. Nothing is written unless the slot exists,
 # its schedule is active and its minimum notice is respected; the exclusion constraint refuses an overlap.
-INSERT_APPOINTMENT_ON_SLOT = """
-WITH slot AS (
+INSERT_APPOINTMENT_ON_SLOT = f"""
+WITH slot AS MATERIALIZED (
+    -- The practitioner's agenda lock is taken here, before the appointment is written (see above).
     SELECT s.slot_id, s.schedule_id, s.rpps, s.finess, s.ght_id, s.region_code, s.specialty, s.time_zone,
-           s.service_type, s.start_time, s.end_time, s.occupied
+           s.service_type, s.start_time, s.end_time, s.occupied, {AGENDA_LOCK.format(rpps="s.rpps")} AS agenda
     FROM scheduling.slots s JOIN scheduling.schedules sc ON sc.schedule_id = s.schedule_id
     WHERE s.slot_id = $1 AND sc.active AND s.start_time >= now() + s.minimum_notice
 ), appointment AS (
@@ -638,10 +652,12 @@ SELECT appointment_id, slot_id, schedule_id, rpps, finess, ght_id, region_code, 
        billing_charges, billing_reason, billing_message, billing_update_time, workflow_id, create_time,
        update_time
 FROM appointment
-"""
+"""  # noqa: S608
 
-BOOK_HELD = """
-WITH appointment AS (
+BOOK_HELD = f"""
+WITH agenda AS MATERIALIZED (
+    SELECT {AGENDA_LOCK.format(rpps="a.rpps")} FROM scheduling.appointments a WHERE a.appointment_id = $1
+), appointment AS (
     UPDATE scheduling.appointments SET
         status = 'booked', claimed = tstzrange(now(), NULL), hold_expire_time = NULL, patient_id = $2,
         requester_rpps = COALESCE($3, requester_rpps), treating_rpps = $4, booked_by_finess = $5,
@@ -651,6 +667,7 @@ WITH appointment AS (
         consent_recorded_by = CASE WHEN $8::text IS NULL THEN consent_recorded_by ELSE $9 END,
         workflow_id = 'teleconsultation-' || appointment_id::text
     WHERE appointment_id = $1 AND status IN ('pending', 'proposed') AND hold_expire_time > now()
+      AND EXISTS (SELECT FROM agenda)
     RETURNING appointment_id
 ), history AS (
     INSERT INTO scheduling.appointment_history (appointment_id, status, actor, reason)
@@ -660,7 +677,7 @@ WITH appointment AS (
     SELECT appointment_id, 'start' FROM appointment
 )
 SELECT count(*) FROM appointment
-"""
+"""  # noqa: S608
 
 
 @dataclass(frozen=True)

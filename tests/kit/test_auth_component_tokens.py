@@ -159,6 +159,19 @@ def test_a_token_through_a_component_certificate_is_its_person_not_the_hub(
     assert itself.hub_component and itself.unrestricted and not itself.delegated
 
 
+def test_a_hub_operator_token_through_a_component_certificate_keeps_the_operator_s_reach(
+    pki: DevPki, mint: Minter
+) -> None:
+    # Hub staff have no establishment: their tools (the demo loader, `tokens`, the console) present a
+    # component certificate; the operator's reach is the token's, never the component's ROLE_HUB_SERVICE.
+    authenticator = Authenticator(TokenVerifier(jwks_file=pki.jwks_file, issuer=ISSUER, audience=AUDIENCE))
+    operator = authenticator.authenticate(
+        "parcours-cli", dict(bearer(mint(staff="ops", roles=["hub_operator"])))
+    )
+    assert operator.roles == frozenset({options_pb2.ROLE_HUB_OPERATOR})
+    assert operator.unrestricted and not operator.hub_component
+
+
 # --- an ARS officer's delegate token through the console's certificate --------------------------------------
 
 

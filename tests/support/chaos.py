@@ -49,9 +49,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CHAOS_KEY] = Chaos(full=bool(config.getoption("--chaos")))
 
 
+def chaos_of(config: pytest.Config) -> Chaos:
+    """This run's chaos settings and figures (for a conftest whose own `chaos` fixture is something else)."""
+    return config.stash[_CHAOS_KEY]
+
+
 @pytest.fixture(scope="session")
 def chaos(pytestconfig: pytest.Config) -> Chaos:
-    return pytestconfig.stash[_CHAOS_KEY]
+    return chaos_of(pytestconfig)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -39,6 +39,7 @@ from services.kit.idempotency import Call
 from services.kit.notify import DELIVERED, FAILED, PENDING, RECORDED, DeliveryFailed, Notifier
 from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore, keep_and_publish
 from services.kit.regions import age_on, local_date
+from services.kit.temporal import heartbeating
 from services.scheduling import appointments, documents, notices, store
 from services.scheduling.join import JoinLinks, token_hash
 from services.scheduling.models import (
@@ -128,6 +129,7 @@ class TeleconsultationActivities:
         return NotificationResult(recipients=recipients)
 
     @activity.defn(name="send_reminder")
+    @heartbeating
     async def send_reminder(self, request: NotificationInput) -> NotificationResult:
         row = await self._appointment(request.appointment_id)
         if row["effective_status"] != "booked" or row["patient_id"] is None:
@@ -137,6 +139,7 @@ class TeleconsultationActivities:
         )
 
     @activity.defn(name="send_join_link")
+    @heartbeating
     async def send_join_link(self, request: NotificationInput) -> NotificationResult:
         row = await self._appointment(request.appointment_id)
         if row["effective_status"] != "booked":
@@ -147,6 +150,7 @@ class TeleconsultationActivities:
         return await self._notify(request, "KIND_JOIN_LINK", "join", recipients)
 
     @activity.defn(name="mark_arrived")
+    @heartbeating
     async def mark_arrived(self, request: ArrivalInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
         async with store.transaction(self._pool) as tx:
@@ -174,6 +178,7 @@ class TeleconsultationActivities:
         return AppointmentState(status=appointments.ARRIVED, changed=True)
 
     @activity.defn(name="mark_no_show")
+    @heartbeating
     async def mark_no_show(self, request: NotificationInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
         if await store.transition(
@@ -189,6 +194,7 @@ class TeleconsultationActivities:
         return AppointmentState(status=row["effective_status"])
 
     @activity.defn(name="record_completion")
+    @heartbeating
     async def record_completion(self, request: CompletionInput) -> AppointmentState:
         appointment_id = uuid.UUID(request.appointment_id)
         async with store.transaction(self._pool) as tx:
@@ -207,6 +213,7 @@ class TeleconsultationActivities:
         raise _refused(appointments.invalid_transition(status, appointments.Change.COMPLETE))
 
     @activity.defn(name="record_billable_act")
+    @heartbeating
     async def record_billable_act(self, request: BillingInput) -> BillingResult:
         row = await self._appointment(request.appointment_id)
         call = await self._record_act_request(row)
@@ -295,6 +302,7 @@ class TeleconsultationActivities:
             raise
 
     @activity.defn(name="record_billing_outcome")
+    @heartbeating
     async def record_billing_outcome(self, request: BillingOutcomeInput) -> None:
         await store.record_billing(
             self._pool,
@@ -306,6 +314,7 @@ class TeleconsultationActivities:
         )
 
     @activity.defn(name="deliver_report")
+    @heartbeating
     async def deliver_report(self, request: NotificationInput) -> NotificationResult:
         """The compte rendu goes to the médecin traitant and to the requesting doctor (§7 rule 9)."""
         row = await self._appointment(request.appointment_id)

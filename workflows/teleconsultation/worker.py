@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 import asyncpg
 import grpc
@@ -14,7 +15,7 @@ from pydantic import Field, SecretStr
 
 from services.kit.notify import Notifier, NotifySettings
 from services.kit.settings import KitSettings, TemporalSettings
-from services.kit.temporal import build_worker
+from services.kit.temporal import DEFAULT_STICKY_TIMEOUT, build_worker
 from services.scheduling.join import JoinLinks
 from services.scheduling.models import TASK_QUEUE
 from workflows.teleconsultation.activities import TeleconsultationActivities
@@ -32,6 +33,11 @@ class TeleconsultationWorkerSettings(KitSettings, TemporalSettings, NotifySettin
     directory_address: str
     # Activities run concurrently on the worker's event loop (database and gRPC calls only).
     max_concurrent_activities: int = Field(default=50, ge=1, le=1000)
+    # How long a workflow task waits for this worker's cache before going to any worker: the delay before
+    # another worker takes over the cases of one that died (services.kit.temporal.DEFAULT_STICKY_TIMEOUT).
+    teleconsultation_sticky_timeout_seconds: float = Field(
+        default=DEFAULT_STICKY_TIMEOUT.total_seconds(), gt=0
+    )
 
     def channels(self) -> dict[str, str]:
         return {"billing": self.billing_address, "directory": self.directory_address}
@@ -59,6 +65,7 @@ def teleconsultation_worker(
     max_concurrent_activities: int = 50,
     notifier: Notifier | None = None,
     join_links: JoinLinks | None = None,
+    sticky_timeout: timedelta = DEFAULT_STICKY_TIMEOUT,
 ) -> temporalio.worker.Worker:
     activities = TeleconsultationActivities(
         pool,
@@ -74,6 +81,7 @@ def teleconsultation_worker(
         workflows=[TeleconsultationWorkflow],
         activities=activities.all(),
         max_concurrent_activities=max_concurrent_activities,
+        sticky_queue_schedule_to_start_timeout=sticky_timeout,
     )
 
 
@@ -93,4 +101,5 @@ def build(
         max_concurrent_activities=settings.max_concurrent_activities,
         notifier=Notifier.from_settings(settings),
         join_links=settings.join_links(),
+        sticky_timeout=timedelta(seconds=settings.teleconsultation_sticky_timeout_seconds),
     )

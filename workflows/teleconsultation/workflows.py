@@ -36,6 +36,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     # Plain data, constants and pure rules; passed through so the sandbox does not re-import them per run.
     from services.kit.errors import DomainError
+    from services.kit.temporal import HEARTBEAT_TIMEOUT
     from services.scheduling import appointments
     from services.scheduling.models import (
         WORKFLOW_TYPE,
@@ -63,7 +64,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.teleconsultation.activities import TeleconsultationActivities
 
-# Database writes of the projection: quick, retried until the database answers.
+# Database writes of the projection: quick, retried until the database answers. Every activity heartbeats
+# (services.kit.temporal.heartbeating): one lost with a dead worker runs again within HEARTBEAT_TIMEOUT.
 PROJECTION_TIMEOUT = timedelta(seconds=30)
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Deliveries and the record document came with this patch (older histories replay without them).
@@ -126,6 +128,7 @@ class TeleconsultationWorkflow:
                     self._notification(label=reminder.label),
                     start_to_close_timeout=PROJECTION_TIMEOUT,
                     retry_policy=PROJECTION_RETRY,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 )
                 self._deliver("KIND_REMINDER", reminder.label, recorded)
                 self._set_state(CaseState.REMINDED)
@@ -136,6 +139,7 @@ class TeleconsultationWorkflow:
             self._notification(),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         self._deliver("KIND_JOIN_LINK", "join", join_sent)
         self._join_open = True
@@ -153,6 +157,7 @@ class TeleconsultationWorkflow:
                 self._notification(),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
             if found.status == "noshow":
                 self._set_state(CaseState.NOSHOW)
@@ -175,6 +180,7 @@ class TeleconsultationWorkflow:
                 BillingInput(appointment_id=case.appointment_id),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=BILLING_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
             recorded = BillingOutcomeInput(
                 appointment_id=case.appointment_id, state="STATE_RECORDED", charges=billed.charges
@@ -201,6 +207,7 @@ class TeleconsultationWorkflow:
             recorded,
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         self._set_state(outcome.state)
         report_sent: NotificationResult = await workflow.execute_activity_method(
@@ -208,6 +215,7 @@ class TeleconsultationWorkflow:
             self._notification(),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         self._deliver("KIND_REPORT", "compte-rendu", report_sent)
         if self._delivers:
@@ -317,6 +325,7 @@ class TeleconsultationWorkflow:
                 ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
         except ActivityError as error:
             if isinstance(error.cause, ApplicationError):
@@ -360,6 +369,7 @@ class TeleconsultationWorkflow:
                 ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
         except ActivityError as error:
             if isinstance(error.cause, ApplicationError):

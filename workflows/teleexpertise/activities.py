@@ -44,6 +44,7 @@ from services.kit.errors import reason_of
 from services.kit.notify import DELIVERED, FAILED, PENDING, RECORDED, DeliveryFailed, Notifier
 from services.kit.records import DmpPublisher, RecordingDmpPublisher, RecordStore, keep_and_publish
 from services.kit.regions import age_on, local_date, region_zone_name
+from services.kit.temporal import heartbeating
 
 # The expertise schema's record documents and what the DMP adapter was given (services/kit/records.py).
 RECORDS = RecordStore("expertise")
@@ -147,6 +148,7 @@ class TeleexpertiseActivities:
         return act
 
     @activity.defn(name="record_teleexpertise_acts")
+    @heartbeating
     async def record_acts(self, case: BillingInput) -> BillingOutcome:
         request = billing_pb2.RecordActRequest(
             request_id=str(uuid.uuid5(BILLING_REQUEST_NAMESPACE, case.act_id)),

@@ -23,7 +23,7 @@ from services.expertise.models import TASK_QUEUE
 from services.expertise.store import ExpertiseStore
 from services.kit.notify import Notifier, NotifySettings
 from services.kit.settings import KitSettings, TemporalSettings
-from services.kit.temporal import build_worker
+from services.kit.temporal import DEFAULT_STICKY_TIMEOUT, build_worker
 from workflows.teleexpertise.activities import TeleexpertiseActivities
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 
@@ -36,8 +36,8 @@ class TeleexpertiseWorkerSettings(KitSettings, TemporalSettings, NotifySettings)
     billing_address: str
     teleexpertise_task_queue: str = TASK_QUEUE
     # How long a workflow task waits for this worker's cache before going to any worker: the delay before
-    # another worker takes over the cases of one that died.
-    teleexpertise_sticky_timeout_seconds: float = Field(default=10.0, gt=0)
+    # another worker takes over the cases of one that died (services.kit.temporal.DEFAULT_STICKY_TIMEOUT).
+    teleexpertise_sticky_timeout_seconds: float = Field(default=DEFAULT_STICKY_TIMEOUT.total_seconds(), gt=0)
     teleexpertise_max_concurrent_activities: int = Field(default=50, ge=1)
 
     def channels(self) -> dict[str, str]:

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         UpdateOutcome,
     )
     from services.kit.idempotency import Call
+    from services.kit.temporal import HEARTBEAT_TIMEOUT
     from workflows.teleexpertise.activities import TeleexpertiseActivities
     from workflows.teleexpertise.case import Case
 
@@ -259,6 +260,8 @@ class TeleexpertiseWorkflow:
                 TeleexpertiseActivities.record_acts,
                 billing_input,
                 start_to_close_timeout=timedelta(seconds=self._case.input.timeline.activity_timeout_seconds),
+                # It heartbeats: lost with a dead worker, it runs again within HEARTBEAT_TIMEOUT.
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=BILLING_RETRY,
             )
         except ActivityError as error:

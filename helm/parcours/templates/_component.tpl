@@ -228,7 +228,7 @@ spec:
             {{- $env | nindent 12 }}
           {{- if $c.grpcPort }}
           # Native gRPC probes on the plaintext health-only listener (kubelet speaks no TLS). SERVING means the
-          # pool answers and every downstream channel is connected; start-up may drain an outbox first.
+          # database answers and every downstream channel is connected; start-up may drain an outbox first.
           startupProbe:
             grpc:
               port: {{ $v.healthPort }}
@@ -240,9 +240,12 @@ spec:
             periodSeconds: 5
             timeoutSeconds: 2
             failureThreshold: 2
+          # Liveness asks the kit's `liveness` health service, SERVING whatever the database says: a database
+          # outage makes the pods unready, it does not restart them.
           livenessProbe:
             grpc:
               port: {{ $v.healthPort }}
+              service: liveness
             periodSeconds: 10
             timeoutSeconds: 3
             failureThreshold: 6
