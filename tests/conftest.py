@@ -298,20 +298,18 @@ async def case_stack(
     pki: DevPki,
     database_url: str,
     seeded_pool: asyncpg.Pool,
-    temporal: TemporalHandle,
     temporal_client: temporalio.client.Client,
     directory_address: str,
     billing_address: str,
     role_pool: RolePool,
 ) -> AsyncIterator[CaseStackFactory]:
-    """case_stack(service, worker=True, settings={...}, worker_settings={...}) → a started case service (and
-    worker) on a fresh task queue, stopped after the test (tests/support/stack.py)."""
+    """case_stack(service, worker=True, settings={...}, worker_settings={...}, client=None) → a started case
+    service (and worker) on a fresh task queue, stopped after the test (tests/support/stack.py)."""
     suite = SuiteServices(
         pki=pki,
         database_url=database_url,
         pool=seeded_pool,
         role_pool=role_pool,
-        temporal_address=temporal.address,
         client=temporal_client,
         directory_address=directory_address,
         billing_address=billing_address,

@@ -14,7 +14,6 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,12 +34,11 @@ from temporalio.testing import WorkflowEnvironment
 from services.contracts.decisions import ensure_dev_signing_identity
 from services.contracts.server import build
 from services.contracts.settings import ContractsSettings
-from services.devstack.temporal import TemporalHandle
 from services.kit import search_attributes
 from services.kit.pki import DevPki
-from services.kit.server import open_channel
 from services.kit.tokens import mint_token, staff_subject
-from tests.support import AUDIENCE, ISSUER, LOIRE, PAYLOAD_KEYS, kit_settings
+from tests.support import AUDIENCE, ISSUER, LOIRE
+from tests.support.stack import CaseService, CaseStackFactory
 from workflows.contracts.worker import ContractsWorkerSettings
 from workflows.contracts.worker import build as build_worker
 
@@ -158,84 +156,51 @@ class Caller:
         return call
 
 
-def service_settings(pki: DevPki, database_url: str, temporal_address: str, directory_address: str,
-                     task_queue: str, **overrides: Any) -> ContractsSettings:  # fmt: skip
-    values: dict[str, Any] = {
-        **kit_settings(pki, database_url, "contracts"),
-        "temporal_address": temporal_address,
-        "payload_keys": PAYLOAD_KEYS,
-        "directory_address": directory_address,
-        "contracts_task_queue": task_queue,
-        "decision_trust_roots_file": pki.ca_file,
-        # Crashed-worker tests wait for this before the activity is retried elsewhere.
-        "contracts_activity_timeout": timedelta(seconds=3),
-    }
-    values.update(overrides)
-    return ContractsSettings(**values)
-
-
-def worker_settings(
-    pki: DevPki, database_url: str, temporal_address: str, task_queue: str
-) -> ContractsWorkerSettings:
-    cert, key = ensure_dev_signing_identity(pki.directory)
-    return ContractsWorkerSettings(
-        **kit_settings(pki, database_url, "workflows"),  # type: ignore[arg-type]
-        temporal_address=temporal_address,
-        payload_keys=PAYLOAD_KEYS,
-        contracts_task_queue=task_queue,
-        contracts_sticky_timeout_seconds=2.0,
-        decision_signing_cert_file=cert,
-        decision_signing_key_file=key,
-    )
-
+CONTRACTS = CaseService(
+    component="contracts",
+    settings=ContractsSettings,
+    build=build,
+    task_queue_setting="contracts_task_queue",
+    worker_settings=ContractsWorkerSettings,
+    worker_build=build_worker,
+)
 
 HubFactory = Callable[..., Awaitable[Hub]]
 
 
-async def _make_hubs(
-    exits: AsyncExitStack,
-    pki: DevPki,
-    database_url: str,
-    pool: asyncpg.Pool,
-    temporal_address: str,
-    client: Client,
-    directory_address: str,
-) -> HubFactory:
-    async def make(*, worker: bool = True, client: Client = client, **overrides: Any) -> Hub:
-        """A service (and worker) on a fresh task queue; `client` replaces the suite's Temporal client."""
-        task_queue = f"contracts-test-{uuid.uuid4()}"
-        settings = service_settings(
-            pki, database_url, temporal_address, directory_address, task_queue, **overrides
-        )
-        directory = open_channel(settings, directory_address)
-        exits.push_async_callback(directory.close)
-        runtime = await build(settings, pool, temporal=client, directory=directory)
-        await runtime.start()
-        exits.push_async_callback(runtime.stop, 0.5)
-        hub = Hub(pki, f"127.0.0.1:{runtime.port}", settings, client, pool)
-        exits.push_async_callback(hub.close)
-        if worker:
-            ws = worker_settings(pki, database_url, temporal_address, task_queue)
-            await exits.enter_async_context(build_worker(ws, client, pool, {}))
-        return hub
-
-    return make
-
-
 @pytest.fixture
-async def make_hub(
-    pki: DevPki,
-    database_url: str,
-    seeded_pool: asyncpg.Pool,
-    temporal: TemporalHandle,
-    temporal_client: Client,
-    directory_address: str,
-) -> AsyncIterator[HubFactory]:
-    """make_hub(worker=True, **settings) → a started service (and worker) on a fresh task queue."""
-    async with AsyncExitStack() as exits:
-        yield await _make_hubs(
-            exits, pki, database_url, seeded_pool, temporal.address, temporal_client, directory_address
+async def make_hub(case_stack: CaseStackFactory, pki: DevPki) -> AsyncIterator[HubFactory]:
+    """make_hub(worker=True, client=None, **settings) → a started service (and worker) on a fresh task queue
+    (the suite's case_stack: its own database role, the suite's directory); `client` replaces the suite's
+    Temporal (a time-skipping server)."""
+    cert, key = ensure_dev_signing_identity(pki.directory)
+    hubs: list[Hub] = []
+
+    async def make(*, worker: bool = True, client: Client | None = None, **overrides: Any) -> Hub:
+        stack = await case_stack(
+            CONTRACTS,
+            worker=worker,
+            client=client,
+            settings={
+                "decision_trust_roots_file": pki.ca_file,
+                # Crashed-worker tests wait for this before the activity is retried elsewhere.
+                "contracts_activity_timeout": timedelta(seconds=3),
+                **overrides,
+            },
+            worker_settings={
+                "contracts_sticky_timeout_seconds": 2.0,
+                "decision_signing_cert_file": cert,
+                "decision_signing_key_file": key,
+            },
         )
+        hubs.append(Hub(pki, stack.address, stack.settings, stack.client, stack.pool))
+        return hubs[-1]
+
+    try:
+        yield make
+    finally:
+        for made in hubs:
+            await made.close()
 
 
 @pytest.fixture
@@ -272,19 +237,13 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture
-async def make_skipping_hub(
-    pki: DevPki,
-    database_url: str,
-    seeded_pool: asyncpg.Pool,
-    skipping: WorkflowEnvironment,
-    directory_address: str,
-) -> AsyncIterator[HubFactory]:
+async def make_skipping_hub(make_hub: HubFactory, skipping: WorkflowEnvironment) -> HubFactory:
     """A hub whose cases run on the time-skipping server (`skipping.sleep(...)` moves their clock)."""
-    target = skipping.client.service_client.config.target_host
-    async with AsyncExitStack() as exits:
-        yield await _make_hubs(
-            exits, pki, database_url, seeded_pool, target, skipping.client, directory_address
-        )
+
+    async def make(**overrides: Any) -> Hub:
+        return await make_hub(client=skipping.client, **overrides)
+
+    return make
 
 
 # --- requests -----------------------------------------------------------------------------------------------

@@ -77,7 +77,6 @@ class SuiteServices:
     pool: asyncpg.Pool
     # A component's pool as its own database role (tests/conftest.py `role_pool`): what services run on.
     role_pool: Callable[[str], Awaitable[asyncpg.Pool]]
-    temporal_address: str
     client: temporalio.client.Client
     directory_address: str
     billing_address: str
@@ -88,11 +87,11 @@ class CaseStackFactory:
         self._suite = suite
         self._exits = exits
 
-    def _values(self, component: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    def _values(self, component: str, temporal_address: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
         suite = self._suite
         return {
             **kit_settings(suite.pki, suite.database_url, component),
-            "temporal_address": suite.temporal_address,
+            "temporal_address": temporal_address,
             "payload_keys": PAYLOAD_KEYS,
             "directory_address": suite.directory_address,
             **overrides,
@@ -105,15 +104,21 @@ class CaseStackFactory:
         worker: bool = True,
         settings: Mapping[str, Any] | None = None,
         worker_settings: Mapping[str, Any] | None = None,
+        client: temporalio.client.Client | None = None,
     ) -> CaseStack:
+        """`client`: another Temporal than the suite's (a time-skipping test server), for both."""
         suite, exits = self._suite, self._exits
+        client = client or suite.client
+        temporal_address = client.service_client.config.target_host
         task_queue = f"{service.component}-test-{uuid.uuid4()}"
-        values = self._values(service.component, {service.task_queue_setting: task_queue, **(settings or {})})
+        values = self._values(
+            service.component, temporal_address, {service.task_queue_setting: task_queue, **(settings or {})}
+        )
         built = service.settings(**values)
         directory = open_channel(built, suite.directory_address)
         exits.push_async_callback(directory.close)
         service_pool = await suite.role_pool(service.component)
-        runtime = await service.build(built, service_pool, temporal=suite.client, directory=directory)
+        runtime = await service.build(built, service_pool, temporal=client, directory=directory)
         await runtime.start()
         exits.push_async_callback(runtime.stop, 0.5)
         stack = CaseStack(
@@ -121,7 +126,7 @@ class CaseStackFactory:
             address=f"127.0.0.1:{runtime.port}",
             task_queue=task_queue,
             settings=built,
-            client=suite.client,
+            client=client,
             pool=suite.pool,
             directory_address=suite.directory_address,
             billing_address=suite.billing_address,
@@ -131,6 +136,7 @@ class CaseStackFactory:
         if worker and service.worker_settings is not None and service.worker_build is not None:
             worker_values = self._values(
                 "workflows",
+                temporal_address,
                 {
                     "billing_address": suite.billing_address,
                     service.task_queue_setting: task_queue,
@@ -145,6 +151,6 @@ class CaseStackFactory:
                 exits.push_async_callback(channel.close)
             await exits.enter_async_context(
                 # The worker writes its domain's projections: its service's role.
-                service.worker_build(built_worker, suite.client, service_pool, channels)
+                service.worker_build(built_worker, client, service_pool, channels)
             )
         return stack

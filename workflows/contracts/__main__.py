@@ -11,7 +11,7 @@ from workflows.contracts.worker import ContractsWorkerSettings, build
 
 def main() -> None:
     settings = load_settings(ContractsWorkerSettings)
-    asyncio.run(run_worker(settings, build, {}))
+    asyncio.run(run_worker(settings, build, settings.channels()))
 
 
 if __name__ == "__main__":

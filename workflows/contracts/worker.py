@@ -57,6 +57,10 @@ class ContractsWorkerSettings(KitSettings, TemporalSettings):
             )
         return self
 
+    def channels(self) -> dict[str, str]:
+        """The services the worker calls: none (its activities write contracts' tables and sign)."""
+        return {}
+
     def identity(self) -> SigningIdentity | None:
         if self.decision_signing_cert_file is None or self.decision_signing_key_file is None:
             return None
