@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import date, timedelta
 
+from google.type import date_pb2
+from parcours.billing.v1 import billing_pb2
+from parcours.contracts.v1 import contracts_pb2 as c
+from parcours.contracts.v1 import contracts_pb2_grpc
 from parcours.directory.v1 import directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2 as s
@@ -128,3 +133,37 @@ FORBIDDEN = (
     "Naevus atypique",
     "Tension bien contrôlée",
 )
+
+
+async def file_contract(hub: Hub, mint: Minter) -> str:
+    """Centre hospitalier du Forez (GHT Loire) files an ARS contract for teleconsultations in EHPAD and
+    submits it: the workflow id of the case, its completeness check open."""
+    promoter = contracts_pb2_grpc.ContractServiceStub(hub.channel("contracts"))
+    metadata = bearer(mint(staff="promoter-forez", roles=["promoter"]))
+    today = date.today()
+    start, end = today + timedelta(days=30), today + timedelta(days=30 + 3 * 365)
+    created = await promoter.CreateArsContract(
+        c.CreateArsContractRequest(
+            request_id=request_id(),
+            ars_contract=c.ArsContract(
+                region="regions/84",
+                departement="42",
+                ght="ghts/ght-loire",
+                title="Téléconsultation en EHPAD",
+                description="Téléconsultations programmées pour les résidents de trois EHPAD.",
+                activity=c.Activity(
+                    act_type=billing_pb2.ACT_TYPE_TELECONSULTATION,
+                    offerer=c.OFFERER_ESTABLISHMENT,
+                    in_parcours=False,
+                ),
+                requested_start_date=date_pb2.Date(year=start.year, month=start.month, day=start.day),
+                requested_end_date=date_pb2.Date(year=end.year, month=end.month, day=end.day),
+            ),
+        ),
+        metadata=metadata,
+    )
+    name = created.ars_contract.name
+    await promoter.SubmitArsContract(
+        c.SubmitArsContractRequest(request_id=request_id(), name=name), metadata=metadata
+    )
+    return "ars-contract-" + name.removeprefix("arsContracts/")

@@ -13,9 +13,10 @@ from tests.observability import flows
 from tests.observability.conftest import Hub
 from tests.support import repo_root
 
-EXPERTISE, CONSULTATION = "teleexpertise", "teleconsultation"
+EXPERTISE, CONSULTATION, CONTRACT = "teleexpertise", "teleconsultation", "ars-contract"
 # The README's examples and the kinds of case each finds (of one téléexpertise awaiting its expert, in
-# dermatology, GHT Loire; one teleconsultation in general medicine, its join window open).
+# dermatology, GHT Loire; one teleconsultation in general medicine, its join window open; one ARS contract
+# of GHT Loire submitted, its completeness check due).
 EXAMPLES = {
     "ParcoursKind = 'teleexpertise' AND ParcoursState = 'AWAITING_EXPERT'": {EXPERTISE},
     "ParcoursGht = 'ght-loire' AND ParcoursSpecialty = 'SPECIALTY_DERMATOLOGY'": {EXPERTISE},
@@ -23,6 +24,7 @@ EXAMPLES = {
         EXPERTISE,
         CONSULTATION,
     },
+    "ParcoursRegion = '84'": {EXPERTISE, CONSULTATION, CONTRACT},
     "ParcoursKind = 'teleconsultation' AND ParcoursState = 'JOIN_OPEN'": {CONSULTATION},
     "ParcoursSpecialty = 'SPECIALTY_GENERAL_MEDICINE' AND ParcoursStartTime > '2026-01-01T00:00:00Z'": {
         CONSULTATION
@@ -31,6 +33,8 @@ EXAMPLES = {
         "ParcoursKind = 'teleexpertise' AND ParcoursBreached = false"
         " AND ParcoursDueTime > '2026-01-01T00:00:00Z'"
     ): {EXPERTISE},
+    "ParcoursKind = 'ars-contract' AND ParcoursState = 'SUBMITTED' AND ParcoursOverdue = false": {CONTRACT},
+    "ParcoursGht = 'ght-loire' AND ParcoursDueTime > '2026-01-01T00:00:00Z'": {EXPERTISE, CONTRACT},
 }
 
 
@@ -49,7 +53,12 @@ def test_the_readme_documents_exactly_the_tested_examples() -> None:
 async def test_each_documented_query_finds_its_cases(hub: Hub, mint: Minter) -> None:
     expertise = await flows.ask(hub, mint)
     consultation = await flows.book(hub, mint)
-    ids = {expertise.workflow_id: EXPERTISE, consultation.appointment.workflow_id: CONSULTATION}
+    contract = await flows.file_contract(hub, mint)
+    ids = {
+        expertise.workflow_id: EXPERTISE,
+        consultation.appointment.workflow_id: CONSULTATION,
+        contract: CONTRACT,
+    }
     scope = " OR ".join(f"WorkflowId = '{i}'" for i in ids)
 
     async def found(query: str) -> set[str]:
@@ -68,13 +77,15 @@ async def test_each_documented_query_finds_its_cases(hub: Hub, mint: Minter) -> 
     for query, kinds in EXAMPLES.items():
         assert await agrees(query, kinds) == kinds, query
 
-    # One vocabulary: the same spellings in both kinds, and nothing of the patient.
-    for workflow_id in ids:
+    # One vocabulary: the same spellings in every kind, and nothing of the patient.
+    for workflow_id, kind in ids.items():
         described = await hub.temporal.get_workflow_handle(workflow_id).describe()
         attributes = described.typed_search_attributes
+        assert attributes.get(sa.CASE_KIND) == kind
         assert attributes.get(sa.REGION) == "84"
         assert attributes.get(sa.GHT) == "ght-loire"
-        assert str(attributes.get(sa.SPECIALTY)).startswith("SPECIALTY_")
+        if kind != CONTRACT:
+            assert str(attributes.get(sa.SPECIALTY)).startswith("SPECIALTY_")
         text = repr([(p.key.name, p.value) for p in attributes]).lower()
         for value in flows.FORBIDDEN:
             assert value.lower() not in text
