@@ -579,9 +579,9 @@ async def search_latencies(
 
 async def drain_outbox(pool: asyncpg.Pool) -> dict[str, float]:
     """Wait for the relay to start every booking's workflow; how many it had left, and how fast it went."""
-    pending = await store.pending_outbox(pool)
+    pending = await store.OUTBOX.pending(pool)
     started = time.perf_counter()
-    while await store.pending_outbox(pool):  # noqa: ASYNC110 (another process's progress: polled)
+    while await store.OUTBOX.pending(pool):  # noqa: ASYNC110 (another process's progress: polled)
         await asyncio.sleep(0.1)
     seconds = time.perf_counter() - started
     return {
@@ -650,8 +650,8 @@ async def booking_lag(
         rows = await pool.fetch(
             """
             SELECT extract(epoch FROM o.done_time - a.create_time) * 1000 AS lag_ms
-            FROM scheduling.workflow_outbox o JOIN scheduling.appointments a USING (appointment_id)
-            WHERE o.appointment_id = ANY($1::uuid[]) AND o.kind = 'start' AND o.done_time IS NOT NULL
+            FROM scheduling.outbox o JOIN scheduling.appointments a ON a.appointment_id = o.case_id
+            WHERE o.case_id = ANY($1::uuid[]) AND o.command = 'start' AND o.done_time IS NOT NULL
             """,
             ids,
         )
