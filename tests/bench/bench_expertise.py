@@ -502,7 +502,9 @@ async def main(env: BenchEnv) -> None:
 
             async def whole_case(i: int) -> None:
                 if i >= whole_cases:
-                    raise RuntimeError(f"more than {whole_cases} whole cases: raise the bench's patient count")
+                    raise RuntimeError(
+                        f"more than {whole_cases} whole cases: raise the bench's patient count"
+                    )
                 reply = await stub.CreateTeleexpertiseRequest(request(patients[40 + i]), metadata=gp)
                 name = reply.teleexpertise_request.name
                 await derm_stub.AcceptTeleexpertiseRequest(

@@ -7,8 +7,9 @@ practitioners' tokens, calling on the schedule of `tests/bench/load.py`'s day (o
 time whatever the others are doing; the steps of one case follow each other).
 
 1. Idle: resident memory of each service process once the hub is up (target ≤ 120 MB).
-2. Replay. For each speed `s`, the slice of the day starting at 09:30 (the morning peak) that lasts
-   `PHASE_SECONDS[s] × s` seconds of the day, played in `PHASE_SECONDS[s]` seconds. Cases with steps in the
+2. Replay. For each speed `s` (1×, 10×, 30×, 100×: 30× shows where the curve bends), the slice of the
+   day starting at 09:30 (the morning peak) that lasts `PHASE_SECONDS[s] × s` seconds of the day, played in
+   `PHASE_SECONDS[s]` seconds. Cases with steps in the
    slice are first brought to where the day had them (their earlier steps, and the booking of the
    appointments held today, made before the slice and not measured). Figures per speed: offered and achieved
    calls per second, p50/p95/p99 per RPC, errors (any failed call: there must be none), the lag of workflow
@@ -22,7 +23,7 @@ time whatever the others are doing; the steps of one case follow each other).
 4. Profiles: the three costliest cases again under py-spy (sampling, non-blocking), attached to the two
    processes that spend the most on each; collapsed stacks and a summary in build/bench/profiles/.
 
-Environment: PARCOURS_BENCH_SPEEDS (default "1,10,100"), PARCOURS_BENCH_PHASE_SECONDS ("90,60,40"),
+Environment: PARCOURS_BENCH_SPEEDS (default "1,10,30,100"), PARCOURS_BENCH_PHASE_SECONDS ("90,60,45,20"),
 PARCOURS_BENCH_PRACTITIONERS (300), PARCOURS_BENCH_PROFILE (1; 0 skips the profiles).
 """
 
@@ -78,8 +79,10 @@ from tests.bench.load import HOUR, Day, Step, peak_hour_rate, region_day
 from tests.billing.builders import paris, teleexpertise
 from tests.support import DAUPHINE, LOIRE, VAL_RHONE, bearer, component_channel, establishment_channel
 
-SPEEDS = tuple(int(v) for v in os.environ.get("PARCOURS_BENCH_SPEEDS", "1,10,100").split(","))
-PHASE_SECONDS = tuple(float(v) for v in os.environ.get("PARCOURS_BENCH_PHASE_SECONDS", "90,60,40").split(","))
+SPEEDS = tuple(int(v) for v in os.environ.get("PARCOURS_BENCH_SPEEDS", "1,10,30,100").split(","))
+PHASE_SECONDS = tuple(
+    float(v) for v in os.environ.get("PARCOURS_BENCH_PHASE_SECONDS", "90,60,45,20").split(",")
+)
 PRACTITIONERS = int(os.environ.get("PARCOURS_BENCH_PRACTITIONERS", "300"))
 PROFILE = os.environ.get("PARCOURS_BENCH_PROFILE", "1") != "0"
 SLICE_START = 9.5 * HOUR
@@ -88,6 +91,9 @@ SLOT_MINUTES = 5
 # the start by default, is then open during the whole slice; the no-show grace, 30 minutes after, too).
 HELD_FROM, HELD_TO = timedelta(minutes=1), timedelta(minutes=14)
 SETUP_IN_FLIGHT = 16
+# How long the replay waits for the cases completed in a slice to close (billed, reported) before it counts
+# the rest as late.
+CLOSE_TIMEOUT_SECONDS = 600.0
 TEST_NIR_OID = "1.2.250.1.213.1.4.10"
 ISSUER = KitSettings.model_fields["token_issuer"].default
 AUDIENCE = KitSettings.model_fields["token_audience"].default
@@ -671,7 +677,11 @@ def plan(day: Day, speed: int, seconds: float) -> Phase:
     return Phase(speed, seconds, steps, chains)
 
 
-async def prepare(phase: Phase, player: Player, slots: Slots) -> dict[str, Any]:
+# Steps that are Updates on a teleconsultation's workflow: the workflow must have been started by the relay.
+ON_A_STARTED_WORKFLOW = frozenset({"StartTeleconsultation", "CompleteTeleconsultation"})
+
+
+async def prepare(phase: Phase, player: Player, slots: Slots, pool: asyncpg.Pool) -> dict[str, Any]:
     """Bring every case of the slice to where the day had it when the slice begins (not measured)."""
     started = time.perf_counter()
     first_in_window = {case: min(st.index for st in phase.steps if st.case == case) for case in phase.chains}
@@ -698,18 +708,33 @@ async def prepare(phase: Phase, player: Player, slots: Slots) -> dict[str, Any]:
     setup = Player(player.region, slots, setup_calls)
     setup.future = player.future
 
-    async def bring(case: str, chain: Chain, slot: tuple[str, str] | None) -> None:
-        if slot is not None:
+    earlier_steps = {
+        case: [st for st in chain.steps if st.index < first_in_window[case]]
+        for case, chain in phase.chains.items()
+    }
+
+    async def bring(
+        case: str, chain: Chain, slot: tuple[str, str] | None, *, workflows_started: bool
+    ) -> None:
+        # First the bookings and what needs no workflow yet; once the relay has started every workflow,
+        # the Updates (start, completion) the day had made before the slice.
+        if slot is not None and not workflows_started:
             consent = not any(st.operation == "RecordConsent" for st in chain.steps)
             await setup.book(chain, slot[0], slot[1], consent=consent)
-        for st in chain.steps:
-            if st.index < first_in_window[case]:
+        for st in earlier_steps[case]:
+            if (st.operation in ON_A_STARTED_WORKFLOW) == workflows_started:
                 await setup.run(chain, st)
 
     held_slots = dict(zip(held, near, strict=False))
-    await gather_limited(
-        [lambda c=c, ch=ch: bring(c, ch, held_slots.get(c)) for c, ch in phase.chains.items()]
-    )
+    for workflows_started in (False, True):
+        if workflows_started:
+            await outbox_drained(pool)
+        await gather_limited(
+            [
+                lambda c=c, ch=ch, ws=workflows_started: bring(c, ch, held_slots.get(c), workflows_started=ws)
+                for c, ch in phase.chains.items()
+            ]
+        )
     if setup_calls.errors:
         raise RuntimeError(f"preparing the slice failed: {setup_calls.first_errors}")
     return {
@@ -796,17 +821,27 @@ async def workflow_lags(pool: asyncpg.Pool, player: Player, probes: list[uuid.UU
         [uuid.UUID(n.removeprefix("teleexpertiseRequests/")) for n in player.requests],
     )
     billed: list[float] = []
-    for chain in player.completed:
+    late = 0
+    closing_deadline = time.monotonic() + CLOSE_TIMEOUT_SECONDS
+
+    async def closed(chain: Chain) -> None:
+        nonlocal late
         workflow_id = (
             chain.appointment.workflow_id
             if chain.appointment is not None
             else f"teleexpertise-{chain.request.removeprefix('teleexpertiseRequests/')}"
         )
         handle = player.region.temporal.get_workflow_handle(workflow_id)
-        await asyncio.wait_for(handle.result(), 120)
+        try:
+            await asyncio.wait_for(handle.result(), max(1.0, closing_deadline - time.monotonic()))
+        except TimeoutError:
+            late += 1  # still open at the deadline: reported, not waited for
+            return
         described = await handle.describe()
         if described.close_time is not None:
             billed.append(described.close_time.timestamp() - chain.completed_at)
+
+    await gather_limited([lambda ch=ch: closed(ch) for ch in player.completed], 32)
     reminders: list[Any] = []
     if probes:
         due = max(0.0, await _latest_due(pool, probes) - time.time())
@@ -823,7 +858,7 @@ async def workflow_lags(pool: asyncpg.Pool, player: Player, probes: list[uuid.UU
     return {
         "booking_to_workflow_started": quantiles([float(r["lag"]) for r in started]),
         "request_to_routed": quantiles([float(r["lag"]) for r in routed]),
-        "completion_to_case_closed": quantiles(billed),
+        "completion_to_case_closed": {**quantiles(billed), "still_open_after_deadline": late},
         "reminder_1h_behind_due_time": {
             **quantiles([float(r["lag"]) for r in reminders]),
             "probes": len(probes),
@@ -877,7 +912,7 @@ async def replay(
     calls = Calls()
     player = Player(region, slots, calls)
     print(f"bench load: {speed}x: preparing {len(phase.chains)} cases of the slice", flush=True)
-    prepared = await prepare(phase, player, slots)
+    prepared = await prepare(phase, player, slots, pool)
     held_rate = sum(1 for st in phase.steps if st.operation == "StartTeleconsultation") / seconds
     probes = await reminder_probes(region, slots, seconds, max(10, min(200, round(held_rate * seconds))))
     await outbox_drained(pool)  # every workflow of the cases brought to the slice is started
@@ -1161,17 +1196,26 @@ async def profiled(
     return {"case": name, "processes": summaries}
 
 
+# Samples of a process waiting (its event loop's select, idle pool threads) and frames every stack has (the
+# interpreter's start, the event loop): left out of the summary, which is about where work goes.
+IDLE_LEAVES = ("EpollSelector.select (", "_worker (concurrent", "Thread.run (", "Condition.wait (")
+FRAME_NOISE = ("<frozen runpy>", "asyncio/", "threading.py", "__main__.py", "concurrent/futures")
+
+
 def summarise_stacks(collapsed: str, top: int = 12) -> dict[str, Any]:
-    """From py-spy's collapsed stacks: the functions holding the most samples, inclusive and self."""
+    """From py-spy's collapsed stacks: the functions holding the most busy samples, inclusive and self."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    total = 0
+    total = idle = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         samples = int(count)
         total += samples
+        if stack.rsplit(";", 1)[-1].startswith(IDLE_LEAVES):
+            idle += samples
+            continue
         frames = [
             f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0] + ")" if " (" in f else f
             for f in stack.split(";")
@@ -1179,16 +1223,22 @@ def summarise_stacks(collapsed: str, top: int = 12) -> dict[str, Any]:
         for frame in set(frames):
             inclusive[frame] += samples
         own[frames[-1]] += samples
-    if not total:
-        return {"samples": 0}
+    busy = total - idle
+    if not busy:
+        return {"samples": total, "busy_samples": 0}
+
+    def share(n: int) -> float:
+        return round(100 * n / busy, 1)
+
     return {
         "samples": total,
+        "busy_samples": busy,
         "inclusive": [
-            (f, round(100 * n / total, 1))
-            for f, n in inclusive.most_common(top * 3)
-            if not f.startswith(("<module>", "run (", "_run_once", "run_forever", "run_until_complete"))
+            (f, share(n))
+            for f, n in inclusive.most_common(top * 4)
+            if not any(noise in f for noise in FRAME_NOISE) and not f.startswith("<module>")
         ][:top],
-        "self": [(f, round(100 * n / total, 1)) for f, n in own.most_common(top)],
+        "self": [(f, share(n)) for f, n in own.most_common(top)],
     }
 
 
@@ -1218,23 +1268,54 @@ async def measure(env: BenchEnv, hub: Hub) -> None:
         TemporalSettings(temporal_address=hub.temporal_address, payload_keys=hub.payload_keys)
     )
     region = Region(hub=hub, temporal=temporal)
+    results: dict[str, Any] = {
+        "hub": hub.description,
+        "database": "embedded PostgreSQL with fsync off (bench and test setting only)"
+        if hub.local
+        else "as deployed",
+        "model": {
+            "cases_per_weekday": day.cases,
+            "operations_per_weekday": dict(sorted(day.operations().items())),
+            "peak_hour_calls_per_second": round(peak_hour_rate(day), 3),
+            "calls_per_hour": day.per_hour(),
+        },
+        "phases": [],
+        "phase_failures": [],
+        "per_case": {},
+        "profiles": [],
+    }
+
+    def save() -> Path:
+        # After each part: a run stopped half-way keeps what it measured.
+        return env.write_results("load", results)
+
     try:
-        counting = await enable_statements(pool)
+        results["statements_counted"] = await enable_statements(pool)
         await asyncio.sleep(5)  # the services settle after their start (imports, caches, first health checks)
-        idle_rss = {g: [round(v, 1) for v in processes.rss_per_process_mb(g)] for g in SERVICE_PROCESSES}
-        print(f"bench load: idle RSS (MB): {idle_rss}", flush=True)
+        results["idle_rss_mb"] = {
+            g: [round(v, 1) for v in processes.rss_per_process_mb(g)] for g in SERVICE_PROCESSES
+        }
+        print(f"bench load: idle RSS (MB): {results['idle_rss_mb']}", flush=True)
         print(f"bench load: seeding {PRACTITIONERS} practitioners' agendas and patients ...", flush=True)
-        seeded = await seed(region, PRACTITIONERS)
-        print(f"  seeded in {seeded['seconds']} s", flush=True)
+        results["seed"] = await seed(region, PRACTITIONERS)
+        print(f"  seeded in {results['seed']['seconds']} s", flush=True)
         slots = Slots(region)
         idle = await idle_rates(processes, pool)
-        phases = []
         for speed, seconds in zip(SPEEDS, PHASE_SECONDS, strict=True):
-            phases.append(await replay(region, pool, processes, slots, day, speed, seconds, idle))
+            try:
+                results["phases"].append(
+                    await replay(region, pool, processes, slots, day, speed, seconds, idle)
+                )
+            except RuntimeError as failure:
+                print(f"  {speed}x: not measured: {failure}", flush=True)
+                results["phase_failures"].append({"speed": speed, "reason": str(failure)})
+            save()
         print("bench load: cost per case ...", flush=True)
         cases = await costs(region, pool, processes, slots, idle)
-        per_case = {name: await run() for name, run in cases.items()}
-        profiles: list[dict[str, Any]] = []
+        per_case: dict[str, Any] = results["per_case"]
+        for name, run in cases.items():
+            per_case[name] = await run()
+            save()
         if PROFILE:
             costliest = sorted(per_case, key=lambda k: -per_case[k]["cpu_ms_per_case"])[:3]
             again = await costs(region, pool, processes, slots, idle, scale=0.5)
@@ -1246,29 +1327,12 @@ async def measure(env: BenchEnv, hub: Hub) -> None:
                 ][:2]
                 targets = [(g, processes.pids(g)[0]) for g in hot if processes.pids(g)]
                 print(f"bench load: profiling {name} ({', '.join(hot)}) ...", flush=True)
-                profiles.append(await profiled(name, again[name], targets, env.results_dir / "profiles"))
+                results["profiles"].append(
+                    await profiled(name, again[name], targets, env.results_dir / "profiles")
+                )
+                save()
     finally:
         await region.close()
         await pool.close()
-    path = env.write_results(
-        "load",
-        {
-            "hub": hub.description,
-            "database": "embedded PostgreSQL with fsync off (bench and test setting only)"
-            if hub.local
-            else "as deployed",
-            "statements_counted": counting,
-            "model": {
-                "cases_per_weekday": day.cases,
-                "operations_per_weekday": dict(sorted(day.operations().items())),
-                "peak_hour_calls_per_second": round(peak_hour_rate(day), 3),
-                "calls_per_hour": day.per_hour(),
-            },
-            "seed": seeded,
-            "idle_rss_mb": idle_rss,
-            "phases": phases,
-            "per_case": per_case,
-            "profiles": profiles,
-        },
-    )
+    path = save()
     print(f"bench load: results in {path}", flush=True)

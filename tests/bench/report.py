@@ -124,6 +124,17 @@ def _verdict(met: bool | None) -> str:
 def markdown(results: dict[str, dict[str, Any]], found: list[Target], plots: list[Path]) -> str:
     host = next((r.get("host") for r in results.values() if r.get("host")), {}) or {}
     dates = sorted(r.get("measured_at", "") for r in results.values())
+    loads = sorted(
+        r["host"]["load_average_1m_at_write"]
+        for r in results.values()
+        if "load_average_1m_at_write" in r.get("host", {})
+    )
+    busy = (
+        f" Load average of the machine when each benchmark ended: {loads[0]}–{loads[-1]} (other work on "
+        "the same cores moves absolute figures)."
+        if loads
+        else ""
+    )
     lines = [
         "# Parcours benchmarks",
         "",
@@ -132,7 +143,7 @@ def markdown(results: dict[str, dict[str, Any]], found: list[Target], plots: lis
         f"{dates[-1] if dates else '?'} (UTC). Client, hub, PostgreSQL and Temporal share the machine's "
         "cores: ratios to a ceiling measured in the same run are the figures to compare; absolute times are "
         "indications. The embedded PostgreSQL runs with fsync off (a bench and test setting, never a "
-        "product one).",
+        "product one)." + busy,
         "",
         "## Targets (issue 15 §4)",
         "",
@@ -224,6 +235,8 @@ def _load_section(load: dict[str, Any], plots: list[Path]) -> list[str]:
             ],
         ),
     ]
+    for failure in load.get("phase_failures", []):
+        lines += [f"Not measured at {failure['speed']}×: {failure['reason']}", ""]
     operations = sorted({op for p in phases for op in p.get("rpc", {})})
     if phases:
         lines += ["### p50 / p95 / p99 per RPC (ms)", ""]
@@ -285,7 +298,7 @@ def _load_section(load: dict[str, Any], plots: list[Path]) -> list[str]:
                 lines += [f"- {process}: {summary}", ""]
                 continue
             lines += [
-                f"{process} ({summary['samples']} samples; "
+                f"{process} ({summary['busy_samples']} busy samples of {summary['samples']}; "
                 f"`profiles/{profile_file(profile['case'], process)}`): "
                 "functions holding the most samples, inclusive — "
                 + "; ".join(f"{f} {pct} %" for f, pct in summary["inclusive"][:8]),

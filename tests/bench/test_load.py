@@ -72,8 +72,11 @@ def test_py_spy_stacks_are_summarised_by_function() -> None:
         "<module> (a.py:1);serve (kit/server.py:10);book (scheduling/servicer.py:20) 30\n"
         "<module> (a.py:1);serve (kit/server.py:10);check (kit/auth.py:5) 10\n"
     )
+    collapsed += "<module> (a.py:1);run_forever (asyncio/base_events.py:5);select (selectors.py:9) 60\n"
+    collapsed = collapsed.replace("select (selectors.py", "EpollSelector.select (selectors.py")
     summary = summarise_stacks(collapsed)
-    assert summary["samples"] == 40
+    # Waiting in the event loop's select is idle: shares are of the busy samples.
+    assert (summary["samples"], summary["busy_samples"]) == (100, 40)
     assert ("serve (kit/server.py)", 100.0) in summary["inclusive"]
     assert summary["self"][0] == ("book (scheduling/servicer.py)", 75.0)
 
