@@ -76,9 +76,10 @@ def load_hub(data_dir: Path) -> Hub:
     )
 
 
-# Scheduling settings for the bench's hub (environment variables the services read). The relay's rate cap and
-# every duration stay the product's defaults; only the bench's own schedules differ (5-minute slots round
-# the clock, so that the bench finds appointments starting now whenever it runs).
+# What the bench's hub runs with beyond make run's environment: quieter logs. Every product setting (the
+# relay's rate cap, reminders, join window, timeouts) stays at its default; only the bench's own data differs
+# (its practitioners' 5-minute slots round the clock, so that it finds appointments starting now whenever it
+# runs).
 BENCH_ENVIRONMENT: dict[str, str] = {
     "PARCOURS_LOG_LEVEL": "WARNING",
 }
