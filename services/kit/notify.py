@@ -49,15 +49,17 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import aiohttp
 import aiosmtplib
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.common import RetryPolicy
 
 from services.kit.settings import ENV_PREFIX
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +358,10 @@ class SmtpTransport:
 
 class WebhookTransport:
     def __init__(self, timeout_seconds: float = 10.0) -> None:
+        # Imported here: the services import this module for its models (DeliveryPolicy, Notice) and never
+        # send; only the workers do, and aiohttp is ~9 MB of resident memory in every process importing it.
+        import aiohttp
+
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
 
@@ -367,6 +373,8 @@ class WebhookTransport:
             SIGNATURE_HEADER: sign(endpoint.secret, endpoint.key_id, body, int(time.time())),
             "User-Agent": "parcours-notify",
         }
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:

@@ -29,6 +29,7 @@ message (services.kit.db's constraint mapping and the error interceptor give cli
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -122,6 +123,12 @@ _SKIP_BEFORE_TARGET = frozenset({"ONLY", "LATERAL", "TABLE"})
 _SUMMARY_LIMIT = 255
 
 
+# A process runs the same few statements over and over (named, parameterised queries): each statement's
+# redacted text and summary are computed once, not at every query (they were ~80 µs of CPU per query).
+_SQL_CACHE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=_SQL_CACHE_SIZE)
 def sanitize_sql(text: str) -> str:
     """The statement with every literal (string, dollar-quoted, number) replaced by `?` and comments
     dropped: what `db.query.text` may say. Placeholders (`$1`) stay; their values are never recorded."""
@@ -137,6 +144,7 @@ def sanitize_sql(text: str) -> str:
     return "".join(parts)
 
 
+@functools.lru_cache(maxsize=_SQL_CACHE_SIZE)
 def summarize_sql(text: str) -> str:
     """`db.query.summary`: the statement's operations and the tables they act on, in order
     (`INSERT expertise.outbox SELECT expertise.requests`), at most 255 characters; '' when none is found."""

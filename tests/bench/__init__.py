@@ -17,7 +17,8 @@ from typing import Any
 from services.kit.pki import DevPki
 from tests.support import repo_root
 
-RESULTS_DIR = repo_root() / "build" / "bench"
+# PARCOURS_BENCH_RESULTS_DIR writes a run elsewhere (a before/after comparison keeps the report's run).
+RESULTS_DIR = Path(os.environ.get("PARCOURS_BENCH_RESULTS_DIR") or repo_root() / "build" / "bench")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class BenchEnv:
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
+                # Other work on the machine (other engineers' suites) moves absolute figures: said with them.
+                "load_average_1m_at_write": round(os.getloadavg()[0], 2),
             },
             **results,
         }

@@ -3,8 +3,12 @@
 Starts a PostgreSQL (temporary data folder, free port, durability traded for speed exactly as in the test
 suite) and a Temporal dev server, creates a development PKI, applies every migration, then runs the
 `async def main(env)` of each `tests/bench/bench_*.py` module (or only those named on the command line).
-Each module prints a table and writes its figures with `env.write_results(...)` to build/bench/<name>.json.
-Nothing of `make run` is touched.
+Each module prints a table and writes its figures with `env.write_results(...)` to build/bench/<name>.json;
+at the end every result there is gathered into build/bench/report.md, report.json and the plots
+(tests/bench/report.py). Nothing of `make run` is touched.
+
+`--hub DIR` points the load replay (bench_load) at an existing hub instead of the one it starts: DIR holds
+`hub.json` and `pki/` as `make run` writes them in its data folder.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +29,7 @@ from services.devstack.temporal import start_temporal
 from services.kit.migrate import apply_all
 from services.kit.pki import ensure_dev_pki
 from tests.bench import RESULTS_DIR, BenchEnv
+from tests.bench.report import write_report
 from tests.support import COMPONENTS, TEST_ESTABLISHMENTS
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -37,12 +43,8 @@ def discover(names: Sequence[str]) -> list[str]:
     return [n for n in found if not names or n in names]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the Parcours benchmarks.")
-    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-    args = parser.parse_args(argv)
-    names = discover(args.names)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def run(names: Sequence[str]) -> None:
+    """The benchmarks `names`, each against the PostgreSQL, Temporal and PKI started here."""
     with tempfile.TemporaryDirectory(prefix="parcours-bench-") as scratch:
         work = Path(scratch)
         print("bench: starting PostgreSQL and Temporal, creating a development PKI ...", flush=True)
@@ -66,6 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 temporal.stop()
         finally:
             postgres.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the Parcours benchmarks.")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    parser.add_argument("--hub", type=Path, help="the load replay calls this hub (its data folder) instead")
+    parser.add_argument("--report-only", action="store_true", help="only gather build/bench into the report")
+    args = parser.parse_args(argv)
+    names = discover(args.names)
+    if args.report_only:
+        names = []
+    if args.hub is not None:
+        os.environ["PARCOURS_BENCH_HUB"] = str(args.hub.resolve())
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if names:
+        run(names)
+    written = write_report(RESULTS_DIR)
+    print(
+        f"bench: report in {', '.join(str(p.relative_to(RESULTS_DIR.parents[1])) for p in written)}",
+        flush=True,
+    )
     return 0
 
 

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -115,16 +115,20 @@ def register_ceiling_descriptor() -> None:
 
 async def serve_with_ceiling() -> None:
     """`python -m tests.bench.bench_scheduling serve`: the scheduling service plus the ceiling method."""
-    from services.kit.server import ServiceBinding, serve
+    from services.kit.server import Bound, ServiceBinding, open_channel, serve
     from services.kit.settings import load_settings
-    from services.scheduling.server import connect
+    from services.kit.temporal import connect_client
+    from services.scheduling.server import _parts
     from services.scheduling.settings import SchedulingSettings
 
     register_ceiling_descriptor()
     settings = load_settings(SchedulingSettings)
 
-    async def bind(pool: asyncpg.Pool) -> tuple[Sequence[ServiceBinding], Sequence[object]]:
-        bindings, dependencies = await connect(settings, pool)
+    async def bind(pool: asyncpg.Pool) -> Bound:
+        # As services.scheduling.server.run binds the service, plus the ceiling.
+        directory = open_channel(settings, settings.directory_address)
+        temporal = await connect_client(settings)
+        bindings, relay, periodic = _parts(settings, pool, temporal, directory)
 
         async def insert_one(request: empty_pb2.Empty, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
             await pool.execute("INSERT INTO public.bench_ceiling (payload) VALUES ($1)", uuid.uuid4())
@@ -141,7 +145,7 @@ async def serve_with_ceiling() -> None:
             },
         )
         ceiling = ServiceBinding(CEILING_SERVICE, lambda server: server.add_generic_rpc_handlers((handler,)))
-        return [*bindings, ceiling], dependencies
+        return Bound([*bindings, ceiling], channels=[directory], tasks=[relay, *periodic])
 
     await serve(settings, bind)
 
@@ -579,9 +583,9 @@ async def search_latencies(
 
 async def drain_outbox(pool: asyncpg.Pool) -> dict[str, float]:
     """Wait for the relay to start every booking's workflow; how many it had left, and how fast it went."""
-    pending = await store.pending_outbox(pool)
+    pending = await store.OUTBOX.pending(pool)
     started = time.perf_counter()
-    while await store.pending_outbox(pool):  # noqa: ASYNC110 (another process's progress: polled)
+    while await store.OUTBOX.pending(pool):  # noqa: ASYNC110 (another process's progress: polled)
         await asyncio.sleep(0.1)
     seconds = time.perf_counter() - started
     return {
@@ -650,8 +654,8 @@ async def booking_lag(
         rows = await pool.fetch(
             """
             SELECT extract(epoch FROM o.done_time - a.create_time) * 1000 AS lag_ms
-            FROM scheduling.workflow_outbox o JOIN scheduling.appointments a USING (appointment_id)
-            WHERE o.appointment_id = ANY($1::uuid[]) AND o.kind = 'start' AND o.done_time IS NOT NULL
+            FROM scheduling.outbox o JOIN scheduling.appointments a ON a.appointment_id = o.case_id
+            WHERE o.case_id = ANY($1::uuid[]) AND o.command = 'start' AND o.done_time IS NOT NULL
             """,
             ids,
         )

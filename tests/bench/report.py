@@ -1,0 +1,452 @@
+"""One report of every benchmark: build/bench/report.md (every table), report.json and the plots.
+
+Reads whatever `build/bench/<name>.json` the benchmarks wrote (scheduling, billing, expertise, console, load)
+and writes, beside them, the report with the targets of issue 15 §4 checked against the figures. A benchmark
+that did not run is said to be missing, never estimated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCHES = ("scheduling", "billing", "expertise", "console", "load")
+
+# What the profiles and the per-process costs show for each target, and what would move it (from the runs of
+# issue 15 on the 2-core machines; the figures of a run are in its tables).
+NOTES: dict[str, str] = {
+    "BookAppointment": "a booking costs ~9 ms of CPU over all processes against ~2 ms for the ceiling: the "
+    "directory's patient read (~2.3 ms in the directory: audited and never cached, by design), the relay's "
+    "workflow start (~1.5 ms in Temporal, ~1 ms in the worker's first task), PostgreSQL; on 2 cores the "
+    "loop is CPU-bound across processes, so this ratio falls as soon as other work shares the cores (0.55 "
+    "when issue 15 was filed, 0.23–0.24 in these runs, on a busier machine). What would move it: a cheaper "
+    "patient read in the directory (profile its GetPatient under this loop next), the relay's starts "
+    "batched.",
+    "QuoteAct p99": "QuoteAct is ~3 ms of CPU and ~4 database round trips (rules, quota counters, audit "
+    "record); at 1 in flight its p99 follows the machine's other load, its p50 is the figure to watch.",
+    "QuoteAct throughput": "billing spends ~2 ms of CPU per quote against ~0.3 ms for a health check (the "
+    "rules, the quota counters read, the audit record appended). It is not among the three costliest "
+    "cases, so this run has no profile of it: a py-spy profile of billing under the 32-in-flight loop is the "
+    "next step.",
+    "SearchSlots": "the p50 is 13–17 ms; the tail follows the machine's other load (SQL spans were ~16 % of "
+    "the server's CPU before they were cached).",
+    "whole téléexpertise": "a whole case is ~275 ms of CPU: the worker ~100 (activity execution wrapped in "
+    "tracing interceptors, sandbox activations, the payload codec), Temporal ~85, expertise and directory "
+    "~25 each; the ceiling runs one activity, a case runs three Updates, five activities and a delivery "
+    "activity per notification. What would move it: one delivery activity per step instead of one per "
+    "recipient, sampled traces (a span per SQL statement in every activity).",
+    "idle RSS": "what a service imports: grpc ~18 MB, temporalio's OpenTelemetry interceptor pulls the "
+    "whole temporalio.worker package (~10 MB) into services that only need the client, protovalidate "
+    "~12 MB, pydantic ~7 MB; the console adds Starlette, Authlib, Jinja2 and XlsxWriter. aiohttp is no "
+    "longer loaded by the services (-9 MB). What would move it: the client-side tracing interceptor "
+    "without the worker package, XlsxWriter loaded on the first export.",
+    "errors at": "it keeps up at 10× (no error, sub-second lags) and bends at 30×; Temporal's dev server "
+    "and the teleconsultation worker saturate first (a complete teleconsultation is ~440 ms of CPU: "
+    "Temporal ~180, worker ~170, scheduling ~30, directory ~28, PostgreSQL ~18). At 100× the Updates "
+    "wait past their 20 s bound (UNAVAILABLE, retried by the caller with the same request id). What would "
+    "move it: the teleconsultation's projection writes as local activities, as the téléexpertise "
+    "workflow does (most of Temporal's work per case is its ~10 regular activities); traces sampled (the "
+    "worker spends ~19 % of its busy samples creating SQL spans); the workflow's pure modules passed "
+    "through the sandbox (re-imported at each new workflow: ~30 % of the worker at booking). In "
+    "production Temporal runs as its own cluster (ARCHITECTURE §7), not on the hub's cores.",
+    "achieved": "",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    wanted: str
+    value: float | None
+    met: bool | None
+    source: str
+
+
+def _get(doc: dict[str, Any] | None, *path: str | int) -> Any:
+    found: Any = doc
+    for key in path:
+        in_dict = isinstance(found, dict) and key in found
+        in_list = isinstance(found, list) and isinstance(key, int) and -len(found) <= key < len(found)
+        if in_dict or in_list:
+            found = found[key]
+        else:
+            return None
+    return found
+
+
+def _measurement(doc: dict[str, Any] | None, starts: str) -> dict[str, Any] | None:
+    rows = _get(doc, "measurements")
+    items = rows.values() if isinstance(rows, dict) else rows or []
+    return next((m for m in items if str(m.get("name", "")).startswith(starts)), None)
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[Target]:
+    def check(name: str, wanted: str, value: Any, ok: Callable[[float], bool], source: str) -> Target:
+        number = float(value) if isinstance(value, int | float) else None
+        return Target(name, wanted, number, None if number is None else ok(number), source)
+
+    scheduling, billing = results.get("scheduling"), results.get("billing")
+    expertise, load = results.get("expertise"), results.get("load")
+    search = _measurement(scheduling, "SearchSlots, 8 in flight")
+    quote_one = _get(billing, "measurements", "quote_one")
+    idle = _get(load, "idle_rss_mb") or {}
+    idle_max = max((v for values in idle.values() for v in values), default=None)
+    phases = _get(load, "phases") or []
+    top = max(phases, key=lambda p: p["speed"]) if phases else None
+    return [
+        check(
+            "BookAppointment / its INSERT-through-gRPC ceiling (Temporal start included)",
+            "≥ 0.6",
+            _get(scheduling, "booking_to_ceiling_ratio"),
+            lambda v: v >= 0.6,
+            "scheduling",
+        ),
+        check(
+            "QuoteAct p99 at 1 in flight (ms)",
+            "≤ 10",
+            _get(quote_one, "p99_ms"),
+            lambda v: v <= 10,
+            "billing",
+        ),
+        check(
+            "QuoteAct throughput / gRPC echo ceiling, 32 in flight",
+            "≥ 0.5",
+            _get(billing, "ratios", "QuoteAct / echo ceiling"),
+            lambda v: v >= 0.5,
+            "billing",
+        ),
+        check(
+            "whole téléexpertise cases / workflow-with-one-activity ceiling",
+            "≥ 0.3",
+            _get(expertise, "ratios", "whole cases / Temporal ceiling"),
+            lambda v: v >= 0.3,
+            "expertise",
+        ),
+        check(
+            "SearchSlots p99 at 8 in flight, 5,000 practitioners (ms)",
+            "≤ 25",
+            _get(search, "p99_ms"),
+            lambda v: v <= 25,
+            "scheduling",
+        ),
+        check("idle RSS of the largest service process (MB)", "≤ 120", idle_max, lambda v: v <= 120, "load"),
+        check(
+            f"errors at {top['speed'] if top else '100'}× a region's peak",
+            "0",
+            top["errors"] if top else None,
+            lambda v: v == 0,
+            "load",
+        ),
+        check(
+            f"achieved / offered calls per second at {top['speed'] if top else '100'}×",
+            "≥ 0.95 (keeps up)",
+            round(top["achieved_per_second"] / top["offered_per_second"], 3) if top else None,
+            lambda v: v >= 0.95,
+            "load",
+        ),
+    ]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _verdict(met: bool | None) -> str:
+    return "missing" if met is None else ("met" if met else "**missed**")
+
+
+def markdown(results: dict[str, dict[str, Any]], found: list[Target], plots: list[Path]) -> str:
+    host = next((r.get("host") for r in results.values() if r.get("host")), {}) or {}
+    dates = sorted(r.get("measured_at", "") for r in results.values())
+    loads = sorted(
+        r["host"]["load_average_1m_at_write"]
+        for r in results.values()
+        if "load_average_1m_at_write" in r.get("host", {})
+    )
+    busy = (
+        f" Load average of the machine when each benchmark ended: {loads[0]}–{loads[-1]} (other work on "
+        "the same cores moves absolute figures)."
+        if loads
+        else ""
+    )
+    lines = [
+        "# Parcours benchmarks",
+        "",
+        f"Machine: {host.get('cpus', '?')} CPUs, {host.get('platform', '?')}, "
+        f"Python {host.get('python', '?')}. Measured {dates[0] if dates else '?'} to "
+        f"{dates[-1] if dates else '?'} (UTC). Client, hub, PostgreSQL and Temporal share the machine's "
+        "cores: ratios to a ceiling measured in the same run are the figures to compare; absolute times are "
+        "indications. The embedded PostgreSQL runs with fsync off (a bench and test setting, never a "
+        "product one)." + busy,
+        "",
+        "## Targets (issue 15 §4)",
+        "",
+        *_table(
+            ["target", "wanted", "measured", "verdict", "from"],
+            [[t.name, t.wanted, t.value, _verdict(t.met), t.source] for t in found],
+        ),
+        *[
+            f"- {t.name}: {note}\n"
+            for t in found
+            if t.met is False
+            for key, note in NOTES.items()
+            if note and t.name.startswith(key)
+        ],
+    ]
+    missing = [b for b in BENCHES if b not in results]
+    if missing:
+        lines += [f"Not run in this report: {', '.join(missing)}.", ""]
+    load = results.get("load")
+    if load:
+        lines += _load_section(load, plots)
+    for name in ("scheduling", "billing", "expertise", "console"):
+        doc = results.get(name)
+        if doc:
+            lines += [f"## {name}", "", *_measurements(doc)]
+    return "\n".join(lines) + "\n"
+
+
+def _measurements(doc: dict[str, Any]) -> list[str]:
+    rows = doc.get("measurements")
+    items = list(rows.values()) if isinstance(rows, dict) else list(rows or [])
+    lines: list[str] = []
+    if items:
+        lines += _table(
+            ["measurement", "per s", "p50 ms", "p95 ms", "p99 ms", "calls", "errors"],
+            [
+                [
+                    m.get("name"),
+                    m.get("per_second"),
+                    m.get("p50_ms"),
+                    m.get("p95_ms", ""),
+                    m.get("p99_ms"),
+                    m.get("calls", m.get("count")),
+                    m.get("errors"),
+                ]
+                for m in items
+            ],
+        )
+    for key in ("ratios", "booking_to_ceiling_ratio", "lag", "relay_backlog", "cpu_seconds"):
+        if key in doc:
+            lines += [f"- {key}: `{json.dumps(doc[key], ensure_ascii=False)}`"]
+    return [*lines, ""]
+
+
+def _load_section(load: dict[str, Any], plots: list[Path]) -> list[str]:
+    model = load.get("model", {})
+    phases = load.get("phases", [])
+    lines = [
+        "## A region's day replayed (bench_load)",
+        "",
+        f"Hub: {load.get('hub')}; database: {load.get('database')}. Model (tests/bench/load.py): "
+        f"{model.get('cases_per_weekday')} cases a weekday; peak hour "
+        f"{model.get('peak_hour_calls_per_second')} calls/s at 1× — so 100× a region's peak hour is "
+        f"{round(100 * (model.get('peak_hour_calls_per_second') or 0), 1)} calls/s. Contracts are not in the "
+        "load yet (the contracts service is not on main): one more generator in load.py when it is.",
+        "",
+        *_table(
+            [
+                "speed",
+                "slice of the day",
+                "offered/s",
+                "achieved/s",
+                "errors",
+                "cases",
+                "hub CPU-s",
+                "CPU-ms per case",
+                "CPU-ms per call",
+                "DB statements",
+                "busiest process (share of a core)",
+            ],
+            [
+                [
+                    f"{p['speed']}×",
+                    f"{p['slice']['from']}–{p['slice']['to']}",
+                    p["offered_per_second"],
+                    p["achieved_per_second"],
+                    p["errors"],
+                    p["cases"],
+                    p["hub_cpu_seconds"],
+                    p["hub_cpu_ms_per_case"],
+                    p["hub_cpu_ms_per_call"],
+                    p["db_statements"],
+                    _busiest(p),
+                ]
+                for p in phases
+            ],
+        ),
+    ]
+    for failure in load.get("phase_failures", []):
+        what = f"at {failure['speed']}×" if "speed" in failure else f"({failure.get('case')})"
+        lines += [f"Not measured {what}: {failure['reason']}", ""]
+    operations = sorted({op for p in phases for op in p.get("rpc", {})})
+    if phases:
+        lines += ["### p50 / p95 / p99 per RPC (ms)", ""]
+        lines += _table(
+            ["RPC", *[f"{p['speed']}×" for p in phases]],
+            [[op, *[_cell(p.get("rpc", {}).get(op)) for p in phases]] for op in operations],
+        )
+        lines += ["### Workflow work behind its trigger (p50 / p95 / p99, ms)", ""]
+        lag_names = sorted({k for p in phases for k in p.get("lags", {})})
+        lines += _table(
+            ["lag", *[f"{p['speed']}×" for p in phases]],
+            [[name, *[_cell(p["lags"].get(name)) for p in phases]] for name in lag_names],
+        )
+        groups = sorted({g for p in phases for g in p.get("cpu_seconds", {})})
+        lines += ["### CPU seconds and peak RSS (MB) per process", ""]
+        lines += _table(
+            ["process", *[f"{p['speed']}× CPU-s" for p in phases], *[f"{p['speed']}× RSS" for p in phases]],
+            [
+                [
+                    g,
+                    *[p["cpu_seconds"].get(g) for p in phases],
+                    *[p.get("peak_rss_mb", {}).get(g) for p in phases],
+                ]
+                for g in groups
+            ],
+        )
+    idle = load.get("idle_rss_mb", {})
+    if idle:
+        lines += ["Idle RSS per service process (MB): " + ", ".join(f"{k} {v}" for k, v in idle.items()), ""]
+    per_case = load.get("per_case", {})
+    if per_case:
+        lines += ["### Cost per case (measured alone, idle use subtracted)", ""]
+        lines += _table(
+            [
+                "case",
+                "count",
+                "CPU-ms per case",
+                "DB round trips per case",
+                "where the CPU goes (ms per case)",
+            ],
+            [
+                [
+                    c["case"],
+                    c["count"],
+                    c["cpu_ms_per_case"],
+                    c["db_round_trips_per_case"],
+                    ", ".join(f"{k} {v}" for k, v in list(c["cpu_ms_per_case_by_process"].items())[:5]),
+                ]
+                for c in per_case.values()
+            ],
+        )
+    for profile in load.get("profiles", []):
+        lines += [f"### Profile: {profile['case']}", ""]
+        if "skipped" in profile:
+            lines += [f"Skipped: {profile['skipped']}.", ""]
+            continue
+        for process, summary in profile.get("processes", {}).items():
+            if "inclusive" not in summary:
+                lines += [f"- {process}: {summary}", ""]
+                continue
+            lines += [
+                f"{process} ({summary['busy_samples']} busy samples of {summary['samples']}; "
+                f"`profiles/{profile_file(profile['case'], process)}`): "
+                "functions holding the most samples, inclusive — "
+                + "; ".join(f"{f} {pct} %" for f, pct in summary["inclusive"][:8]),
+                "",
+                "self — " + "; ".join(f"{f} {pct} %" for f, pct in summary["self"][:8]),
+                "",
+            ]
+    for plot in plots:
+        lines += [f"![{plot.stem}]({plot.name})", ""]
+    return lines
+
+
+def profile_file(case: str, process: str) -> str:
+    return f"{case}-{process}.collapsed.txt"
+
+
+def _cell(figures: dict[str, Any] | None) -> str:
+    if not figures or not figures.get("count"):
+        return "–"
+    errors = figures.get("errors")
+    suffix = f" ({errors} errors)" if errors else ""
+    return f"{figures['p50_ms']} / {figures['p95_ms']} / {figures['p99_ms']}{suffix}"
+
+
+def _busiest(phase: dict[str, Any]) -> str:
+    shares = {k: v for k, v in phase.get("cpu_share_of_a_core", {}).items() if k != "bench client"}
+    if not shares:
+        return "–"
+    name = max(shares, key=lambda k: shares[k])
+    return f"{name} ({shares[name]:.2f})"
+
+
+def draw(load: dict[str, Any], out: Path) -> list[Path]:
+    """p99 per RPC and CPU per case against the load factor (PNG, matplotlib without a display)."""
+    phases = load.get("phases", [])
+    if not phases:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    speeds = [p["speed"] for p in phases]
+    written: list[Path] = []
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for op in sorted({op for p in phases for op in p.get("rpc", {})}):
+        values = [p["rpc"].get(op, {}).get("p99_ms") for p in phases]
+        points = [(s, v) for s, v in zip(speeds, values, strict=True) if v]
+        if points:
+            axis.plot([s for s, _ in points], [v for _, v in points], marker="o", label=op)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("load factor (× a region's peak)")
+    axis.set_ylabel("p99 latency (ms)")
+    axis.set_title("p99 per RPC against the load factor")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7)
+    path = out / "load-p99.png"
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    written.append(path)
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    groups = sorted({g for p in phases for g in p.get("cpu_seconds", {}) if g != "bench client"})
+    bottom = [0.0] * len(phases)
+    for group in groups:
+        values = [1000 * p["cpu_seconds"].get(group, 0.0) / max(1, p["cases"]) for p in phases]
+        axis.bar([str(s) + "×" for s in speeds], values, bottom=bottom, label=group)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    axis.set_xlabel("load factor (× a region's peak)")
+    axis.set_ylabel("hub CPU-ms per case")
+    axis.set_title("CPU per case against the load factor, by process")
+    axis.legend(fontsize=7)
+    path = out / "load-cpu-per-case.png"
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    written.append(path)
+    return written
+
+
+def write_report(results_dir: Path) -> list[Path]:
+    """Gather build/bench/<name>.json into report.md, report.json and the plots; the paths written."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name in BENCHES:
+        path = results_dir / f"{name}.json"
+        if path.exists():
+            results[name] = json.loads(path.read_text(encoding="utf-8"))
+    plots = draw(results["load"], results_dir) if "load" in results else []
+    found = targets(results)
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "targets": [t.__dict__ for t in found],
+        "results": results,
+        "plots": [p.name for p in plots],
+    }
+    json_path = results_dir / "report.json"
+    json_path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    md_path = results_dir / "report.md"
+    md_path.write_text(markdown(results, found, plots), encoding="utf-8")
+    return [md_path, json_path, *plots]
