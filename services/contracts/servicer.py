@@ -243,6 +243,7 @@ class Regions:
     def __init__(self, channel: grpc.aio.Channel, cache_seconds: float) -> None:
         self._stub = directory_pb2_grpc.DirectoryServiceStub(channel)
         self._cache: TtlCache[RegionInfo] = TtlCache(cache_seconds)
+        self._ght_regions: TtlCache[str] = TtlCache(cache_seconds)
 
     async def get(self, code: str) -> RegionInfo | None:
         async def load() -> RegionInfo | None:
@@ -264,6 +265,26 @@ class Regions:
         if found is None:
             raise InvalidArgument.one(field_path, "is not a region of the directory")
         return found
+
+    async def require_ght(self, name: str, field_path: str, region: RegionInfo) -> None:
+        """`name` is empty or a GHT of `region` (a contract of region 84 cannot name a GHT of region 93)."""
+        if not name:
+            return
+        ght_id = names.GHT.parse(name, field_path)
+
+        async def load() -> str | None:
+            try:
+                reply: directory_pb2.GetGhtResponse = await self._stub.GetGht(
+                    directory_pb2.GetGhtRequest(name=name), timeout=5.0
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                    return None
+                raise Unavailable("DIRECTORY_UNAVAILABLE", "the directory cannot answer right now") from error
+            return reply.ght.region
+
+        if await self._ght_regions.get(ght_id, load) != names.REGION.format(region.code):
+            raise InvalidArgument.one(field_path, f"is not a GHT of region {region.code}")
 
 
 def _check_content(media_type: str, content: bytes, limit: int) -> None:
@@ -602,6 +623,7 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
             given = request.ars_contract
             promoter = promoter_of(principal)
             info = await self._regions.require(given.region, "ars_contract.region")
+            await self._regions.require_ght(given.ght, "ars_contract.ght", info)
             start, end = views.py_date(given.requested_start_date), views.py_date(given.requested_end_date)
             if end < start:
                 raise InvalidArgument.one(

@@ -143,3 +143,30 @@ async def test_a_contract_from_draft_through_the_ordre_visa_to_a_signed_decision
     await Replayer(workflows=[ArsContractWorkflow], data_converter=hub.client.data_converter).replay_workflow(
         await handle.fetch_history()
     )
+
+
+async def test_a_contract_names_a_ght_of_its_own_region_or_none(hub: Hub) -> None:
+    kept = await draft(hub, ght="ghts/ght-loire")
+    assert kept.ght == "ghts/ght-loire"
+    for region, ght in (("84", "ghts/ght-nowhere"), ("93", "ghts/ght-loire")):
+        refused = await call(
+            hub.stub(PROMOTER).CreateArsContract(
+                new_contract(
+                    region=region,
+                    start=TODAY + timedelta(days=30),
+                    end=TODAY + timedelta(days=400),
+                    ght=ght,
+                )
+            )
+        )
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, (region, ght)
+        assert details(refused)[1] == [("ars_contract.ght", f"is not a GHT of region {region}")]
+    malformed = await call(
+        hub.stub(PROMOTER).CreateArsContract(
+            new_contract(start=TODAY + timedelta(days=30), end=TODAY + timedelta(days=400), ght="GHT Loire")
+        )
+    )
+    assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in details(malformed)[1]] == ["ars_contract.ght"]
+    listed = await hub.stub(PROMOTER).ListCases(c.ListCasesRequest(ght="ghts/ght-loire"))
+    assert kept.name in {case.name for case in listed.cases}
