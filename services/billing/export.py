@@ -1,7 +1,8 @@
 """Exports of the ledger: CSV (one row per ledger line) and a FHIR R4 Bundle of ChargeItem resources.
 
-CSV: RFC 4180, UTF-8, a header row, amounts in euros with a dot ("27.60"), reversals as rows of their own with
-negative amounts. FHIR: one ChargeItem per charge (reversal lines are not items of their own); its
+CSV: RFC 4180, UTF-8, a header row (the columns `prescriber` and `prescription_date` filled on an assisted
+téléconsultation's assistant line, §7.18), amounts in euros with a dot ("27.60"), reversals as rows of their
+own with negative amounts. FHIR: one ChargeItem per charge (reversal lines are not items of their own); its
 `status` says whether it was reversed, with the codes of the FHIR R4 value set chargeitem-status:
 `billable` (recorded, not reversed), `entered-in-error`, `aborted` or `not-billable` (reversed for that
 reason).
@@ -65,6 +66,9 @@ CSV_COLUMNS = (
     "catalog_entry",
     "catalog_version",
     "create_time",
+    # §7.18: on an assistant's line (TLS, TLL, TLD, TLM), the teleconsultant and the téléconsultation's date.
+    "prescriber",
+    "prescription_date",
 )
 
 
@@ -84,7 +88,10 @@ def fhir_status(charge: billing_pb2.Charge) -> str:
 
 
 def _date(charge: billing_pb2.Charge) -> str:
-    d = charge.act_date
+    return _day(charge.act_date)
+
+
+def _day(d: Any) -> str:
     return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
 
 
@@ -130,6 +137,8 @@ def to_csv(charges: Sequence[billing_pb2.Charge]) -> bytes:
                 c.catalog_entry,
                 c.catalog_version,
                 _instant(c.create_time),
+                c.prescriber,
+                _day(c.prescription_date) if c.prescriber else "",
             )
         )
     return buffer.getvalue().encode("utf-8")
@@ -157,6 +166,15 @@ def charge_item(charge: billing_pb2.Charge) -> dict[str, Any]:
         "priceOverride": {"value": float(price), "currency": "EUR"},
         "enteredDate": _instant(charge.create_time),
     }
+    if charge.prescriber:
+        # §7.18: the teleconsultant who prescribed the assistance, as a performer of its own function; the
+        # prescription date is the téléconsultation's (occurrenceDateTime).
+        item["performer"].append(
+            {
+                "function": {"text": "prescriber"},
+                "actor": {"identifier": practitioner_identifier(charge.prescriber)},
+            }
+        )
     notes = []
     if cents_of(charge.extra_fee):
         notes.append(f"includes a dépassement of {euros(charge.extra_fee)} EUR")

@@ -20,9 +20,10 @@ window (`CareWithPerformer`). The ledger gives floors for both: remote acts the 
 
 Each rule cites the rule of the domain reference it implements (`§7.n` of french-telemedicine.md) and
 says where the fact comes from (the catalog entry's or parameter's source). Refusals and warnings carry
-stable UPPER_SNAKE reasons (class `Reason`). An act-level refusal (e.g. SICK_LEAVE_OVER_LIMIT) leaves no
-line; a line-level one (e.g. TELEEXPERTISE_QUOTA_EXCEEDED on TE2) removes that line only: each side of a
-téléexpertise bills on its own.
+stable UPPER_SNAKE reasons (class `Reason`). An act-level refusal (e.g. MEDICAL_PROFESSIONAL_REQUIRED)
+leaves no line; a line-level one (e.g. TELEEXPERTISE_QUOTA_EXCEEDED on TE2) removes that line only: each side
+of a téléexpertise bills on its own. A prescription-level one (SICK_LEAVE_OVER_LIMIT, §7.16) refuses the
+prescription and leaves the act billable: the limit is on the arrêt, not on the consultation.
 """
 
 from __future__ import annotations
@@ -295,6 +296,9 @@ class Line:
     participation_cents: int = 0
     quota: QuotaClaim | None = None
     counts_toward_remote_cap: bool = False
+    # An assistant's line (§7.18): the teleconsultant, `practitioners/{rpps}`, in the prescriber field; the
+    # act's date is the prescription and execution date.
+    prescriber: str = ""
     # What is unconfirmed among the values this line uses (empty: every value is confirmed).
     unconfirmed_values: list[str] = field(default_factory=list)
 
@@ -320,6 +324,8 @@ class Quote:
     warnings: list[Finding] = field(default_factory=list)
     applied: list[AppliedRule] = field(default_factory=list)
     unconfirmed: bool = False
+    # Prescriptions refused or flagged while the act stays billable (§7.16).
+    prescription_refusals: list[Finding] = field(default_factory=list)
 
     @property
     def billable(self) -> bool:
@@ -697,14 +703,25 @@ class _Evaluation:
                 confirmed=limit.confirmed,
             )
         else:
-            self.refuse(
-                Reason.SICK_LEAVE_OVER_LIMIT,
-                f"an arrêt de travail prescribed or renewed remotely may not exceed {limit.number} days "
-                f"nor bring an ongoing one beyond {limit.number} days ({total} asked) unless the "
-                "prescriber is the médecin traitant or the sage-femme référente, or the impossibility to "
-                "consult in person is justified",
+            # The arrêt is refused, not the téléconsultation (§7.16): the act's lines are still quoted.
+            self.q.prescription_refusals.append(
+                Finding(
+                    Reason.SICK_LEAVE_OVER_LIMIT,
+                    f"an arrêt de travail prescribed or renewed remotely may not exceed {limit.number} days "
+                    f"nor bring an ongoing one beyond {limit.number} days ({total} asked) unless the "
+                    "prescriber is the médecin traitant or the sage-femme référente, or the impossibility to "
+                    "consult in person is justified; the téléconsultation itself stays billable",
+                    "§7.16",
+                    limit.source,
+                )
+            )
+            self.applied(
+                "SICK_LEAVE_LIMIT",
                 "§7.16",
+                f"arrêt de travail of {total} day(s) in all refused beyond {limit.number} days: the "
+                "téléconsultation stays billable",
                 limit.source,
+                confirmed=limit.confirmed,
             )
 
     def _prior_visit(self) -> None:
@@ -860,6 +877,7 @@ class _Evaluation:
                 reference="§7.18",
             )
             if assistant_line is not None:
+                assistant_line.prescriber = act.performer.practitioner
                 self.q.lines.append(assistant_line)
 
     def _telesurveillance_lines(self) -> None:

@@ -284,8 +284,11 @@ def line_pb(line: rules.Line, number: int, act: rules.Act, catalog_version: str)
         unconfirmed=line.unconfirmed,
         quota_slot=line.quota.used + 1 if line.quota else 0,
         counts_toward_remote_cap=line.counts_toward_remote_cap,
+        prescriber=line.prescriber,
     )
     set_date(act.act_date, charge.act_date)
+    if line.prescriber:
+        set_date(act.act_date, charge.prescription_date)
     money(line.amount_cents, charge.amount)
     money(line.extra_fee_cents, charge.extra_fee)
     money(line.reimbursement_cents, charge.reimbursement)
@@ -300,6 +303,7 @@ def quote_pb(quote: rules.Quote, act: rules.Act, numbers: dict[int, int]) -> bil
         lines=[line_pb(line, numbers[id(line)], act, quote.catalog_version) for line in quote.lines],
         refusals=[_finding(f) for f in quote.refusals],
         warnings=[_finding(f) for f in quote.warnings],
+        prescription_refusals=[_finding(f) for f in quote.prescription_refusals],
         applied_rules=[
             billing_pb2.AppliedRule(
                 rule=a.rule,
@@ -741,6 +745,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                         counts_toward_remote_cap=line.counts_toward_remote_cap,
                         region_code=billed_at[line.establishment][0],
                         ght_id=billed_at[line.establishment][1],
+                        prescriber_rpps=line.prescriber.removeprefix("practitioners/") or None,
                     )
                     for line in quote.lines
                 ],
@@ -835,6 +840,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                         request_id=request_id,
                         region_code=row["region_code"],
                         ght_id=row["ght_id"],
+                        prescriber_rpps=row["prescriber_rpps"],
                     )
                 ],
             )

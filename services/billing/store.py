@@ -100,9 +100,9 @@ INSERT INTO billing.charges (charge_id, kind, act_id, line, code, label, biller_
     exploitant, establishment, patient_id, act_type, act_time, act_date, amount_cents, extra_fee_cents,
     reimbursement_rate_bp, reimbursement_cents, participation_cents, overseas, catalog_entry, catalog_version,
     unconfirmed, quota_key, quota_slot, counts_toward_remote_cap, reverses, reversal_reason, reversal_note,
-    request_id, region_code, ght_id)
+    request_id, region_code, ght_id, prescriber_rpps)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
+    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)
 RETURNING *, NULL::uuid AS reversed_by, NULL::text AS reversed_reason, NULL::text AS reversed_note
 """
 # A line with what reversed it (for a charge) — `r` is the reversal line of `c`, if any.
@@ -218,6 +218,10 @@ def charge_from_row(row: asyncpg.Record) -> billing_pb2.Charge:
         create_time=timestamp(row["create_time"]),
     )
     set_date(row["act_date"], charge.act_date)
+    if row["prescriber_rpps"]:
+        # §7.18: the teleconsultant prescribes the assistance, on the téléconsultation's date.
+        charge.prescriber = f"practitioners/{row['prescriber_rpps']}"
+        set_date(row["act_date"], charge.prescription_date)
     money(row["amount_cents"], charge.amount)
     money(row["extra_fee_cents"], charge.extra_fee)
     money(row["reimbursement_cents"], charge.reimbursement)
@@ -272,6 +276,8 @@ class ChargeRow:
     # Where the line is billed: its establishment's region code and GHT id (see 0005.billing-activity-report).
     region_code: str | None = None
     ght_id: str | None = None
+    # An assistant's line (§7.18): the teleconsultant's RPPS, the prescriber (see 0007).
+    prescriber_rpps: str | None = None
 
 
 @dataclass(frozen=True)
@@ -458,6 +464,7 @@ class BillingStore:
                 r.request_id,
                 r.region_code,
                 r.ght_id,
+                r.prescriber_rpps,
             )
             written.append(charge_from_row(row))
         return written

@@ -36,6 +36,8 @@ class Change(enum.Enum):
     CANCEL = CANCELLED
     RESCHEDULE = "rescheduled"
     CONSENT = "consented"
+    REFUSE = "refused"
+    WITHDRAW_REFUSAL = "refusal withdrawn"
     ENTER_IN_ERROR = ENTERED_IN_ERROR
     START = ARRIVED
     NO_SHOW = NOSHOW
@@ -48,6 +50,9 @@ ALLOWED: Mapping[Change, frozenset[str]] = {
     Change.CANCEL: frozenset({PROPOSED, PENDING, BOOKED}),
     Change.RESCHEDULE: frozenset({BOOKED}),
     Change.CONSENT: frozenset({PROPOSED, PENDING, BOOKED}),
+    # A booked teleconsultation not started yet (a hold or proposal the patient does not want is cancelled).
+    Change.REFUSE: frozenset({BOOKED}),
+    Change.WITHDRAW_REFUSAL: frozenset({BOOKED}),
     # A fulfilled act has been billed: correcting it is a billing reversal, not this.
     Change.ENTER_IN_ERROR: frozenset({PROPOSED, PENDING, BOOKED, ARRIVED, CANCELLED, NOSHOW}),
     Change.START: frozenset({BOOKED}),
@@ -71,6 +76,8 @@ class Appointment:
     start_time: datetime
     consented: bool = False
     lapsed: bool = False
+    # The patient refused telemedicine or asked to be seen in person, and has not withdrawn it.
+    refused: bool = False
 
 
 def invalid_transition(current: str, change: Change) -> FailedPrecondition:
@@ -113,10 +120,40 @@ def check_initiator(
         )
 
 
+def check_consent(appointment: Appointment) -> None:
+    """Consent may be recorded unless a refusal stands (withdrawn first: the patient's choice, seed 004)."""
+    check(Change.CONSENT, appointment)
+    if appointment.refused:
+        raise _refusal_stands()
+
+
+def check_refuse(appointment: Appointment) -> None:
+    """The patient may refuse a booked teleconsultation until it starts (L.1111-4 CSP: free consent)."""
+    check(Change.REFUSE, appointment)
+    if appointment.refused:
+        raise FailedPrecondition(Reason.CONSENT_REFUSED, "the patient's refusal is already recorded")
+
+
+def check_withdraw_refusal(appointment: Appointment) -> None:
+    check(Change.WITHDRAW_REFUSAL, appointment)
+    if not appointment.refused:
+        raise FailedPrecondition("NO_REFUSAL", "the patient has not refused this teleconsultation")
+
+
+def _refusal_stands() -> FailedPrecondition:
+    return FailedPrecondition(
+        Reason.CONSENT_REFUSED,
+        "the patient refused the teleconsultation (or asked to be seen in person); the refusal must be "
+        "withdrawn first",
+    )
+
+
 def check_start(appointment: Appointment) -> None:
-    """The teleconsultation may start: the appointment is booked and the patient's consent was recorded
-    (R.6316-3; HAS: consent before the act; §7 rule 7)."""
+    """The teleconsultation may start: the appointment is booked, the patient has not refused it, and their
+    consent was recorded (R.6316-3; HAS: consent before the act; §7 rule 7)."""
     check(Change.START, appointment)
+    if appointment.refused:
+        raise _refusal_stands()
     if not appointment.consented:
         raise FailedPrecondition(
             Reason.CONSENT_REQUIRED,

@@ -27,6 +27,7 @@ class Reason:
 
     INVALID_TRANSITION = "INVALID_TRANSITION"
     CONSENT_REQUIRED = "CONSENT_REQUIRED"
+    CONSENT_REFUSED = "CONSENT_REFUSED"
     JOIN_WINDOW_NOT_OPEN = "JOIN_WINDOW_NOT_OPEN"
     JOIN_WINDOW_CLOSED = "JOIN_WINDOW_CLOSED"
     NOT_IN_PROGRESS = "NOT_IN_PROGRESS"
@@ -123,6 +124,10 @@ class StartRequest:
     practitioner: str  # practitioners/{rpps}
     # The RPC as the service's idempotency ledger knows it: recorded with the change.
     call: Call | None = None
+    # The nurse or pharmacist beside the patient (§7.18), `practitioners/{rpps}`, and where they assist
+    # (AssistanceSetting NAME); both empty when none.
+    assistant: str = ""
+    assistance_setting: str = ""
 
 
 @dataclass(kw_only=True)
@@ -145,6 +150,8 @@ class Prescription:
     description: str = ""
     sick_leave_days: int = 0
     ongoing_sick_leave_days: int = 0
+    # An arrêt de travail beyond 3 days is allowed when this is recorded (§7.16).
+    in_person_impossible_justified: bool = False
 
 
 @dataclass(kw_only=True)
@@ -190,6 +197,16 @@ class TeleconsultationRecord:
 
 
 @dataclass(kw_only=True)
+class PerformerActivity:
+    """The teleconsultant's activity of the year so far (parcours.billing.v1.ActivityToDate), for §7.12."""
+
+    conventioned_acts: int
+    teleconsultations: int = 0
+    teleexpertises: int = 0
+    own_patient_teleconsultations: int = 0
+
+
+@dataclass(kw_only=True)
 class CompletionRequest:
     """The teleconsultant completes it (Update `complete`) with the R.6316-4 record items."""
 
@@ -199,6 +216,7 @@ class CompletionRequest:
     # The billing circumstances that hold (parcours.billing.v1.Circumstances field names set to true).
     circumstances: list[str] = field(default_factory=list)
     call: Call | None = None
+    performer_activity: PerformerActivity | None = None
 
 
 @dataclass(kw_only=True)
@@ -237,6 +255,8 @@ class ArrivalInput:
     appointment_id: str
     practitioner: str
     call: Call | None = None
+    assistant: str = ""
+    assistance_setting: str = ""
 
 
 @dataclass(kw_only=True)
@@ -254,6 +274,7 @@ class CompletionInput:
     record: TeleconsultationRecord
     circumstances: list[str] = field(default_factory=list)
     call: Call | None = None
+    performer_activity: PerformerActivity | None = None
 
 
 @dataclass(kw_only=True)
@@ -262,8 +283,19 @@ class BillingInput:
 
 
 @dataclass(kw_only=True)
+class PrescriptionRefusal:
+    """A prescription billing refused while it billed the act (parcours.billing.v1.Finding, §7.16)."""
+
+    reason: str
+    message: str = ""
+    reference: str = ""
+    source: str = ""
+
+
+@dataclass(kw_only=True)
 class BillingResult:
     charges: list[str] = field(default_factory=list)
+    prescription_refusals: list[PrescriptionRefusal] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -273,6 +305,7 @@ class BillingOutcomeInput:
     charges: list[str] = field(default_factory=list)
     reason: str = ""
     message: str = ""
+    prescription_refusals: list[PrescriptionRefusal] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)

@@ -238,6 +238,11 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _json_list(value: Any) -> list[Any]:
+    found = _json(value)
+    return found if isinstance(found, list) else []
+
+
 def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) -> Appointment:
     """An appointment row (with its `history` and `notifications` aggregates), or a row just written, whose
     only history entry is `first_change` = (actor, reason) at its creation."""
@@ -339,8 +344,23 @@ def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) 
                 refusal_message=row["billing_message"] or "",
                 act_id=f"teleconsultation-{row['appointment_id']}",
                 update_time=timestamp(row["billing_update_time"]),
+                prescription_refusals=[
+                    json_format.ParseDict(f, billing_pb2.Finding())
+                    for f in _json_list(row.get("billing_prescription_refusals"))
+                ],
             )
         )
+    if row.get("refusal_kind") is not None:
+        found.consent_refusal.CopyFrom(
+            scheduling_pb2.ConsentRefusal(
+                kind=scheduling_pb2.RefusalKind.Value(row["refusal_kind"]),
+                record_time=timestamp(row["refusal_time"]),
+                recorded_by=row["refusal_recorded_by"],
+            )
+        )
+    if row.get("assistant_rpps") is not None:
+        found.assistant = names.PRACTITIONER.format(row["assistant_rpps"])
+        found.assistance_setting = billing_pb2.AssistanceSetting.Value(row["assistance_setting"])
     for sent in _json(row["notifications"]) if first_change is None else ():
         found.notifications.append(
             scheduling_pb2.Notification(
@@ -371,6 +391,7 @@ def record_model(record: scheduling_pb2.TeleconsultationRecord) -> models.Teleco
                 description=p.description,
                 sick_leave_days=p.sick_leave_days,
                 ongoing_sick_leave_days=p.ongoing_sick_leave_days,
+                in_person_impossible_justified=p.in_person_impossible_justified,
             )
             for p in record.prescriptions
         ],
@@ -404,6 +425,7 @@ def record_message(record: models.TeleconsultationRecord) -> scheduling_pb2.Tele
                 description=p.description,
                 sick_leave_days=p.sick_leave_days,
                 ongoing_sick_leave_days=p.ongoing_sick_leave_days,
+                in_person_impossible_justified=p.in_person_impossible_justified,
             )
             for p in record.prescriptions
         ],

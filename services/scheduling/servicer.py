@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 import grpc
 from google.protobuf.message import Message
+from parcours.billing.v1 import billing_pb2
 from parcours.options.v1 import options_pb2
 from parcours.scheduling.v1 import scheduling_pb2, scheduling_pb2_grpc
 from parcours.type.v1 import practice_pb2
@@ -57,7 +58,14 @@ from services.kit.records import RecordStore
 from services.scheduling import appointments, join, store
 from services.scheduling.agenda import exception_blackout, materialise_schedule
 from services.scheduling.availability import day_span
-from services.scheduling.models import CompletionRequest, CompletionResult, StartRequest, StartResult
+from services.scheduling.models import (
+    CompletionRequest,
+    CompletionResult,
+    PerformerActivity,
+    Reason,
+    StartRequest,
+    StartResult,
+)
 from services.scheduling.resources import (
     FHIR_STATUS,
     activity_resource,
@@ -86,6 +94,9 @@ SERVICE_NAME = scheduling_pb2.DESCRIPTOR.services_by_name["SchedulingService"].f
 MEDICAL_PROFESSIONS = frozenset(
     {practice_pb2.PROFESSION_PHYSICIAN, practice_pb2.PROFESSION_MIDWIFE, practice_pb2.PROFESSION_DENTIST}
 )
+# Who may assist a téléconsultation beside the patient and bill it (§7.18: TLS, TLL, TLD for a nurse; TLM
+# for a pharmacist in the pharmacy).
+ASSISTING_PROFESSIONS = frozenset({practice_pb2.PROFESSION_NURSE, practice_pb2.PROFESSION_PHARMACIST})
 DEFAULT_HORIZON_DAYS = 28
 # The record documents written by the Teleconsultation workflow (services/kit/records.py).
 RECORDS = RecordStore("scheduling")
@@ -147,6 +158,10 @@ class Caller:
         return self.manages(row["rpps"], row["finess"])
 
 
+# The history's reason when the patient withdraws their refusal (the refusal's is CONSENT_REFUSED).
+REFUSAL_WITHDRAWN = "REFUSAL_WITHDRAWN"
+
+
 def _not_visible() -> PermissionDenied:
     return PermissionDenied(
         "APPOINTMENT_NOT_VISIBLE", "the appointment is not visible to the caller (or does not exist)"
@@ -160,6 +175,7 @@ def _facts(row: Any) -> appointments.Appointment:
         start_time=row["start_time"],
         consented=row["consent_time"] is not None,
         lapsed=row["lapsed"],
+        refused=row.get("refusal_kind") is not None,
     )
 
 
@@ -1017,7 +1033,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
         async def work(tx: asyncpg.Connection) -> list[str]:
             row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
-            appointments.check(appointments.Change.CONSENT, _facts(row))
+            appointments.check_consent(_facts(row))
             await store.record_consent(
                 tx, appointment_id, scheduling_pb2.ConsentMethod.Name(request.consent.method), caller.actor
             )
@@ -1025,6 +1041,51 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
 
         await self._in_transaction(caller.call(request, "RecordConsent"), work)
         return scheduling_pb2.RecordConsentResponse(appointment=await self._appointment(appointment_id))
+
+    async def RefuseTeleconsultation(
+        self, request: scheduling_pb2.RefuseTeleconsultationRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.RefuseTeleconsultationResponse:
+        """The patient refuses telemedicine or asks to be seen in person (seed 004; L.1111-4 CSP). The
+        workflow needs no message: the start is refused on the row, and at the no-show deadline its
+        activity cancels a refused appointment (CONSENT_REFUSED) instead of marking it a no-show."""
+        caller = await self._caller()
+        appointment_id = names.APPOINTMENT.parse_uuid(request.name, "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
+            appointments.check_refuse(_facts(row))
+            await store.record_refusal(
+                tx,
+                appointment_id,
+                scheduling_pb2.RefusalKind.Name(request.kind),
+                caller.actor,
+                Reason.CONSENT_REFUSED,
+            )
+            return [request.name]
+
+        await self._in_transaction(caller.call(request, "RefuseTeleconsultation"), work)
+        return scheduling_pb2.RefuseTeleconsultationResponse(
+            appointment=await self._appointment(appointment_id)
+        )
+
+    async def WithdrawTeleconsultationRefusal(
+        self,
+        request: scheduling_pb2.WithdrawTeleconsultationRefusalRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> scheduling_pb2.WithdrawTeleconsultationRefusalResponse:
+        caller = await self._caller()
+        appointment_id = names.APPOINTMENT.parse_uuid(request.name, "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            row = await self._visible_appointment(caller, await store.lock_appointment(tx, appointment_id))
+            appointments.check_withdraw_refusal(_facts(row))
+            await store.withdraw_refusal(tx, appointment_id, caller.actor, REFUSAL_WITHDRAWN)
+            return [request.name]
+
+        await self._in_transaction(caller.call(request, "WithdrawTeleconsultationRefusal"), work)
+        return scheduling_pb2.WithdrawTeleconsultationRefusalResponse(
+            appointment=await self._appointment(appointment_id)
+        )
 
     async def MarkAppointmentEnteredInError(
         self, request: scheduling_pb2.MarkAppointmentEnteredInErrorRequest, context: grpc.aio.ServicerContext
@@ -1101,16 +1162,34 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         )
         if not done:
             appointments.check_start(_facts(row))
+            setting = ""
+            if request.assistant:
+                await self._require_assistant(request.assistant)
+                setting = billing_pb2.AssistanceSetting.Name(request.assistance_setting)
             await self._update(
                 row,
                 "start",
-                StartRequest(request_id=request.request_id, practitioner=caller.actor, call=call),
+                StartRequest(
+                    request_id=request.request_id,
+                    practitioner=caller.actor,
+                    call=call,
+                    assistant=request.assistant,
+                    assistance_setting=setting,
+                ),
                 StartResult,
                 request.request_id,
             )
         return scheduling_pb2.StartTeleconsultationResponse(
             appointment=await self._appointment(row["appointment_id"])
         )
+
+    async def _require_assistant(self, name: str) -> None:
+        """The assistant is a nurse or a pharmacist of the directory (§7.18)."""
+        assistant = await self._directory.practitioner(name)
+        if assistant is None:
+            raise InvalidArgument.one("assistant", "is not a practitioner of the directory")
+        if assistant.profession not in ASSISTING_PROFESSIONS:
+            raise InvalidArgument.one("assistant", "must be a nurse or a pharmacist (§7.18)")
 
     async def CompleteTeleconsultation(
         self, request: scheduling_pb2.CompleteTeleconsultationRequest, context: grpc.aio.ServicerContext
@@ -1141,6 +1220,16 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                     record=record_model(request.record),
                     circumstances=sorted(circumstances),
                     call=call,
+                    performer_activity=(
+                        PerformerActivity(
+                            conventioned_acts=request.performer_activity.conventioned_acts,
+                            teleconsultations=request.performer_activity.teleconsultations,
+                            teleexpertises=request.performer_activity.teleexpertises,
+                            own_patient_teleconsultations=request.performer_activity.own_patient_teleconsultations,
+                        )
+                        if request.HasField("performer_activity")
+                        else None
+                    ),
                 ),
                 CompletionResult,
                 request.request_id,

@@ -22,8 +22,9 @@ wait for each other.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -794,7 +795,8 @@ WHERE appointment_id = $1
 RECORD_COMPLETION = """
 WITH appointment AS (
     UPDATE scheduling.appointments SET status = 'fulfilled', record = $2, billing_circumstances = $3,
-                                       billing_state = 'STATE_PENDING', billing_update_time = now()
+                                       billing_state = 'STATE_PENDING', billing_update_time = now(),
+                                       billing_performer_activity = $5::jsonb
     WHERE appointment_id = $1 AND status = 'arrived'
     RETURNING appointment_id
 )
@@ -804,8 +806,23 @@ RETURNING appointment_id
 """
 RECORD_BILLING = """
 UPDATE scheduling.appointments SET billing_state = $2, billing_charges = $3, billing_reason = $4,
-                                   billing_message = $5, billing_update_time = now()
+                                   billing_message = $5, billing_update_time = now(),
+                                   billing_prescription_refusals = $6::jsonb
 WHERE appointment_id = $1
+"""
+# The patient's refusal (see 0007): it supersedes a consent; withdrawing it clears both (consent again).
+RECORD_REFUSAL = """
+UPDATE scheduling.appointments SET refusal_kind = $2, refusal_time = now(), refusal_recorded_by = $3,
+                                   consent_method = NULL, consent_time = NULL, consent_recorded_by = NULL
+WHERE appointment_id = $1
+"""
+WITHDRAW_REFUSAL = """
+UPDATE scheduling.appointments SET refusal_kind = NULL, refusal_time = NULL, refusal_recorded_by = NULL
+WHERE appointment_id = $1
+"""
+# §7.18: who assisted the patient, named when the teleconsultation starts.
+RECORD_ASSISTANT = """
+UPDATE scheduling.appointments SET assistant_rpps = $2, assistance_setting = $3 WHERE appointment_id = $1
 """
 # A notification to deliver is recorded PENDING (its delivery activity settles it); one that nothing will
 # deliver (a workflow started before deliveries existed) is RECORDED at once.
@@ -848,7 +865,12 @@ async def record_consent(tx: asyncpg.Connection, appointment_id: uuid.UUID, meth
 
 
 async def record_completion(
-    conn: Any, appointment_id: uuid.UUID, record_json: str, circumstances_json: str, actor: str
+    conn: Any,
+    appointment_id: uuid.UUID,
+    record_json: str,
+    circumstances_json: str,
+    actor: str,
+    performer_activity_json: str | None = None,
 ) -> bool:
     return (
         await conn.fetchval(
@@ -857,6 +879,7 @@ async def record_completion(
             record_json,
             circumstances_json or "{}",
             actor,
+            performer_activity_json,
         )
         is not None
     )
@@ -869,8 +892,38 @@ async def record_billing(
     charges: Sequence[str],
     reason: str | None,
     message: str | None,
+    prescription_refusals: Sequence[Mapping[str, str]] = (),
 ) -> None:
-    await conn.execute(RECORD_BILLING, appointment_id, state, list(charges), reason, message)
+    await conn.execute(
+        RECORD_BILLING,
+        appointment_id,
+        state,
+        list(charges),
+        reason,
+        message,
+        json.dumps(list(prescription_refusals)),
+    )
+
+
+async def record_refusal(
+    tx: asyncpg.Connection, appointment_id: uuid.UUID, kind: str, actor: str, reason: str
+) -> None:
+    """Record the patient's refusal (kept in the history under `reason`, the status unchanged)."""
+    await tx.execute(RECORD_REFUSAL, appointment_id, kind, actor)
+    await tx.execute(INSERT_HISTORY, appointment_id, "booked", actor, reason)
+
+
+async def withdraw_refusal(
+    tx: asyncpg.Connection, appointment_id: uuid.UUID, actor: str, reason: str
+) -> None:
+    await tx.execute(WITHDRAW_REFUSAL, appointment_id)
+    await tx.execute(INSERT_HISTORY, appointment_id, "booked", actor, reason)
+
+
+async def record_assistant(
+    tx: asyncpg.Connection, appointment_id: uuid.UUID, rpps: str, setting: str
+) -> None:
+    await tx.execute(RECORD_ASSISTANT, appointment_id, rpps, setting)
 
 
 async def add_notification(

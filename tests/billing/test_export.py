@@ -10,10 +10,11 @@ import uuid
 import grpc
 import pytest
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
+from parcours.type.v1.practice_pb2 import PROFESSION_NURSE
 
 from services.billing.export import CSV_COLUMNS
 from services.kit.pki import DevPki
-from tests.billing.builders import GP, new_patient, paris, teleconsultation, teleexpertise
+from tests.billing.builders import GP, NURSE, new_patient, paris, pro, teleconsultation, teleexpertise
 from tests.billing.conftest import establishment_stub
 from tests.conftest import Minter
 from tests.support import VAL_RHONE, bearer, request_id
@@ -168,3 +169,64 @@ async def test_exports_are_for_billing_staff_of_the_establishment_and_bounded(
     assert [f for f, _ in details(error)[1]] == ["end_date"]
     error = await call(stub.ExportCharges(billing_pb2.ExportChargesRequest(**NOVEMBER_2024), metadata=clerk))
     assert [f for f, _ in details(error)[1]] == ["format"]
+
+
+async def test_an_assisted_teleconsultation_exports_the_prescriber_and_the_tlc_date(
+    pki: DevPki,
+    billing_address: str,
+    clerk: tuple[tuple[str, str], ...],
+    hub: billing_pb2_grpc.BillingServiceStub,
+) -> None:
+    """§7.18: the nurse's TLD line carries the teleconsultant's identifier as prescriber and the TLC's date as
+    prescription date, in the ledger, the CSV and the FHIR ChargeItem; the TLC's own line carries neither."""
+    act = teleconsultation(paris("2024-12-02 23:40"))  # Paris date: 2 December (UTC 22:40)
+    act.establishment = f"establishments/{VAL_RHONE}"
+    act.assistant.CopyFrom(pro(NURSE, PROFESSION_NURSE))
+    act.assistance_setting = billing_pb2.ASSISTANCE_SETTING_ORGANISED_AT_HOME
+    reply = await hub.RecordAct(
+        billing_pb2.RecordActRequest(
+            request_id=request_id(), act_id=f"act-{uuid.uuid4()}", patient=new_patient(), act=act
+        )
+    )
+    by_code = {c.code: c for c in reply.charges}
+    assert set(by_code) == {"TCG", "TLD"}
+    tld = by_code["TLD"]
+    assert (tld.practitioner, tld.prescriber) == (f"practitioners/{NURSE}", f"practitioners/{GP}")
+    assert (tld.prescription_date.year, tld.prescription_date.month, tld.prescription_date.day) == (
+        2024,
+        12,
+        2,
+    )
+    assert not by_code["TCG"].prescriber
+
+    stub = establishment_stub(pki, billing_address, VAL_RHONE)
+    december = {
+        "start_date": {"year": 2024, "month": 12, "day": 2},
+        "end_date": {"year": 2024, "month": 12, "day": 2},
+    }
+    exported = await stub.ExportCharges(
+        billing_pb2.ExportChargesRequest(format=billing_pb2.EXPORT_FORMAT_CSV, **december), metadata=clerk
+    )
+    rows = {r["charge"]: r for r in csv.DictReader(io.StringIO(exported.content.decode("utf-8")))}
+    assert (rows[tld.name]["prescriber"], rows[tld.name]["prescription_date"]) == (
+        f"practitioners/{GP}",
+        "2024-12-02",
+    )
+    assert (rows[by_code["TCG"].name]["prescriber"], rows[by_code["TCG"].name]["prescription_date"]) == (
+        "",
+        "",
+    )
+
+    fhir = await stub.ExportCharges(
+        billing_pb2.ExportChargesRequest(format=billing_pb2.EXPORT_FORMAT_FHIR_CHARGE_ITEMS, **december),
+        metadata=clerk,
+    )
+    items = {
+        e["resource"]["identifier"][0]["value"]: e["resource"] for e in json.loads(fhir.content)["entry"]
+    }
+    performers = [
+        (p["function"]["text"], p["actor"]["identifier"]["value"]) for p in items[tld.name]["performer"]
+    ]
+    assert performers == [("assistant", f"8{NURSE}"), ("prescriber", f"8{GP}")]
+    assert items[tld.name]["occurrenceDateTime"] == "2024-12-02T22:40:00Z"
+    assert len(items[by_code["TCG"].name]["performer"]) == 1

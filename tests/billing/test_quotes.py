@@ -72,6 +72,7 @@ class Case:
     reimbursement: dict[str, int] = field(default_factory=dict)
     unconfirmed: bool | None = None
     prior: tuple[datetime, ...] = ()
+    prescription_refusals: frozenset[str] = frozenset()
 
 
 def case(
@@ -85,6 +86,7 @@ def case(
     reimbursement: dict[str, int] | None = None,
     unconfirmed: bool | None = None,
     prior: tuple[datetime, ...] = (),
+    prescription_refusals: tuple[str, ...] = (),
 ) -> Case:
     return Case(
         id,
@@ -96,6 +98,7 @@ def case(
         reimbursement or {},
         unconfirmed,
         prior,
+        frozenset(prescription_refusals),
     )
 
 
@@ -535,13 +538,35 @@ CASES = [
     ),
     # --- §7.16 sick leave prescribed remotely ---
     case("sick-leave-3-days", "§7.16", tlc(sick_leave=leave(3)), {"TCG": 2500}),
-    case("sick-leave-4-days", "§7.16", tlc(sick_leave=leave(4)), {}, refusals=("SICK_LEAVE_OVER_LIMIT",)),
+    # The limit is on the arrêt, not the consultation: the TLC is billed, the arrêt refused with its reason.
+    case(
+        "sick-leave-4-days",
+        "§7.16",
+        tlc(sick_leave=leave(4)),
+        {"TCG": 2500},
+        prescription_refusals=("SICK_LEAVE_OVER_LIMIT",),
+    ),
     case(
         "sick-leave-extension-beyond-3",
         "§7.16",
         tlc(sick_leave=leave(2, ongoing=2)),
-        {},
-        refusals=("SICK_LEAVE_OVER_LIMIT",),
+        {"TCG": 2500},
+        prescription_refusals=("SICK_LEAVE_OVER_LIMIT",),
+    ),
+    case("sick-leave-extension-to-3", "§7.16", tlc(sick_leave=leave(1, ongoing=2)), {"TCG": 2500}),
+    # LFSS 2024 applies from 1 January 2024 (the act's civil date where it took place).
+    case(
+        "sick-leave-last-day-before-lfss-2024",
+        "§7.16",
+        tlc(paris("2023-12-31 23:30"), sick_leave=leave(4)),
+        {"TCG": 2500},
+    ),
+    case(
+        "sick-leave-first-day-of-lfss-2024",
+        "§7.16",
+        tlc(paris("2024-01-01 00:30"), sick_leave=leave(4)),
+        {"TCG": 2500},
+        prescription_refusals=("SICK_LEAVE_OVER_LIMIT",),
     ),
     case(
         "sick-leave-by-the-mt",
@@ -996,6 +1021,15 @@ async def test_quote(case: Case, hub: billing_pb2_grpc.BillingServiceStub) -> No
         r.message for r in quote.refusals
     ]
     assert {r.reason for r in quote.refusals} == case.refusals
+    assert {r.reason for r in quote.prescription_refusals} == case.prescription_refusals
+    assert all(f.message and f.reference == "§7.16" for f in quote.prescription_refusals)
+    # §7.18: an assistant's line names the teleconsultant as prescriber on the TLC's date; no other does.
+    for line in quote.lines:
+        if line.biller_role == billing_pb2.BILLER_ROLE_ASSISTANT:
+            assert line.prescriber == case.act.performer.practitioner
+            assert line.prescription_date == quote.tariff_date
+        else:
+            assert not line.prescriber and not line.HasField("prescription_date")
     assert {w.reason for w in quote.warnings} - {"UNCONFIRMED_VALUE"} == case.warnings - {"UNCONFIRMED_VALUE"}
     if "UNCONFIRMED_VALUE" in case.warnings:
         assert "UNCONFIRMED_VALUE" in {w.reason for w in quote.warnings}

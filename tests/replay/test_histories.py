@@ -23,6 +23,8 @@ EXPECTED = {
     "teleconsultation-billing-refused",
     "teleconsultation-no-show",
     "teleconsultation-cancelled",
+    "teleconsultation-consent-refused",
+    "teleconsultation-reminder-after-join",
     "teleexpertise-billed",
     "teleexpertise-escalated-breached-expired",
     "teleexpertise-paused-deadline",

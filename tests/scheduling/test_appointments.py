@@ -37,6 +37,9 @@ ALLOWED = {
     a.Change.START: {a.BOOKED},
     a.Change.NO_SHOW: {a.BOOKED},
     a.Change.COMPLETE: {a.ARRIVED},
+    # Seed 004: a booked teleconsultation not started yet.
+    a.Change.REFUSE: {a.BOOKED},
+    a.Change.WITHDRAW_REFUSAL: {a.BOOKED},
 }
 
 
@@ -75,6 +78,26 @@ def test_no_consent_no_start() -> None:
     with pytest.raises(FailedPrecondition) as cancelled:
         a.check_start(appointment(a.CANCELLED, consented=False))
     assert cancelled.value.reason == "INVALID_TRANSITION"
+
+
+def test_a_standing_refusal_blocks_consent_and_start_until_withdrawn() -> None:
+    """Seed 004 (free choice) and §7 rule 7: the refusal wins over a consent, until withdrawn."""
+    refused = a.Appointment(status=a.BOOKED, start_time=START, consented=True, refused=True)
+    for check in (a.check_start, a.check_consent, a.check_refuse):
+        with pytest.raises(FailedPrecondition) as error:
+            check(refused)
+        assert error.value.reason == "CONSENT_REFUSED"
+    a.check_withdraw_refusal(refused)
+    standing = appointment(a.BOOKED)
+    a.check_refuse(standing)
+    a.check_consent(standing)
+    with pytest.raises(FailedPrecondition) as none:
+        a.check_withdraw_refusal(standing)
+    assert none.value.reason == "NO_REFUSAL"
+    # The status rule comes first: a started teleconsultation can no longer be refused.
+    with pytest.raises(FailedPrecondition) as started:
+        a.check_refuse(appointment(a.ARRIVED))
+    assert started.value.reason == "INVALID_TRANSITION"
 
 
 CUTOFF = timedelta(hours=24)

@@ -150,19 +150,20 @@ async def test_a_billing_refusal_is_kept_on_the_appointment_with_its_reason(
     )
     await skip_to_join_window(stack, case)
     await start(stack, case)
-    # A five-day arrêt de travail prescribed remotely by a doctor who is not the médecin traitant (§7.16).
-    sick_leave = s.Prescription(
-        kind=s.Prescription.KIND_SICK_LEAVE, description="Arrêt de travail", sick_leave_days=5
-    )
-    await complete(stack, case, record(case.rpps, prescriptions=[sick_leave]))
+    # A téléconsultation dated before TLC was reimbursed (15 Sept 2018): nothing to bill. (An arrêt de
+    # travail over 3 days no longer refuses the act, only the arrêt: §7.16, tests/scheduling/
+    # test_consent_and_billing_rules.py.)
+    old = record(case.rpps)
+    old.act_start_time.FromJsonString("2017-03-01T09:00:00Z")
+    old.act_end_time.FromJsonString("2017-03-01T09:20:00Z")
+    await complete(stack, case, old)
     result = await outcome(stack, case)
-    assert (result.state, result.billing_reason) == ("BILLING_REFUSED", "SICK_LEAVE_OVER_LIMIT")
+    assert result.state == "BILLING_REFUSED"
     final = await get(stack, case)
     assert final.state == A.STATE_FULFILLED
     assert final.billing.state == s.BillingOutcome.STATE_REFUSED
-    assert (
-        final.billing.refusal_reason == "SICK_LEAVE_OVER_LIMIT" and "3 days" in final.billing.refusal_message
-    )
+    assert final.billing.refusal_reason == result.billing_reason == "NO_TARIFF_AT_DATE"
+    assert "2017-03-01" in final.billing.refusal_message
     assert not final.billing.charges
     assert [n.kind for n in final.notifications].count(s.Notification.KIND_REPORT) == 1
     await keep(

@@ -16,6 +16,7 @@ ledger in the same transaction as the change.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -54,6 +55,7 @@ from services.scheduling.models import (
     DeliveryResult,
     NotificationInput,
     NotificationResult,
+    PrescriptionRefusal,
     Reason,
     RecordInput,
     RecordResult,
@@ -132,7 +134,12 @@ class TeleconsultationActivities:
     @heartbeating
     async def send_reminder(self, request: NotificationInput) -> NotificationResult:
         row = await self._appointment(request.appointment_id)
-        if row["effective_status"] != "booked" or row["patient_id"] is None:
+        if (
+            row["effective_status"] != "booked"
+            or row["patient_id"] is None
+            or row["refusal_kind"] is not None
+        ):
+            # Nothing to remind a patient of a teleconsultation they refused (unless they withdraw it).
             return NotificationResult()
         return await self._notify(
             request, "KIND_REMINDER", request.label, [names.PATIENT.format(row["patient_id"])]
@@ -142,7 +149,7 @@ class TeleconsultationActivities:
     @heartbeating
     async def send_join_link(self, request: NotificationInput) -> NotificationResult:
         row = await self._appointment(request.appointment_id)
-        if row["effective_status"] != "booked":
+        if row["effective_status"] != "booked" or row["refusal_kind"] is not None:
             return NotificationResult()
         recipients = [names.PRACTITIONER.format(row["rpps"])]
         if row["patient_id"] is not None:
@@ -167,6 +174,7 @@ class TeleconsultationActivities:
                         start_time=row["start_time"],
                         consented=row["consent_time"] is not None,
                         lapsed=row["lapsed"],
+                        refused=row["refusal_kind"] is not None,
                     )
                 )
             except DomainError as error:
@@ -174,13 +182,36 @@ class TeleconsultationActivities:
             await store.transition(
                 tx, appointment_id, appointments.ARRIVED, [appointments.BOOKED], request.practitioner
             )
+            if request.assistant:
+                await store.record_assistant(
+                    tx,
+                    appointment_id,
+                    names.PRACTITIONER.parse(request.assistant, "assistant"),
+                    request.assistance_setting,
+                )
             await _record_call(tx, request.call, appointment_id)
         return AppointmentState(status=appointments.ARRIVED, changed=True)
 
     @activity.defn(name="mark_no_show")
     @heartbeating
     async def mark_no_show(self, request: NotificationInput) -> AppointmentState:
+        """At the no-show deadline: a patient who refused the teleconsultation (and did not withdraw it) is
+        not a no-show: the appointment is cancelled (CONSENT_REFUSED), its workflow told by the outbox like
+        any cancellation, and nothing is billed (seed 004). Otherwise `noshow`."""
         appointment_id = uuid.UUID(request.appointment_id)
+        async with store.transaction(self._pool) as tx:
+            row = await store.lock_appointment(tx, appointment_id)
+            if row is not None and row["effective_status"] == appointments.BOOKED and row["refusal_kind"]:
+                await store.cancel(
+                    tx,
+                    row,
+                    status=appointments.CANCELLED,
+                    initiator="PARTY_PATIENT",
+                    reason="CANCELLATION_REASON_CONSENT_REFUSED",
+                    note="",
+                    actor=self._actor,
+                )
+                return AppointmentState(status=appointments.CANCELLED, changed=True)
         if await store.transition(
             self._pool,
             appointment_id,
@@ -204,6 +235,9 @@ class TeleconsultationActivities:
                 record_json(request.record),
                 circumstances_json(request.circumstances),
                 request.practitioner,
+                json.dumps(dataclasses.asdict(request.performer_activity))
+                if request.performer_activity is not None
+                else None,
             ):
                 await _record_call(tx, request.call, appointment_id)
                 return AppointmentState(status=appointments.FULFILLED, changed=True)
@@ -226,7 +260,16 @@ class TeleconsultationActivities:
                 # The act as described is malformed: retrying would only repeat it.
                 raise _refusal("BILLING_INVALID_ACT", error.details() or "") from None
             raise  # billing unreachable or failing: retried by the workflow's policy
-        return BillingResult(charges=[c.name for c in reply.charges])
+        return BillingResult(
+            charges=[c.name for c in reply.charges],
+            # §7.16: an arrêt refused while the act is billed (kept on the appointment with its reason).
+            prescription_refusals=[
+                PrescriptionRefusal(
+                    reason=f.reason, message=f.message, reference=f.reference, source=f.source
+                )
+                for f in reply.quote.prescription_refusals
+            ],
+        )
 
     async def _record_act_request(self, row: asyncpg.Record) -> billing_pb2.RecordActRequest:
         record = scheduling_pb2.TeleconsultationRecord()
@@ -271,6 +314,10 @@ class TeleconsultationActivities:
             ),
             circumstances=circumstances,
         )
+        activity = _json(row["billing_performer_activity"])
+        if activity:
+            # §7.12: the teleconsultant's figures; billing counts at least the hub's own recorded TLCs.
+            act.performer_activity.CopyFrom(billing_pb2.ActivityToDate(**activity))
         for prescription in record.prescriptions:
             if (
                 prescription.kind == scheduling_pb2.Prescription.KIND_SICK_LEAVE
@@ -278,10 +325,32 @@ class TeleconsultationActivities:
             ):
                 act.sick_leave.CopyFrom(
                     billing_pb2.SickLeave(
-                        days=prescription.sick_leave_days, ongoing_days=prescription.ongoing_sick_leave_days
+                        days=prescription.sick_leave_days,
+                        ongoing_days=prescription.ongoing_sick_leave_days,
+                        in_person_impossible_justified=prescription.in_person_impossible_justified,
                     )
                 )
                 break
+        if row["assistant_rpps"] is not None:
+            # §7.18: the nurse's or pharmacist's line (billed at the act's establishment); billing puts the
+            # teleconsultant in its prescriber field.
+            assistant = await self._directory_get(
+                self._directory.GetPractitioner(
+                    directory_pb2.GetPractitionerRequest(
+                        name=names.PRACTITIONER.format(row["assistant_rpps"])
+                    ),
+                    timeout=CALL_TIMEOUT_SECONDS,
+                )
+            )
+            act.assistant.CopyFrom(
+                billing_pb2.Participant(
+                    practitioner=assistant.practitioner.name,
+                    profession=assistant.practitioner.profession,
+                    specialty=assistant.practitioner.specialty,
+                    sector=assistant.practitioner.sector,
+                )
+            )
+            act.assistance_setting = billing_pb2.AssistanceSetting.Value(row["assistance_setting"])
         appointment_id = row["appointment_id"]
         return billing_pb2.RecordActRequest(
             request_id=str(uuid.uuid5(BILLING_REQUEST_NAMESPACE, f"{appointment_id}/record-act")),
@@ -311,6 +380,10 @@ class TeleconsultationActivities:
             request.charges,
             request.reason or None,
             request.message or None,
+            [
+                {"reason": f.reason, "message": f.message, "reference": f.reference, "source": f.source}
+                for f in request.prescription_refusals
+            ],
         )
 
     @activity.defn(name="deliver_report")

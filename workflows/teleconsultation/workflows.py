@@ -70,6 +70,9 @@ PROJECTION_TIMEOUT = timedelta(seconds=30)
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Deliveries and the record document came with this patch (older histories replay without them).
 NOTIFY_AND_RECORD_PATCH = "notify-and-record"
+# Reminders due after the join window opens are no longer waited for (histories before it waited, and replay
+# so: the patch is asked only where the timer differs).
+REMINDERS_UNTIL_JOIN_PATCH = "reminders-until-join"
 # Billing: a refusal is a non-retryable ApplicationError; anything else (billing down) is retried, slower.
 BILLING_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -119,7 +122,12 @@ class TeleconsultationWorkflow:
 
     async def _run(self, case: TeleconsultationInput) -> TeleconsultationOutcome:
         for reminder in sorted(case.reminders, key=lambda r: r.send_time):
-            if await self._cancelled_before(reminder.send_time):
+            due = reminder.send_time
+            if due > case.join_open_time and workflow.patched(REMINDERS_UNTIL_JOIN_PATCH):
+                # A reminder due after the join window opens is skipped below anyway; waiting for it held
+                # the case back (an early start and completion were billed only once it was due).
+                due = case.join_open_time
+            if await self._cancelled_before(due):
                 return self._ended()
             if workflow.now() < case.join_open_time:
                 # A reminder whose moment passed while nothing could send it (a late start) is skipped.
@@ -183,7 +191,10 @@ class TeleconsultationWorkflow:
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
             recorded = BillingOutcomeInput(
-                appointment_id=case.appointment_id, state="STATE_RECORDED", charges=billed.charges
+                appointment_id=case.appointment_id,
+                state="STATE_RECORDED",
+                charges=billed.charges,
+                prescription_refusals=billed.prescription_refusals,
             )
             outcome = TeleconsultationOutcome(
                 state=CaseState.BILLED, billing_state="STATE_RECORDED", charges=billed.charges
@@ -322,6 +333,8 @@ class TeleconsultationWorkflow:
                     appointment_id=self._case.appointment_id,
                     practitioner=request.practitioner,
                     call=request.call,
+                    assistant=request.assistant,
+                    assistance_setting=request.assistance_setting,
                 ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,
@@ -366,6 +379,7 @@ class TeleconsultationWorkflow:
                     record=request.record,
                     circumstances=request.circumstances,
                     call=request.call,
+                    performer_activity=request.performer_activity,
                 ),
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=PROJECTION_RETRY,

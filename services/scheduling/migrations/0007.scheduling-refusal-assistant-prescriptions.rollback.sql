@@ -1,0 +1,13 @@
+ALTER TABLE scheduling.appointments
+    DROP CONSTRAINT appointments_assistant_format,
+    DROP CONSTRAINT appointments_assistant_with_setting,
+    DROP CONSTRAINT appointments_refusal_supersedes_consent,
+    DROP CONSTRAINT appointments_refusal_complete,
+    DROP CONSTRAINT appointments_refusal_kind_known,
+    DROP COLUMN billing_performer_activity,
+    DROP COLUMN billing_prescription_refusals,
+    DROP COLUMN assistance_setting,
+    DROP COLUMN assistant_rpps,
+    DROP COLUMN refusal_recorded_by,
+    DROP COLUMN refusal_time,
+    DROP COLUMN refusal_kind;
