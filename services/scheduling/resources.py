@@ -269,6 +269,7 @@ def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) 
         specialty=practice_pb2.Specialty.Value(row["specialty"]),
         create_time=timestamp(row["create_time"]),
         update_time=timestamp(row["update_time"]),
+        appointment_series=names.APPOINTMENT_SERIES.format_optional(row.get("series_id")),
     )
     if row["consent_time"] is not None:
         found.consent.CopyFrom(
@@ -493,5 +494,22 @@ def teleconseil_resource(row: Any) -> scheduling_pb2.Teleconseil:
         advice_time=timestamp(row["advice_time"]),
         channel=scheduling_pb2.Teleconseil.Channel.Value(row["channel"]),
         summary=row["summary"],
+        create_time=timestamp(row["create_time"]),
+    )
+
+
+def series_resource(row: Any) -> scheduling_pb2.AppointmentSeries:
+    """A series row with its `occurrences` (ids in time order) and `remaining` count (see store)."""
+    return scheduling_pb2.AppointmentSeries(
+        name=names.APPOINTMENT_SERIES.format(row["series_id"]),
+        patient=patient_name(row["patient_id"]),
+        practitioner=practitioner_name(row["rpps"]),
+        schedule=names.SCHEDULE.format(row["schedule_id"]),
+        establishment=establishment_name(row["finess"]),
+        occurrence_count=row["occurrence_count"],
+        interval_days=row["interval_days"],
+        appointments=[names.APPOINTMENT.format(i) for i in row["occurrences"]],
+        remaining_count=row["remaining"],
+        cancel_time=timestamp(row["cancel_time"]),
         create_time=timestamp(row["create_time"]),
     )

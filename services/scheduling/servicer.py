@@ -69,6 +69,7 @@ from services.scheduling.resources import (
     record_model,
     rule_resource,
     schedule_resource,
+    series_resource,
     slot_resource,
     teleconseil_resource,
     timestamp,
@@ -1343,6 +1344,182 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             next_page_token=next_page_token(
                 _key_token(last["advice_time"], last["teleconseil_id"]) if last is not None else None, filters
             ),
+        )
+
+    # --- recurring series (issue 13 item 14) -------------------------------------------------------------
+
+    def _series_not_visible(self, caller: Caller) -> DomainError:
+        if caller.privileged:
+            return NotFound("APPOINTMENT_SERIES_NOT_FOUND", "no such appointment series")
+        return PermissionDenied(
+            "APPOINTMENT_SERIES_NOT_VISIBLE",
+            "the appointment series is not visible to the caller (or does not exist)",
+        )
+
+    def _visible_series(self, caller: Caller, row: Any | None) -> Any:
+        """A series is seen by whoever sees its appointments (the same columns, the same rule)."""
+        if row is None or not caller.sees(row):
+            raise self._series_not_visible(caller)
+        audit_target(
+            resource=names.APPOINTMENT_SERIES.format(row["series_id"]),
+            patient=names.PATIENT.format(row["patient_id"]),
+        )
+        return row
+
+    async def _series(self, series_id: uuid.UUID) -> scheduling_pb2.AppointmentSeries:
+        row = await store.get_series(self._pool, series_id)
+        assert row is not None
+        return series_resource(row)
+
+    async def _occurrence_refusal(self, index: int, slot_id: uuid.UUID | None) -> DomainError:
+        """Why occurrence `index` (0: the first) could not be booked; the series books nothing then."""
+        cause = (
+            await self._slot_refusal(slot_id)
+            if slot_id is not None
+            else NotFound("SLOT_NOT_FOUND", "the agenda offers no slot at that time")
+        )
+        return self._occurrence_error(index, cause.reason)
+
+    @staticmethod
+    def _occurrence_error(index: int, reason: str) -> DomainError:
+        return FailedPrecondition(
+            "SERIES_OCCURRENCE_UNAVAILABLE",
+            f"occurrence {index + 1} of the series cannot be booked ({reason}); nothing was booked",
+            {"occurrence": str(index + 1), "slot_reason": reason},
+        )
+
+    async def _book_occurrence(
+        self, tx: asyncpg.Connection, index: int, slot_id: uuid.UUID | None, new: store.NewAppointment
+    ) -> Any:
+        """Occurrence `index` booked on its slot, or the series' refusal naming it (and why its slot)."""
+        if slot_id is None:
+            raise await self._occurrence_refusal(index, None)
+        try:
+            async with tx.transaction():  # a savepoint: the overlap constraint's refusal names the occurrence
+                row = await store.insert_appointment_on_slot(tx, slot_id, new, None)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            error = store.constraint_error(exc)
+            if error is None:
+                raise
+            raise self._occurrence_error(index, error.reason) from None
+        if row is None:
+            raise await self._occurrence_refusal(index, slot_id)
+        return row
+
+    async def CreateAppointmentSeries(
+        self, request: scheduling_pb2.CreateAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CreateAppointmentSeriesResponse:
+        caller = await self._caller()
+        given = request.appointment_series
+        first_slot = names.SLOT.parse_uuid(given.first_slot, "appointment_series.first_slot")
+        patient_id = await self._require_patient(caller, given.patient)
+        requester = (
+            await self._require_practitioner(given.requester, "appointment_series.requester") or caller.rpps
+        )
+        treating = await self._require_practitioner(
+            given.treating_physician, "appointment_series.treating_physician"
+        )
+        consent = (
+            scheduling_pb2.ConsentMethod.Name(given.consent.method) if given.HasField("consent") else None
+        )
+        series = store.NewSeries(
+            series_id=uuid.uuid4(),
+            patient_id=patient_id,
+            occurrence_count=given.occurrence_count,
+            interval_days=given.interval_days,
+        )
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            # All or nothing: every occurrence is written in this one transaction, or none is.
+            new = self._new_appointment(caller, "booked", None, patient_id, requester, treating, consent)
+            first = await self._book_occurrence(tx, 0, first_slot, new)
+            await store.insert_series(tx, series, first, new)
+            await store.set_occurrence(tx, first["appointment_id"], series.series_id, 0)
+            for index in range(1, series.occurrence_count):
+                slot_id = await store.occurrence_slot(
+                    tx,
+                    first["schedule_id"],
+                    first["service_type"],
+                    first["start_time"],
+                    index * series.interval_days,
+                )
+                occurrence = self._new_appointment(
+                    caller, "booked", None, patient_id, requester, treating, consent
+                )
+                row = await self._book_occurrence(tx, index, slot_id, occurrence)
+                await store.set_occurrence(tx, row["appointment_id"], series.series_id, index)
+            return [names.APPOINTMENT_SERIES.format(series.series_id)]
+
+        [name] = await self._in_transaction(caller.call(request, "CreateAppointmentSeries"), work)
+        audit_target(resource=name)
+        found = await self._series(names.APPOINTMENT_SERIES.parse_uuid(name, "name"))
+        occurrences = [names.APPOINTMENT.parse_uuid(a, "name") for a in found.appointments]
+        self._relay.notify(*occurrences)
+        return scheduling_pb2.CreateAppointmentSeriesResponse(
+            appointment_series=found, appointments=[await self._appointment(i) for i in occurrences]
+        )
+
+    async def GetAppointmentSeries(
+        self, request: scheduling_pb2.GetAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetAppointmentSeriesResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        row = await store.get_series(self._pool, names.APPOINTMENT_SERIES.parse_uuid(request.name, "name"))
+        return scheduling_pb2.GetAppointmentSeriesResponse(
+            appointment_series=series_resource(self._visible_series(caller, row))
+        )
+
+    async def ListAppointmentSeries(
+        self, request: scheduling_pb2.ListAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListAppointmentSeriesResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient)
+        filters: dict[str, object] = {"patient": request.patient}
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.list_series(self._pool, patient_id, caller.scope(), size + 1, after)
+        page, last = split_page(rows, size)
+        return scheduling_pb2.ListAppointmentSeriesResponse(
+            appointment_series=[series_resource(r) for r in page],
+            next_page_token=next_page_token(
+                _key_token(last["create_time"], last["series_id"]) if last is not None else None, filters
+            ),
+        )
+
+    async def CancelAppointmentSeries(
+        self, request: scheduling_pb2.CancelAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CancelAppointmentSeriesResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        series_id = names.APPOINTMENT_SERIES.parse_uuid(request.name, "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            self._visible_series(caller, await store.lock_series(tx, series_id))
+            cancelled: list[str] = []
+            for appointment_id in await store.remaining_occurrences(tx, series_id):
+                row = await store.lock_appointment(tx, appointment_id)
+                assert row is not None
+                appointments.check(appointments.Change.CANCEL, _facts(row))
+                await self._check_initiator(tx, caller, row, request.initiator)
+                await store.cancel(
+                    tx,
+                    row,
+                    status="cancelled",
+                    initiator=scheduling_pb2.Party.Name(request.initiator),
+                    reason=scheduling_pb2.CancellationReason.Name(request.reason),
+                    note=request.note,
+                    actor=caller.actor,
+                )
+                cancelled.append(names.APPOINTMENT.format(appointment_id))
+            await store.set_series_cancelled(tx, series_id)
+            return [request.name, *cancelled]
+
+        _, *cancelled = await self._in_transaction(caller.call(request, "CancelAppointmentSeries"), work)
+        ids = [names.APPOINTMENT.parse_uuid(a, "name") for a in cancelled]
+        self._relay.notify(*ids)
+        return scheduling_pb2.CancelAppointmentSeriesResponse(
+            appointment_series=await self._series(series_id),
+            cancelled=[await self._appointment(i) for i in ids],
         )
 
 
