@@ -430,12 +430,31 @@ def record_json(record: models.TeleconsultationRecord) -> str:
 
 
 def circumstances_flags(circumstances: billing_pb2.Circumstances) -> list[str]:
-    """The names of the circumstances that hold."""
-    return [f.name for f, value in circumstances.ListFields() if f.type == f.TYPE_BOOL and value]
+    """The circumstances that hold: a flag's name, or `name=YYYY-MM-DD` for a dated one (§7.11: the last
+    in-person visit, a hospital discharge). The workflow carries them as they are; billing reads them."""
+    found: list[str] = []
+    for f, value in circumstances.ListFields():
+        if f.type == f.TYPE_BOOL and value:
+            found.append(f.name)
+        elif f.message_type is not None and f.message_type.full_name == "google.type.Date":
+            try:
+                day = date(value.year, value.month, value.day)
+            except ValueError:
+                raise InvalidArgument.one(f"circumstances.{f.name}", "is not a calendar date") from None
+            found.append(f"{f.name}={day.isoformat()}")
+    return found
 
 
 def circumstances_message(flags: list[str]) -> billing_pb2.Circumstances:
-    return billing_pb2.Circumstances(**dict.fromkeys(flags, True))
+    found = billing_pb2.Circumstances()
+    for flag in flags:
+        name, _, value = flag.partition("=")
+        if value:
+            day = date.fromisoformat(value)
+            getattr(found, name).CopyFrom(date_pb2.Date(year=day.year, month=day.month, day=day.day))
+        else:
+            setattr(found, name, True)
+    return found
 
 
 def circumstances_json(flags: list[str]) -> str:

@@ -87,6 +87,26 @@ SERVICE_NAME = scheduling_pb2.DESCRIPTOR.services_by_name["SchedulingService"].f
 MEDICAL_PROFESSIONS = frozenset(
     {practice_pb2.PROFESSION_PHYSICIAN, practice_pb2.PROFESSION_MIDWIFE, practice_pb2.PROFESSION_DENTIST}
 )
+# Télésoin (L.6316-2 CSP; arrêté of 3 June 2021; §7 rule 2): pharmacists and auxiliaires médicaux keep agendas
+# too; their remote acts are télésoin, billed as such by the Teleconsultation workflow.
+TELESOIN_PROFESSIONS = frozenset(
+    {
+        practice_pb2.PROFESSION_PHARMACIST,
+        practice_pb2.PROFESSION_NURSE,
+        practice_pb2.PROFESSION_PHYSIOTHERAPIST,
+        practice_pb2.PROFESSION_SPEECH_THERAPIST,
+        practice_pb2.PROFESSION_ORTHOPTIST,
+        practice_pb2.PROFESSION_PODIATRIST,
+        practice_pb2.PROFESSION_OCCUPATIONAL_THERAPIST,
+        practice_pb2.PROFESSION_PSYCHOMOTOR_THERAPIST,
+        practice_pb2.PROFESSION_DIETITIAN,
+        practice_pb2.PROFESSION_RADIOGRAPHER,
+        practice_pb2.PROFESSION_LABORATORY_TECHNICIAN,
+        practice_pb2.PROFESSION_AUDIOPROSTHETIST,
+        practice_pb2.PROFESSION_OPTICIAN,
+        practice_pb2.PROFESSION_ORTHOTIST_PROSTHETIST,
+    }
+)
 DEFAULT_HORIZON_DAYS = 28
 # The record documents written by the Teleconsultation workflow (services/kit/records.py).
 RECORDS = RecordStore("scheduling")
@@ -380,10 +400,11 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             )
         if not practitioner.active:
             raise FailedPrecondition("PRACTITIONER_INACTIVE", "the practitioner is not active in the hub")
-        if practitioner.profession not in MEDICAL_PROFESSIONS:
+        if practitioner.profession not in MEDICAL_PROFESSIONS | TELESOIN_PROFESSIONS:
             raise FailedPrecondition(
                 "NOT_A_MEDICAL_PROFESSIONAL",
-                "a téléconsultation is given by a physician, a midwife or a dentist (L.6316-1 CSP)",
+                "a téléconsultation is given by a physician, a midwife or a dentist (L.6316-1 CSP), "
+                "télésoin by a pharmacist or an auxiliaire médical (L.6316-2 CSP)",
             )
         establishment = await self._directory.establishment(given.establishment)
         if establishment is None:
