@@ -532,3 +532,20 @@ def series_resource(row: Any) -> scheduling_pb2.AppointmentSeries:
         cancel_time=timestamp(row["cancel_time"]),
         create_time=timestamp(row["create_time"]),
     )
+
+
+def waitlist_entry_resource(row: Any) -> scheduling_pb2.WaitlistEntry:
+    """An entry row with its open offer (store.ENTRY_COLUMNS)."""
+    return scheduling_pb2.WaitlistEntry(
+        name=names.WAITLIST_ENTRY.format(row["entry_id"]),
+        patient=patient_name(row["patient_id"]),
+        ght=ght_name(row["ght_id"]),
+        specialty=practice_pb2.Specialty.Value(row["specialty"]),
+        state=scheduling_pb2.WaitlistEntry.State.Value(row["state"]),
+        offered_appointment=names.APPOINTMENT.format_optional(row["offered_appointment_id"]),
+        offer_expire_time=timestamp(row["offer_expire_time"]),
+        booked_appointment=names.APPOINTMENT.format_optional(row["booked_appointment_id"]),
+        lapsed_offer_count=row["lapsed_offers"],
+        create_time=timestamp(row["create_time"]),
+        update_time=timestamp(row["update_time"]),
+    )

@@ -54,7 +54,7 @@ from services.kit.fhir import MEDIA_TYPE
 from services.kit.idempotency import Call, actor_of
 from services.kit.pagination import decode_token, next_page_token, page_size, split_page
 from services.kit.records import RecordStore
-from services.scheduling import appointments, join, store
+from services.scheduling import appointments, join, store, waitlist
 from services.scheduling.agenda import exception_blackout, materialise_schedule
 from services.scheduling.availability import day_span
 from services.scheduling.models import CompletionRequest, CompletionResult, StartRequest, StartResult
@@ -77,6 +77,7 @@ from services.scheduling.resources import (
     to_datetime,
     to_time,
     to_timedelta,
+    waitlist_entry_resource,
 )
 from services.scheduling.settings import SchedulingSettings
 
@@ -958,6 +959,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 note=request.note,
                 actor=caller.actor,
             )
+            await self._offer_freed(tx, row)
             return [request.name]
 
         await self._in_transaction(caller.call(request, "CancelAppointment"), work)
@@ -1531,6 +1533,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                     note=request.note,
                     actor=caller.actor,
                 )
+                await self._offer_freed(tx, row)
                 cancelled.append(names.APPOINTMENT.format(appointment_id))
             await store.set_series_cancelled(tx, series_id)
             return [request.name, *cancelled]
@@ -1541,6 +1544,167 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         return scheduling_pb2.CancelAppointmentSeriesResponse(
             appointment_series=await self._series(series_id),
             cancelled=[await self._appointment(i) for i in ids],
+        )
+
+    # --- waitlist (issue 13 item 15; the design is waitlist.py's) ------------------------------------------
+
+    def _waitlist_durations(self) -> dict[str, timedelta]:
+        return {
+            "hold": self._settings.waitlist_offer_hold,
+            "join_window_before": self._settings.join_window_before,
+            "no_show_grace": self._settings.no_show_grace,
+        }
+
+    async def _offer_freed(self, tx: asyncpg.Connection, row: Any) -> None:
+        """A booked appointment was cancelled: its slot goes to the first in line, in the same transaction."""
+        if row["effective_status"] == "booked" and row["slot_id"] is not None:
+            await waitlist.offer_freed_slot(tx, row["slot_id"], **self._waitlist_durations())
+
+    def _visible_entry(self, caller: Caller, row: Any | None) -> Any:
+        if row is None or not caller.sees(row):
+            if caller.privileged:
+                raise NotFound("WAITLIST_ENTRY_NOT_FOUND", "no such waitlist entry")
+            raise PermissionDenied(
+                "WAITLIST_ENTRY_NOT_VISIBLE",
+                "the waitlist entry is not visible to the caller (or does not exist)",
+            )
+        audit_target(
+            resource=names.WAITLIST_ENTRY.format(row["entry_id"]),
+            patient=names.PATIENT.format(row["patient_id"]),
+        )
+        return row
+
+    async def _entry(self, entry_id: uuid.UUID) -> scheduling_pb2.WaitlistEntry:
+        row = await store.get_entry(self._pool, entry_id)
+        assert row is not None
+        return waitlist_entry_resource(row)
+
+    async def CreateWaitlistEntry(
+        self, request: scheduling_pb2.CreateWaitlistEntryRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CreateWaitlistEntryResponse:
+        caller = await self._caller()
+        given = request.waitlist_entry
+        patient_id = await self._require_patient(caller, given.patient)
+        named = names.GHT.parse_optional(given.ght, "waitlist_entry.ght")
+        if caller.ght_id is not None and named not in (None, caller.ght_id):
+            raise InvalidArgument.one("waitlist_entry.ght", "must be the caller's GHT (or left empty)")
+        ght_id = caller.ght_id or (named if caller.privileged else None)
+        if ght_id is None:
+            raise InvalidArgument.one("waitlist_entry.ght", "is required: the caller is outside any GHT")
+        requester = (
+            await self._require_practitioner(given.requester, "waitlist_entry.requester") or caller.rpps
+        )
+        entry_id = uuid.uuid4()
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            await store.insert_entry(
+                tx,
+                entry_id,
+                patient_id,
+                ght_id,
+                practice_pb2.Specialty.Name(given.specialty),
+                requester,
+                (caller.finess, caller.ght_id, caller.rpps),
+            )
+            return [names.WAITLIST_ENTRY.format(entry_id)]
+
+        [name] = await self._in_transaction(caller.call(request, "CreateWaitlistEntry"), work)
+        audit_target(resource=name)
+        return scheduling_pb2.CreateWaitlistEntryResponse(
+            waitlist_entry=await self._entry(names.WAITLIST_ENTRY.parse_uuid(name, "name"))
+        )
+
+    async def GetWaitlistEntry(
+        self, request: scheduling_pb2.GetWaitlistEntryRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetWaitlistEntryResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        row = await store.get_entry(self._pool, names.WAITLIST_ENTRY.parse_uuid(request.name, "name"))
+        return scheduling_pb2.GetWaitlistEntryResponse(
+            waitlist_entry=waitlist_entry_resource(self._visible_entry(caller, row))
+        )
+
+    async def ListWaitlistEntries(
+        self, request: scheduling_pb2.ListWaitlistEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListWaitlistEntriesResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient)
+        filters: dict[str, object] = {"patient": request.patient}
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.list_entries(self._pool, patient_id, caller.scope(), size + 1, after)
+        page, last = split_page(rows, size)
+        return scheduling_pb2.ListWaitlistEntriesResponse(
+            waitlist_entries=[waitlist_entry_resource(r) for r in page],
+            next_page_token=next_page_token(
+                _key_token(last["create_time"], last["entry_id"]) if last is not None else None, filters
+            ),
+        )
+
+    async def CancelWaitlistEntry(
+        self, request: scheduling_pb2.CancelWaitlistEntryRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CancelWaitlistEntryResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        entry_id = names.WAITLIST_ENTRY.parse_uuid(request.name, "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            entry = self._visible_entry(caller, await store.lock_entry(tx, entry_id))
+            if entry["state"] == "STATE_BOOKED":
+                raise FailedPrecondition(
+                    "WAITLIST_ENTRY_BOOKED", "the entry's offer was accepted: cancel the appointment instead"
+                )
+            if entry["state"] != "STATE_CANCELLED":
+                offer = await store.open_offer(tx, entry_id)
+                await store.set_entry_state(tx, entry_id, "STATE_CANCELLED")
+                if offer is not None:
+                    await waitlist.close_offer(tx, offer, "WITHDRAWN", **self._waitlist_durations())
+            return [request.name]
+
+        await self._in_transaction(caller.call(request, "CancelWaitlistEntry"), work)
+        return scheduling_pb2.CancelWaitlistEntryResponse(waitlist_entry=await self._entry(entry_id))
+
+    async def AcceptWaitlistOffer(
+        self, request: scheduling_pb2.AcceptWaitlistOfferRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.AcceptWaitlistOfferResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        entry_id = names.WAITLIST_ENTRY.parse_uuid(request.name, "name")
+        consent = (
+            scheduling_pb2.ConsentMethod.Name(request.consent.method) if request.HasField("consent") else None
+        )
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            entry = self._visible_entry(caller, await store.lock_entry(tx, entry_id))
+            offer = await store.open_offer(tx, entry_id)
+            if offer is None:
+                raise FailedPrecondition("WAITLIST_NO_OPEN_OFFER", "no slot is offered to this entry now")
+            booked = await store.book_held(
+                tx,
+                offer["appointment_id"],
+                patient_id=entry["patient_id"],
+                requester_rpps=entry["requester_rpps"],
+                treating_rpps=None,
+                booked_by_finess=caller.finess or entry["booked_by_finess"],
+                booked_by_ght=caller.ght_id or entry["booked_by_ght"],
+                booked_by_rpps=caller.rpps,
+                consent_method=consent,
+                actor=caller.actor,
+            )
+            if not booked:
+                raise FailedPrecondition(
+                    "WAITLIST_OFFER_LAPSED",
+                    "the offer's hold time has passed; the slot goes to the next in line",
+                )
+            await store.set_offer_state(tx, offer["offer_id"], "ACCEPTED")
+            await store.set_entry_state(tx, entry_id, "STATE_BOOKED", offer["appointment_id"])
+            return [request.name, names.APPOINTMENT.format(offer["appointment_id"])]
+
+        _, appointment = await self._in_transaction(caller.call(request, "AcceptWaitlistOffer"), work)
+        appointment_id = names.APPOINTMENT.parse_uuid(appointment, "name")
+        self._relay.notify(appointment_id)
+        return scheduling_pb2.AcceptWaitlistOfferResponse(
+            waitlist_entry=await self._entry(entry_id), appointment=await self._appointment(appointment_id)
         )
 
 

@@ -1365,3 +1365,140 @@ async def remaining_occurrences(tx: asyncpg.Connection, series_id: uuid.UUID) ->
 
 async def set_series_cancelled(tx: asyncpg.Connection, series_id: uuid.UUID) -> None:
     await tx.execute(SET_SERIES_CANCELLED, series_id)
+
+
+# --- waitlist (issue 13 item 15) ----------------------------------------------------------------------------
+
+# An entry with what Caller.sees reads (the booker's columns; an entry has no practitioner of its own) and its
+# open offer.
+ENTRY_COLUMNS = """
+    e.*, NULL::text AS rpps, NULL::text AS treating_rpps, NULL::text AS finess,
+    o.appointment_id AS offered_appointment_id, o.expire_time AS offer_expire_time,
+    (SELECT count(*) FROM scheduling.waitlist_offers x
+     WHERE x.entry_id = e.entry_id AND x.state IN ('LAPSED', 'WITHDRAWN')) AS lapsed_offers
+"""
+INSERT_ENTRY = """
+INSERT INTO scheduling.waitlist_entries (entry_id, patient_id, ght_id, specialty, requester_rpps,
+                                         booked_by_finess, booked_by_ght, booked_by_rpps)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+GET_ENTRY = f"""
+SELECT {ENTRY_COLUMNS} FROM scheduling.waitlist_entries e
+LEFT JOIN scheduling.waitlist_offers o ON o.entry_id = e.entry_id AND o.state = 'OFFERED'
+WHERE e.entry_id = $1
+"""  # noqa: S608
+LOCK_ENTRY = """
+SELECT e.*, NULL::text AS rpps, NULL::text AS treating_rpps, NULL::text AS finess
+FROM scheduling.waitlist_entries e WHERE e.entry_id = $1 FOR UPDATE
+"""
+LIST_ENTRIES = f"""
+SELECT {ENTRY_COLUMNS} FROM scheduling.waitlist_entries e
+LEFT JOIN scheduling.waitlist_offers o ON o.entry_id = e.entry_id AND o.state = 'OFFERED'
+WHERE e.patient_id = $1
+  AND ($2::bool
+       OR ($3::text IS NOT NULL AND $3 IN (e.requester_rpps, e.booked_by_rpps))
+       OR ($3::text IS NULL AND (($4::text IS NOT NULL AND $4 = e.booked_by_finess)
+                                 OR ($5::text IS NOT NULL AND $5 IN (e.ght_id, e.booked_by_ght)))))
+  AND ($6::timestamptz IS NULL OR (e.create_time, e.entry_id) < ($6, $7::uuid))
+ORDER BY e.create_time DESC, e.entry_id DESC
+LIMIT $8
+"""  # noqa: S608
+SET_ENTRY_STATE = """
+UPDATE scheduling.waitlist_entries SET state = $2, booked_appointment_id = $3, update_time = now()
+WHERE entry_id = $1
+"""
+# The first in line for a freed slot: waiting for its specialty in its GHT, never offered this slot.
+NEXT_IN_LINE = """
+SELECT e.* FROM scheduling.waitlist_entries e
+WHERE e.state = 'STATE_WAITING' AND e.ght_id = $1 AND e.specialty = $2
+  AND NOT EXISTS (SELECT FROM scheduling.waitlist_offers o WHERE o.entry_id = e.entry_id AND o.slot_id = $3)
+ORDER BY e.create_time, e.entry_id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+INSERT_OFFER = """
+INSERT INTO scheduling.waitlist_offers (offer_id, entry_id, slot_id, appointment_id, expire_time)
+VALUES ($1, $2, $3, $4, $5)
+"""
+OPEN_OFFER = "SELECT * FROM scheduling.waitlist_offers WHERE entry_id = $1 AND state = 'OFFERED' FOR UPDATE"
+SET_OFFER_STATE = "UPDATE scheduling.waitlist_offers SET state = $2 WHERE offer_id = $1"
+# Offers whose hold time has passed at `$1` (now, for the service's job).
+DUE_OFFERS = """
+SELECT * FROM scheduling.waitlist_offers WHERE state = 'OFFERED' AND expire_time <= $1
+ORDER BY expire_time, offer_id LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+
+async def insert_entry(
+    tx: asyncpg.Connection,
+    entry_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    ght_id: str,
+    specialty: str,
+    requester_rpps: str | None,
+    booked_by: tuple[str | None, str | None, str | None],
+) -> None:
+    await tx.execute(INSERT_ENTRY, entry_id, patient_id, ght_id, specialty, requester_rpps, *booked_by)
+
+
+async def get_entry(conn: Any, entry_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_ENTRY, entry_id)
+
+
+async def lock_entry(tx: asyncpg.Connection, entry_id: uuid.UUID) -> asyncpg.Record | None:
+    return await tx.fetchrow(LOCK_ENTRY, entry_id)
+
+
+async def list_entries(
+    conn: Any,
+    patient_id: uuid.UUID,
+    scope: AppointmentScope,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            LIST_ENTRIES,
+            patient_id,
+            scope.privileged,
+            scope.rpps,
+            scope.finess,
+            scope.ght_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+    )
+
+
+async def set_entry_state(
+    tx: asyncpg.Connection, entry_id: uuid.UUID, state: str, booked: uuid.UUID | None = None
+) -> None:
+    await tx.execute(SET_ENTRY_STATE, entry_id, state, booked)
+
+
+async def next_in_line(tx: asyncpg.Connection, ght_id: str, specialty: str, slot_id: uuid.UUID) -> Any:
+    return await tx.fetchrow(NEXT_IN_LINE, ght_id, specialty, slot_id)
+
+
+async def insert_offer(
+    tx: asyncpg.Connection,
+    entry_id: uuid.UUID,
+    slot_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    expire_time: datetime,
+) -> None:
+    await tx.execute(INSERT_OFFER, uuid.uuid4(), entry_id, slot_id, appointment_id, expire_time)
+
+
+async def open_offer(tx: asyncpg.Connection, entry_id: uuid.UUID) -> asyncpg.Record | None:
+    return await tx.fetchrow(OPEN_OFFER, entry_id)
+
+
+async def set_offer_state(tx: asyncpg.Connection, offer_id: uuid.UUID, state: str) -> None:
+    await tx.execute(SET_OFFER_STATE, offer_id, state)
+
+
+async def due_offers(tx: asyncpg.Connection, as_of: datetime, limit: int) -> list[asyncpg.Record]:
+    return list(await tx.fetch(DUE_OFFERS, as_of, limit))

@@ -48,6 +48,7 @@ class Ids:
     matricule: str
     ipp: str
     series: str
+    waitlist: str
 
     def texts(self) -> list[str]:
         return [
@@ -60,6 +61,7 @@ class Ids:
             self.matricule,
             self.ipp,
             self.series,
+            self.waitlist,
         ]
 
 
@@ -75,6 +77,7 @@ def random_ids() -> Ids:
         matricule=random_ins().matricule,
         ipp=ipp(),
         series=f"appointmentSeries/{uuid.uuid4()}",
+        waitlist=f"waitlistEntries/{uuid.uuid4()}",
     )
 
 
@@ -280,6 +283,37 @@ RPCS: list[Rpc] = [
             reason=s.CANCELLATION_REASON_PATIENT_REQUEST,
         ),
     ),
+    Rpc(
+        "scheduling",
+        "CreateWaitlistEntry",
+        lambda w, i, f: s.CreateWaitlistEntryRequest(
+            request_id=request_id(),
+            waitlist_entry=s.WaitlistEntryInput(
+                patient=i.patient, specialty=practice_pb2.SPECIALTY_CARDIOLOGY
+            ),
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "GetWaitlistEntry",
+        lambda w, i, f: s.GetWaitlistEntryRequest(name=i.waitlist),
+        read=True,
+    ),
+    Rpc(
+        "scheduling",
+        "ListWaitlistEntries",
+        lambda w, i, f: s.ListWaitlistEntriesRequest(patient=i.patient, page_size=50),
+    ),
+    Rpc(
+        "scheduling",
+        "CancelWaitlistEntry",
+        lambda w, i, f: s.CancelWaitlistEntryRequest(request_id=request_id(), name=i.waitlist),
+    ),
+    Rpc(
+        "scheduling",
+        "AcceptWaitlistOffer",
+        lambda w, i, f: s.AcceptWaitlistOfferRequest(request_id=request_id(), name=i.waitlist),
+    ),
     # expertise
     Rpc(
         "expertise",
@@ -423,6 +457,15 @@ async def make_world(hub: SecurityHub, mint: Minter) -> World:
         ),
         metadata=gp_token,
     )
+    waiting = await agenda.CreateWaitlistEntry(
+        s.CreateWaitlistEntryRequest(
+            request_id=request_id(),
+            waitlist_entry=s.WaitlistEntryInput(
+                patient=patient.name, specialty=practice_pb2.SPECIALTY_CARDIOLOGY
+            ),
+        ),
+        metadata=gp_token,
+    )
 
     created = await hub.expertise(LOIRE).CreateTeleexpertiseRequest(
         expertise_pb2.CreateTeleexpertiseRequestRequest(
@@ -447,6 +490,7 @@ async def make_world(hub: SecurityHub, mint: Minter) -> World:
             matricule=ins.matricule,
             ipp=local_ipp,
             series=series.appointment_series.name,
+            waitlist=waiting.waitlist_entry.name,
         ),
         slot=slot.name,
         other_slot=other_slot.name,
