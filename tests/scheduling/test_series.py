@@ -50,7 +50,7 @@ def front_desk(mint: Minter) -> Metadata:
 
 
 @pytest.fixture(scope="module")
-def dauphine(pki: DevPki, scheduling_address: str) -> Stub:
+async def dauphine(pki: DevPki, scheduling_address: str) -> Stub:
     return scheduling_pb2_grpc.SchedulingServiceStub(establishment_channel(pki, scheduling_address, DAUPHINE))
 
 
