@@ -65,6 +65,8 @@ TELESOIN_PROFESSIONS = frozenset(
         "PROFESSION_RADIOGRAPHER",
         "PROFESSION_AUDIOPROSTHETIST",
         "PROFESSION_OPTICIAN",
+        "PROFESSION_LABORATORY_TECHNICIAN",
+        "PROFESSION_ORTHOTIST_PROSTHETIST",
     }
 )
 # Télésoin needing a prior in-person contact (§7.11): physiotherapists (12 months), nurses (patient known).
@@ -164,6 +166,10 @@ class Circumstances:
     performer_is_referent_midwife: bool = False
     # A zone of insufficient supply or difficult access (ZIP or ZAC); `zip_resident` implies it.
     underserved_zone_resident: bool = False
+    # §7.11 télésoin: the performer's last in-person act with the patient, and a hospital discharge the
+    # télésoin follows (the physiotherapist's exception), when given.
+    last_in_person_visit_date: date | None = None
+    hospital_discharge_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -734,6 +740,9 @@ class _Evaluation:
         if act.act_type == TELECONSULTATION and profession == PHYSICIAN:
             self._physician_prior_visit(source)
             return
+        if act.act_type == TELESOIN and profession == PHYSIOTHERAPIST:
+            self._physiotherapist_prior_visit()
+            return
         if not needed:
             return
         who = _short(profession, "PROFESSION_").lower()
@@ -752,6 +761,66 @@ class _Evaluation:
                 "§7.11",
                 source,
             )
+
+    def _physiotherapist_prior_visit(self) -> None:
+        """§7.11: a physiotherapist's télésoin needs an in-person act with the patient within the previous
+        `prior_visit.physiotherapist_telesoin_months` months (the day that many months before the act date
+        included), unless it follows a hospital discharge within
+        `prior_visit.physiotherapist_discharge_months` (the exception; its window is unconfirmed). Both are
+        dated parameters. Without a visit date, `patient_seen_in_person` is the performer's attestation."""
+        c = self.act.circumstances
+        months = self.param("prior_visit.physiotherapist_telesoin_months")
+        if months is None or months.number == 0:
+            self.applied(
+                "PRIOR_IN_PERSON_VISIT",
+                "§7.11",
+                f"no prior in-person visit was required for a physiotherapist's télésoin on {self.day}",
+            )
+            return
+        since = _months_before(self.day, months.number)
+        visit = c.last_in_person_visit_date
+        if visit is not None and since <= visit <= self.day:
+            self.applied(
+                "PRIOR_IN_PERSON_VISIT",
+                "§7.11",
+                f"the physiotherapist saw the patient in person on {visit}, within the {months.number} "
+                f"months before the act (since {since})",
+                months.source,
+                confirmed=months.confirmed,
+            )
+            return
+        if visit is None and c.patient_seen_in_person:
+            self.applied(
+                "PRIOR_IN_PERSON_VISIT",
+                "§7.11",
+                f"the physiotherapist attests an in-person act within the previous {months.number} months",
+                months.source,
+                confirmed=months.confirmed,
+            )
+            return
+        window = self.param("prior_visit.physiotherapist_discharge_months")
+        discharge = c.hospital_discharge_date
+        if window is not None and discharge is not None:
+            opened = _months_before(self.day, window.number)
+            if opened <= discharge <= self.day:
+                self.applied(
+                    "PRIOR_IN_PERSON_VISIT",
+                    "§7.11",
+                    f"no in-person visit needed: the télésoin follows the patient's hospital discharge on "
+                    f"{discharge} (within {window.number} months, since {opened})",
+                    window.source,
+                    confirmed=window.confirmed,
+                )
+                return
+        seen = f"last seen in person on {visit}" if visit is not None else "no in-person visit given"
+        self.refuse(
+            Reason.PRIOR_IN_PERSON_VISIT_REQUIRED,
+            f"a physiotherapist's télésoin needs an in-person act with the patient within the previous "
+            f"{months.number} months (since {since}; {seen}), or a hospital discharge it follows; the first "
+            "bilan is never remote",
+            "§7.11",
+            months.source,
+        )
 
     def _physician_prior_visit(self, source: str) -> None:
         """§7.11: the connaissance préalable of avenant 6, required until avenant 9 removed it (dated)."""
@@ -1589,3 +1658,11 @@ def _alternance_window(act: Act, catalog: Catalog, draft: Quote) -> PairWindow |
         start=months_before(act.act_date, window.number) + timedelta(days=1),
         end=act.act_date,
     )
+
+
+def _months_before(day: date, months: int) -> date:
+    """The same day `months` calendar months earlier (the month's last day when it has no such day)."""
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return date(year, month + 1, min(day.day, last))

@@ -32,6 +32,7 @@ import hashlib
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 import asyncpg
 import grpc
@@ -116,6 +117,20 @@ def _enum_name(enum: object, value: int) -> str:
 
 def _date_of(value: object) -> date:
     return date(value.year, value.month, value.day)  # type: ignore[attr-defined]
+
+
+def _optional_date(
+    circumstances: billing_pb2.Circumstances,
+    field: Literal["last_in_person_visit_date", "hospital_discharge_date"],
+) -> date | None:
+    """A circumstance's date when given (§7.11); a date that does not exist is refused naming the field."""
+    if not circumstances.HasField(field):
+        return None
+    value = getattr(circumstances, field)
+    try:
+        return date(value.year, value.month, value.day)
+    except ValueError:
+        raise InvalidArgument.one(f"act.circumstances.{field}", "is not a calendar date") from None
 
 
 def _cents(value: object) -> int:
@@ -251,6 +266,8 @@ def act_from_request(given: billing_pb2.Act, patient: str, catalog: Catalog) -> 
             patient_seen_in_person=c.patient_seen_in_person,
             performer_is_referent_midwife=c.performer_is_referent_midwife,
             underserved_zone_resident=c.underserved_zone_resident,
+            last_in_person_visit_date=_optional_date(c, "last_in_person_visit_date"),
+            hospital_discharge_date=_optional_date(c, "hospital_discharge_date"),
         ),
         sick_leave=sick_leave,
         telesurveillance=telesurveillance,

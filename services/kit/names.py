@@ -130,6 +130,8 @@ AVAILABILITY_EXCEPTION = _name("availabilityExceptions/{exception}", exception=U
 SLOT = _name("slots/{slot}", slot=UUID_ID)
 APPOINTMENT = _name("appointments/{appointment}", appointment=UUID_ID)
 TELECONSEIL = _name("teleconseils/{teleconseil}", teleconseil=UUID_ID)
+APPOINTMENT_SERIES = _name("appointmentSeries/{appointment_series}", appointment_series=UUID_ID)
+WAITLIST_ENTRY = _name("waitlistEntries/{waitlist_entry}", waitlist_entry=UUID_ID)
 # Téléexpertise.
 TELEEXPERTISE_REQUEST = _name("teleexpertiseRequests/{request}", request=UUID_ID)
 TELEEXPERTISE_ATTACHMENT = _name(
@@ -197,6 +199,8 @@ ALL: dict[str, ResourceName] = {
     "slot": SLOT,
     "appointment": APPOINTMENT,
     "teleconseil": TELECONSEIL,
+    "appointment_series": APPOINTMENT_SERIES,
+    "waitlist_entry": WAITLIST_ENTRY,
     "teleexpertise_request": TELEEXPERTISE_REQUEST,
     "teleexpertise_attachment": TELEEXPERTISE_ATTACHMENT,
     "charge": CHARGE,

@@ -213,7 +213,8 @@ class CompletionRequest:
     request_id: str
     practitioner: str
     record: TeleconsultationRecord
-    # The billing circumstances that hold (parcours.billing.v1.Circumstances field names set to true).
+    # The billing circumstances that hold (parcours.billing.v1.Circumstances field names set to true, or
+    # `name=YYYY-MM-DD` for its dates; see resources.circumstances_flags).
     circumstances: list[str] = field(default_factory=list)
     call: Call | None = None
     performer_activity: PerformerActivity | None = None

@@ -274,6 +274,7 @@ def appointment_resource(row: Any, first_change: tuple[str, str] | None = None) 
         specialty=practice_pb2.Specialty.Value(row["specialty"]),
         create_time=timestamp(row["create_time"]),
         update_time=timestamp(row["update_time"]),
+        appointment_series=names.APPOINTMENT_SERIES.format_optional(row.get("series_id")),
     )
     if row["consent_time"] is not None:
         found.consent.CopyFrom(
@@ -451,12 +452,31 @@ def record_json(record: models.TeleconsultationRecord) -> str:
 
 
 def circumstances_flags(circumstances: billing_pb2.Circumstances) -> list[str]:
-    """The names of the circumstances that hold."""
-    return [f.name for f, value in circumstances.ListFields() if f.type == f.TYPE_BOOL and value]
+    """The circumstances that hold: a flag's name, or `name=YYYY-MM-DD` for a dated one (§7.11: the last
+    in-person visit, a hospital discharge). The workflow carries them as they are; billing reads them."""
+    found: list[str] = []
+    for f, value in circumstances.ListFields():
+        if f.type == f.TYPE_BOOL and value:
+            found.append(f.name)
+        elif f.message_type is not None and f.message_type.full_name == "google.type.Date":
+            try:
+                day = date(value.year, value.month, value.day)
+            except ValueError:
+                raise InvalidArgument.one(f"circumstances.{f.name}", "is not a calendar date") from None
+            found.append(f"{f.name}={day.isoformat()}")
+    return found
 
 
 def circumstances_message(flags: list[str]) -> billing_pb2.Circumstances:
-    return billing_pb2.Circumstances(**dict.fromkeys(flags, True))
+    found = billing_pb2.Circumstances()
+    for flag in flags:
+        name, _, value = flag.partition("=")
+        if value:
+            day = date.fromisoformat(value)
+            getattr(found, name).CopyFrom(date_pb2.Date(year=day.year, month=day.month, day=day.day))
+        else:
+            setattr(found, name, True)
+    return found
 
 
 def circumstances_json(flags: list[str]) -> str:
@@ -516,4 +536,38 @@ def teleconseil_resource(row: Any) -> scheduling_pb2.Teleconseil:
         channel=scheduling_pb2.Teleconseil.Channel.Value(row["channel"]),
         summary=row["summary"],
         create_time=timestamp(row["create_time"]),
+    )
+
+
+def series_resource(row: Any) -> scheduling_pb2.AppointmentSeries:
+    """A series row with its `occurrences` (ids in time order) and `remaining` count (see store)."""
+    return scheduling_pb2.AppointmentSeries(
+        name=names.APPOINTMENT_SERIES.format(row["series_id"]),
+        patient=patient_name(row["patient_id"]),
+        practitioner=practitioner_name(row["rpps"]),
+        schedule=names.SCHEDULE.format(row["schedule_id"]),
+        establishment=establishment_name(row["finess"]),
+        occurrence_count=row["occurrence_count"],
+        interval_days=row["interval_days"],
+        appointments=[names.APPOINTMENT.format(i) for i in row["occurrences"]],
+        remaining_count=row["remaining"],
+        cancel_time=timestamp(row["cancel_time"]),
+        create_time=timestamp(row["create_time"]),
+    )
+
+
+def waitlist_entry_resource(row: Any) -> scheduling_pb2.WaitlistEntry:
+    """An entry row with its open offer (store.ENTRY_COLUMNS)."""
+    return scheduling_pb2.WaitlistEntry(
+        name=names.WAITLIST_ENTRY.format(row["entry_id"]),
+        patient=patient_name(row["patient_id"]),
+        ght=ght_name(row["ght_id"]),
+        specialty=practice_pb2.Specialty.Value(row["specialty"]),
+        state=scheduling_pb2.WaitlistEntry.State.Value(row["state"]),
+        offered_appointment=names.APPOINTMENT.format_optional(row["offered_appointment_id"]),
+        offer_expire_time=timestamp(row["offer_expire_time"]),
+        booked_appointment=names.APPOINTMENT.format_optional(row["booked_appointment_id"]),
+        lapsed_offer_count=row["lapsed_offers"],
+        create_time=timestamp(row["create_time"]),
+        update_time=timestamp(row["update_time"]),
     )

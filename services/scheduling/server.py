@@ -27,6 +27,7 @@ from services.scheduling.models import TELECONSULTATION
 from services.scheduling.relay import WorkflowPlan
 from services.scheduling.servicer import SERVICE_NAME, SchedulingServicer
 from services.scheduling.settings import SchedulingSettings
+from services.scheduling.waitlist import WaitlistLapser
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,13 @@ def _parts(
     periodic = [
         Periodic("slot-horizon-refresher", HorizonRefresher(pool), settings.horizon_refresh_seconds),
         purge_task(store.LEDGER, pool, settings.idempotency_retention),
+        WaitlistLapser(
+            pool,
+            hold=settings.waitlist_offer_hold,
+            join_window_before=settings.join_window_before,
+            no_show_grace=settings.no_show_grace,
+            interval=settings.waitlist_lapse_seconds,
+        ),
     ]
     bindings = [
         ServiceBinding(

@@ -55,7 +55,7 @@ from services.kit.fhir import MEDIA_TYPE
 from services.kit.idempotency import Call, actor_of
 from services.kit.pagination import decode_token, next_page_token, page_size, split_page
 from services.kit.records import RecordStore
-from services.scheduling import appointments, join, store
+from services.scheduling import appointments, join, store, waitlist
 from services.scheduling.agenda import exception_blackout, materialise_schedule
 from services.scheduling.availability import day_span
 from services.scheduling.models import (
@@ -77,6 +77,7 @@ from services.scheduling.resources import (
     record_model,
     rule_resource,
     schedule_resource,
+    series_resource,
     slot_resource,
     teleconseil_resource,
     timestamp,
@@ -84,6 +85,7 @@ from services.scheduling.resources import (
     to_datetime,
     to_time,
     to_timedelta,
+    waitlist_entry_resource,
 )
 from services.scheduling.settings import SchedulingSettings
 
@@ -97,6 +99,27 @@ MEDICAL_PROFESSIONS = frozenset(
 # Who may assist a téléconsultation beside the patient and bill it (§7.18: TLS, TLL, TLD for a nurse; TLM
 # for a pharmacist in the pharmacy).
 ASSISTING_PROFESSIONS = frozenset({practice_pb2.PROFESSION_NURSE, practice_pb2.PROFESSION_PHARMACIST})
+
+# Télésoin (L.6316-2 CSP; arrêté of 3 June 2021; §7 rule 2): pharmacists and auxiliaires médicaux keep agendas
+# too; their remote acts are télésoin, billed as such by the Teleconsultation workflow.
+TELESOIN_PROFESSIONS = frozenset(
+    {
+        practice_pb2.PROFESSION_PHARMACIST,
+        practice_pb2.PROFESSION_NURSE,
+        practice_pb2.PROFESSION_PHYSIOTHERAPIST,
+        practice_pb2.PROFESSION_SPEECH_THERAPIST,
+        practice_pb2.PROFESSION_ORTHOPTIST,
+        practice_pb2.PROFESSION_PODIATRIST,
+        practice_pb2.PROFESSION_OCCUPATIONAL_THERAPIST,
+        practice_pb2.PROFESSION_PSYCHOMOTOR_THERAPIST,
+        practice_pb2.PROFESSION_DIETITIAN,
+        practice_pb2.PROFESSION_RADIOGRAPHER,
+        practice_pb2.PROFESSION_LABORATORY_TECHNICIAN,
+        practice_pb2.PROFESSION_AUDIOPROSTHETIST,
+        practice_pb2.PROFESSION_OPTICIAN,
+        practice_pb2.PROFESSION_ORTHOTIST_PROSTHETIST,
+    }
+)
 DEFAULT_HORIZON_DAYS = 28
 # The record documents written by the Teleconsultation workflow (services/kit/records.py).
 RECORDS = RecordStore("scheduling")
@@ -395,10 +418,11 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             )
         if not practitioner.active:
             raise FailedPrecondition("PRACTITIONER_INACTIVE", "the practitioner is not active in the hub")
-        if practitioner.profession not in MEDICAL_PROFESSIONS:
+        if practitioner.profession not in MEDICAL_PROFESSIONS | TELESOIN_PROFESSIONS:
             raise FailedPrecondition(
                 "NOT_A_MEDICAL_PROFESSIONAL",
-                "a téléconsultation is given by a physician, a midwife or a dentist (L.6316-1 CSP)",
+                "a téléconsultation is given by a physician, a midwife or a dentist (L.6316-1 CSP), "
+                "télésoin by a pharmacist or an auxiliaire médical (L.6316-2 CSP)",
             )
         establishment = await self._directory.establishment(given.establishment)
         if establishment is None:
@@ -952,6 +976,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
                 note=request.note,
                 actor=caller.actor,
             )
+            await self._offer_freed(tx, row)
             return [request.name]
 
         await self._in_transaction(caller.call(request, "CancelAppointment"), work)
@@ -1432,6 +1457,344 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             next_page_token=next_page_token(
                 _key_token(last["advice_time"], last["teleconseil_id"]) if last is not None else None, filters
             ),
+        )
+
+    # --- recurring series (issue 13 item 14) -------------------------------------------------------------
+
+    def _series_not_visible(self, caller: Caller) -> DomainError:
+        if caller.privileged:
+            return NotFound("APPOINTMENT_SERIES_NOT_FOUND", "no such appointment series")
+        return PermissionDenied(
+            "APPOINTMENT_SERIES_NOT_VISIBLE",
+            "the appointment series is not visible to the caller (or does not exist)",
+        )
+
+    def _visible_series(self, caller: Caller, row: Any | None) -> Any:
+        """A series is seen by whoever sees its appointments (the same columns, the same rule)."""
+        if row is None or not caller.sees(row):
+            raise self._series_not_visible(caller)
+        audit_target(
+            resource=names.APPOINTMENT_SERIES.format(row["series_id"]),
+            patient=names.PATIENT.format(row["patient_id"]),
+        )
+        return row
+
+    async def _series(self, series_id: uuid.UUID) -> scheduling_pb2.AppointmentSeries:
+        row = await store.get_series(self._pool, series_id)
+        assert row is not None
+        return series_resource(row)
+
+    async def _occurrence_refusal(self, index: int, slot_id: uuid.UUID | None) -> DomainError:
+        """Why occurrence `index` (0: the first) could not be booked; the series books nothing then."""
+        cause = (
+            await self._slot_refusal(slot_id)
+            if slot_id is not None
+            else NotFound("SLOT_NOT_FOUND", "the agenda offers no slot at that time")
+        )
+        return self._occurrence_error(index, cause.reason)
+
+    @staticmethod
+    def _occurrence_error(index: int, reason: str) -> DomainError:
+        return FailedPrecondition(
+            "SERIES_OCCURRENCE_UNAVAILABLE",
+            f"occurrence {index + 1} of the series cannot be booked ({reason}); nothing was booked",
+            {"occurrence": str(index + 1), "slot_reason": reason},
+        )
+
+    async def _book_occurrence(
+        self, tx: asyncpg.Connection, index: int, slot_id: uuid.UUID | None, new: store.NewAppointment
+    ) -> Any:
+        """Occurrence `index` booked on its slot, or the series' refusal naming it (and why its slot)."""
+        if slot_id is None:
+            raise await self._occurrence_refusal(index, None)
+        try:
+            async with tx.transaction():  # a savepoint: the overlap constraint's refusal names the occurrence
+                row = await store.insert_appointment_on_slot(tx, slot_id, new, None)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            error = store.constraint_error(exc)
+            if error is None:
+                raise
+            raise self._occurrence_error(index, error.reason) from None
+        if row is None:
+            raise await self._occurrence_refusal(index, slot_id)
+        return row
+
+    async def CreateAppointmentSeries(
+        self, request: scheduling_pb2.CreateAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CreateAppointmentSeriesResponse:
+        caller = await self._caller()
+        given = request.appointment_series
+        first_slot = names.SLOT.parse_uuid(given.first_slot, "appointment_series.first_slot")
+        patient_id = await self._require_patient(caller, given.patient)
+        requester = (
+            await self._require_practitioner(given.requester, "appointment_series.requester") or caller.rpps
+        )
+        treating = await self._require_practitioner(
+            given.treating_physician, "appointment_series.treating_physician"
+        )
+        consent = (
+            scheduling_pb2.ConsentMethod.Name(given.consent.method) if given.HasField("consent") else None
+        )
+        series = store.NewSeries(
+            series_id=uuid.uuid4(),
+            patient_id=patient_id,
+            occurrence_count=given.occurrence_count,
+            interval_days=given.interval_days,
+        )
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            # All or nothing: every occurrence is written in this one transaction, or none is.
+            new = self._new_appointment(caller, "booked", None, patient_id, requester, treating, consent)
+            first = await self._book_occurrence(tx, 0, first_slot, new)
+            await store.insert_series(tx, series, first, new)
+            await store.set_occurrence(tx, first["appointment_id"], series.series_id, 0)
+            for index in range(1, series.occurrence_count):
+                slot_id = await store.occurrence_slot(
+                    tx,
+                    first["schedule_id"],
+                    first["service_type"],
+                    first["start_time"],
+                    index * series.interval_days,
+                )
+                occurrence = self._new_appointment(
+                    caller, "booked", None, patient_id, requester, treating, consent
+                )
+                row = await self._book_occurrence(tx, index, slot_id, occurrence)
+                await store.set_occurrence(tx, row["appointment_id"], series.series_id, index)
+            return [names.APPOINTMENT_SERIES.format(series.series_id)]
+
+        [name] = await self._in_transaction(caller.call(request, "CreateAppointmentSeries"), work)
+        audit_target(resource=name)
+        found = await self._series(names.APPOINTMENT_SERIES.parse_uuid(name, "name"))
+        occurrences = [names.APPOINTMENT.parse_uuid(a, "name") for a in found.appointments]
+        self._relay.notify(*occurrences)
+        return scheduling_pb2.CreateAppointmentSeriesResponse(
+            appointment_series=found, appointments=[await self._appointment(i) for i in occurrences]
+        )
+
+    async def GetAppointmentSeries(
+        self, request: scheduling_pb2.GetAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetAppointmentSeriesResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        row = await store.get_series(self._pool, names.APPOINTMENT_SERIES.parse_uuid(request.name, "name"))
+        return scheduling_pb2.GetAppointmentSeriesResponse(
+            appointment_series=series_resource(self._visible_series(caller, row))
+        )
+
+    async def ListAppointmentSeries(
+        self, request: scheduling_pb2.ListAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListAppointmentSeriesResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient)
+        filters: dict[str, object] = {"patient": request.patient}
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.list_series(self._pool, patient_id, caller.scope(), size + 1, after)
+        page, last = split_page(rows, size)
+        return scheduling_pb2.ListAppointmentSeriesResponse(
+            appointment_series=[series_resource(r) for r in page],
+            next_page_token=next_page_token(
+                _key_token(last["create_time"], last["series_id"]) if last is not None else None, filters
+            ),
+        )
+
+    async def CancelAppointmentSeries(
+        self, request: scheduling_pb2.CancelAppointmentSeriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CancelAppointmentSeriesResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        series_id = names.APPOINTMENT_SERIES.parse_uuid(request.name, "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            self._visible_series(caller, await store.lock_series(tx, series_id))
+            cancelled: list[str] = []
+            for appointment_id in await store.remaining_occurrences(tx, series_id):
+                row = await store.lock_appointment(tx, appointment_id)
+                assert row is not None
+                appointments.check(appointments.Change.CANCEL, _facts(row))
+                await self._check_initiator(tx, caller, row, request.initiator)
+                await store.cancel(
+                    tx,
+                    row,
+                    status="cancelled",
+                    initiator=scheduling_pb2.Party.Name(request.initiator),
+                    reason=scheduling_pb2.CancellationReason.Name(request.reason),
+                    note=request.note,
+                    actor=caller.actor,
+                )
+                await self._offer_freed(tx, row)
+                cancelled.append(names.APPOINTMENT.format(appointment_id))
+            await store.set_series_cancelled(tx, series_id)
+            return [request.name, *cancelled]
+
+        _, *cancelled = await self._in_transaction(caller.call(request, "CancelAppointmentSeries"), work)
+        ids = [names.APPOINTMENT.parse_uuid(a, "name") for a in cancelled]
+        self._relay.notify(*ids)
+        return scheduling_pb2.CancelAppointmentSeriesResponse(
+            appointment_series=await self._series(series_id),
+            cancelled=[await self._appointment(i) for i in ids],
+        )
+
+    # --- waitlist (issue 13 item 15; the design is waitlist.py's) ------------------------------------------
+
+    def _waitlist_durations(self) -> dict[str, timedelta]:
+        return {
+            "hold": self._settings.waitlist_offer_hold,
+            "join_window_before": self._settings.join_window_before,
+            "no_show_grace": self._settings.no_show_grace,
+        }
+
+    async def _offer_freed(self, tx: asyncpg.Connection, row: Any) -> None:
+        """A booked appointment was cancelled: its slot goes to the first in line, in the same transaction."""
+        if row["effective_status"] == "booked" and row["slot_id"] is not None:
+            await waitlist.offer_freed_slot(tx, row["slot_id"], **self._waitlist_durations())
+
+    def _visible_entry(self, caller: Caller, row: Any | None) -> Any:
+        if row is None or not caller.sees(row):
+            if caller.privileged:
+                raise NotFound("WAITLIST_ENTRY_NOT_FOUND", "no such waitlist entry")
+            raise PermissionDenied(
+                "WAITLIST_ENTRY_NOT_VISIBLE",
+                "the waitlist entry is not visible to the caller (or does not exist)",
+            )
+        audit_target(
+            resource=names.WAITLIST_ENTRY.format(row["entry_id"]),
+            patient=names.PATIENT.format(row["patient_id"]),
+        )
+        return row
+
+    async def _entry(self, entry_id: uuid.UUID) -> scheduling_pb2.WaitlistEntry:
+        row = await store.get_entry(self._pool, entry_id)
+        assert row is not None
+        return waitlist_entry_resource(row)
+
+    async def CreateWaitlistEntry(
+        self, request: scheduling_pb2.CreateWaitlistEntryRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CreateWaitlistEntryResponse:
+        caller = await self._caller()
+        given = request.waitlist_entry
+        patient_id = await self._require_patient(caller, given.patient)
+        named = names.GHT.parse_optional(given.ght, "waitlist_entry.ght")
+        if caller.ght_id is not None and named not in (None, caller.ght_id):
+            raise InvalidArgument.one("waitlist_entry.ght", "must be the caller's GHT (or left empty)")
+        ght_id = caller.ght_id or (named if caller.privileged else None)
+        if ght_id is None:
+            raise InvalidArgument.one("waitlist_entry.ght", "is required: the caller is outside any GHT")
+        requester = (
+            await self._require_practitioner(given.requester, "waitlist_entry.requester") or caller.rpps
+        )
+        entry_id = uuid.uuid4()
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            await store.insert_entry(
+                tx,
+                entry_id,
+                patient_id,
+                ght_id,
+                practice_pb2.Specialty.Name(given.specialty),
+                requester,
+                (caller.finess, caller.ght_id, caller.rpps),
+            )
+            return [names.WAITLIST_ENTRY.format(entry_id)]
+
+        [name] = await self._in_transaction(caller.call(request, "CreateWaitlistEntry"), work)
+        audit_target(resource=name)
+        return scheduling_pb2.CreateWaitlistEntryResponse(
+            waitlist_entry=await self._entry(names.WAITLIST_ENTRY.parse_uuid(name, "name"))
+        )
+
+    async def GetWaitlistEntry(
+        self, request: scheduling_pb2.GetWaitlistEntryRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.GetWaitlistEntryResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        row = await store.get_entry(self._pool, names.WAITLIST_ENTRY.parse_uuid(request.name, "name"))
+        return scheduling_pb2.GetWaitlistEntryResponse(
+            waitlist_entry=waitlist_entry_resource(self._visible_entry(caller, row))
+        )
+
+    async def ListWaitlistEntries(
+        self, request: scheduling_pb2.ListWaitlistEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.ListWaitlistEntriesResponse:
+        caller = await self._caller()
+        patient_id = await self._require_patient(caller, request.patient)
+        filters: dict[str, object] = {"patient": request.patient}
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await store.list_entries(self._pool, patient_id, caller.scope(), size + 1, after)
+        page, last = split_page(rows, size)
+        return scheduling_pb2.ListWaitlistEntriesResponse(
+            waitlist_entries=[waitlist_entry_resource(r) for r in page],
+            next_page_token=next_page_token(
+                _key_token(last["create_time"], last["entry_id"]) if last is not None else None, filters
+            ),
+        )
+
+    async def CancelWaitlistEntry(
+        self, request: scheduling_pb2.CancelWaitlistEntryRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.CancelWaitlistEntryResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        entry_id = names.WAITLIST_ENTRY.parse_uuid(request.name, "name")
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            entry = self._visible_entry(caller, await store.lock_entry(tx, entry_id))
+            if entry["state"] == "STATE_BOOKED":
+                raise FailedPrecondition(
+                    "WAITLIST_ENTRY_BOOKED", "the entry's offer was accepted: cancel the appointment instead"
+                )
+            if entry["state"] != "STATE_CANCELLED":
+                offer = await store.open_offer(tx, entry_id)
+                await store.set_entry_state(tx, entry_id, "STATE_CANCELLED")
+                if offer is not None:
+                    await waitlist.close_offer(tx, offer, "WITHDRAWN", **self._waitlist_durations())
+            return [request.name]
+
+        await self._in_transaction(caller.call(request, "CancelWaitlistEntry"), work)
+        return scheduling_pb2.CancelWaitlistEntryResponse(waitlist_entry=await self._entry(entry_id))
+
+    async def AcceptWaitlistOffer(
+        self, request: scheduling_pb2.AcceptWaitlistOfferRequest, context: grpc.aio.ServicerContext
+    ) -> scheduling_pb2.AcceptWaitlistOfferResponse:
+        caller = await self._caller()
+        audit_target(resource=request.name)
+        entry_id = names.WAITLIST_ENTRY.parse_uuid(request.name, "name")
+        consent = (
+            scheduling_pb2.ConsentMethod.Name(request.consent.method) if request.HasField("consent") else None
+        )
+
+        async def work(tx: asyncpg.Connection) -> list[str]:
+            entry = self._visible_entry(caller, await store.lock_entry(tx, entry_id))
+            offer = await store.open_offer(tx, entry_id)
+            if offer is None:
+                raise FailedPrecondition("WAITLIST_NO_OPEN_OFFER", "no slot is offered to this entry now")
+            booked = await store.book_held(
+                tx,
+                offer["appointment_id"],
+                patient_id=entry["patient_id"],
+                requester_rpps=entry["requester_rpps"],
+                treating_rpps=None,
+                booked_by_finess=caller.finess or entry["booked_by_finess"],
+                booked_by_ght=caller.ght_id or entry["booked_by_ght"],
+                booked_by_rpps=caller.rpps,
+                consent_method=consent,
+                actor=caller.actor,
+            )
+            if not booked:
+                raise FailedPrecondition(
+                    "WAITLIST_OFFER_LAPSED",
+                    "the offer's hold time has passed; the slot goes to the next in line",
+                )
+            await store.set_offer_state(tx, offer["offer_id"], "ACCEPTED")
+            await store.set_entry_state(tx, entry_id, "STATE_BOOKED", offer["appointment_id"])
+            return [request.name, names.APPOINTMENT.format(offer["appointment_id"])]
+
+        _, appointment = await self._in_transaction(caller.call(request, "AcceptWaitlistOffer"), work)
+        appointment_id = names.APPOINTMENT.parse_uuid(appointment, "name")
+        self._relay.notify(appointment_id)
+        return scheduling_pb2.AcceptWaitlistOfferResponse(
+            waitlist_entry=await self._entry(entry_id), appointment=await self._appointment(appointment_id)
         )
 
 

@@ -26,6 +26,10 @@ class SchedulingSettings(KitSettings, TemporalSettings):
     # How long a hold lasts unless the request asks for less; how long a proposal holds its slot.
     hold_duration: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
     proposal_duration: timedelta = Field(default=timedelta(hours=48), gt=timedelta(0))
+    # How long a freed slot offered to a patient on the waitlist is held for them before it goes to the next
+    # in line, and how often the service looks for offers that lapsed (issue 13 item 15).
+    waitlist_offer_hold: timedelta = Field(default=timedelta(hours=2), gt=timedelta(0))
+    waitlist_lapse_seconds: float = Field(default=30.0, gt=0)
     # Durations of each booking's Teleconsultation workflow, copied into its input (tests shrink them):
     # reminders this long before the start, the join window opening this long before it, and no-show once
     # this long after it has passed without the teleconsultation starting.

@@ -642,6 +642,7 @@ WITH slot AS MATERIALIZED (
 ), request AS (
     INSERT INTO scheduling.idempotency (request_id, method, actor, digest, resources)
     SELECT $17, $18, $19, $20, ARRAY['appointments/' || appointment_id::text] FROM appointment
+    WHERE $17::uuid IS NOT NULL  -- an occurrence of a series: the series' request is in the ledger
 )
 -- The new row as the API shows it; its one history row is known without reading it back (see
 -- resources.appointment_resource), the ranges are not shown.
@@ -703,10 +704,10 @@ class NewAppointment:
 
 
 async def insert_appointment_on_slot(
-    conn: Any, slot_id: uuid.UUID, new: NewAppointment, call: Call
+    conn: Any, slot_id: uuid.UUID, new: NewAppointment, call: Call | None
 ) -> asyncpg.Record | None:
     """The appointment written on a free slot with `call` in the ledger, or None when the slot is not
-    bookable (see get_slot)."""
+    bookable (see get_slot). Without `call` (an occurrence of a series), the caller records the request."""
     return await conn.fetchrow(
         INSERT_APPOINTMENT_ON_SLOT,
         slot_id,
@@ -725,10 +726,10 @@ async def insert_appointment_on_slot(
         new.no_show_grace,
         new.rescheduled_from,
         new.reason,
-        uuid.UUID(call.request_id),
-        call.method,
-        call.actor,
-        call.digest,
+        uuid.UUID(call.request_id) if call is not None else None,
+        call.method if call is not None else None,
+        call.actor if call is not None else None,
+        call.digest if call is not None else None,
     )
 
 
@@ -1283,3 +1284,274 @@ async def activity_report(
             limit,
         )
     )
+
+
+# --- recurring series (issue 13 item 14) --------------------------------------------------------------------
+
+# The slot of the same schedule and service type at the same local wall-clock time `$4` days after `$3`:
+# a weekly follow-up stays at 9:00 across a change of summer time.
+OCCURRENCE_SLOT = """
+SELECT s.slot_id FROM scheduling.slots s
+WHERE s.schedule_id = $1 AND s.service_type = $2
+  AND s.start_time = (($3::timestamptz AT TIME ZONE s.time_zone) + make_interval(days => $4))
+                     AT TIME ZONE s.time_zone
+"""
+INSERT_SERIES = """
+INSERT INTO scheduling.appointment_series (
+    series_id, patient_id, schedule_id, rpps, finess, ght_id, requester_rpps, treating_rpps, booked_by_finess,
+    booked_by_ght, booked_by_rpps, occurrence_count, interval_days)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+"""
+SET_OCCURRENCE = (
+    "UPDATE scheduling.appointments SET series_id = $2, series_index = $3 WHERE appointment_id = $1"
+)
+SERIES_COLUMNS = """
+    s.*,
+    COALESCE((SELECT array_agg(a.appointment_id ORDER BY a.series_index) FROM scheduling.appointments a
+              WHERE a.series_id = s.series_id), '{}'::uuid[]) AS occurrences,
+    (SELECT count(*) FROM scheduling.appointments a
+     WHERE a.series_id = s.series_id AND a.status = 'booked' AND a.start_time > now()) AS remaining
+"""
+GET_SERIES = f"SELECT {SERIES_COLUMNS} FROM scheduling.appointment_series s WHERE s.series_id = $1"  # noqa: S608
+LOCK_SERIES = "SELECT * FROM scheduling.appointment_series WHERE series_id = $1 FOR UPDATE"
+# What a caller may see, as Caller.sees: privileged all; a practitioner the series they are party to; an
+# establishment those of its practice place or GHT, or that it booked.
+LIST_SERIES = f"""
+SELECT {SERIES_COLUMNS} FROM scheduling.appointment_series s
+WHERE s.patient_id = $1
+  AND ($2::bool
+       OR ($3::text IS NOT NULL AND $3 IN (s.rpps, s.requester_rpps, s.treating_rpps, s.booked_by_rpps))
+       OR ($3::text IS NULL AND (($4::text IS NOT NULL AND $4 IN (s.finess, s.booked_by_finess))
+                                 OR ($5::text IS NOT NULL AND $5 IN (s.ght_id, s.booked_by_ght)))))
+  AND ($6::timestamptz IS NULL OR (s.create_time, s.series_id) < ($6, $7::uuid))
+ORDER BY s.create_time DESC, s.series_id DESC
+LIMIT $8
+"""  # noqa: S608
+REMAINING_OCCURRENCES = """
+SELECT a.appointment_id FROM scheduling.appointments a
+WHERE a.series_id = $1 AND a.status = 'booked' AND a.start_time > now()
+ORDER BY a.series_index
+"""
+SET_SERIES_CANCELLED = "UPDATE scheduling.appointment_series SET cancel_time = now() WHERE series_id = $1"
+
+
+@dataclass(frozen=True)
+class NewSeries:
+    series_id: uuid.UUID
+    patient_id: uuid.UUID
+    occurrence_count: int
+    interval_days: int
+
+
+async def occurrence_slot(
+    conn: Any, schedule_id: uuid.UUID, service_type: str, first_start: datetime, days: int
+) -> uuid.UUID | None:
+    """The slot `days` after the first one at the same local time, if the agenda offers it."""
+    slot_id: uuid.UUID | None = await conn.fetchval(
+        OCCURRENCE_SLOT, schedule_id, service_type, first_start, days
+    )
+    return slot_id
+
+
+async def insert_series(
+    tx: asyncpg.Connection, series: NewSeries, first: asyncpg.Record, new: NewAppointment
+) -> None:
+    """The series, with the facts of its first occurrence (the appointment row just written, and what the
+    booking wrote besides the slot's facts)."""
+    await tx.execute(
+        INSERT_SERIES,
+        series.series_id,
+        series.patient_id,
+        first["schedule_id"],
+        first["rpps"],
+        first["finess"],
+        first["ght_id"],
+        new.requester_rpps,
+        new.treating_rpps,
+        new.booked_by_finess,
+        new.booked_by_ght,
+        new.booked_by_rpps,
+        series.occurrence_count,
+        series.interval_days,
+    )
+
+
+async def set_occurrence(
+    tx: asyncpg.Connection, appointment_id: uuid.UUID, series_id: uuid.UUID, index: int
+) -> None:
+    await tx.execute(SET_OCCURRENCE, appointment_id, series_id, index)
+
+
+async def get_series(conn: Any, series_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_SERIES, series_id)
+
+
+async def lock_series(tx: asyncpg.Connection, series_id: uuid.UUID) -> asyncpg.Record | None:
+    return await tx.fetchrow(LOCK_SERIES, series_id)
+
+
+async def list_series(
+    conn: Any,
+    patient_id: uuid.UUID,
+    scope: AppointmentScope,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            LIST_SERIES,
+            patient_id,
+            scope.privileged,
+            scope.rpps,
+            scope.finess,
+            scope.ght_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+    )
+
+
+async def remaining_occurrences(tx: asyncpg.Connection, series_id: uuid.UUID) -> list[uuid.UUID]:
+    return [r["appointment_id"] for r in await tx.fetch(REMAINING_OCCURRENCES, series_id)]
+
+
+async def set_series_cancelled(tx: asyncpg.Connection, series_id: uuid.UUID) -> None:
+    await tx.execute(SET_SERIES_CANCELLED, series_id)
+
+
+# --- waitlist (issue 13 item 15) ----------------------------------------------------------------------------
+
+# An entry with what Caller.sees reads (the booker's columns; an entry has no practitioner of its own) and its
+# open offer.
+ENTRY_COLUMNS = """
+    e.*, NULL::text AS rpps, NULL::text AS treating_rpps, NULL::text AS finess,
+    o.appointment_id AS offered_appointment_id, o.expire_time AS offer_expire_time,
+    (SELECT count(*) FROM scheduling.waitlist_offers x
+     WHERE x.entry_id = e.entry_id AND x.state IN ('LAPSED', 'WITHDRAWN')) AS lapsed_offers
+"""
+INSERT_ENTRY = """
+INSERT INTO scheduling.waitlist_entries (entry_id, patient_id, ght_id, specialty, requester_rpps,
+                                         booked_by_finess, booked_by_ght, booked_by_rpps)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+GET_ENTRY = f"""
+SELECT {ENTRY_COLUMNS} FROM scheduling.waitlist_entries e
+LEFT JOIN scheduling.waitlist_offers o ON o.entry_id = e.entry_id AND o.state = 'OFFERED'
+WHERE e.entry_id = $1
+"""  # noqa: S608
+LOCK_ENTRY = """
+SELECT e.*, NULL::text AS rpps, NULL::text AS treating_rpps, NULL::text AS finess
+FROM scheduling.waitlist_entries e WHERE e.entry_id = $1 FOR UPDATE
+"""
+LIST_ENTRIES = f"""
+SELECT {ENTRY_COLUMNS} FROM scheduling.waitlist_entries e
+LEFT JOIN scheduling.waitlist_offers o ON o.entry_id = e.entry_id AND o.state = 'OFFERED'
+WHERE e.patient_id = $1
+  AND ($2::bool
+       OR ($3::text IS NOT NULL AND $3 IN (e.requester_rpps, e.booked_by_rpps))
+       OR ($3::text IS NULL AND (($4::text IS NOT NULL AND $4 = e.booked_by_finess)
+                                 OR ($5::text IS NOT NULL AND $5 IN (e.ght_id, e.booked_by_ght)))))
+  AND ($6::timestamptz IS NULL OR (e.create_time, e.entry_id) < ($6, $7::uuid))
+ORDER BY e.create_time DESC, e.entry_id DESC
+LIMIT $8
+"""  # noqa: S608
+SET_ENTRY_STATE = """
+UPDATE scheduling.waitlist_entries SET state = $2, booked_appointment_id = $3, update_time = now()
+WHERE entry_id = $1
+"""
+# The first in line for a freed slot: waiting for its specialty in its GHT, never offered this slot.
+NEXT_IN_LINE = """
+SELECT e.* FROM scheduling.waitlist_entries e
+WHERE e.state = 'STATE_WAITING' AND e.ght_id = $1 AND e.specialty = $2
+  AND NOT EXISTS (SELECT FROM scheduling.waitlist_offers o WHERE o.entry_id = e.entry_id AND o.slot_id = $3)
+ORDER BY e.create_time, e.entry_id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+INSERT_OFFER = """
+INSERT INTO scheduling.waitlist_offers (offer_id, entry_id, slot_id, appointment_id, expire_time)
+VALUES ($1, $2, $3, $4, $5)
+"""
+OPEN_OFFER = "SELECT * FROM scheduling.waitlist_offers WHERE entry_id = $1 AND state = 'OFFERED' FOR UPDATE"
+SET_OFFER_STATE = "UPDATE scheduling.waitlist_offers SET state = $2 WHERE offer_id = $1"
+# Offers whose hold time has passed at `$1` (now, for the service's job).
+DUE_OFFERS = """
+SELECT * FROM scheduling.waitlist_offers WHERE state = 'OFFERED' AND expire_time <= $1
+ORDER BY expire_time, offer_id LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+
+async def insert_entry(
+    tx: asyncpg.Connection,
+    entry_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    ght_id: str,
+    specialty: str,
+    requester_rpps: str | None,
+    booked_by: tuple[str | None, str | None, str | None],
+) -> None:
+    await tx.execute(INSERT_ENTRY, entry_id, patient_id, ght_id, specialty, requester_rpps, *booked_by)
+
+
+async def get_entry(conn: Any, entry_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_ENTRY, entry_id)
+
+
+async def lock_entry(tx: asyncpg.Connection, entry_id: uuid.UUID) -> asyncpg.Record | None:
+    return await tx.fetchrow(LOCK_ENTRY, entry_id)
+
+
+async def list_entries(
+    conn: Any,
+    patient_id: uuid.UUID,
+    scope: AppointmentScope,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            LIST_ENTRIES,
+            patient_id,
+            scope.privileged,
+            scope.rpps,
+            scope.finess,
+            scope.ght_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+    )
+
+
+async def set_entry_state(
+    tx: asyncpg.Connection, entry_id: uuid.UUID, state: str, booked: uuid.UUID | None = None
+) -> None:
+    await tx.execute(SET_ENTRY_STATE, entry_id, state, booked)
+
+
+async def next_in_line(tx: asyncpg.Connection, ght_id: str, specialty: str, slot_id: uuid.UUID) -> Any:
+    return await tx.fetchrow(NEXT_IN_LINE, ght_id, specialty, slot_id)
+
+
+async def insert_offer(
+    tx: asyncpg.Connection,
+    entry_id: uuid.UUID,
+    slot_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    expire_time: datetime,
+) -> None:
+    await tx.execute(INSERT_OFFER, uuid.uuid4(), entry_id, slot_id, appointment_id, expire_time)
+
+
+async def open_offer(tx: asyncpg.Connection, entry_id: uuid.UUID) -> asyncpg.Record | None:
+    return await tx.fetchrow(OPEN_OFFER, entry_id)
+
+
+async def set_offer_state(tx: asyncpg.Connection, offer_id: uuid.UUID, state: str) -> None:
+    await tx.execute(SET_OFFER_STATE, offer_id, state)
+
+
+async def due_offers(tx: asyncpg.Connection, as_of: datetime, limit: int) -> list[asyncpg.Record]:
+    return list(await tx.fetch(DUE_OFFERS, as_of, limit))

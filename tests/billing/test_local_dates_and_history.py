@@ -154,7 +154,7 @@ async def test_the_catalog_says_which_remote_cap_and_territoriality_rules_are_in
         reply = await hub.GetCatalog(
             billing_pb2.GetCatalogRequest(name=CATALOG, as_of={"year": year, "month": month, "day": day_})
         )
-        assert reply.catalog.version == read_data_file().version == "2026.2"
+        assert reply.catalog.version == read_data_file().version == "2026.3"
         return parameters(reply.catalog)
 
     avenant_9 = await on(2024, 6, 21)

@@ -443,16 +443,17 @@ CASES = [
         refusals=("PRIOR_IN_PERSON_VISIT_REQUIRED",),
     ),
     case(
-        "physiotherapist-telesoin-has-no-code",
-        "§3.4",
+        "physiotherapist-telesoin-unconfirmed-code",
+        "§7.11",
         act(
             T.ACT_TYPE_TELESOIN,
             SPRING_2025,
             pro(PHYSIO, p.PROFESSION_PHYSIOTHERAPIST),
             circumstances=C(patient_seen_in_person=True),
         ),
-        {},
-        refusals=("NO_CATALOG_ENTRY",),
+        {"TSP": 0},
+        warnings=("UNCONFIRMED_VALUE",),
+        unconfirmed=True,
     ),
     # --- §7.12 the remote-activity cap: a warning, 40 % for psychiatrists, MT's own patients excluded ---
     case("cap-below-20", "§7.12", tlc(performer=gp(GP_CAP), activity=(100, 10)), {"TCG": 2500}),

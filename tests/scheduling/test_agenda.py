@@ -199,11 +199,14 @@ async def test_only_the_practitioner_their_place_or_the_hub_manage_an_agenda(
     assert details(error)[0].reason == "SCHEDULE_NOT_MANAGED"  # type: ignore[union-attr]
 
 
-async def test_only_medical_professionals_at_their_own_places_teleconsult(
+async def test_only_medical_and_telesoin_professionals_at_their_own_places_keep_agendas(
     loire: Stub, directory: directory_pb2_grpc.DirectoryServiceStub, operator: Metadata
 ) -> None:
+    # A nurse keeps a télésoin agenda (L.6316-2); a psychologist does not (no health profession of the CSP).
     nurse = await new_practitioner(directory, operator, LOIRE, profession=p.PROFESSION_NURSE)
-    error = await call(new_schedule(loire, operator, nurse, LOIRE))
+    assert (await new_schedule(loire, operator, nurse, LOIRE)).name.startswith("schedules/")
+    psychologist = await new_practitioner(directory, operator, LOIRE, profession=p.PROFESSION_PSYCHOLOGIST)
+    error = await call(new_schedule(loire, operator, psychologist, LOIRE))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert details(error)[0].reason == "NOT_A_MEDICAL_PROFESSIONAL"  # type: ignore[union-attr]
     gp = await new_practitioner(directory, operator, LOIRE)

@@ -47,6 +47,8 @@ class Ids:
     charge: str
     matricule: str
     ipp: str
+    series: str
+    waitlist: str
 
     def texts(self) -> list[str]:
         return [
@@ -58,6 +60,8 @@ class Ids:
             self.charge,
             self.matricule,
             self.ipp,
+            self.series,
+            self.waitlist,
         ]
 
 
@@ -72,6 +76,8 @@ def random_ids() -> Ids:
         charge=f"charges/{uuid.uuid4()}",
         matricule=random_ins().matricule,
         ipp=ipp(),
+        series=f"appointmentSeries/{uuid.uuid4()}",
+        waitlist=f"waitlistEntries/{uuid.uuid4()}",
     )
 
 
@@ -246,6 +252,68 @@ RPCS: list[Rpc] = [
             request_id=request_id(), name=i.appointment, note="erreur de saisie"
         ),
     ),
+    Rpc(
+        "scheduling",
+        "CreateAppointmentSeries",
+        lambda w, i, f: s.CreateAppointmentSeriesRequest(
+            request_id=request_id(),
+            appointment_series=s.AppointmentSeriesInput(
+                first_slot=w.slot, occurrence_count=2, interval_days=1, patient=i.patient
+            ),
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "GetAppointmentSeries",
+        lambda w, i, f: s.GetAppointmentSeriesRequest(name=i.series),
+        read=True,
+    ),
+    Rpc(
+        "scheduling",
+        "ListAppointmentSeries",
+        lambda w, i, f: s.ListAppointmentSeriesRequest(patient=i.patient, page_size=50),
+    ),
+    Rpc(
+        "scheduling",
+        "CancelAppointmentSeries",
+        lambda w, i, f: s.CancelAppointmentSeriesRequest(
+            request_id=request_id(),
+            name=i.series,
+            initiator=s.PARTY_PATIENT,
+            reason=s.CANCELLATION_REASON_PATIENT_REQUEST,
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "CreateWaitlistEntry",
+        lambda w, i, f: s.CreateWaitlistEntryRequest(
+            request_id=request_id(),
+            waitlist_entry=s.WaitlistEntryInput(
+                patient=i.patient, specialty=practice_pb2.SPECIALTY_CARDIOLOGY
+            ),
+        ),
+    ),
+    Rpc(
+        "scheduling",
+        "GetWaitlistEntry",
+        lambda w, i, f: s.GetWaitlistEntryRequest(name=i.waitlist),
+        read=True,
+    ),
+    Rpc(
+        "scheduling",
+        "ListWaitlistEntries",
+        lambda w, i, f: s.ListWaitlistEntriesRequest(patient=i.patient, page_size=50),
+    ),
+    Rpc(
+        "scheduling",
+        "CancelWaitlistEntry",
+        lambda w, i, f: s.CancelWaitlistEntryRequest(request_id=request_id(), name=i.waitlist),
+    ),
+    Rpc(
+        "scheduling",
+        "AcceptWaitlistOffer",
+        lambda w, i, f: s.AcceptWaitlistOfferRequest(request_id=request_id(), name=i.waitlist),
+    ),
     # expertise
     Rpc(
         "expertise",
@@ -378,6 +446,26 @@ async def make_world(hub: SecurityHub, mint: Minter) -> World:
     )
     slot = await first_free(agenda, gp_token, rpps, timedelta(hours=10))
     other_slot = await first_free(agenda, gp_token, rpps, timedelta(hours=14))
+    # A daily series of two after the other slots (the agenda offers three days).
+    series_slot = await first_free(agenda, gp_token, rpps, timedelta(hours=18))
+    series = await agenda.CreateAppointmentSeries(
+        s.CreateAppointmentSeriesRequest(
+            request_id=request_id(),
+            appointment_series=s.AppointmentSeriesInput(
+                first_slot=series_slot.name, occurrence_count=2, interval_days=1, patient=patient.name
+            ),
+        ),
+        metadata=gp_token,
+    )
+    waiting = await agenda.CreateWaitlistEntry(
+        s.CreateWaitlistEntryRequest(
+            request_id=request_id(),
+            waitlist_entry=s.WaitlistEntryInput(
+                patient=patient.name, specialty=practice_pb2.SPECIALTY_CARDIOLOGY
+            ),
+        ),
+        metadata=gp_token,
+    )
 
     created = await hub.expertise(LOIRE).CreateTeleexpertiseRequest(
         expertise_pb2.CreateTeleexpertiseRequestRequest(
@@ -401,6 +489,8 @@ async def make_world(hub: SecurityHub, mint: Minter) -> World:
             charge=recorded.charges[0].name,
             matricule=ins.matricule,
             ipp=local_ipp,
+            series=series.appointment_series.name,
+            waitlist=waiting.waitlist_entry.name,
         ),
         slot=slot.name,
         other_slot=other_slot.name,

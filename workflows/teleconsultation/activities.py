@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 from parcours.directory.v1 import directory_pb2, directory_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2
+from parcours.type.v1 import practice_pb2
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -297,7 +298,7 @@ class TeleconsultationActivities:
         act_time: datetime = record.act_start_time.ToDatetime(tzinfo=UTC)
         birth = patient.patient.ins.birth_date
         act = billing_pb2.Act(
-            type=billing_pb2.ACT_TYPE_TELECONSULTATION,
+            type=_act_type(practitioner.practitioner.profession),
             act_time=record.act_start_time,
             establishment=names.ESTABLISHMENT.format(row["finess"]),
             region=names.REGION.format(row["region_code"]),
@@ -548,3 +549,16 @@ class TeleconsultationActivities:
 def _json(value: object) -> dict[str, Any]:
     found = json.loads(value) if isinstance(value, str) else value
     return found if isinstance(found, dict) else {}
+
+
+# Télésoin (L.6316-2 CSP): a pharmacist's or an auxiliaire médical's remote act; a medical professional's is a
+# téléconsultation (scheduling lets no other profession keep an agenda).
+MEDICAL_PROFESSIONS = frozenset(
+    {practice_pb2.PROFESSION_PHYSICIAN, practice_pb2.PROFESSION_MIDWIFE, practice_pb2.PROFESSION_DENTIST}
+)
+
+
+def _act_type(profession: int) -> billing_pb2.ActType.ValueType:
+    if profession in MEDICAL_PROFESSIONS:
+        return billing_pb2.ACT_TYPE_TELECONSULTATION
+    return billing_pb2.ACT_TYPE_TELESOIN
