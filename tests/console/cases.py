@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.type import money_pb2
 from parcours.contracts.v1 import contracts_pb2 as c
 
 from services.console.french import KINDS, STATES, label
@@ -22,6 +23,7 @@ from services.contracts.models import DAY
 from services.kit.pki import DevPki
 from tests.contracts.conftest import (
     CONTRACTS,
+    DOCTOR,
     PROMOTER,
     Hub,
     Who,
@@ -122,5 +124,56 @@ async def cases_by_kind_and_state(pki: DevPki, address: str, who: Who) -> dict[t
             if not reply.next_page_token:
                 return counts
             request.page_token = reply.next_page_token
+    finally:
+        await hub.close()
+
+
+async def region_93_contract(pki: DevPki, address: str) -> str:
+    """A contract of region 93 (département 13) filed and submitted by the Loire establishment."""
+    hub = caller(pki, address, PROMOTER)
+    try:
+        promoter = hub.stub(PROMOTER)
+        created = (
+            await promoter.CreateArsContract(
+                new_contract(
+                    region="93",
+                    departement="13",
+                    start=_today() + timedelta(days=30),
+                    end=_today() + timedelta(days=400),
+                )
+            )
+        ).ars_contract
+        await promoter.SubmitArsContract(c.SubmitArsContractRequest(request_id=rid(), name=created.name))
+        return str(created.name)
+    finally:
+        await hub.close()
+
+
+async def review_for_ordre_42(pki: DevPki, address: str) -> str:
+    """A doctor of the Loire asks the Ordre of the Loire (42) to review a contract with an intermediary."""
+    hub = caller(pki, address, DOCTOR)
+    try:
+        reply = await hub.stub(DOCTOR).CreateIntermediaryContractReview(
+            c.CreateIntermediaryContractReviewRequest(
+                request_id=rid(),
+                intermediary_contract_review=c.IntermediaryContractReview(
+                    region="regions/84",
+                    territory="42",
+                    company_siren="912345678",
+                    company_name="MédiConsult SAS",
+                    offer="Téléconsultations non programmées en soirée pour les abonnés d'une mutuelle.",
+                    remuneration_per_act=money_pb2.Money(currency_code="EUR", units=18),
+                ),
+            )
+        )
+        return str(reply.intermediary_contract_review.name)
+    finally:
+        await hub.close()
+
+
+async def contract_84(pki: DevPki, address: str) -> str:
+    hub = caller(pki, address, AGENT84)
+    try:
+        return await contract_under_review(hub, title="Télésurveillance en EHPAD, Roanne")
     finally:
         await hub.close()

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import httpx
-from google.type import money_pb2
-from parcours.contracts.v1 import contracts_pb2 as c
 
 from services.kit.pki import DevPki
-from tests.console.cases import AGENT84, caller, contract_under_review
+from tests.console.cases import contract_84, region_93_contract, review_for_ordre_42
 from tests.console.conftest import RunningConsole
 from tests.console.support import csrf_of, sign_in
-from tests.contracts.conftest import DOCTOR, PROMOTER, new_contract, rid
+from tests.contracts.conftest import rid
 
-TODAY = datetime.now(UTC).date()
 # What differs between two renderings of the same page: the form's one-time request ids.
 _REQUEST_ID = re.compile(r'name="request_id" value="[^"]+"')
 
@@ -36,57 +32,6 @@ async def listed(client: httpx.AsyncClient, console: RunningConsole) -> set[str]
     page = await client.get(f"{console.url}/dossiers?onglet=tous")
     assert page.status_code == 200, page.text
     return set(re.findall(r'href="(/dossiers/[A-Za-z]+/[0-9a-f-]{36})"', page.text))
-
-
-async def region_93_contract(pki: DevPki, address: str) -> str:
-    """A contract of region 93 (département 13) filed and submitted by the Loire establishment."""
-    hub = caller(pki, address, PROMOTER)
-    try:
-        promoter = hub.stub(PROMOTER)
-        created = (
-            await promoter.CreateArsContract(
-                new_contract(
-                    region="93",
-                    departement="13",
-                    start=TODAY + timedelta(days=30),
-                    end=TODAY + timedelta(days=400),
-                )
-            )
-        ).ars_contract
-        await promoter.SubmitArsContract(c.SubmitArsContractRequest(request_id=rid(), name=created.name))
-        return str(created.name)
-    finally:
-        await hub.close()
-
-
-async def review_for_ordre_42(pki: DevPki, address: str) -> str:
-    """A doctor of the Loire asks the Ordre of the Loire (42) to review a contract with an intermediary."""
-    hub = caller(pki, address, DOCTOR)
-    try:
-        reply = await hub.stub(DOCTOR).CreateIntermediaryContractReview(
-            c.CreateIntermediaryContractReviewRequest(
-                request_id=rid(),
-                intermediary_contract_review=c.IntermediaryContractReview(
-                    region="regions/84",
-                    territory="42",
-                    company_siren="912345678",
-                    company_name="MédiConsult SAS",
-                    offer="Téléconsultations non programmées en soirée pour les abonnés d'une mutuelle.",
-                    remuneration_per_act=money_pb2.Money(currency_code="EUR", units=18),
-                ),
-            )
-        )
-        return str(reply.intermediary_contract_review.name)
-    finally:
-        await hub.close()
-
-
-async def contract_84(pki: DevPki, address: str) -> str:
-    hub = caller(pki, address, AGENT84)
-    try:
-        return await contract_under_review(hub, title="Télésurveillance en EHPAD, Roanne")
-    finally:
-        await hub.close()
 
 
 async def test_each_region_s_officer_sees_only_their_region_and_another_s_case_is_missing(
