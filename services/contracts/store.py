@@ -315,6 +315,36 @@ _FILTERS = """
                             AND c.expire_time < now() + make_interval(days => $17)))
 """
 
+# GetCaseActivityReport ($1-$5 the visibility rule, $6 the region or '').
+_REPORT_SCOPE = f"{VISIBLE} AND ($6::text = '' OR c.region = $6)"
+_REPORT_STATES = f"""
+SELECT c.kind, c.state, count(*)::integer AS count FROM contracts.cases c
+WHERE {_REPORT_SCOPE}
+GROUP BY c.kind, c.state ORDER BY c.kind, c.state
+"""  # noqa: S608 (constants of this module)
+# $7 the time zone, $8 and $9 the first days of the first and last months.
+_REPORT_LEAD_TIMES = f"""
+SELECT date_trunc('month', c.decide_time AT TIME ZONE $7)::date AS month,
+       count(*)::integer AS decisions,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.decide_time - c.create_time))
+           AS median_seconds,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM c.decide_time - c.create_time))
+           AS p90_seconds
+FROM contracts.cases c
+WHERE {_REPORT_SCOPE} AND c.decide_time IS NOT NULL
+  AND c.decide_time >= ($8::date)::timestamp AT TIME ZONE $7
+  AND c.decide_time < (($9::date + interval '1 month')::date)::timestamp AT TIME ZONE $7
+GROUP BY 1 ORDER BY 1
+"""  # noqa: S608 (constants of this module)
+# $7 the time zone, $8 the number of days ahead (the inbox's `expiring_within_days` rule).
+_REPORT_EXPIRATIONS = f"""
+SELECT (c.expire_time AT TIME ZONE $7)::date AS expire_date, c.kind, count(*)::integer AS count
+FROM contracts.cases c
+WHERE {_REPORT_SCOPE} AND c.expire_time IS NOT NULL AND NOT c.closed
+  AND c.expire_time < now() + make_interval(days => $8)
+GROUP BY 1, 2 ORDER BY 1, 2
+"""  # noqa: S608 (constants of this module)
+
 # The tabs (`k` is the caller: its role names, $18, and its identity for claims, $19).
 _TO_PROCESS = """(NOT c.closed AND c.step <> '' AND (
     (c.step_role = ANY(k.roles) AND c.step_role <> 'PROMOTER' AND (c.claimant = '' OR c.claimant = k.me))
@@ -954,6 +984,18 @@ WHERE {VISIBLE} {_FILTERS}
         )
         assert row is not None
         return dict(row)
+
+    async def activity_report(
+        self, viewer: Viewer, *, region: str, zone: str, start: date, end: date, expiring_days: int
+    ) -> dict[str, Sequence[asyncpg.Record]]:
+        """GetCaseActivityReport's three aggregates over the visible cases (`region` narrows; '' any), civil
+        months and days in `zone`: one snapshot, three grouped queries that read no row out of scope."""
+        args = [*viewer_args(viewer), region]
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            states = await conn.fetch(_REPORT_STATES, *args)
+            lead_times = await conn.fetch(_REPORT_LEAD_TIMES, *args, zone, start, end)
+            expirations = await conn.fetch(_REPORT_EXPIRATIONS, *args, zone, expiring_days)
+        return {"states": states, "lead_times": lead_times, "expirations": expirations}
 
     async def list_events(
         self, case_id: uuid.UUID, *, size: int, after: int
