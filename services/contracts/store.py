@@ -633,6 +633,24 @@ class StaffMember:
     territory: str
 
 
+def list_cases_query(tab: str, order: str, *, include_closed: bool) -> str:
+    """ListCases' SQL for a tab and an order ($1-$5 the visibility rule, $6-$17 the filters, $18-$19 the
+    caller, $20-$21 the keyset, $22 the limit). The default order over open cases reads
+    `cases_inbox_due_idx` (migration 0004) in order."""
+    key, descending = ORDERS[order]
+    closed = "" if include_closed or tab == "PROCESSED" else " AND NOT c.closed"
+    comparison = "<" if descending else ">"
+    direction = "DESC" if descending else "ASC"
+    return f"""
+WITH k AS (SELECT $18::text[] AS roles, $19::text AS me)
+SELECT {_SUMMARY_COLUMNS}, {key} AS sort_key FROM contracts.cases c, k
+WHERE {VISIBLE} {_FILTERS} AND {TABS[tab]}{closed}
+  AND ($20::timestamptz IS NULL OR ({key}, c.case_id) {comparison} ($20, $21::uuid))
+ORDER BY sort_key {direction}, c.case_id {direction}
+LIMIT $22
+"""  # noqa: S608 (every fragment is a constant of this module)
+
+
 class ContractsStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -939,20 +957,8 @@ class ContractsStore:
         after: tuple[datetime, uuid.UUID] | None,
     ) -> tuple[Sequence[asyncpg.Record], tuple[datetime, uuid.UUID] | None]:
         """One page of the inbox, sorted by `order`, keyset-paginated on (sort key, case id)."""
-        key, descending = ORDERS[order]
-        closed = "" if filters.include_closed or tab == "PROCESSED" else " AND NOT c.closed"
-        comparison = "<" if descending else ">"
-        direction = "DESC" if descending else "ASC"
-        query = f"""
-WITH k AS (SELECT $18::text[] AS roles, $19::text AS me)
-SELECT {_SUMMARY_COLUMNS}, {key} AS sort_key FROM contracts.cases c, k
-WHERE {VISIBLE} {_FILTERS} AND {TABS[tab]}{closed}
-  AND ($20::timestamptz IS NULL OR ({key}, c.case_id) {comparison} ($20, $21::uuid))
-ORDER BY sort_key {direction}, c.case_id {direction}
-LIMIT $22
-"""  # noqa: S608 (every fragment is a constant of this module)
         rows = await self._pool.fetch(
-            query,
+            list_cases_query(tab, order, include_closed=filters.include_closed),
             *viewer_args(viewer),
             *self._filter_args(filters, viewer.me),
             list(roles),
