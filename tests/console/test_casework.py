@@ -1,19 +1,23 @@
 """What an officer sees and does in the console over the real contracts service: the tab counters the service
 counts, a claim shown with its holder, a decision refused with its reason in French, bulk acknowledgement of
-declarations, reassignment by a supervisor, saved views shared with the team, and the filtered list exported
-in the background."""
+declarations, reassignment by a supervisor, saved views shared with the team, the filtered list exported in
+the background, and the daily digest counting the officer's real cases."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
+import secrets
 import uuid
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
+import asyncpg
 import httpx
 from parcours.contracts.v1 import contracts_pb2 as c
 
+from services.console.notifications import send_digests
 from services.kit.pki import DevPki
 from tests.console.cases import AGENT84, caller, contract_84, declaration
 from tests.console.conftest import RunningConsole
@@ -202,4 +206,28 @@ async def test_a_shared_view_and_an_export_of_the_filtered_list(console: Running
             assert exported == set(listed)
     finally:
         await filer.close()
+        await api.close()
+
+
+async def test_the_daily_digest_counts_the_officer_s_real_cases(
+    console: RunningConsole, pki: DevPki, pool: asyncpg.Pool
+) -> None:
+    api = contracts(pki, console)
+    try:
+        await contract_84(pki, console.settings.contracts_address)
+        async with httpx.AsyncClient() as agent84:
+            await sign_in(agent84, console.url, "agent84")  # the digest goes to officers seen this week
+            # A day of its own (the digest is one per officer and day, and the console's task may have sent
+            # today's already).
+            day = datetime.now(UTC) + timedelta(days=1000 + secrets.randbelow(1000))
+            deps = console.console.deps
+            assert await send_digests(pool, deps.store, deps.hub, now=day) >= 1
+            counts = (await api.stub(AGENT84).CountCases(c.CountCasesRequest())).counts
+            page = await agent84.get(f"{console.url}/notifications")
+        assert (
+            f"Synthèse du jour : {counts.due_soon} dossier(s) à échéance, {counts.overdue} en retard, "
+            f"{counts.to_process} à traiter."
+        ) in unescape(page.text).replace("\u202f", "")
+        assert counts.to_process >= 1
+    finally:
         await api.close()

@@ -37,22 +37,32 @@ async def listed(caller: Caller) -> list[c.CaseSummary]:
 
 
 async def lead_days_this_month(caller: Caller) -> list[float]:
-    """Creation → decision, in days, of the contracts decided this month, from the paged list."""
+    """Creation → decision, in days, of the cases decided this month, from the paged lists of every kind an
+    officer sees (an agrément is national: no region's)."""
     days: list[float] = []
-    token = ""
-    while True:
-        reply = await caller.ListArsContracts(c.ListArsContractsRequest(page_size=500, page_token=token))
-        for contract in reply.ars_contracts:
-            if contract.progress.HasField("decide_time"):
-                decided = contract.progress.decide_time.ToDatetime(tzinfo=UTC)
-                local = clock.local_date(decided, PARIS)
-                if (local.year, local.month) == (TODAY.year, TODAY.month):
-                    days.append(
-                        (decided - contract.create_time.ToDatetime(tzinfo=UTC)).total_seconds() / 86400
-                    )
-        token = reply.next_page_token
-        if not token:
-            return days
+    for rpc, field, request_class in (
+        ("ListArsContracts", "ars_contracts", c.ListArsContractsRequest),
+        ("ListOperatorDeclarations", "operator_declarations", c.ListOperatorDeclarationsRequest),
+        (
+            "ListIntermediaryContractReviews",
+            "intermediary_contract_reviews",
+            c.ListIntermediaryContractReviewsRequest,
+        ),
+    ):
+        token = ""
+        while True:
+            reply = await getattr(caller, rpc)(request_class(page_size=500, page_token=token))
+            for case in getattr(reply, field):
+                if case.progress.HasField("decide_time"):
+                    decided = case.progress.decide_time.ToDatetime(tzinfo=UTC)
+                    local = clock.local_date(decided, PARIS)
+                    if (local.year, local.month) == (TODAY.year, TODAY.month):
+                        created = case.create_time.ToDatetime(tzinfo=UTC)
+                        days.append((decided - created).total_seconds() / 86400)
+            token = reply.next_page_token
+            if not token:
+                break
+    return days
 
 
 async def filed(hub: Hub, end_in_days: int = 400) -> str:
