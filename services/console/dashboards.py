@@ -4,6 +4,8 @@ Every chart is a `Chart`: its series are what Chart.js draws (services/console/s
 table under it and its CSV download show, so the three never disagree. A source that is not there or that
 refuses the officer is shown as unavailable with its reason, never as zeros.
 
+The casework charts (cases by state, decision lead times, expirations) come from the contracts service's
+GetCaseActivityReport: one call, aggregated by the service over the officer's scope, however many cases.
 Activity (téléexpertise, teleconsultation, billing) comes from the services' activity reports, one call per
 page of report (500 rows), scoped by the services to the officer's region: counts, durations and amounts per
 region, GHT, month and specialty or code, never a patient. The charts add the rows of the last twelve months
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.type import date_pb2  # type: ignore[import-untyped]
 from parcours.billing.v1 import billing_pb2
 from parcours.contracts.v1 import contracts_pb2
@@ -118,110 +120,97 @@ async def build(hub: Hub, officer: Officer, now: datetime | None = None) -> list
     now = now or datetime.now(UTC)
     months = last_months(now.astimezone(zone_of(officer.region)).date())
     ghts = await _ght_names(hub, officer)
-    by_state, delays, expirations, teleexpertise, teleconsultation, billing = await asyncio.gather(
-        cases_by_state(hub, officer),
-        lead_times(hub, officer, now),
-        expiring(hub, officer, now),
+    casework, teleexpertise, teleconsultation, billing = await asyncio.gather(
+        casework_charts(hub, officer, months, now),
         teleexpertise_activity(hub, officer, months, ghts),
         teleconsultation_activity(hub, officer, months, ghts),
         billing_totals(hub, officer, months),
     )
-    return [by_state, delays, expirations, *teleexpertise, teleconsultation, billing]
+    return [*casework, *teleexpertise, teleconsultation, billing]
 
 
-async def cases_by_state(hub: Hub, officer: Officer) -> Chart:
-    chart = Chart(
-        "etats",
-        "Dossiers par état et par type",
-        "Nombre de dossiers de votre périmètre, ouverts et clos, selon leur état",
-        "bar",
-        unit="dossiers",
+def _casework_frames() -> tuple[Chart, Chart, Chart]:
+    return (
+        Chart(
+            "etats",
+            "Dossiers par état et par type",
+            "Nombre de dossiers de votre périmètre, ouverts et clos, selon leur état",
+            "bar",
+            unit="dossiers",
+        ),
+        Chart(
+            "delais",
+            "Délais de décision par mois",
+            "Médiane et 90e centile, en jours, du dépôt à la décision, selon le mois de la décision",
+            "line",
+            unit="jours",
+        ),
+        Chart(
+            "expirations",
+            "Contrats et agréments arrivant à échéance dans les 90 jours",
+            "Nombre de contrats et d'agréments en vigueur dont la validité prend fin, par semaine",
+            "bar",
+            unit="dossiers",
+        ),
     )
+
+
+async def casework_charts(
+    hub: Hub, officer: Officer, months: Sequence[tuple[int, int]], now: datetime
+) -> list[Chart]:
+    """The three contracts charts from one GetCaseActivityReport (the service aggregates: no paging through
+    the cases, however many there are)."""
+    by_state, delays, expirations = _casework_frames()
+    charts = [by_state, delays, expirations]
     try:
-        summaries = await _all_cases(
-            hub, officer, contracts_pb2.ListCasesRequest(tab=contracts_pb2.TAB_ALL, include_closed=True)
+        hub.require("contracts")
+        assert hub.contracts is not None
+        report = await hub.call(
+            officer,
+            "contracts",
+            hub.contracts.GetCaseActivityReport,
+            contracts_pb2.GetCaseActivityReportRequest(**_report_window(months), expiring_within_days=90),
         )
     except ServiceError as error:
-        chart.unavailable = _why(error)
-        return chart
-    counts: Counter[tuple[str, str]] = Counter(
-        (contracts_pb2.CaseKind.Name(s.kind), s.state) for s in summaries
-    )
+        for chart in charts:
+            chart.unavailable = _why(error)
+        return charts
+
+    counts = {(contracts_pb2.CaseKind.Name(r.kind), r.state): r.count for r in report.state_counts}
     states = sorted(
         {state for _, state in counts}, key=lambda s: list(STATES).index(s) if s in STATES else 99
     )
     kinds = [k for k in KINDS if any(kind == k for kind, _ in counts)]
-    chart.labels = [label(STATES, s) for s in states]
-    chart.series = [(KINDS[k], [float(counts[(k, s)]) for s in states]) for k in kinds]
-    return chart
+    by_state.labels = [label(STATES, s) for s in states]
+    by_state.series = [(KINDS[k], [float(counts.get((k, s), 0)) for s in states]) for k in kinds]
 
+    lead = {(m.month.year, m.month.month): m for m in report.lead_times}
 
-async def lead_times(hub: Hub, officer: Officer, now: datetime) -> Chart:
-    chart = Chart(
-        "delais",
-        "Délais de décision par mois",
-        "Médiane et 90e centile, en jours, du dépôt à la décision, selon le mois de la décision",
-        "line",
-        unit="jours",
-    )
-    try:
-        summaries = await _all_cases(
-            hub, officer, contracts_pb2.ListCasesRequest(tab=contracts_pb2.TAB_PROCESSED, include_closed=True)
-        )
-        decided = await _decisions(hub, officer, summaries)
-    except ServiceError as error:
-        chart.unavailable = _why(error)
-        return chart
-    zone = zone_of(officer.region)
-    months = last_months(now.astimezone(zone).date())
-    by_month: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for created, decided_at in decided:
-        local = decided_at.astimezone(zone)
-        by_month[(local.year, local.month)].append((decided_at - created).total_seconds() / 86400)
-    chart.labels = [_month_label(y, m) for y, m in months]
-    chart.series = [
-        ("Médiane", [round(statistics.median(by_month[m]), 1) if by_month[m] else 0.0 for m in months]),
-        ("90e centile", [round(_p90(by_month[m]), 1) if by_month[m] else 0.0 for m in months]),
-        ("Décisions", [float(len(by_month[m])) for m in months]),
+    def days(month: tuple[int, int], field_name: str) -> float:
+        found = lead.get(month)
+        if found is None:
+            return 0.0
+        duration: Duration = getattr(found, field_name)
+        return round(duration.ToTimedelta().total_seconds() / 86400, 1)
+
+    delays.labels = [_month_label(y, m) for y, m in months]
+    delays.series = [
+        ("Médiane", [days(m, "median_lead_time") for m in months]),
+        ("90e centile", [days(m, "p90_lead_time") for m in months]),
+        ("Décisions", [float(lead[m].decisions) if m in lead else 0.0 for m in months]),
     ]
-    return chart
 
-
-async def expiring(hub: Hub, officer: Officer, now: datetime) -> Chart:
-    chart = Chart(
-        "expirations",
-        "Contrats et agréments arrivant à échéance dans les 90 jours",
-        "Nombre de contrats et d'agréments en vigueur dont la validité prend fin, par semaine",
-        "bar",
-        unit="dossiers",
-    )
-    try:
-        summaries = await _all_cases(
-            hub,
-            officer,
-            contracts_pb2.ListCasesRequest(
-                tab=contracts_pb2.TAB_ALL,
-                expiring_within_days=90,
-                order_by=contracts_pb2.CASE_ORDER_EXPIRE_TIME,
-            ),
-        )
-    except ServiceError as error:
-        chart.unavailable = _why(error)
-        return chart
-    zone = zone_of(officer.region)
-    start = now.astimezone(zone).date()
+    start = now.astimezone(zone_of(officer.region)).date()
     weeks = [start + timedelta(days=7 * i) for i in range(13)]
-    counts: Counter[tuple[int, str]] = Counter()
-    for s in summaries:
-        if not s.HasField("expire_time"):
-            continue
-        end = s.expire_time.ToDatetime(tzinfo=UTC).astimezone(zone).date()
+    ending: Counter[tuple[int, str]] = Counter()
+    for e in report.expirations:
+        end = date(e.expire_date.year, e.expire_date.month, e.expire_date.day)
         index = min(max((end - start).days // 7, 0), 12)
-        counts[(index, contracts_pb2.CaseKind.Name(s.kind))] += 1
-    chart.labels = [f"semaine du {w.day:02d}/{w.month:02d}" for w in weeks]
-    kinds = sorted({k for _, k in counts}) or ["CASE_KIND_ARS_CONTRACT"]
-    chart.series = [(KINDS[k], [float(counts[(i, k)]) for i in range(13)]) for k in kinds]
-    return chart
+        ending[(index, contracts_pb2.CaseKind.Name(e.kind))] += e.count
+    expirations.labels = [f"semaine du {w.day:02d}/{w.month:02d}" for w in weeks]
+    expiring_kinds = sorted({k for _, k in ending}) or ["CASE_KIND_ARS_CONTRACT"]
+    expirations.series = [(KINDS[k], [float(ending[(i, k)]) for i in range(13)]) for k in expiring_kinds]
+    return charts
 
 
 def _report_window(months: Sequence[tuple[int, int]]) -> dict[str, date_pb2.Date]:
@@ -459,70 +448,6 @@ async def billing_totals(hub: Hub, officer: Officer, months: Sequence[tuple[int,
     if not codes:
         chart.note = "Aucun acte facturé sur la période."
     return chart
-
-
-async def _all_cases(
-    hub: Hub, officer: Officer, request: contracts_pb2.ListCasesRequest
-) -> list[contracts_pb2.CaseSummary]:
-    hub.require("contracts")
-    assert hub.contracts is not None
-    request.page_size = 500
-    found: list[contracts_pb2.CaseSummary] = []
-    while True:
-        response = await hub.call(officer, "contracts", hub.contracts.ListCases, request)
-        found += response.cases
-        if not response.next_page_token:
-            return found
-        request.page_token = response.next_page_token
-
-
-async def _decisions(
-    hub: Hub, officer: Officer, summaries: Sequence[contracts_pb2.CaseSummary]
-) -> list[tuple[datetime, datetime]]:
-    """(filed, decided) of the closed contracts and declarations, from their full records (List RPCs carry
-    the progress with its decision time; the inbox rows do not)."""
-    assert hub.contracts is not None
-    wanted = {s.name for s in summaries}
-    pairs: list[tuple[datetime, datetime]] = []
-    for rpc, field_name, request_class in (
-        ("ListArsContracts", "ars_contracts", contracts_pb2.ListArsContractsRequest),
-        ("ListOperatorDeclarations", "operator_declarations", contracts_pb2.ListOperatorDeclarationsRequest),
-        (
-            "ListIntermediaryContractReviews",
-            "intermediary_contract_reviews",
-            contracts_pb2.ListIntermediaryContractReviewsRequest,
-        ),
-    ):
-        token = ""
-        while True:
-            response = await hub.call(
-                officer,
-                "contracts",
-                getattr(hub.contracts, rpc),
-                request_class(page_size=500, page_token=token),
-            )
-            for case in getattr(response, field_name):
-                if (
-                    case.name in wanted
-                    and case.progress.HasField("decide_time")
-                    and case.HasField("create_time")
-                ):
-                    pairs.append(
-                        (
-                            case.create_time.ToDatetime(tzinfo=UTC),
-                            case.progress.decide_time.ToDatetime(tzinfo=UTC),
-                        )
-                    )
-            token = response.next_page_token
-            if not token:
-                break
-    return pairs
-
-
-def _p90(values: list[float]) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
 def _why(error: ServiceError) -> str:

@@ -29,7 +29,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.type import date_pb2  # type: ignore[import-untyped]
 from parcours.billing.v1 import billing_pb2
 from parcours.contracts.v1 import contracts_pb2 as c
 from parcours.contracts.v1 import contracts_pb2_grpc
@@ -285,6 +287,12 @@ class Regions:
 
         if await self._ght_regions.get(ght_id, load) != names.REGION.format(region.code):
             raise InvalidArgument.one(field_path, f"is not a GHT of region {region.code}")
+
+
+def _duration(seconds: float) -> Duration:
+    found = Duration()
+    found.FromTimedelta(timedelta(seconds=round(float(seconds))))
+    return found
 
 
 def _check_content(media_type: str, content: bytes, limit: int) -> None:
@@ -1626,6 +1634,51 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
             viewer(principal), self._filters(request, principal), roles=role_names(principal)
         )
         return c.CountCasesResponse(counts=c.TabCounts(**counts))
+
+    async def GetCaseActivityReport(
+        self, request: c.GetCaseActivityReportRequest, context: grpc.aio.ServicerContext
+    ) -> c.GetCaseActivityReportResponse:
+        principal = await self._caller()
+        audit_target(resource="cases")
+        region = ""
+        zone = PARIS
+        if request.region:
+            info = await self._regions.require(request.region, "region")
+            region, zone = info.code, info.time_zone
+        elif principal.region and set(role_names(principal)) & ARS:
+            found = await self._regions.get(principal.region)
+            zone = found.time_zone if found is not None else PARIS
+        report = await self._store.activity_report(
+            viewer(principal),
+            region=region,
+            zone=zone,
+            start=date(request.start_month.year, request.start_month.month, 1),
+            end=date(request.end_month.year, request.end_month.month, 1),
+            expiring_days=request.expiring_within_days or 90,
+        )
+        return c.GetCaseActivityReportResponse(
+            state_counts=[
+                c.CaseStateCount(kind=views.KIND_ENUM[r["kind"]], state=r["state"], count=r["count"])
+                for r in report["states"]
+            ],
+            lead_times=[
+                c.DecisionLeadTimes(
+                    month=date_pb2.Date(year=r["month"].year, month=r["month"].month),
+                    decisions=r["decisions"],
+                    median_lead_time=_duration(r["median_seconds"]),
+                    p90_lead_time=_duration(r["p90_seconds"]),
+                )
+                for r in report["lead_times"]
+            ],
+            expirations=[
+                c.ExpiryCount(
+                    expire_date=views.pb_date(r["expire_date"]),
+                    kind=views.KIND_ENUM[r["kind"]],
+                    count=r["count"],
+                )
+                for r in report["expirations"]
+            ],
+        )
 
     async def _summary(self, case_id: uuid.UUID) -> c.CaseSummary:
         return views.summary(await self._row(case_id))

@@ -315,6 +315,36 @@ _FILTERS = """
                             AND c.expire_time < now() + make_interval(days => $17)))
 """
 
+# GetCaseActivityReport ($1-$5 the visibility rule, $6 the region or '').
+_REPORT_SCOPE = f"{VISIBLE} AND ($6::text = '' OR c.region = $6)"
+_REPORT_STATES = f"""
+SELECT c.kind, c.state, count(*)::integer AS count FROM contracts.cases c
+WHERE {_REPORT_SCOPE}
+GROUP BY c.kind, c.state ORDER BY c.kind, c.state
+"""  # noqa: S608 (constants of this module)
+# $7 the time zone, $8 and $9 the first days of the first and last months.
+_REPORT_LEAD_TIMES = f"""
+SELECT date_trunc('month', c.decide_time AT TIME ZONE $7)::date AS month,
+       count(*)::integer AS decisions,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.decide_time - c.create_time))
+           AS median_seconds,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM c.decide_time - c.create_time))
+           AS p90_seconds
+FROM contracts.cases c
+WHERE {_REPORT_SCOPE} AND c.decide_time IS NOT NULL
+  AND c.decide_time >= ($8::date)::timestamp AT TIME ZONE $7
+  AND c.decide_time < (($9::date + interval '1 month')::date)::timestamp AT TIME ZONE $7
+GROUP BY 1 ORDER BY 1
+"""  # noqa: S608 (constants of this module)
+# $7 the time zone, $8 the number of days ahead (the inbox's `expiring_within_days` rule).
+_REPORT_EXPIRATIONS = f"""
+SELECT (c.expire_time AT TIME ZONE $7)::date AS expire_date, c.kind, count(*)::integer AS count
+FROM contracts.cases c
+WHERE {_REPORT_SCOPE} AND c.expire_time IS NOT NULL AND NOT c.closed
+  AND c.expire_time < now() + make_interval(days => $8)
+GROUP BY 1, 2 ORDER BY 1, 2
+"""  # noqa: S608 (constants of this module)
+
 # The tabs (`k` is the caller: its role names, $18, and its identity for claims, $19).
 _TO_PROCESS = """(NOT c.closed AND c.step <> '' AND (
     (c.step_role = ANY(k.roles) AND c.step_role <> 'PROMOTER' AND (c.claimant = '' OR c.claimant = k.me))
@@ -601,6 +631,24 @@ class StaffMember:
     roles: tuple[str, ...]
     region: str
     territory: str
+
+
+def list_cases_query(tab: str, order: str, *, include_closed: bool) -> str:
+    """ListCases' SQL for a tab and an order ($1-$5 the visibility rule, $6-$17 the filters, $18-$19 the
+    caller, $20-$21 the keyset, $22 the limit). The default order over open cases reads
+    `cases_inbox_due_idx` (migration 0004) in order."""
+    key, descending = ORDERS[order]
+    closed = "" if include_closed or tab == "PROCESSED" else " AND NOT c.closed"
+    comparison = "<" if descending else ">"
+    direction = "DESC" if descending else "ASC"
+    return f"""
+WITH k AS (SELECT $18::text[] AS roles, $19::text AS me)
+SELECT {_SUMMARY_COLUMNS}, {key} AS sort_key FROM contracts.cases c, k
+WHERE {VISIBLE} {_FILTERS} AND {TABS[tab]}{closed}
+  AND ($20::timestamptz IS NULL OR ({key}, c.case_id) {comparison} ($20, $21::uuid))
+ORDER BY sort_key {direction}, c.case_id {direction}
+LIMIT $22
+"""  # noqa: S608 (every fragment is a constant of this module)
 
 
 class ContractsStore:
@@ -909,20 +957,8 @@ class ContractsStore:
         after: tuple[datetime, uuid.UUID] | None,
     ) -> tuple[Sequence[asyncpg.Record], tuple[datetime, uuid.UUID] | None]:
         """One page of the inbox, sorted by `order`, keyset-paginated on (sort key, case id)."""
-        key, descending = ORDERS[order]
-        closed = "" if filters.include_closed or tab == "PROCESSED" else " AND NOT c.closed"
-        comparison = "<" if descending else ">"
-        direction = "DESC" if descending else "ASC"
-        query = f"""
-WITH k AS (SELECT $18::text[] AS roles, $19::text AS me)
-SELECT {_SUMMARY_COLUMNS}, {key} AS sort_key FROM contracts.cases c, k
-WHERE {VISIBLE} {_FILTERS} AND {TABS[tab]}{closed}
-  AND ($20::timestamptz IS NULL OR ({key}, c.case_id) {comparison} ($20, $21::uuid))
-ORDER BY sort_key {direction}, c.case_id {direction}
-LIMIT $22
-"""  # noqa: S608 (every fragment is a constant of this module)
         rows = await self._pool.fetch(
-            query,
+            list_cases_query(tab, order, include_closed=filters.include_closed),
             *viewer_args(viewer),
             *self._filter_args(filters, viewer.me),
             list(roles),
@@ -954,6 +990,18 @@ WHERE {VISIBLE} {_FILTERS}
         )
         assert row is not None
         return dict(row)
+
+    async def activity_report(
+        self, viewer: Viewer, *, region: str, zone: str, start: date, end: date, expiring_days: int
+    ) -> dict[str, Sequence[asyncpg.Record]]:
+        """GetCaseActivityReport's three aggregates over the visible cases (`region` narrows; '' any), civil
+        months and days in `zone`: one snapshot, three grouped queries that read no row out of scope."""
+        args = [*viewer_args(viewer), region]
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            states = await conn.fetch(_REPORT_STATES, *args)
+            lead_times = await conn.fetch(_REPORT_LEAD_TIMES, *args, zone, start, end)
+            expirations = await conn.fetch(_REPORT_EXPIRATIONS, *args, zone, expiring_days)
+        return {"states": states, "lead_times": lead_times, "expirations": expirations}
 
     async def list_events(
         self, case_id: uuid.UUID, *, size: int, after: int

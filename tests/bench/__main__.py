@@ -28,9 +28,10 @@ from services.devstack.postgres import start_postgres
 from services.devstack.temporal import start_temporal
 from services.kit.migrate import apply_all
 from services.kit.pki import ensure_dev_pki
+from services.kit.roles import OWNER, provision
 from tests.bench import RESULTS_DIR, BenchEnv
 from tests.bench.report import write_report
-from tests.support import COMPONENTS, TEST_ESTABLISHMENTS
+from tests.support import COMPONENTS, DB_PASSWORDS, TEST_ESTABLISHMENTS, role_url
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -53,7 +54,10 @@ def run(names: Sequence[str]) -> None:
         try:
             temporal = start_temporal(None, port=free_port(), ui_port=None, headless=True)
             try:
-                apply_all(postgres.url)
+                # The hub's roles exist before the migrations that grant to them (services/kit/roles.py),
+                # and the migrations run as their owner, as in the suite; the benches connect as superuser.
+                provision(postgres.url_for("postgres"), "parcours", DB_PASSWORDS)
+                apply_all(role_url(postgres.url, OWNER))
                 env = BenchEnv(
                     pki=pki,
                     database_url=postgres.url,

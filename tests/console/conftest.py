@@ -2,7 +2,8 @@
 (uvicorn over a real socket) against the suite's PostgreSQL, Temporal, directory and billing services, and the
 expertise and scheduling services' gRPC servers (their activity reports feed the dashboards).
 
-The contracts service and its worker are the suite's (`contracts_address`, tests/conftest.py).
+The contracts service and its worker are the suite's (`contracts_address`, tests/conftest.py): the console
+calls them for every case it shows.
 """
 
 from __future__ import annotations
@@ -74,9 +75,6 @@ def oidc_provider(
         yield handle
     finally:
         handle.stop()
-
-
-WAITING = "the e2e scenario's overdue contract is not created yet (issue 11)"
 
 
 def console_settings(
@@ -196,6 +194,7 @@ async def console(
     console_port: int,
     directory_address: str,
     billing_address: str,
+    contracts_address: str,
     report_addresses: dict[str, str],
 ) -> AsyncIterator[RunningConsole]:
     settings = console_settings(
@@ -206,6 +205,7 @@ async def console(
         temporal.address,
         directory_address=directory_address,
         billing_address=billing_address,
+        contracts_address=contracts_address,
         **report_addresses,
     )
     async with run_console(settings, pool) as running:

@@ -1,6 +1,6 @@
 """In a real browser: signing in through the provider's page, the dashboards' charts drawn with the table's
-numbers, CSRF refusal of a forged form, logout, and axe-core on every page that works without the contracts
-service. Screenshots of each step go to build/console-tests/screenshots/."""
+numbers, CSRF refusal of a forged form, logout, and axe-core on the other pages (test_e2e.py runs it on the
+inbox, a case page and the dashboards). Screenshots of each step go to build/console-tests/screenshots/."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The Temporal Web UI's codec endpoint: who may decode, and that a grant covers its workflow's payloads only.
 
-The grant itself comes from opening a case in the console, which reads the case through the contracts service
-(that route waits for it); what the grant allows is tested here on real workflows in the suite's Temporal.
+The grant comes from opening a real case in Temporal from the console ("Voir l'historique technique dans
+Temporal"): the console reads the case through the contracts service as the officer, then grants its
+workflow's payloads; another region's workflow stays encrypted, and its officer is not granted anything.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from temporalio.api.common.v1 import Payloads
 
 from services.console import codec
 from services.kit.codec import AesGcmPayloadCodec, Keyring
+from services.kit.pki import DevPki
+from tests.console.cases import contract_84, region_93_contract
 from tests.console.conftest import RunningConsole
 from tests.console.support import sign_in
 from tests.support import PAYLOAD_KEYS
@@ -110,3 +113,50 @@ async def test_the_endpoint_needs_a_signed_in_officer_and_answers_the_ui_origin_
     assert "access-control-allow-origin" not in stranger.headers
     assert ungranted.status_code == 403
     assert ungranted.headers["cache-control"] == "no-store"
+
+
+def _workflow_of(name: str) -> str:
+    return f"ars-contract-{name.removeprefix('arsContracts/')}"
+
+
+async def test_opening_a_case_in_temporal_grants_its_payloads_and_another_region_s_stay_encrypted(
+    console: RunningConsole,
+    pki: DevPki,
+    temporal_client: temporalio.client.Client,
+    paca_follows_cnom: object,
+) -> None:
+    address = console.settings.contracts_address
+    ours = await contract_84(pki, address)
+    theirs = await region_93_contract(pki, address)
+    ours_payloads = await _payloads_of(temporal_client, _workflow_of(ours))
+    theirs_payloads = await _payloads_of(temporal_client, _workflow_of(theirs))
+    decode = f"{console.url}/codec/default/decode"
+
+    async with httpx.AsyncClient() as agent84, httpx.AsyncClient() as agent93:
+        await sign_in(agent84, console.url, "agent84")
+        await sign_in(agent93, console.url, "agent93")
+        # Before opening the case, its payloads are not decoded.
+        before = await agent84.post(decode, content=ours_payloads, headers={"Origin": UI})
+        assert before.status_code == 403
+
+        opened = await agent84.get(f"{console.url}/dossiers/{ours}/temporal")
+        assert opened.status_code == 303
+        assert opened.headers["location"] == f"{UI}/namespaces/default/workflows/{_workflow_of(ours)}"
+        decoded = await agent84.post(decode, content=ours_payloads, headers={"Origin": UI})
+        assert decoded.status_code == 200
+        texts = [base64.b64decode(p.get("data", "")).decode() for p in decoded.json()["payloads"]]
+        # The workflow's input: the case as it was filed, in clear.
+        started = json.loads(texts[0])
+        assert started["core"]["case_id"] == ours.removeprefix("arsContracts/")
+        assert started["activity"]["act_type"] == "TELECONSULTATION"
+
+        # Region 93's workflow stays encrypted for region 84's officer, granted or not.
+        foreign = await agent84.post(decode, content=theirs_payloads, headers={"Origin": UI})
+        assert foreign.status_code == 403
+
+        # Region 93's officer cannot open region 84's case in Temporal (a missing case's page) and so
+        # decodes none of its payloads.
+        refused = await agent93.get(f"{console.url}/dossiers/{ours}/temporal")
+        assert refused.status_code == 404 and "Dossier introuvable" in refused.text
+        stranger = await agent93.post(decode, content=ours_payloads, headers={"Origin": UI})
+        assert stranger.status_code == 403

@@ -1,6 +1,6 @@
 """The dashboards ("Pilotage") over the real services' activity reports: what billing recorded, téléexpertise
 requests and teleconsultation slots show in their region's charts and not in another region's, each chart's
-table and CSV say the same, and sources that are not connected say so instead of drawing zeros."""
+table and CSV say the same; the contracts charts come from the contracts service."""
 
 from __future__ import annotations
 
@@ -119,18 +119,26 @@ async def test_teleexpertise_and_teleconsultation_activity_shows_in_its_regions_
     }
 
 
-async def test_contracts_charts_say_unconnected_and_activity_charts_are_drawn(
+async def test_contracts_charts_come_from_the_contracts_service_and_activity_charts_are_drawn(
     console: RunningConsole,
 ) -> None:
     async with httpx.AsyncClient() as client:
         await sign_in(client, console.url, "agent84")
         page = await client.get(f"{console.url}/pilotage")
     tables = chart_tables(page.text)
-    # This console is not connected to a contracts service: its charts say so, with no table.
-    assert "etats" not in tables
-    assert page.text.count("Ce service n&#39;est pas raccordé à la console.") == 3
+    # The console is connected to the contracts service: its three charts have their table, none says
+    # its source is missing (tests/console/test_e2e.py checks their numbers against the API's).
+    assert {"etats", "delais", "expirations"} <= set(tables)
+    assert "pas raccordé" not in page.text
     # The activity charts are drawn: a canvas with its data and an accessible name each.
-    for key in ("teleexpertise", "reponses-teleexpertise", "teleconsultation", "facturation"):
+    for key in (
+        "etats",
+        "delais",
+        "expirations",
+        "teleexpertise",
+        "reponses-teleexpertise",
+        "teleconsultation",
+    ):
         assert f'id="c-{key}" role="img"' in page.text
 
 

@@ -117,14 +117,20 @@ async def test_every_demo_account_signs_in_with_its_scope(console: RunningConsol
     assert expected[login] in page.text
 
 
-async def test_health_and_readiness_say_which_channel_is_missing(console: RunningConsole) -> None:
+async def test_health_and_readiness_say_each_channel_is_connected(console: RunningConsole) -> None:
     async with httpx.AsyncClient() as client:
         health = await client.get(f"{console.url}/healthz")
         ready = await client.get(f"{console.url}/readyz")
     assert health.status_code == 200
-    # The suite's directory, billing, expertise and scheduling answer; no contracts service is configured.
+    # The suite's contracts, directory, billing, expertise and scheduling services answer.
     assert ready.status_code == 200
     assert ready.json() == {
         "ready": True,
-        "channels": {"directory": True, "billing": True, "expertise": True, "scheduling": True},
+        "channels": {
+            "contracts": True,
+            "directory": True,
+            "billing": True,
+            "expertise": True,
+            "scheduling": True,
+        },
     }

@@ -1,0 +1,1 @@
+DROP INDEX contracts.cases_inbox_due_idx;
