@@ -14,7 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("scheduling", "billing", "expertise", "console", "load")
+BENCHES = ("scheduling", "billing", "expertise", "contracts", "console", "load")
+
+# Issue 8 asked that moving scheduling and expertise onto the case kit leave these two ratios no worse: their
+# values before it (`make bench` on the 2-core machine when issue 8 was filed), beside each run's.
+ISSUE_8_BEFORE: dict[str, tuple[tuple[str, ...], float]] = {
+    "BookAppointment / its INSERT-through-gRPC ceiling": (("scheduling", "booking_to_ceiling_ratio"), 0.55),
+    "téléexpertise intake / Temporal ceiling (workflow + 1 activity)": (
+        ("expertise", "ratios", "case intake / Temporal ceiling (target ≥ 0.7)"),
+        0.71,
+    ),
+}
 
 # What the profiles and the per-process costs show for each target, and what would move it (from the runs of
 # issue 15 on the 2-core machines; the figures of a run are in its tables).
@@ -199,13 +209,24 @@ def markdown(results: dict[str, dict[str, Any]], found: list[Target], plots: lis
             if note and t.name.startswith(key)
         ],
     ]
+    lines += [
+        "## Booking and téléexpertise intake against their ceilings, before the case kit and now (issue 8)",
+        "",
+        *_table(
+            ["ratio", "before (issue 8)", "this run"],
+            [
+                [name, before, _get(results.get(path[0]), *path[1:]) or "missing"]
+                for name, (path, before) in ISSUE_8_BEFORE.items()
+            ],
+        ),
+    ]
     missing = [b for b in BENCHES if b not in results]
     if missing:
         lines += [f"Not run in this report: {', '.join(missing)}.", ""]
     load = results.get("load")
     if load:
         lines += _load_section(load, plots)
-    for name in ("scheduling", "billing", "expertise", "console"):
+    for name in ("scheduling", "billing", "expertise", "contracts", "console"):
         doc = results.get(name)
         if doc:
             lines += [f"## {name}", "", *_measurements(doc)]
