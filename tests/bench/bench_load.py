@@ -151,6 +151,15 @@ class Calls:
         self.latencies[operation].append(time.perf_counter() - started)
         return result
 
+    def forgive(self, operation: str) -> None:
+        """The last failure of `operation` is not an error (the call is tried again)."""
+        self.errors[operation] -= 1
+        if not self.errors[operation]:
+            del self.errors[operation]
+        mine = [i for i, text in enumerate(self.first_errors) if text.startswith(f"{operation}: ")]
+        if mine:
+            del self.first_errors[mine[-1]]
+
     def summary(self) -> dict[str, dict[str, float]]:
         return {
             op: {**quantiles(v), "errors": self.errors.get(op, 0)} for op, v in sorted(self.latencies.items())
@@ -500,8 +509,7 @@ class Player:
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
                     raise
-                self.calls.errors[step.operation] -= 1  # not an error: tried again
-                self.calls.first_errors.pop()
+                self.calls.forgive(step.operation)  # not an error: tried again
                 await asyncio.sleep(0.5 * (attempt + 1))
 
     async def play(self, chain: Chain, step: Step) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.bench.bench_load import summarise_stacks
+from tests.bench.bench_load import Calls, summarise_stacks
 from tests.bench.load import (
     ARS_CONTRACTS_PER_WEEKDAY,
     HOUR,
@@ -89,6 +89,17 @@ def test_the_steps_of_a_case_keep_their_order_and_a_window_slices_the_day() -> N
     window = day.window(9.5 * HOUR, 600)
     assert window and all(9.5 * HOUR <= s.at < 9.5 * HOUR + 600 for s in window)
     assert region_day(scale=0.05, seed=3).steps == day.steps  # deterministic
+
+
+def test_a_call_tried_again_is_not_an_error() -> None:
+    calls = Calls()
+    for _ in range(2):
+        calls.errors["StartTeleconsultation"] += 1
+        calls.first_errors.append("StartTeleconsultation: UNAVAILABLE the change is not applied yet")
+    calls.forgive("StartTeleconsultation")
+    assert calls.errors == {"StartTeleconsultation": 1} and len(calls.first_errors) == 1
+    calls.forgive("StartTeleconsultation")
+    assert not calls.errors and not calls.first_errors  # a preparation with no error left is not failed
 
 
 def test_py_spy_stacks_are_summarised_by_function() -> None:
