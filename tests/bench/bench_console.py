@@ -35,7 +35,7 @@ from services.devstack import free_port
 from services.devstack.oidc import CONSOLE_CLIENT_ID, RelyingParty, start_oidc_provider
 from services.directory.seed import seed_demo
 from tests.bench import BenchEnv
-from tests.bench.bench_billing import start_process, wait_serving
+from tests.bench.bench_billing import start_contracts, start_process, wait_serving
 from tests.billing.builders import teleconsultation, teleexpertise
 from tests.console.conftest import CLIENT_SECRET, console_settings, run_console
 from tests.console.support import sign_in
@@ -164,8 +164,12 @@ async def main(env: BenchEnv) -> None:
     assert pool is not None
     await seed_demo(pool)
     directory, directory_address, directory_log = start_process(env, "directory", {})
+    # Billing serves once its contracts channel is up too (it asks contracts about acts needing a contract).
+    contracts, contracts_address, contracts_log = start_contracts(env, directory_address)
     billing, billing_address, billing_log = start_process(
-        env, "billing", {"PARCOURS_DIRECTORY_ADDRESS": directory_address}
+        env,
+        "billing",
+        {"PARCOURS_DIRECTORY_ADDRESS": directory_address, "PARCOURS_CONTRACTS_ADDRESS": contracts_address},
     )
     case_service = {
         "PARCOURS_DIRECTORY_ADDRESS": directory_address,
@@ -235,6 +239,7 @@ async def main(env: BenchEnv) -> None:
             (scheduling, scheduling_log),
             (expertise, expertise_log),
             (billing, billing_log),
+            (contracts, contracts_log),
             (directory, directory_log),
         ]:
             child.terminate()
