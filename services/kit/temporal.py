@@ -43,6 +43,7 @@ from temporalio.contrib.opentelemetry._interceptor import (
     _CompletedWorkflowSpanParams,
     _TracingWorkflowOutboundInterceptor,
 )
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from services.kit.codec import Keyring, data_converter
 from services.kit.settings import TemporalSettings
@@ -97,6 +98,25 @@ async def connect_client(
     return client
 
 
+# Modules the workflow sandbox takes from outside instead of importing them again for every workflow instance:
+# deterministic and free of side effects (no I/O, no clock, no global state a workflow could change). The
+# generated protobuf modules (ours, buf.validate's, googleapis' common types) and the services' packages,
+# where each case's payload models, state machines and names live (issue 8: a workflow package depends on its
+# service's models, never the reverse). Workflow modules import these inside
+# `workflow.unsafe.imports_passed_through()` as well; declaring them here keeps an import added outside that
+# block from being re-executed per workflow instance. The standard library, temporalio, pydantic and
+# google.protobuf are passed through by Temporal's defaults. The workflow modules themselves stay sandboxed
+# (they are what the sandbox checks).
+SANDBOX_PASSTHROUGH_MODULES = ("parcours", "buf", "google.api", "google.type", "google.rpc", "services")
+
+
+def sandboxed_runner() -> SandboxedWorkflowRunner:
+    """The workflow runner of every Parcours worker: Temporal's sandbox with `SANDBOX_PASSTHROUGH_MODULES`."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH_MODULES)
+    )
+
+
 def build_worker(
     client: temporalio.client.Client,
     *,
@@ -110,10 +130,12 @@ def build_worker(
     The client's interceptors that are also worker interceptors (the tracing interceptor is) are applied by
     the SDK; do not pass `interceptors=` for them again. Other keyword arguments go to `Worker` unchanged
     (`activity_executor` for sync activities, tuning, ...); `graceful_shutdown_timeout` defaults to
-    `DEFAULT_GRACEFUL_SHUTDOWN` and `sticky_queue_schedule_to_start_timeout` to `DEFAULT_STICKY_TIMEOUT`.
+    `DEFAULT_GRACEFUL_SHUTDOWN`, `sticky_queue_schedule_to_start_timeout` to `DEFAULT_STICKY_TIMEOUT` and
+    `workflow_runner` to `sandboxed_runner()`.
     """
     kwargs.setdefault("graceful_shutdown_timeout", DEFAULT_GRACEFUL_SHUTDOWN)
     kwargs.setdefault("sticky_queue_schedule_to_start_timeout", DEFAULT_STICKY_TIMEOUT)
+    kwargs.setdefault("workflow_runner", sandboxed_runner())
     return temporalio.worker.Worker(
         client,
         task_queue=task_queue,

@@ -1,11 +1,15 @@
 """`make bench` = `python -m tests.bench [name ...]`: run the benchmarks against their own components.
 
-Starts a PostgreSQL (temporary data folder, free port, durability traded for speed exactly as in the test
-suite) and a Temporal dev server, creates a development PKI, applies every migration, then runs the
-`async def main(env)` of each `tests/bench/bench_*.py` module (or only those named on the command line).
+Compiles the hub's modules to bytecode as the image does, starts a PostgreSQL (temporary data folder, free
+port, durability traded for speed exactly as in the test suite) and a Temporal dev server, creates a
+development PKI, applies every migration, then runs the `async def main(env)` of each
+`tests/bench/bench_*.py` module (or only those named on the command line).
 Each module prints a table and writes its figures with `env.write_results(...)` to build/bench/<name>.json;
 at the end every result there is gathered into build/bench/report.md, report.json and the plots
 (tests/bench/report.py). Nothing of `make run` is touched.
+
+PARCOURS_BENCH_BYTECODE=0 leaves the modules as they are (from source where no bytecode was written, as on a
+checkout run with PYTHONDONTWRITEBYTECODE): how the figures before bytecode were taken.
 
 `--hub DIR` points the load replay (bench_load) at an existing hub instead of the one it starts: DIR holds
 `hub.json` and `pki/` as `make run` writes them in its data folder.
@@ -30,6 +34,7 @@ from services.kit.migrate import apply_all
 from services.kit.pki import ensure_dev_pki
 from services.kit.roles import OWNER, provision
 from tests.bench import RESULTS_DIR, BenchEnv
+from tests.bench.hub import compile_bytecode
 from tests.bench.report import write_report
 from tests.support import COMPONENTS, DB_PASSWORDS, TEST_ESTABLISHMENTS, role_url
 
@@ -46,6 +51,8 @@ def discover(names: Sequence[str]) -> list[str]:
 
 def run(names: Sequence[str]) -> None:
     """The benchmarks `names`, each against the PostgreSQL, Temporal and PKI started here."""
+    if os.environ.get("PARCOURS_BENCH_BYTECODE", "1") != "0":
+        compile_bytecode()  # every process started here runs from bytecode, as in the image
     with tempfile.TemporaryDirectory(prefix="parcours-bench-") as scratch:
         work = Path(scratch)
         print("bench: starting PostgreSQL and Temporal, creating a development PKI ...", flush=True)

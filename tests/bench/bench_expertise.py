@@ -391,8 +391,28 @@ async def main(env: BenchEnv) -> None:
     try:
         directory = spawn(env, "directory", "services.directory", "directory", {})
         children.append(directory)
+        # Billing serves once its contracts channel is up too (it asks contracts about acts needing one).
+        contracts = spawn(
+            env,
+            "contracts",
+            "services.contracts",
+            "contracts",
+            {
+                "PARCOURS_DIRECTORY_ADDRESS": directory.address,
+                **temporal_env,
+                "PARCOURS_DECISION_TRUST_ROOTS_FILE": str(env.pki.ca_file),
+            },
+        )
+        children.append(contracts)
         billing = spawn(
-            env, "billing", "services.billing", "billing", {"PARCOURS_DIRECTORY_ADDRESS": directory.address}
+            env,
+            "billing",
+            "services.billing",
+            "billing",
+            {
+                "PARCOURS_DIRECTORY_ADDRESS": directory.address,
+                "PARCOURS_CONTRACTS_ADDRESS": contracts.address,
+            },
         )
         children.append(billing)
         await wait_serving(env, directory)

@@ -11,9 +11,8 @@ days of a month here) and within a day on two peaks, 9–11 h and 14–16 h (`HO
 weekday is about 4,200 teleconsultations and 260 téléexpertises; its peak hour a seventh.
 
 A case kind is one generator (`CaseGenerator`): it draws the day's cases of its kind and the steps of each
-with their times. Teleconsultations and téléexpertises exist today; the ARS contracts (the contracts service)
-will be one more generator in `GENERATORS` with its own steps (submissions, completeness checks, reviews,
-signatures) once that service is on main — the replay then needs only its steps' calls.
+with their times: teleconsultations, téléexpertises and the ARS's contracts casework (`ContractsGenerator`:
+a few télésurveillance declarations and contract files a day, their review by ARS officers).
 """
 
 from __future__ import annotations
@@ -179,8 +178,63 @@ def _steps(case: str, kind: str, timed: Iterable[tuple[float, str]]) -> list[Ste
     ]
 
 
-# Contracts (the ARS contracts service) will be added here as a third generator once it is on main.
-GENERATORS: tuple[CaseGenerator, ...] = (TeleconsultationGenerator(), TeleexpertiseGenerator())
+# Télésurveillance operators of a region: the domain (§2.3, décrets 2022-1767/1769) has every operator declare
+# to its ARS once (any number of devices) but gives no count. Sized here from the national volumes: about 13 k
+# operators in France (one per cardiology, diabetology or nephrology team running a listed device), a region
+# 1/13 of them, declared, re-declared on a change of team or level, or lapsed over about two years.
+REGION_OPERATORS = 1_000
+DECLARATION_TURNOVER_YEARS = 2.0
+WORKING_DAYS_PER_YEAR = 12 * WORKING_DAYS_PER_MONTH
+# Contracts with the ARS (since 2018 only experiments, activity outside the parcours, insurer or private
+# offers: domain §2.3) are rare: about one file every two working days in a region.
+ARS_CONTRACTS_PER_WEEKDAY = 0.5
+
+
+@dataclass(frozen=True)
+class ContractsGenerator:
+    """The ARS's contracts casework in a region (domain §2.3; the casework of ars-casework.md): a
+    télésurveillance operator's declaration, which an ARS officer opens and acknowledges the same day or asks
+    documents for; an ARS contract a promoter files and submits, which an officer opens and finds complete
+    (its approval and signature come on later days). Each officer's review opens the file first (the Get is
+    audited and in the case's timeline), as the console does."""
+
+    kind: str = "contracts"
+    declarations_per_weekday: float = REGION_OPERATORS / DECLARATION_TURNOVER_YEARS / WORKING_DAYS_PER_YEAR
+    contracts_per_weekday: float = ARS_CONTRACTS_PER_WEEKDAY
+    documents_asked: float = 0.2
+
+    def cases_per_weekday(self) -> float:
+        return self.declarations_per_weekday + self.contracts_per_weekday
+
+    def steps(self, rng: random.Random, number: int) -> list[Step]:
+        case = f"{self.kind}-{number}"
+        at = arrival(rng)
+        found: list[tuple[float, str]] = []
+        if rng.random() < self.declarations_per_weekday / self.cases_per_weekday():
+            found.append((at, "CreateOperatorDeclaration"))
+            at += lognormal(rng, 2 * HOUR)
+            found.append((at, "GetOperatorDeclaration"))
+            at += lognormal(rng, 5 * 60)
+            if rng.random() < self.documents_asked:
+                found.append((at, "RequestOperatorDeclarationDocuments"))
+            else:
+                found.append((at, "AcknowledgeOperatorDeclaration"))
+        else:
+            found.append((at, "CreateArsContract"))
+            at += lognormal(rng, 30 * 60)
+            found.append((at, "SubmitArsContract"))
+            at += lognormal(rng, 3 * HOUR)
+            found.append((at, "GetArsContract"))
+            at += lognormal(rng, 10 * 60)
+            found.append((at, "MarkArsContractComplete"))
+        return _steps(case, self.kind, found)
+
+
+GENERATORS: tuple[CaseGenerator, ...] = (
+    TeleconsultationGenerator(),
+    TeleexpertiseGenerator(),
+    ContractsGenerator(),
+)
 
 
 @dataclass(frozen=True)

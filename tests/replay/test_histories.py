@@ -13,6 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from services.kit.codec import Keyring, data_converter
+from services.kit.temporal import sandboxed_runner
 from tests.support import PAYLOAD_KEYS
 from tests.support.golden import HISTORIES
 from workflows.teleconsultation.workflows import TeleconsultationWorkflow
@@ -42,6 +43,7 @@ async def test_a_golden_history_replays_with_todays_code(name: str) -> None:
     replayer = Replayer(
         workflows=[TeleconsultationWorkflow, TeleexpertiseWorkflow],
         data_converter=data_converter(Keyring.parse(PAYLOAD_KEYS)),
+        workflow_runner=sandboxed_runner(),  # the workers' sandbox, as they run
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{name}: {result.replay_failure}"
