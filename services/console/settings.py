@@ -77,6 +77,10 @@ class ConsoleSettings(KitSettings):
     export_retention: timedelta = Field(default=timedelta(hours=32), gt=timedelta(0))
     # Local hour (Europe/Paris) of the daily digest of cases coming due.
     digest_hour: int = Field(default=7, ge=0, le=23)
+    # How often the officers' case notifications are read from the contracts service (0: never, the tests
+    # run the pass themselves). E-mail goes through the hub's SMTP relay, `PARCOURS_SMTP_*`
+    # (services/kit/notify.py); without `PARCOURS_SMTP_HOST` the console sends none.
+    notification_poll_seconds: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _urls(self) -> ConsoleSettings:
