@@ -26,7 +26,7 @@ from services.console.settings import ConsoleSettings
 from services.console.store import Store
 from services.kit.codec import AesGcmPayloadCodec, Keyring
 from services.kit.db import open_pool
-from services.kit.notify import NotifySettings, SmtpTransport
+from services.kit.notify import SmtpTransport
 from services.kit.server import Periodic
 from services.kit.settings import TemporalSettings
 from services.kit.telemetry import configure_telemetry
@@ -76,7 +76,7 @@ async def build(settings: ConsoleSettings, pool: asyncpg.Pool) -> Console:
                 "Temporal unreachable (%s): the codec endpoint cannot open cases", type(error).__name__
             )
     deps = Deps(settings=settings, store=store, hub=hub, exports=exports, codec=codec, temporal=temporal)
-    deliveries = Deliveries(store, SmtpTransport(NotifySettings()), settings.public_url)
+    deliveries = Deliveries(store, SmtpTransport(settings), settings.public_url)
     digest = DailyDigest(pool, store, hub, settings.digest_hour, deliveries)
     idle = settings.session_idle_timeout
     tasks: list[Periodic | ExportWorker] = [
