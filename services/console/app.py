@@ -58,6 +58,7 @@ EVENT_LABELS = {
     "message_received": "Un porteur écrit sur un dossier que je détiens",
     "export_ready": "Un export est prêt",
     "daily_digest": "Synthèse quotidienne des dossiers à échéance",
+    "case_changed": "Un autre événement sur un dossier de mon périmètre (entrée en vigueur, retrait…)",
 }
 
 
@@ -878,12 +879,15 @@ def build_app(deps: Deps) -> Starlette:
             "preferences.html",
             prefs=await store.preferences(officer.subject),
             events=EVENT_LABELS,
+            email=officer.email,
             saved="enregistre" in request.query_params,
             unread=await store.unread_count(officer.subject),
         )
 
     async def save_preferences(request: Request, officer: Officer, form: FormData) -> Response:
-        chosen = {event: (form.get(f"{event}-app") == "1", False) for event in EVENTS}
+        chosen = {
+            event: (form.get(f"{event}-app") == "1", form.get(f"{event}-email") == "1") for event in EVENTS
+        }
         await store.set_preferences(officer.subject, chosen)
         return back(request, "/preferences", enregistre="1")
 

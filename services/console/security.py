@@ -51,6 +51,8 @@ CONSOLE_ROLES = (ROLE_ARS_OFFICER, ROLE_ARS_SUPERVISOR, ROLE_ARS_SIGNATORY, ROLE
 _REGION_ROLES = {ROLE_ARS_OFFICER, ROLE_ARS_SUPERVISOR, ROLE_ARS_SIGNATORY}
 _STAFF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _REGION = re.compile(r"^[0-9]{2}$")
+# An address the SMTP relay can take (one mailbox, no display name, no header-breaking characters).
+_EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _TERRITORY = re.compile(r"^(?:[0-9]{2}|2A|2B|97[1-6]|FR)$")
 # How often a request refreshes `last_seen` (the idle clock) in the database.
 _TOUCH_EVERY = timedelta(seconds=30)
@@ -71,6 +73,8 @@ class Officer:
     territory: str | None
     given_name: str = ""
     family_name: str = ""
+    # Where the officer's e-mail notifications go (the provider's `email` claim); '' when it gave none.
+    email: str = ""
 
     @property
     def staff_id(self) -> str:
@@ -97,6 +101,7 @@ class Officer:
             "territory": self.territory,
             "given_name": self.given_name,
             "family_name": self.family_name,
+            "email": self.email,
         }
 
     @classmethod
@@ -109,6 +114,7 @@ class Officer:
             territory=data.get("territory"),
             given_name=str(data.get("given_name", "")),
             family_name=str(data.get("family_name", "")),
+            email=str(data.get("email", "")),
         )
 
 
@@ -143,6 +149,8 @@ def officer_from_claims(claims: Mapping[str, Any], settings: ConsoleSettings) ->
     given = claims.get("given_name") if isinstance(claims.get("given_name"), str) else ""
     family = claims.get("family_name") if isinstance(claims.get("family_name"), str) else ""
     name = claims.get("name") if isinstance(claims.get("name"), str) else f"{given} {family}".strip()
+    email = claims.get("email")
+    email = email if isinstance(email, str) and _EMAIL.fullmatch(email) else ""
     return Officer(
         subject=f"staff:{staff_id}",
         name=str(name or staff_id),
@@ -151,6 +159,7 @@ def officer_from_claims(claims: Mapping[str, Any], settings: ConsoleSettings) ->
         territory=territory,
         given_name=str(given),
         family_name=str(family),
+        email=email,
     )
 
 

@@ -1,8 +1,8 @@
 """The console process: its pool, its gRPC channels, its background tasks, and uvicorn serving the app.
 
 `build(settings, pool)` wires everything (tests run it in-process); `serve(settings)` is the process's life:
-telemetry, pool, app on `console_http_port`, the export worker and the daily digest, and on SIGTERM a
-graceful stop.
+telemetry, pool, app on `console_http_port`, the export worker, the daily digest, the case notifications'
+poller, and on SIGTERM a graceful stop.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from starlette.types import ASGIApp
 from services.console.app import Deps, build_app
 from services.console.exports import ExportWorker
 from services.console.hub import Hub
-from services.console.notifications import DailyDigest
+from services.console.notifications import CaseNotificationPoller, DailyDigest, Deliveries
 from services.console.security import DelegateTokens
 from services.console.settings import ConsoleSettings
 from services.console.store import Store
 from services.kit.codec import AesGcmPayloadCodec, Keyring
 from services.kit.db import open_pool
+from services.kit.notify import SmtpTransport
 from services.kit.server import Periodic
 from services.kit.settings import TemporalSettings
 from services.kit.telemetry import configure_telemetry
@@ -75,13 +76,17 @@ async def build(settings: ConsoleSettings, pool: asyncpg.Pool) -> Console:
                 "Temporal unreachable (%s): the codec endpoint cannot open cases", type(error).__name__
             )
     deps = Deps(settings=settings, store=store, hub=hub, exports=exports, codec=codec, temporal=temporal)
-    digest = DailyDigest(pool, store, hub, settings.digest_hour)
+    deliveries = Deliveries(store, SmtpTransport(settings), settings.public_url)
+    digest = DailyDigest(pool, store, hub, settings.digest_hour, deliveries)
     idle = settings.session_idle_timeout
     tasks: list[Periodic | ExportWorker] = [
         exports,
         Periodic("daily-digest", digest.run_once, 600.0),
         Periodic("session-purge", lambda: store.purge(idle), 300.0),
     ]
+    if settings.notification_poll_seconds:
+        poller = CaseNotificationPoller(store, hub, deliveries)
+        tasks.append(Periodic(poller.name, poller.run_once, settings.notification_poll_seconds))
     return Console(app=OpenTelemetryMiddleware(build_app(deps)), deps=deps, tasks=tasks)
 
 

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 
+from services.kit.notify import NotifySettings
 from services.kit.settings import KitSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class ConsoleSettings(KitSettings):
-    """`PARCOURS_*` variables of the console (see the README's console section)."""
+class ConsoleSettings(KitSettings, NotifySettings):
+    """`PARCOURS_*` variables of the console (see the README's console section); the SMTP relay's are the
+    workers' (`PARCOURS_SMTP_*`, services/kit/notify.py), for the officers' e-mail notifications."""
 
     component: str = "console"
 
@@ -77,6 +79,10 @@ class ConsoleSettings(KitSettings):
     export_retention: timedelta = Field(default=timedelta(hours=32), gt=timedelta(0))
     # Local hour (Europe/Paris) of the daily digest of cases coming due.
     digest_hour: int = Field(default=7, ge=0, le=23)
+    # How often the officers' case notifications are read from the contracts service (0: never, the tests
+    # run the pass themselves). E-mail goes through the hub's SMTP relay (`PARCOURS_SMTP_*`); without
+    # `PARCOURS_SMTP_HOST` the console sends none.
+    notification_poll_seconds: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _urls(self) -> ConsoleSettings:

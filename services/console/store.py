@@ -26,6 +26,7 @@ EVENTS = (
     "message_received",
     "export_ready",
     "daily_digest",
+    "case_changed",
 )
 
 
@@ -54,6 +55,15 @@ class Notification:
     link: str
     create_time: datetime
     read: bool
+
+
+@dataclass(frozen=True)
+class NotificationCursor:
+    """Where an officer's reading of the contracts notifications stands."""
+
+    last_notification_id: int
+    # What happened before this is not told (the officer's first sign-in the console remembers).
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,55 @@ class Store:
             "AND p.event = 'daily_digest' AND NOT p.in_app)"
         )
         return [r["subject"] for r in rows]
+
+    async def officers_seen(self, within: timedelta) -> list[dict[str, Any]]:
+        """The signed-in officers of sessions used within `within`: each one's latest officer data."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT ON (subject) data -> 'officer' AS officer FROM console.sessions "
+            "WHERE subject IS NOT NULL AND last_seen > now() - $1::interval AND data ? 'officer' "
+            "ORDER BY subject, last_seen DESC",
+            within,
+        )
+        return [json.loads(r["officer"]) for r in rows]
+
+    async def notification_cursor(self, owner: str) -> NotificationCursor:
+        """The officer's cursor; on first sight, from the start of their oldest session the console keeps."""
+        await self._pool.execute(
+            "INSERT INTO console.notification_cursors (owner, since) "
+            "SELECT $1, coalesce(min(create_time), now()) FROM console.sessions WHERE subject = $1 "
+            "ON CONFLICT (owner) DO NOTHING",
+            owner,
+        )
+        row = await self._pool.fetchrow(
+            "SELECT last_notification_id, since FROM console.notification_cursors WHERE owner = $1", owner
+        )
+        assert row is not None
+        return NotificationCursor(row["last_notification_id"], row["since"])
+
+    async def advance_cursor(self, owner: str, last_notification_id: int) -> None:
+        """Never moves back: two replicas reading the same officer both end at the further point."""
+        await self._pool.execute(
+            "UPDATE console.notification_cursors SET update_time = now(), "
+            "last_notification_id = greatest(last_notification_id, $2) WHERE owner = $1",
+            owner,
+            last_notification_id,
+        )
+
+    async def claim_mail(self, owner: str, dedup_key: str) -> bool:
+        """Whether this process is the one to send this e-mail (one per officer and key, across replicas)."""
+        status = await self._pool.execute(
+            "INSERT INTO console.notification_mails (owner, dedup_key) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
+            owner,
+            dedup_key,
+        )
+        return bool(status.endswith(" 1"))
+
+    async def release_mail(self, owner: str, dedup_key: str) -> None:
+        """An e-mail that could not be sent: a later pass may send it."""
+        await self._pool.execute(
+            "DELETE FROM console.notification_mails WHERE owner = $1 AND dedup_key = $2", owner, dedup_key
+        )
 
     # -- exports --------------------------------------------------------------------------------------------
     async def create_export(

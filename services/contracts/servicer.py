@@ -1635,6 +1635,27 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
         )
         return c.CountCasesResponse(counts=c.TabCounts(**counts))
 
+    async def ListNotifications(
+        self, request: c.ListNotificationsRequest, context: grpc.aio.ServicerContext
+    ) -> c.ListNotificationsResponse:
+        principal = await self._caller()
+        audit_target(resource="notifications")
+        token_filters: dict[str, object] = {
+            "after": request.after_notification_id,
+            "caller": person(principal),
+        }
+        key = decode_token(request.page_token, token_filters)
+        rows, last = await self._store.list_notifications(
+            viewer(principal),
+            roles=role_names(principal),
+            after=int(key) if key else request.after_notification_id,
+            size=page_size(request.page_size),
+        )
+        return c.ListNotificationsResponse(
+            notifications=[views.notification(r) for r in rows],
+            next_page_token=next_page_token(last, token_filters),
+        )
+
     async def GetCaseActivityReport(
         self, request: c.GetCaseActivityReportRequest, context: grpc.aio.ServicerContext
     ) -> c.GetCaseActivityReportResponse:

@@ -315,6 +315,22 @@ _FILTERS = """
                             AND c.expire_time < now() + make_interval(days => $17)))
 """
 
+# ListNotifications ($1-$5 the visibility rule, $6 the caller's roles, $7 after this id, $8 the limit):
+# rows addressed to the caller (by name: $5 or a party it acts for; or a role it holds) of cases it may see,
+# one per event (its first row addressed to the caller: told by role and by name, one item).
+_TOLD = "(n.recipient = $5 OR n.recipient = ANY($4::text[]) OR n.role = ANY($6::text[]))"
+LIST_NOTIFICATIONS = f"""
+SELECT n.notification_id, n.case_id, c.kind, n.kind AS event, n.recipient <> '' AS personal, n.create_time
+FROM contracts.notifications n JOIN contracts.cases c ON c.case_id = n.case_id
+WHERE n.notification_id > $7 AND {_TOLD} AND {VISIBLE}
+  AND NOT EXISTS (
+      SELECT 1 FROM contracts.notifications e
+      WHERE e.case_id = n.case_id AND e.event_sequence = n.event_sequence
+        AND e.notification_id < n.notification_id
+        AND {_TOLD.replace("n.", "e.")})
+ORDER BY n.notification_id LIMIT $8
+"""  # noqa: S608 (every fragment is a constant of this module)
+
 # GetCaseActivityReport ($1-$5 the visibility rule, $6 the region or '').
 _REPORT_SCOPE = f"{VISIBLE} AND ($6::text = '' OR c.region = $6)"
 _REPORT_STATES = f"""
@@ -990,6 +1006,14 @@ WHERE {VISIBLE} {_FILTERS}
         )
         assert row is not None
         return dict(row)
+
+    async def list_notifications(
+        self, viewer: Viewer, *, roles: Sequence[str], after: int, size: int
+    ) -> tuple[Sequence[asyncpg.Record], int | None]:
+        """The caller's notifications after id `after`, oldest first; the last id when more follow."""
+        rows = await self._pool.fetch(LIST_NOTIFICATIONS, *viewer_args(viewer), list(roles), after, size + 1)
+        page, last = split_page(rows, size)
+        return page, (None if last is None else last["notification_id"])
 
     async def activity_report(
         self, viewer: Viewer, *, region: str, zone: str, start: date, end: date, expiring_days: int

@@ -317,6 +317,18 @@ def summary(row: Any) -> c.CaseSummary:
     )
 
 
+def notification(row: Any) -> c.Notification:
+    return c.Notification(
+        name=f"notifications/{row['notification_id']}",
+        notification_id=row["notification_id"],
+        case=case_name(row["kind"], row["case_id"]),
+        case_kind=KIND_ENUM[row["kind"]],
+        event=row["event"],
+        personal=row["personal"],
+        create_time=timestamp(row["create_time"]),
+    )
+
+
 # --- inside a case ------------------------------------------------------------------------------------------
 
 

@@ -98,6 +98,9 @@ def console_settings(
             "payload_keys": PAYLOAD_KEYS,
             "temporal_address": temporal_address,
             "temporal_ui_url": "http://127.0.0.1:8233",
+            # The tests run the case-notification pass themselves (`CaseNotificationPoller.run_once`): a
+            # background pass would take the notifications a test is waiting for.
+            "notification_poll_seconds": 0,
         }
     )
     values.update(overrides)
