@@ -1014,3 +1014,25 @@ def test_helm_test_calls_each_health_service(region: Rendered) -> None:
         assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
     egress = region.get("NetworkPolicy", "parcours-tests")["spec"]["egress"]
     assert egress[0]["ports"] == [{"port": 8081, "protocol": "TCP"}]
+
+
+def test_the_console_mails_officers_through_the_relay_and_nothing_else(rendered: dict[str, Rendered]) -> None:
+    r = rendered["region-console"]
+    workers = {"workflows-teleconsultation", "workflows-teleexpertise"}
+    smtp = egress_of(r.objects, "allow-smtp")
+    webhooks = egress_of(r.objects, "allow-webhooks")
+    assert smtp is not None and smtp[0] == workers | {"console"}
+    assert webhooks is not None and webhooks[0] == workers
+    env = env_of(r, "Deployment", name("console"))
+    assert (
+        env["PARCOURS_SMTP_HOST"]
+        == env_of(r, "Deployment", name("workflows-teleexpertise"))["PARCOURS_SMTP_HOST"]
+    )
+    assert not {n for n in env if n.startswith(("PARCOURS_NOTIFY_", "PARCOURS_WEBHOOK_"))}
+    volumes = r.get("Deployment", name("console"))["spec"]["template"]["spec"]["volumes"]
+    for volume in volumes:
+        if volume["name"] == "notify":
+            paths = {
+                i["path"] for s in volume["projected"]["sources"] for i in next(iter(s.values()))["items"]
+            }
+            assert "address-book.json" not in paths

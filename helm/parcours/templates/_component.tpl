@@ -81,6 +81,8 @@ labels:
 {{- end }}
 {{- if $c.notifications }}
 {{ include "parcours.notificationsEnv" $ctx }}
+{{- else if $c.sendsMail }}
+{{- include "parcours.smtpEnv" $ctx }}
 {{- end }}
 {{- if $c.joinLinks }}
 {{ include "parcours.joinLinksEnv" $ctx }}
@@ -131,7 +133,8 @@ labels:
 {{- $_ := set $seen .name true -}}
 {{- end -}}
 {{- $notifyVolume := "" -}}
-{{- if $c.notifications }}{{ $notifyVolume = include "parcours.notificationsVolume" $ctx }}{{ end -}}
+{{- if $c.notifications }}{{ $notifyVolume = include "parcours.notificationsVolume" $ctx }}
+{{- else if $c.sendsMail }}{{ $notifyVolume = include "parcours.mailVolume" $ctx }}{{ end -}}
 {{- $book := include "parcours.addressBook" $ctx | fromYaml -}}
 {{- $autoscaling := default dict $c.autoscaling -}}
 apiVersion: apps/v1

@@ -325,9 +325,10 @@ kind: ""
 {{- toPrettyJson (dict "emails" (default dict $book.emails) "webhooks" $webhooks) -}}
 {{- end -}}
 
-{{- define "parcours.notificationsEnv" -}}
-{{- $n := .Values.notifications -}}
-{{- $smtp := $n.smtp -}}
+{{/* The SMTP relay's settings: for the notifying workers, and for a component with `sendsMail` (the
+console's officers' e-mails), which gets nothing else of the notifications block. */}}
+{{- define "parcours.smtpEnv" -}}
+{{- $smtp := .Values.notifications.smtp -}}
 {{- if $smtp.host }}
 - name: PARCOURS_SMTP_HOST
   value: {{ $smtp.host | quote }}
@@ -359,6 +360,11 @@ kind: ""
   value: /etc/parcours/notify/smtp-client.key
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{- define "parcours.notificationsEnv" -}}
+{{- $n := .Values.notifications -}}
+{{- include "parcours.smtpEnv" . }}
 {{- if (include "parcours.addressBook" . | fromYaml).kind }}
 - name: PARCOURS_NOTIFY_ADDRESS_BOOK
   value: /etc/parcours/notify/address-book.json
@@ -376,8 +382,20 @@ kind: ""
 
 {{/* The projected volume of the notification files ("" when there is none) */}}
 {{- define "parcours.notificationsVolume" -}}
-{{- $smtp := .Values.notifications.smtp -}}
-{{- $book := include "parcours.addressBook" . | fromYaml -}}
+{{- include "parcours.notifyFiles" (dict "ctx" . "book" true) -}}
+{{- end -}}
+
+{{/* The SMTP relay's files only (a `sendsMail` component) */}}
+{{- define "parcours.mailVolume" -}}
+{{- include "parcours.notifyFiles" (dict "ctx" . "book" false) -}}
+{{- end -}}
+
+{{/* dict "ctx" $ "book" bool: the projected volume of the notification files, the address book included
+when "book" ("" when there is nothing to mount) */}}
+{{- define "parcours.notifyFiles" -}}
+{{- $smtp := .ctx.Values.notifications.smtp -}}
+{{- $book := dict "kind" "" -}}
+{{- if .book }}{{ $book = include "parcours.addressBook" .ctx | fromYaml }}{{ end -}}
 {{- $sources := list -}}
 {{- if eq $book.kind "configMap" "inline" -}}
 {{- $sources = append $sources (dict "configMap" (dict "name" $book.name "items" (list (dict "key" $book.key "path" "address-book.json")))) -}}
