@@ -14,6 +14,7 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from google.type import date_pb2  # type: ignore[import-untyped]
 from parcours.billing.v1 import billing_pb2
+from parcours.contracts.v1 import contracts_pb2  # noqa: F401 (its descriptors, for SERVICES)
 from parcours.directory.v1 import directory_pb2
 from parcours.expertise.v1 import expertise_pb2
 from parcours.scheduling.v1 import scheduling_pb2 as s
@@ -32,6 +33,7 @@ SERVICES = {
     "scheduling": "parcours.scheduling.v1.SchedulingService",
     "expertise": "parcours.expertise.v1.ExpertiseService",
     "billing": "parcours.billing.v1.BillingService",
+    "contracts": "parcours.contracts.v1.ContractService",
 }
 
 
