@@ -98,6 +98,7 @@ from services.kit.errors import (
     AlreadyExists,
     DomainError,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -973,6 +974,14 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
     ) -> tuple[list[R], str]:
         principal = await self._caller()
         audit_target(resource=CaseKind.COLLECTION[kind])
+        if promoter and not any(
+            n.matches(promoter)
+            for n in (names.ESTABLISHMENT, names.PRACTITIONER, names.TELECONSULTATION_COMPANY)
+        ):
+            raise InvalidArgument.one(
+                "promoter",
+                "must be establishments/{finess}, practitioners/{rpps} or teleconsultationCompanies/{siren}",
+            )
         filters: dict[str, object] = {
             "kind": kind,
             "state": state,
@@ -2151,3 +2160,37 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
             motivation_templates=[views.template(r) for r in rows],
             next_page_token=next_page_token(last, filters),
         )
+
+
+# --- text PostgreSQL can hold -------------------------------------------------------------------------------
+
+
+def _nul_fields(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """The paths of the request's strings holding a NUL byte (PostgreSQL's text holds none)."""
+    found: list[FieldViolation] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        values = list(value) if field.is_repeated else [value]
+        for index, item in enumerate(values):
+            at = f"{path}[{index}]" if field.is_repeated else path
+            if isinstance(item, str) and "\x00" in item:
+                found.append(FieldViolation(at, "must not contain a NUL character"))
+            elif isinstance(item, Message):
+                found += _nul_fields(item, f"{at}.")
+    return found
+
+
+def _refusing_nul(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def checked(self: ContractsServicer, request: Message, context: grpc.aio.ServicerContext) -> Any:
+        violations = _nul_fields(request)
+        if violations:
+            raise InvalidArgument(violations)
+        return await method(self, request, context)
+
+    checked.__name__ = method.__name__
+    checked.__doc__ = method.__doc__
+    return checked
+
+
+for _method in c.DESCRIPTOR.services_by_name["ContractService"].methods:
+    setattr(ContractsServicer, _method.name, _refusing_nul(getattr(ContractsServicer, _method.name)))

@@ -10,6 +10,14 @@ no acting metadata: a workflow worker recording a charge) and a hub operator see
 and patient (`Principal.unrestricted`); every "sees everything" check in the services asks that one property,
 never a role or the certificate alone.
 
+Which components may act as the hub. A component certificate alone is not the hub: only the identities in
+an explicit allow-list (`PARCOURS_HUB_COMPONENTS`, default `DEFAULT_HUB_COMPONENTS`: the workflow workers and
+the services that call other services without a token) get ROLE_HUB_SERVICE without a token, and only they
+may name a caller in acting metadata. Any other component certificate — the console's, which always calls
+with an officer's delegate token — is refused without a token like an establishment's certificate
+(UNAUTHENTICATED `TOKEN_MISSING`), acting metadata or not, so a compromised console host cannot read the hub
+as the hub.
+
 Delegation: a component acting for someone is scoped like that someone, never like the hub (`delegated`).
 - A component presenting a bearer token acts for the token's person (the console sends an officer's
   delegate token): the principal has that token's roles, region and territory only — no ROLE_HUB_SERVICE,
@@ -18,10 +26,11 @@ Delegation: a component acting for someone is scoped like that someone, never li
 - A component serving a caller it has authenticated itself asks another service *on that caller's behalf*
   by naming the caller's establishment (and practitioner) in call metadata
   (`x-parcours-acting-establishment`, `x-parcours-acting-practitioner`; `services.kit.directory
-  .acting_metadata` writes them). Those headers are honoured only from a component certificate without a
-  token (the component vouches for a caller it has already bound to its establishment); from anyone else
-  they are ignored. The principal names the acting establishment and practitioner, keeps ROLE_HUB_SERVICE
-  (so the audit log shows the call came through the hub) and is `delegated`.
+  .acting_metadata` writes them). Those headers are honoured only from an allow-listed component's
+  certificate without a token (the component vouches for a caller it has already bound to its
+  establishment); from anyone else they are ignored. The principal names the acting establishment and
+  practitioner, keeps ROLE_HUB_SERVICE (so the audit log shows the call came through the hub) and is
+  `delegated`.
 """
 
 from __future__ import annotations
@@ -45,7 +54,14 @@ COMPONENT_PREFIX = "parcours-"
 ACTING_ESTABLISHMENT_HEADER = "x-parcours-acting-establishment"
 ACTING_PRACTITIONER_HEADER = "x-parcours-acting-practitioner"
 
-# The roles that see everything when held by a principal acting for itself (see `Principal.unrestricted`).
+# The component identities (CN `parcours-<name>`) that act as the hub without a token, unless the settings
+# say otherwise (`KitSettings.hub_components`): the workflow workers (recording charges, reading patients for
+# the record) and the services that ask others without a token — scheduling and expertise the directory,
+# billing the directory and contracts, contracts the directory. Not the console (it always calls with an
+# officer's delegate token) nor `cli` (the tools call with a hub operator's token; health needs no principal).
+DEFAULT_HUB_COMPONENTS: frozenset[str] = frozenset(
+    {"workflows", "scheduling", "expertise", "billing", "contracts"}
+)
 
 _TOKEN_ROLES: Mapping[str, int] = {
     "hub_operator": options_pb2.ROLE_HUB_OPERATOR,
@@ -160,9 +176,16 @@ def _token_roles(token: VerifiedToken) -> set[int]:
 class Authenticator:
     """Builds the principal of a call from its certificate and its token."""
 
-    def __init__(self, verifier: TokenVerifier | None, *, insecure_dev_mode: bool = False) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        *,
+        insecure_dev_mode: bool = False,
+        hub_components: Iterable[str] = DEFAULT_HUB_COMPONENTS,
+    ) -> None:
         self._verifier = verifier
         self._insecure = insecure_dev_mode
+        self._hub_components = frozenset(hub_components)
 
     def authenticate(self, common_name: str | None, metadata: Mapping[str, str]) -> Principal:
         if self._insecure and common_name is None:
@@ -174,7 +197,7 @@ class Authenticator:
         authorization = metadata.get("authorization")
         raw = None if authorization is None else bearer_token(authorization)
         if raw is None:
-            if peer.component:
+            if peer.component in self._hub_components or (self._insecure and peer.component == "dev"):
                 delegated = _delegation(peer.component, metadata)
                 if delegated is not None:
                     return delegated

@@ -272,7 +272,9 @@ def build_authenticator(settings: KitSettings) -> Authenticator:
             audience=settings.token_audience,
             leeway_seconds=settings.token_leeway_seconds,
         )
-    return Authenticator(verifier, insecure_dev_mode=settings.insecure_dev_mode)
+    return Authenticator(
+        verifier, insecure_dev_mode=settings.insecure_dev_mode, hub_components=settings.hub_components
+    )
 
 
 def audit_keys(settings: KitSettings) -> AuditKeys:

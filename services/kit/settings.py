@@ -6,15 +6,19 @@ process at start with the variable's name (`load_settings`), never later at firs
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.kit.auth import DEFAULT_HUB_COMPONENTS
 
 ENV_PREFIX = "PARCOURS_"
+COMPONENT_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
 class KitSettings(BaseSettings):
@@ -51,6 +55,9 @@ class KitSettings(BaseSettings):
     # A JWKS file with the public keys tokens are verified against (kid → key).
     token_jwks_file: Path | None = None
     token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # The component identities (CN `parcours-<name>`) that act as the hub without a token, comma-separated
+    # (services/kit/auth.py). Any other component certificate without a token is refused (TOKEN_MISSING).
+    hub_components: Annotated[frozenset[str], NoDecode] = DEFAULT_HUB_COMPONENTS
     # HMAC key of the page tokens (base64url, at least 32 bytes), the same for every replica of a service so
     # a client pages through any of them (services/kit/pagination.py). Required of every gRPC server (checked
     # when it is built); development mode makes one up.
@@ -72,6 +79,17 @@ class KitSettings(BaseSettings):
 
     # Seconds in-flight RPCs get to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("hub_components", mode="before")
+    @classmethod
+    def _component_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        if isinstance(value, list | tuple | set | frozenset):
+            for name in value:
+                if not isinstance(name, str) or not COMPONENT_NAME_RE.match(name):
+                    raise ValueError(f"not a component name (parcours-<name>): {name!r}")
+        return value
 
     @model_validator(mode="after")
     def _security_material(self) -> KitSettings:

@@ -1,6 +1,7 @@
-"""The hub as an attacker inside the network meets it: directory, billing, scheduling and expertise over mTLS
-with both workers, each process as its own database role, on a database and a Temporal dev server of their own
-(the fuzzer writes what it may; no other test should see it, and the workers poll fixed task queues)."""
+"""The hub as an attacker inside the network meets it: directory, billing, contracts, scheduling and expertise
+over mTLS with their workers, each process as its own database role, on a database and a Temporal dev server
+of their own (the fuzzer writes what it may; no other test should see it, and the workers poll fixed task
+queues)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import asyncpg
 import grpc
 import pytest
 from parcours.billing.v1 import billing_pb2_grpc
+from parcours.contracts.v1 import contracts_pb2_grpc
 from parcours.directory.v1 import directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2_grpc
@@ -35,7 +37,7 @@ from tests.support.contracts import running_contracts
 
 @dataclass
 class SecurityHub:
-    """The four services (addresses), their database (owner URL and an administrator's pool), Temporal."""
+    """The five services (addresses), their database (owner URL and an administrator's pool), Temporal."""
 
     pki: DevPki
     database_url: str
@@ -67,6 +69,9 @@ class SecurityHub:
 
     def billing(self, finess: str) -> billing_pb2_grpc.BillingServiceStub:
         return billing_pb2_grpc.BillingServiceStub(self.channel("billing", finess))
+
+    def contracts(self, finess: str) -> contracts_pb2_grpc.ContractServiceStub:
+        return contracts_pb2_grpc.ContractServiceStub(self.channel("contracts", finess))
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 from parcours.billing.v1 import billing_pb2
+from parcours.contracts.v1 import contracts_pb2
 from parcours.directory.v1 import directory_pb2_grpc
 from parcours.expertise.v1 import expertise_pb2
 from parcours.scheduling.v1 import scheduling_pb2
@@ -24,6 +25,7 @@ from services.directory.demo import DEMO_PATIENTS
 from services.kit.server import KitServer
 from tests.conftest import Minter
 from tests.security.conftest import SecurityHub
+from tests.security.world import PROMOTER_STAFF, make_cases
 from tests.support import LOIRE, bearer, establishment_channel, kit_settings, request_id, role_url
 from tests.support.calls import call, details
 
@@ -202,3 +204,113 @@ async def test_undecodable_bodies_in_a_loop_log_one_line_without_traceback(
     assert undecodable[0].exc_info is None and undecodable[0].levelno == logging.WARNING
     assert "/parcours.directory.v1.DirectoryService/GetPatient" in undecodable[0].getMessage()
     assert not [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
+
+
+# Found by the fuzzer under make chaos (seed 9009): a promoter filter holding a NUL byte reached PostgreSQL
+# (INTERNAL, "invalid byte sequence for encoding UTF8: 0x00"). A filter names a promoter or is refused.
+PROMOTER_FILTERS: dict[str, Callable[[str], Message]] = {
+    "ListArsContracts": lambda p: contracts_pb2.ListArsContractsRequest(promoter=p),
+    "ListOperatorDeclarations": lambda p: contracts_pb2.ListOperatorDeclarationsRequest(promoter=p),
+    "ListIntermediaryContractReviews": lambda p: contracts_pb2.ListIntermediaryContractReviewsRequest(
+        promoter=p
+    ),
+}
+
+
+@pytest.mark.parametrize("method", PROMOTER_FILTERS)
+@pytest.mark.parametrize("promoter", ["\x00", "establishments/\x00", "patients/x"])
+async def test_a_promoter_filter_that_names_no_promoter_is_named(
+    hub: SecurityHub, mint: Minter, method: str, promoter: str
+) -> None:
+    stub = hub.contracts(LOIRE)
+    doctor = bearer(mint(rpps=GP_LOIRE))
+    error = await call(getattr(stub, method)(PROMOTER_FILTERS[method](promoter), metadata=doctor))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert [field for field, _ in details(error)[1]] == ["promoter"]
+    # A promoter's name filters as before.
+    listed = await getattr(stub, method)(
+        PROMOTER_FILTERS[method](f"practitioners/{GP_LOIRE}"), metadata=doctor
+    )
+    assert listed is not None
+
+
+async def test_a_nul_byte_in_any_text_of_a_case_is_named_and_leaves_the_case_working(
+    hub: SecurityHub, mint: Minter
+) -> None:
+    # PostgreSQL's text holds no NUL: one in a message, a motivation, a title or a company's name reached the
+    # database (INTERNAL on creation; a change that never applied, UNAVAILABLE "retry"). Refused up front.
+    made = await make_cases(hub, mint)
+    promoter = bearer(mint(staff=PROMOTER_STAFF, roles=["promoter"]))
+    doctor = bearer(mint(rpps=GP_LOIRE))
+    stub = hub.contracts(LOIRE)
+    probes: dict[str, tuple[object, str]] = {
+        "message": (
+            stub.PostCaseMessage(
+                contracts_pb2.PostCaseMessageRequest(
+                    request_id=request_id(), parent=made["ars_contract"], text="Bonjour\x00"
+                ),
+                metadata=promoter,
+                timeout=30,
+            ),
+            "text",
+        ),
+        "message items": (
+            stub.PostCaseMessage(
+                contracts_pb2.PostCaseMessageRequest(
+                    request_id=request_id(), parent=made["ars_contract"], text="Bonjour", items=["ok", "\x00"]
+                ),
+                metadata=promoter,
+                timeout=30,
+            ),
+            "items[1]",
+        ),
+        "withdrawal": (
+            stub.WithdrawOperatorDeclaration(
+                contracts_pb2.WithdrawOperatorDeclarationRequest(
+                    request_id=request_id(), name=made["declaration"], motivation="Abandon\x00"
+                ),
+                metadata=promoter,
+                timeout=30,
+            ),
+            "motivation",
+        ),
+        "review": (
+            stub.CreateIntermediaryContractReview(
+                contracts_pb2.CreateIntermediaryContractReviewRequest(
+                    request_id=request_id(),
+                    intermediary_contract_review=contracts_pb2.IntermediaryContractReview(
+                        region="regions/84",
+                        territory="42",
+                        company_siren="912345678",
+                        company_name="MédiConsult\x00 SAS",
+                        offer="Téléconsultations en soirée.",
+                    ),
+                ),
+                metadata=doctor,
+                timeout=30,
+            ),
+            "intermediary_contract_review.company_name",
+        ),
+    }
+    for label, (pending, field) in probes.items():
+        error = await call(pending)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{label}: {error.code()} {error.details()}"
+        assert [f for f, _ in details(error)[1]] == [field], label
+
+    # The cases still take changes.
+    posted = await stub.PostCaseMessage(
+        contracts_pb2.PostCaseMessageRequest(
+            request_id=request_id(), parent=made["ars_contract"], text="Bonjour"
+        ),
+        metadata=promoter,
+        timeout=30,
+    )
+    assert posted is not None
+    withdrawn = await stub.WithdrawOperatorDeclaration(
+        contracts_pb2.WithdrawOperatorDeclarationRequest(
+            request_id=request_id(), name=made["declaration"], motivation="Abandon"
+        ),
+        metadata=promoter,
+        timeout=30,
+    )
+    assert withdrawn.operator_declaration.state == contracts_pb2.OperatorDeclaration.STATE_WITHDRAWN

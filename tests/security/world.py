@@ -10,10 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
 from google.protobuf.message import Message
-from google.type import date_pb2  # type: ignore[import-untyped]
+from google.type import (
+    date_pb2,  # type: ignore[import-untyped]
+    money_pb2,  # type: ignore[import-untyped]
+)
 from parcours.billing.v1 import billing_pb2
+from parcours.contracts.v1 import contracts_pb2 as c
 from parcours.directory.v1 import directory_pb2
 from parcours.expertise.v1 import expertise_pb2
 from parcours.scheduling.v1 import scheduling_pb2 as s
@@ -32,6 +36,7 @@ SERVICES = {
     "scheduling": "parcours.scheduling.v1.SchedulingService",
     "expertise": "parcours.expertise.v1.ExpertiseService",
     "billing": "parcours.billing.v1.BillingService",
+    "contracts": "parcours.contracts.v1.ContractService",
 }
 
 
@@ -49,24 +54,45 @@ class Ids:
     ipp: str
     series: str
     waitlist: str
+    # The contracts service's cases (a promoter's, a doctor's), a document, an opinion, a decision.
+    ars_contract: str
+    declaration: str
+    review: str
+    agrement: str
+    document: str
+    opinion: str
+    decision: str
 
     def texts(self) -> list[str]:
-        return [
-            self.patient,
-            self.appointment,
-            self.held,
-            self.request,
-            self.attachment,
-            self.charge,
-            self.matricule,
-            self.ipp,
-            self.series,
-            self.waitlist,
-        ]
+        # Longest first: a document's name holds its case's.
+        return sorted(
+            [
+                self.patient,
+                self.appointment,
+                self.held,
+                self.request,
+                self.attachment,
+                self.charge,
+                self.matricule,
+                self.ipp,
+                self.series,
+                self.waitlist,
+                self.ars_contract,
+                self.declaration,
+                self.review,
+                self.agrement,
+                self.document,
+                self.opinion,
+                self.decision,
+            ],
+            key=len,
+            reverse=True,
+        )
 
 
 def random_ids() -> Ids:
     request = f"teleexpertiseRequests/{uuid.uuid4()}"
+    contract = f"arsContracts/{uuid.uuid4()}"
     return Ids(
         patient=f"patients/{uuid.uuid4()}",
         appointment=f"appointments/{uuid.uuid4()}",
@@ -78,6 +104,13 @@ def random_ids() -> Ids:
         ipp=ipp(),
         series=f"appointmentSeries/{uuid.uuid4()}",
         waitlist=f"waitlistEntries/{uuid.uuid4()}",
+        ars_contract=contract,
+        declaration=f"operatorDeclarations/{uuid.uuid4()}",
+        review=f"intermediaryContractReviews/{uuid.uuid4()}",
+        agrement=f"agrementApplications/{uuid.uuid4()}",
+        document=f"{contract}/documents/convention",
+        opinion=f"{contract}/opinions/{uuid.uuid4()}",
+        decision=f"{contract}/decisions/{uuid.uuid4()}",
     )
 
 
@@ -97,6 +130,9 @@ class Rpc:
     method: str
     build: Callable[[World, Ids, str], Message]  # (world, ids, the caller's FINESS) → request
     read: bool = False  # the rightful party's control: it sees the hidden resource
+    # Who that rightful party is (`tests/security/test_matrix.py`, RIGHTFUL): the Loire GP, or for the cases
+    # the region's ARS officer (a national agrément: its promoter).
+    reader: str = "gp"
 
     @property
     def label(self) -> str:
@@ -422,6 +458,276 @@ RPCS: list[Rpc] = [
 ]
 
 
+# --- contracts: every RPC bound to a case (or to one of its documents, opinions, decisions) ----------------
+
+CONTRACTS = "parcours.contracts.v1.ContractService"
+# What each case-bound method acts on: the case of its kind, or the one named here; the ARS contract else.
+_CASE_OF_KIND = {
+    "ArsContract": "ars_contract",
+    "OperatorDeclaration": "declaration",
+    "IntermediaryContract": "review",
+    "Agrement": "agrement",
+}
+_TARGET = {"GetCaseDocument": "document", "GiveCaseOpinion": "opinion", "RevokeCaseOpinion": "opinion"}
+_TARGET["GetCaseDecision"] = "decision"
+# Not bound to a case: creations, policies, coverage, the company register, lists, counters and templates
+# (the lists and counters are test_matrix's own test: hidden cases never move them).
+_UNBOUND = {"ListCases", "CountCases", "CreateMotivationTemplate", "ListMotivationTemplates"}
+# The rightful party's reads: the case's region's ARS officer (a national agrément: its promoter).
+_READS = {
+    "GetArsContract",
+    "GetOperatorDeclaration",
+    "GetIntermediaryContractReview",
+    "GetAgrementApplication",
+    "GetCaseDocument",
+    "ListCaseEvents",
+    "ListCaseMessages",
+    "ListCaseDocuments",
+    "ListCaseOpinions",
+    "ListCaseComments",
+}
+_STRINGS = {
+    "motivation": "Le dossier ne comporte pas la convention signée.",
+    "items": "La convention signée par les trois EHPAD",
+    "change_id": "avenant-1",
+    "summary": "Un site de plus",
+    "note": "Conforme au modèle du CNOM",
+    "assignee": "staff/bob",
+    "expert": "staff/bob",
+    "question": "Le protocole est-il sûr ?",
+    "text": "Pouvez-vous préciser le nombre de résidents ?",
+    "reason": "Avis demandé par erreur",
+    "document_id": "annexe",
+    "title": "Annexe technique",
+    "media_type": "application/pdf",
+}
+
+
+def _case_bound(method: str) -> str | None:
+    """The Ids field a contracts method is given (None: not bound to a case)."""
+    if method in _TARGET:
+        return _TARGET[method]
+    if method == "BatchAcknowledgeOperatorDeclarations":
+        return "declaration"
+    unbound = (
+        method in _UNBOUND
+        or method == "EvaluateActivity"
+        or (method.startswith("Create") and method != "CreateCaseDocument")
+        or (method.startswith("List") and not method.startswith("ListCase"))
+        or any(word in method for word in ("Policy", "Coverage", "Compan"))
+    )
+    if unbound:
+        return None
+    return next((field for kind, field in _CASE_OF_KIND.items() if kind in method), "ars_contract")
+
+
+def _fill(message: Message, target: str) -> Message:
+    """A well-formed request acting on `target`: every field the service asks for, with a plausible value."""
+    today = datetime.now(UTC).date()
+    for field in message.DESCRIPTOR.fields:
+        name = field.name
+        repeated = field.is_repeated
+        value: object = None
+        if name in ("name", "parent", "names"):
+            value = target
+        elif name == "request_id":
+            value = request_id()
+        elif name == "page_size":
+            value = 50
+        elif field.type == field.TYPE_ENUM:
+            value = c.CLAUSE_STATUS_SATISFIED if name == "status" else 1
+        elif name in _STRINGS:
+            value = _STRINGS[name]
+        elif name == "content":
+            value = b"%PDF-1.4 annexe"
+        elif field.message_type is not None and field.message_type.full_name == "google.type.Date":
+            day = today + timedelta(days={"start_date": 10, "effective_date": 1}.get(name, 400))
+            getattr(message, name).CopyFrom(date_pb2.Date(year=day.year, month=day.month, day=day.day))
+        elif field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":
+            getattr(message, name).FromDatetime(datetime.now(UTC) + timedelta(days=7))
+        if value is not None:
+            if repeated:
+                getattr(message, name).append(value)
+            else:
+                setattr(message, name, value)
+    return message
+
+
+def _contracts_rpcs() -> list[Rpc]:
+    found: list[Rpc] = []
+    for method in descriptor_pool.Default().FindServiceByName(CONTRACTS).methods:
+        target = _case_bound(method.name)
+        if target is None:
+            continue
+        message_type = message_factory.GetMessageClass(method.input_type)
+        found.append(
+            Rpc(
+                "contracts",
+                method.name,
+                lambda w, i, f, m=message_type, t=target: _fill(m(), getattr(i, t)),  # type: ignore[misc]
+                read=method.name in _READS,
+                reader="promoter" if target == "agrement" else "officer",
+            )
+        )
+    # The doctor's own review, read by the doctor: their events and documents too.
+    found += [
+        Rpc(
+            "contracts",
+            method,
+            lambda w, i, f, m=message: _fill(m(), i.review),  # type: ignore[misc]
+            read=True,
+        )
+        for method, message in (
+            ("ListCaseEvents", c.ListCaseEventsRequest),
+            ("ListCaseMessages", c.ListCaseMessagesRequest),
+        )
+    ]
+    return found
+
+
+RPCS += _contracts_rpcs()
+PROMOTER_STAFF = "promoter-loire"  # the Loire establishment's promoter (staff token, PROMOTER role)
+OFFICER_84 = "ars-84-officer"  # region 84's ARS officer, through the console
+
+
+async def make_cases(hub: SecurityHub, mint: Minter) -> dict[str, str]:
+    """The contracts cases of a rightful party, made through the API: the Loire establishment's ARS contract
+    (submitted with a document; a message, a comment and an expert's opinion asked) and operator
+    declaration, a Loire doctor's intermediary contract review, and an agrément application filed by the Loire
+    promoter for a company the hub registered. Region 84, département 42."""
+    promoter = bearer(mint(staff=PROMOTER_STAFF, roles=["promoter"]))
+    doctor = bearer(mint(rpps=GP_LOIRE))
+    officer = bearer(mint(staff=OFFICER_84, roles=["ars_officer"], region="84"))
+    operator = bearer(mint(staff="ops-security-cases", roles=["hub_operator"]))
+    mine = hub.contracts(LOIRE)
+    today = datetime.now(UTC).date()
+
+    def day(offset: int) -> date_pb2.Date:
+        found = today + timedelta(days=offset)
+        return date_pb2.Date(year=found.year, month=found.month, day=found.day)
+
+    contract = (
+        await mine.CreateArsContract(
+            c.CreateArsContractRequest(
+                request_id=request_id(),
+                ars_contract=c.ArsContract(
+                    region="regions/84",
+                    departement="42",
+                    title="Téléconsultation en EHPAD",
+                    description="Téléconsultations programmées pour les résidents de trois EHPAD.",
+                    activity=c.Activity(
+                        act_type=billing_pb2.ACT_TYPE_TELECONSULTATION,
+                        offerer=c.OFFERER_ESTABLISHMENT,
+                        in_parcours=False,
+                    ),
+                    requested_start_date=day(10),
+                    requested_end_date=day(400),
+                ),
+            ),
+            metadata=promoter,
+        )
+    ).ars_contract
+    document = (
+        await mine.CreateCaseDocument(
+            c.CreateCaseDocumentRequest(
+                request_id=request_id(),
+                parent=contract.name,
+                document_id="convention",
+                document_type=c.DOCUMENT_TYPE_CONVENTION,
+                title="Convention entre les acteurs",
+                media_type="application/pdf",
+                content=b"%PDF-1.4 convention",
+            ),
+            metadata=promoter,
+        )
+    ).document
+    await mine.SubmitArsContract(
+        c.SubmitArsContractRequest(request_id=request_id(), name=contract.name), metadata=promoter
+    )
+    await mine.PostCaseMessage(
+        c.PostCaseMessageRequest(request_id=request_id(), parent=contract.name, text="Bonjour"),
+        metadata=promoter,
+    )
+    console = hub.contracts("component:console")
+    opinion = (
+        await console.RequestCaseOpinion(
+            c.RequestCaseOpinionRequest(
+                request_id=request_id(),
+                parent=contract.name,
+                expert="staff/ars-84-expert",
+                question="Le protocole est-il sûr ?",
+                due_time=timestamp_pb2.Timestamp(seconds=int(datetime.now(UTC).timestamp()) + 7 * 86_400),
+            ),
+            metadata=officer,
+        )
+    ).opinion
+    await console.AddCaseComment(
+        c.AddCaseCommentRequest(request_id=request_id(), parent=contract.name, text="À instruire"),
+        metadata=officer,
+    )
+    declaration = (
+        await mine.CreateOperatorDeclaration(
+            c.CreateOperatorDeclarationRequest(
+                request_id=request_id(),
+                operator_declaration=c.OperatorDeclaration(
+                    region="regions/84",
+                    departement="42",
+                    indications=[c.INDICATION_HEART_FAILURE],
+                    device="CardioSuivi 3",
+                    device_on_latm_list=True,
+                    operator_level=billing_pb2.OPERATOR_LEVEL_1,
+                ),
+            ),
+            metadata=promoter,
+        )
+    ).operator_declaration
+    review = (
+        await mine.CreateIntermediaryContractReview(
+            c.CreateIntermediaryContractReviewRequest(
+                request_id=request_id(),
+                intermediary_contract_review=c.IntermediaryContractReview(
+                    region="regions/84",
+                    territory="42",
+                    company_siren="912345678",
+                    company_name="MédiConsult SAS",
+                    offer="Téléconsultations non programmées en soirée pour les abonnés d'une mutuelle.",
+                    remuneration_per_act=money_pb2.Money(currency_code="EUR", units=18),
+                ),
+            ),
+            metadata=doctor,
+        )
+    ).intermediary_contract_review
+    siren = f"{uuid.uuid4().int % 10**9:09d}"
+    company = (
+        await hub.contracts(LOIRE).CreateTeleconsultationCompany(
+            c.CreateTeleconsultationCompanyRequest(
+                request_id=request_id(),
+                teleconsultation_company=c.TeleconsultationCompany(
+                    name=f"teleconsultationCompanies/{siren}", legal_name="Téléconsult Santé SAS"
+                ),
+            ),
+            metadata=operator,
+        )
+    ).teleconsultation_company
+    agrement = (
+        await mine.CreateAgrementApplication(
+            c.CreateAgrementApplicationRequest(
+                request_id=request_id(), agrement_application=c.AgrementApplication(company=company.name)
+            ),
+            metadata=promoter,
+        )
+    ).agrement_application
+    return {
+        "ars_contract": contract.name,
+        "declaration": declaration.name,
+        "review": review.name,
+        "agrement": agrement.name,
+        "document": document.name,
+        "opinion": opinion.name,
+        "decision": f"{contract.name}/decisions/{uuid.uuid4()}",
+    }
+
+
 async def make_world(hub: SecurityHub, mint: Minter) -> World:
     """A rightful party's world, made through the APIs as that party (and the hub) would."""
     operator = bearer(mint(staff="ops-security-world", roles=["hub_operator"]))
@@ -491,6 +797,7 @@ async def make_world(hub: SecurityHub, mint: Minter) -> World:
             ipp=local_ipp,
             series=series.appointment_series.name,
             waitlist=waiting.waitlist_entry.name,
+            **await make_cases(hub, mint),
         ),
         slot=slot.name,
         other_slot=other_slot.name,
