@@ -1572,6 +1572,24 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
             appointment_series=found, appointments=[await self._appointment(i) for i in occurrences]
         )
 
+    async def _patient_page(
+        self,
+        caller: Caller,
+        request: Any,
+        fetch: Callable[..., Awaitable[list[asyncpg.Record]]],
+        id_column: str,
+    ) -> tuple[Sequence[asyncpg.Record], str]:
+        """One page of a patient's series or waitlist entries the caller may see, newest first, and the
+        next page's token (bound to the patient)."""
+        patient_id = await self._require_patient(caller, request.patient)
+        filters: dict[str, object] = {"patient": request.patient}
+        after = _parse_key(decode_token(request.page_token, filters))
+        size = page_size(request.page_size)
+        rows = await fetch(self._pool, patient_id, caller.scope(), size + 1, after)
+        page, last = split_page(rows, size)
+        key = _key_token(last["create_time"], last[id_column]) if last is not None else None
+        return page, next_page_token(key, filters)
+
     async def GetAppointmentSeries(
         self, request: scheduling_pb2.GetAppointmentSeriesRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.GetAppointmentSeriesResponse:
@@ -1585,18 +1603,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     async def ListAppointmentSeries(
         self, request: scheduling_pb2.ListAppointmentSeriesRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.ListAppointmentSeriesResponse:
-        caller = await self._caller()
-        patient_id = await self._require_patient(caller, request.patient)
-        filters: dict[str, object] = {"patient": request.patient}
-        after = _parse_key(decode_token(request.page_token, filters))
-        size = page_size(request.page_size)
-        rows = await store.list_series(self._pool, patient_id, caller.scope(), size + 1, after)
-        page, last = split_page(rows, size)
+        page, token = await self._patient_page(await self._caller(), request, store.list_series, "series_id")
         return scheduling_pb2.ListAppointmentSeriesResponse(
-            appointment_series=[series_resource(r) for r in page],
-            next_page_token=next_page_token(
-                _key_token(last["create_time"], last["series_id"]) if last is not None else None, filters
-            ),
+            appointment_series=[series_resource(r) for r in page], next_page_token=token
         )
 
     async def CancelAppointmentSeries(
@@ -1717,18 +1726,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
     async def ListWaitlistEntries(
         self, request: scheduling_pb2.ListWaitlistEntriesRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.ListWaitlistEntriesResponse:
-        caller = await self._caller()
-        patient_id = await self._require_patient(caller, request.patient)
-        filters: dict[str, object] = {"patient": request.patient}
-        after = _parse_key(decode_token(request.page_token, filters))
-        size = page_size(request.page_size)
-        rows = await store.list_entries(self._pool, patient_id, caller.scope(), size + 1, after)
-        page, last = split_page(rows, size)
+        page, token = await self._patient_page(await self._caller(), request, store.list_entries, "entry_id")
         return scheduling_pb2.ListWaitlistEntriesResponse(
-            waitlist_entries=[waitlist_entry_resource(r) for r in page],
-            next_page_token=next_page_token(
-                _key_token(last["create_time"], last["entry_id"]) if last is not None else None, filters
-            ),
+            waitlist_entries=[waitlist_entry_resource(r) for r in page], next_page_token=token
         )
 
     async def CancelWaitlistEntry(
