@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, parse_qsl
 
-import xlsxwriter
 from parcours.contracts.v1 import contracts_pb2
 
 from services.console import french
@@ -85,6 +84,9 @@ def to_csv(rows: Iterable[Sequence[object]]) -> bytes:
 
 
 def to_xlsx(rows: Iterable[Sequence[object]]) -> bytes:
+    # Imported on the first spreadsheet export: a console that has not made one does not carry it.
+    import xlsxwriter
+
     out = io.BytesIO()
     book = xlsxwriter.Workbook(out, {"constant_memory": True, "in_memory": True})
     sheet = book.add_worksheet("Dossiers")

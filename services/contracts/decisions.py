@@ -8,6 +8,10 @@ certificate come from settings (a Secret in production: the director general's o
 in development `ensure_dev_signing_identity` issues one under the hub's development CA.
 
 Nothing here holds patient data: a decision names a case, its promoter and its activity.
+
+ReportLab, pyHanko and asn1crypto (about 35 MB of a process) are imported by the functions that use them, on
+the first decision rendered, signed or verified: a contracts process that has not handled one yet stays the
+size of the other services (issue 15's idle RSS).
 """
 
 from __future__ import annotations
@@ -17,29 +21,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from asn1crypto import keys as asn1_keys
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign import fields, signers
-from pyhanko.sign.validation import validate_pdf_signature
-from pyhanko.sign.validation.errors import SignatureValidationError
-from pyhanko.sign.validation.status import SignatureCoverageLevel
-from pyhanko_certvalidator import ValidationContext
-from pyhanko_certvalidator.registry import SimpleCertificateStore
-from reportlab.lib import colors
-from reportlab.lib.enums import TA_CENTER
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
-from reportlab.lib.units import mm
-from reportlab.platypus import ListFlowable, ListItem, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-from reportlab.platypus.flowables import Flowable
+
+if TYPE_CHECKING:
+    from asn1crypto import x509 as asn1_x509
+    from pyhanko.sign import signers
 
 SIGNATURE_FIELD = "SignatureDirecteurGeneral"
 
@@ -191,6 +183,22 @@ def render(content: DecisionContent) -> bytes:
     if content.valid_from and content.valid_until and content.valid_until < content.valid_from:
         raise DecisionError("a period ends after it starts")
 
+    from reportlab.lib import colors
+    from reportlab.lib.enums import TA_CENTER
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import (
+        ListFlowable,
+        ListItem,
+        Paragraph,
+        SimpleDocTemplate,
+        Spacer,
+        Table,
+        TableStyle,
+    )
+    from reportlab.platypus.flowables import Flowable
+
     styles = getSampleStyleSheet()
     body = ParagraphStyle("body", parent=styles["BodyText"], fontName="Helvetica", fontSize=10.5, leading=14)
     small = ParagraphStyle("small", parent=body, fontSize=9, textColor=colors.HexColor("#3a3a3a"))
@@ -304,6 +312,10 @@ class SigningIdentity:
         return str(names[0].value) if names else ""
 
     def signer(self) -> signers.SimpleSigner:
+        from asn1crypto import keys as asn1_keys
+        from pyhanko.sign import signers
+        from pyhanko_certvalidator.registry import SimpleCertificateStore
+
         certificate = _asn1_certificate(self.certificate_pem)
         private_key = serialization.load_pem_private_key(self.key_pem, password=None)
         der = private_key.private_bytes(
@@ -317,12 +329,17 @@ class SigningIdentity:
 
 
 def _asn1_certificate(pem: bytes) -> asn1_x509.Certificate:
+    from asn1crypto import x509 as asn1_x509
+
     der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
     return asn1_x509.Certificate.load(der)
 
 
 def sign(pdf: bytes, identity: SigningIdentity, *, reason: str, location: str) -> bytes:
     """Sign `pdf` (PAdES baseline B, SHA-256) as an incremental update: its bytes are kept as they are."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import fields, signers
+
     writer = IncrementalPdfFileWriter(io.BytesIO(pdf))
     metadata = signers.PdfSignatureMetadata(
         field_name=SIGNATURE_FIELD,
@@ -357,6 +374,12 @@ class Verification:
 
 def verify(pdf: bytes, trust_roots_pem: Sequence[bytes]) -> Verification:
     """Verify the decision's signature with pyHanko against the trust roots (the hub's or the State's CA)."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko.sign.validation.errors import SignatureValidationError
+    from pyhanko.sign.validation.status import SignatureCoverageLevel
+    from pyhanko_certvalidator import ValidationContext
+
     try:
         reader = PdfFileReader(io.BytesIO(pdf))
         signatures = reader.embedded_signatures
