@@ -4,6 +4,7 @@ and helpers to call our servers over real mTLS sockets with minted tokens."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -38,6 +39,26 @@ from tests.support.stack import CaseStackFactory, SuiteServices
 
 # `make chaos` and its scenarios' scale and figures (tests/support/chaos.py).
 pytest_plugins = ["tests.support.chaos"]
+
+
+_settled: set[str] = set()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Settle the heap before each module's first test, once its fixtures are built.
+
+    This one process hosts the whole hub (every service, worker and test client) and its heap grows with the
+    suite. A full collection walks all of it and stops the event loop meanwhile: 1–2.5 s at the suite's
+    half-million to two million objects, which the fuzzer saw as answers past its 5 s bound. A service
+    process settles its heap once it serves (`services.kit.server.settle_heap`); here what the fixtures
+    built is frozen the same way, after a young collection so that fresh garbage is not kept.
+    """
+    module = item.nodeid.split("::", 1)[0]
+    if module not in _settled:
+        _settled.add(module)
+        gc.collect(1)
+        gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)

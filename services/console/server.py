@@ -27,7 +27,7 @@ from services.console.store import Store
 from services.kit.codec import AesGcmPayloadCodec, Keyring
 from services.kit.db import open_pool
 from services.kit.notify import SmtpTransport
-from services.kit.server import Periodic
+from services.kit.server import Periodic, settle_heap
 from services.kit.settings import TemporalSettings
 from services.kit.telemetry import configure_telemetry
 from services.kit.temporal import connect_client
@@ -119,8 +119,14 @@ async def serve(settings: ConsoleSettings) -> None:
     try:
         console = await build(settings, pool)
         await console.start_tasks()
+        settled = settle_heap()
         sock = listen(settings.http_host, settings.console_http_port)
-        logger.info("console serving on http://%s:%d", settings.http_host, sock.getsockname()[1])
+        logger.info(
+            "console serving on http://%s:%d (%d objects settled)",
+            settings.http_host,
+            sock.getsockname()[1],
+            settled,
+        )
         try:
             # uvicorn turns SIGTERM / SIGINT into a graceful shutdown of the HTTP server.
             await uvicorn_server(console.app, settings).serve(sockets=[sock])

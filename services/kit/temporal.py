@@ -258,7 +258,7 @@ async def run_worker(settings: S, build: WorkerBuilder[S], channels: Mapping[str
     """The whole life of a worker process: telemetry, its pool, a channel (with this component's
     certificate) to each service it calls, one Temporal client, the worker `build` makes, until SIGTERM."""
     from services.kit.db import open_pool
-    from services.kit.server import open_channel
+    from services.kit.server import open_channel, settle_heap
     from services.kit.settings import KitSettings, TemporalSettings
     from services.kit.telemetry import configure_telemetry
 
@@ -270,7 +270,10 @@ async def run_worker(settings: S, build: WorkerBuilder[S], channels: Mapping[str
     try:
         client = await connect_client(settings)
         worker = build(settings, client, pool, opened)
-        logger.info("%s polling task queue %s", settings.component, worker.task_queue)
+        settled = settle_heap()
+        logger.info(
+            "%s polling task queue %s (%d objects settled)", settings.component, worker.task_queue, settled
+        )
         await run_worker_until_signalled(worker)
     finally:
         for channel in opened.values():

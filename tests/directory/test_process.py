@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,9 @@ async def test_the_process_serves_then_stops_cleanly_on_sigterm(pki: DevPki, dat
         assert process.stderr is not None
         log = (await process.stderr.read()).decode()
         assert '"message": "directory stopping' in log
+        # What it built to start is out of the collector's reach once it serves (kit.server.settle_heap).
+        settled = re.search(r'"message": "directory serving on port \d+ \((\d+) objects settled\)"', log)
+        assert settled is not None and int(settled.group(1)) > 10_000, log
     finally:
         if process.returncode is None:
             process.kill()
