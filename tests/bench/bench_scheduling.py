@@ -15,9 +15,10 @@ client is this process: 32 calls in flight (closed loop) for a few seconds per m
 - SearchSlots: p50/p99 over a region of 5,000 practitioners with 4 weeks of availability (1.2 million slots)
   and 100,000 booked appointments, seeded with bulk SQL; the queries a front-end makes (a specialty in the
   region or in a GHT over a week or the whole horizon, a practitioner's agenda, a service type), 20 per page.
-- CPU: the seconds each component used during the ceiling and the booking loops (client, server, PostgreSQL
-  and Temporal share the 2 cores; the relay's workflow starts, capped by relay_max_starts_per_second, are part
-  of the booking loop's cost).
+- CPU: the seconds each component of this bench (its client, servers, PostgreSQL and Temporal, by process
+  id: not other work's processes of the same names) used during the ceiling and the booking loops (they
+  share the 2 cores; the relay's workflow starts, capped by relay_max_starts_per_second, are part of the
+  booking loop's cost), and per call.
 - Lag: bookings at a sustained rate (open loop); for each, the time from its commit to the moment Temporal
   accepted its workflow's start (the outbox row marked done), both read from the database's clock.
 """
@@ -340,26 +341,53 @@ async def wait_serving(env: BenchEnv, name: str, process: subprocess.Popen[bytes
     raise RuntimeError(f"{name} did not serve in time:\n{log_tail(env.work_dir / f'{name}.log')}")
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU time used so far by each component on the machine (2 cores shared by all of them)."""
+@dataclass(frozen=True)
+class Components:
+    """This bench's own processes, by component: other engineers' suites on the same machine run their own
+    PostgreSQL, Temporal and services, which a match on process names alone would count too."""
+
+    client: int
+    directory: int
+    scheduling: int
+    postmaster: int
+    temporal: int | None
+
+    @classmethod
+    async def find(cls, env: BenchEnv, pool: asyncpg.Pool, directory: int, scheduling: int) -> Components:
+        backend = psutil.Process(int(await pool.fetchval("SELECT pg_backend_pid()")))
+        port = env.temporal_address.rpartition(":")[2]
+        temporal = None
+        for process in psutil.process_iter(["name", "cmdline"]):
+            command = process.info["cmdline"] or []
+            if (process.info["name"] or "").startswith("temporal") and port in command:
+                temporal = process.pid
+        return cls(os.getpid(), directory, scheduling, backend.ppid(), temporal)
+
+
+def cpu_seconds(components: Components) -> dict[str, float]:
+    """CPU time used so far by each of this bench's components (2 cores shared by all of them): the client,
+    the two servers, PostgreSQL's server with its backends, the Temporal dev server."""
     found: dict[str, float] = {}
-    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        name = process.info["name"] or ""
-        command = " ".join(process.info["cmdline"] or [])
-        if "bench_scheduling serve" in command:
-            component = "scheduling server"
-        elif "services.directory" in command:
-            component = "directory server"
-        elif "tests.bench" in command:
-            component = "bench client"
-        elif name.startswith("postgres"):
-            component = "postgres"
-        elif name.startswith("temporal"):
-            component = "temporal"
-        else:
+    groups: list[tuple[str, int | None, bool]] = [
+        ("bench client", components.client, False),
+        ("directory server", components.directory, False),
+        ("scheduling server", components.scheduling, False),
+        ("postgres", components.postmaster, True),
+        ("temporal", components.temporal, False),
+    ]
+    for component, pid, with_children in groups:
+        if pid is None:
             continue
-        times = process.info["cpu_times"]
-        if times is not None:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *(root.children(recursive=True) if with_children else [])]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
             found[component] = found.get(component, 0.0) + times.user + times.system
     return found
 
@@ -478,14 +506,15 @@ async def main(env: BenchEnv) -> None:
                 metadata=metadata,
             )
 
-        before = cpu_seconds()
+        components = await Components.find(env, pool, directory.pid, scheduling.pid)
+        before = cpu_seconds(components)
         ceiling_m = await closed_loop("ceiling: one-row INSERT, same stack", ceiling)
-        during_ceiling = cpu_seconds()
+        during_ceiling = cpu_seconds(components)
         started_before = await started_workflows(pool)
         booking_m = await closed_loop("BookAppointment", booking)
         cpu = {
             "ceiling": cpu_delta(before, during_ceiling),
-            "booking": cpu_delta(during_ceiling, cpu_seconds()),
+            "booking": cpu_delta(during_ceiling, cpu_seconds(components)),
         }
         # Reported, not measured differently: what each call cost every process inside its loop (warm-up
         # included, as in the CPU seconds), and how many workflow starts the relay landed in the booking loop
