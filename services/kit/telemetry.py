@@ -389,6 +389,8 @@ def _rpc_attributes(method: str) -> dict[str, Any]:
     return {"rpc.system.name": "grpc", "rpc.method": method, "rpc.system": "grpc", "rpc.service": service}
 
 
+# A server sees the same few peers (its clients' connections) call after call; callers copy the mapping.
+@functools.lru_cache(maxsize=4096)
 def _peer(peer: str) -> dict[str, Any]:
     """`network.peer.*` of `ipv4:10.0.0.5:52314`, `ipv6:[::1]:52314`, `unix:/run/x.sock`."""
     kind, _, rest = peer.partition(":")
@@ -416,8 +418,10 @@ def target_address(target: str) -> dict[str, Any]:
 
 
 class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """A SERVER span and the `rpc.server.call.duration` metric for every unary call (outermost interceptor:
-    the span covers the kit's own interceptors, so their refusals and the audit append are in it)."""
+    """A SERVER span and the `rpc.server.call.duration` metric for every unary call. The kit's server runs
+    it inside its one interceptor (`services.kit.interceptors.KitInterceptor`, through `route`), outermost:
+    the span covers the kit's own checks, so their refusals and the audit append are in it. On its own it is
+    an interceptor like any other."""
 
     def __init__(
         self,
@@ -429,6 +433,15 @@ class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
         self._duration = meter.create_histogram(
             "rpc.server.call.duration", unit="s", description="Measures the duration of an incoming RPC."
         )
+        self._routes: dict[str, TracedMethod | None] = {}
+
+    def route(self, full_method: str) -> TracedMethod | None:
+        """How calls of `full_method` (`/pkg.Service/Method`) are traced; None for health and reflection."""
+        if full_method not in self._routes:
+            method = full_method.lstrip("/")
+            traced = method.partition("/")[0] not in UNTRACED_SERVICES
+            self._routes[full_method] = TracedMethod(self._tracer, self._duration, method) if traced else None
+        return self._routes[full_method]
 
     async def intercept_service(
         self,
@@ -439,53 +452,80 @@ class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
         # Streaming methods (health Watch, reflection) pass through untraced: Parcours' own APIs are unary.
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.lstrip("/")
-        if method.partition("/")[0] in UNTRACED_SERVICES:
+        traced = self.route(handler_call_details.method)
+        if traced is None:
             return handler
         inner = handler.unary_unary
-        attributes = _rpc_attributes(method)
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-            started = time.perf_counter()
-            with self._tracer.start_as_current_span(
-                method,
-                context=propagate.extract(carrier),
-                kind=trace.SpanKind.SERVER,
-                attributes={**attributes, **_peer(context.peer() or "")},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                code = grpc.StatusCode.OK
-                try:
-                    response = await inner(request, context)
-                    code = _status(context.code(), grpc.StatusCode.OK)
-                    return response
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except grpc.aio.AbortError:
-                    code = _status(context.code(), grpc.StatusCode.UNKNOWN)
-                    raise
-                except Exception:
-                    code = grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    outcome = {"rpc.response.status_code": code.name}
-                    if code in _SERVER_ERRORS:
-                        outcome["error.type"] = code.name
-                        span.set_status(trace.Status(trace.StatusCode.ERROR))
-                    span.set_attributes(outcome)
-                    self._duration.record(
-                        time.perf_counter() - started,
-                        {"rpc.system.name": "grpc", "rpc.method": method, **outcome},
-                    )
+            return await traced.around(request, context, inner)
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class TracedMethod:
+    """The server span and duration metric of one method's calls. What does not change from one call to the
+    next — the span's name and rpc attributes, the outcome attributes and the metric's attributes of each
+    status code — is built once; a peer's `network.peer.*` once per peer."""
+
+    def __init__(self, tracer: trace.Tracer, duration: Histogram, method: str) -> None:
+        self._tracer = tracer
+        self._duration = duration
+        self._method = method
+        self._attributes = _rpc_attributes(method)
+        self._outcomes: dict[grpc.StatusCode, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def _outcome(self, code: grpc.StatusCode) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The span's outcome attributes and the metric's attributes for a status code."""
+        known = self._outcomes.get(code)
+        if known is None:
+            outcome: dict[str, Any] = {"rpc.response.status_code": code.name}
+            if code in _SERVER_ERRORS:
+                outcome["error.type"] = code.name
+            known = (outcome, {"rpc.system.name": "grpc", "rpc.method": self._method, **outcome})
+            self._outcomes[code] = known
+        return known
+
+    async def around(
+        self,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        call_next: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+    ) -> Any:
+        carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            self._method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={**self._attributes, **_peer(context.peer() or "")},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            code = grpc.StatusCode.OK
+            try:
+                response = await call_next(request, context)
+                code = _status(context.code(), grpc.StatusCode.OK)
+                return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = _status(context.code(), grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                outcome, measured = self._outcome(code)
+                if code in _SERVER_ERRORS:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR))
+                span.set_attributes(outcome)
+                self._duration.record(time.perf_counter() - started, measured)
 
 
 def _status(value: Any, default: grpc.StatusCode) -> grpc.StatusCode:
