@@ -524,7 +524,10 @@ async def main(env: BenchEnv) -> None:
             "booking": per_call_ms(cpu["booking"], booking_m),
         }
         starts_in_loop = await started_workflows(pool) - started_before
+        drained_from = cpu_seconds(components)
         drain = await drain_outbox(pool)
+        # What one workflow start costs each process, from the relay's catching up alone (no bookings then).
+        drain["cpu_ms_per_start"] = per_start_ms(cpu_delta(drained_from, cpu_seconds(components)), drain)
         ceiling_again = await closed_loop("ceiling again (outbox drained)", ceiling)
 
         search_m = await search_latencies(stub, metadata)
@@ -563,7 +566,8 @@ async def main(env: BenchEnv) -> None:
         )
         print(
             f"relay backlog after the closed loop: {drain['workflows']} workflows started in "
-            f"{drain['seconds']} s ({drain['per_second']:.0f}/s)"
+            f"{drain['seconds']} s ({drain['per_second']:.0f}/s); CPU ms per start: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in drain["cpu_ms_per_start"].items())
         )
         for phase, used in cpu.items():
             print(
@@ -631,12 +635,17 @@ def per_call_ms(used: dict[str, float], loop: Measurement) -> dict[str, float]:
     return {k: round(v * 1000 / calls, 2) if calls else 0.0 for k, v in used.items()}
 
 
+def per_start_ms(used: dict[str, float], drain: dict[str, Any]) -> dict[str, float]:
+    started = drain["workflows"]
+    return {k: round(v * 1000 / started, 2) if started else 0.0 for k, v in used.items()}
+
+
 async def started_workflows(pool: asyncpg.Pool) -> int:
     """Outbox commands the relay has sent so far (each booking's workflow start is one)."""
     return int(await pool.fetchval("SELECT count(*) FROM scheduling.outbox WHERE done_time IS NOT NULL"))
 
 
-async def drain_outbox(pool: asyncpg.Pool) -> dict[str, float]:
+async def drain_outbox(pool: asyncpg.Pool) -> dict[str, Any]:
     """Wait for the relay to start every booking's workflow; how many it had left, and how fast it went."""
     pending = await store.OUTBOX.pending(pool)
     started = time.perf_counter()
