@@ -47,7 +47,8 @@ import asyncpg
 import grpc
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor, _hydrate_span_from_args
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -270,6 +271,25 @@ class _DatabaseTracer(trace.Tracer):
     def __init__(self, inner: trace.Tracer, duration: Histogram) -> None:
         self._inner = inner
         self._duration = duration
+        # (name, attributes given) → the span's name, its attributes and the metric's: a process runs the
+        # same few statements against the same database, so each is described once, not at every query.
+        self._described: dict[tuple[Any, ...], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+
+    def _describe(self, name: str, attributes: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """`database_span` and the metric's attributes, remembered per statement (never mutated)."""
+        try:
+            key: tuple[Any, ...] | None = (name, *(attributes or {}).items())
+            found = self._described.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable attribute value: described every time
+            key, found = None, None
+        if found is None:
+            span_name, described = database_span(name, attributes)
+            found = (span_name, described, {k: described[k] for k in _METRIC_ATTRIBUTES if k in described})
+            if key is not None:
+                if len(self._described) >= _SQL_CACHE_SIZE:
+                    self._described.clear()
+                self._described[key] = found
+        return found
 
     def start_span(
         self,
@@ -282,7 +302,7 @@ class _DatabaseTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        name, attributes = database_span(name, attributes)
+        name, attributes, _ = self._describe(name, attributes)
         return self._inner.start_span(
             name,
             context,
@@ -308,8 +328,7 @@ class _DatabaseTracer(trace.Tracer):
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
-        name, attributes = database_span(name, attributes)
-        measured = {k: attributes[k] for k in _METRIC_ATTRIBUTES if k in attributes}
+        name, attributes, measured = self._describe(name, attributes)
         started = time.perf_counter()
         with self._inner.start_as_current_span(
             name,
@@ -326,12 +345,53 @@ class _DatabaseTracer(trace.Tracer):
                 yield span
             except BaseException as error:
                 sqlstate = _mark_failed(span, error)
-                measured["error.type"] = type(error).__qualname__
+                measured = {**measured, "error.type": type(error).__qualname__}
                 if sqlstate:
                     measured["db.response.status_code"] = sqlstate
                 raise
             finally:
                 self._duration.record(time.perf_counter() - started, measured)
+
+
+class StatementInstrumentor(AsyncPGInstrumentor):
+    """asyncpg's OpenTelemetry instrumentation, each statement's span name and attributes derived once per
+    statement and database rather than at every query (the instrumentation runs a regular expression over
+    the statement, splits all of it into words for its first one, and builds the attributes, each time).
+    Spans are otherwise exactly the instrumentation's (then `_DatabaseTracer`'s); parameters are never
+    captured."""
+
+    def __init__(self) -> None:
+        super().__init__(capture_parameters=False)
+        self._statements: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+
+    def _statement(self, connection: Any, query: Any) -> tuple[str, dict[str, Any]]:
+        params = getattr(connection, "_params", None)
+        address = getattr(connection, "_addr", None)
+        key = (query, getattr(params, "database", None), getattr(params, "user", None), address)
+        found = self._statements.get(key)
+        if found is None:
+            name = query if query else getattr(params, "database", "postgresql")
+            try:
+                name = self._leading_comment_remover.sub("", name).split()[0]
+            except IndexError:
+                name = ""
+            attributes = _hydrate_span_from_args(
+                connection, query, None, semconv_opt_in_mode=self._semconv_opt_in_mode
+            )
+            found = (name, attributes)
+            if len(self._statements) >= _SQL_CACHE_SIZE:
+                self._statements.clear()
+            self._statements[key] = found
+        return found
+
+    async def _do_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not is_instrumentation_enabled() or not args or not isinstance(args[0], str):
+            return await super()._do_execute(func, instance, args, kwargs)
+        name, attributes = self._statement(instance, args[0])
+        assert self._tracer is not None  # set by instrument()
+        # `_DatabaseTracer` marks a failed statement (its type and SQLSTATE only).
+        with self._tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
+            return await func(*args, **kwargs)
 
 
 class DatabaseTracerProvider(trace.TracerProvider):
@@ -670,6 +730,6 @@ def configure_telemetry(component: str, *, json_logs: bool = True) -> None:
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
-    AsyncPGInstrumentor().instrument(tracer_provider=DatabaseTracerProvider(tracer_provider))
+    StatementInstrumentor().instrument(tracer_provider=DatabaseTracerProvider(tracer_provider))
     if json_logs:
         configure_logging()
