@@ -597,13 +597,32 @@ class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
         self._address = target_address(target)
         self._tracer = tracer
         self._duration = duration
+        # Per method called (a channel calls a handful): its name, span attributes and, per status code,
+        # the outcome attributes and the metric's, built once.
+        self._methods: dict[Any, tuple[str, dict[str, Any]]] = {}
+        self._outcomes: dict[tuple[str, grpc.StatusCode], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def _method(self, given: Any) -> tuple[str, dict[str, Any]]:
+        known = self._methods.get(given)
+        if known is None:
+            method = (given.decode() if isinstance(given, bytes) else str(given)).lstrip("/")
+            known = self._methods[given] = (method, {**_rpc_attributes(method), **self._address})
+        return known
+
+    def _outcome(self, method: str, code: grpc.StatusCode) -> tuple[dict[str, Any], dict[str, Any]]:
+        known = self._outcomes.get((method, code))
+        if known is None:
+            outcome: dict[str, Any] = {"rpc.response.status_code": code.name}
+            if code is not grpc.StatusCode.OK:
+                outcome["error.type"] = code.name
+            measured = {"rpc.system.name": "grpc", "rpc.method": method, **self._address, **outcome}
+            known = self._outcomes[(method, code)] = (outcome, measured)
+        return known
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
-        method = client_call_details.method
-        method = (method.decode() if isinstance(method, bytes) else str(method)).lstrip("/")
-        attributes = {**_rpc_attributes(method), **self._address}
+        method, attributes = self._method(client_call_details.method)
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
             method,
@@ -636,15 +655,11 @@ class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
                 code = error.code()
                 raise
             finally:
-                outcome = {"rpc.response.status_code": code.name}
+                outcome, measured = self._outcome(method, code)
                 if code is not grpc.StatusCode.OK:
-                    outcome["error.type"] = code.name
                     span.set_status(trace.Status(trace.StatusCode.ERROR))
                 span.set_attributes(outcome)
-                self._duration.record(
-                    time.perf_counter() - started,
-                    {"rpc.system.name": "grpc", "rpc.method": method, **self._address, **outcome},
-                )
+                self._duration.record(time.perf_counter() - started, measured)
 
 
 def client_interceptors(target: str) -> list[grpc.aio.ClientInterceptor]:
