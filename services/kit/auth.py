@@ -36,6 +36,7 @@ Delegation: a component acting for someone is scoped like that someone, never li
 from __future__ import annotations
 
 import contextvars
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -118,7 +119,13 @@ class Principal:
         return self.practitioner.removeprefix("practitioners/") if self.practitioner else None
 
     def role_names(self) -> list[str]:
-        return sorted(options_pb2.Role.Name(options_pb2.Role.ValueType(r)) for r in self.roles)
+        return list(_role_names(self.roles))
+
+
+# A server sees a handful of role sets; their names are written in every span and audit record.
+@functools.lru_cache(maxsize=256)
+def _role_names(roles: frozenset[int]) -> tuple[str, ...]:
+    return tuple(sorted(options_pb2.Role.Name(options_pb2.Role.ValueType(r)) for r in roles))
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(

@@ -1,4 +1,4 @@
-"""The kit's server interceptors, outermost first:
+"""The kit's server interceptor (`KitInterceptor`): one interceptor running, outermost first,
 
 1. `ErrorInterceptor` — domain errors → canonical codes with google.rpc.Status details (BadRequest field
    violations, ErrorInfo with a stable reason); anything unexpected → INTERNAL with no detail, logged with
@@ -18,15 +18,22 @@ grpc.aio decodes a request before any interceptor sees it; the kit's server regi
 handlers with a tolerant decoder (`tolerant_handler`) that hands an `Undecodable` on instead of raising, so a
 corrupt body becomes one INVALID_ARGUMENT (and one rate-limited log line) rather than UNKNOWN and a traceback.
 
-The kit's tracing interceptor (`services.kit.telemetry.ServerTracing`) runs before all of them, so every span
-and log line carries the trace, and records the RED metric `rpc.server.call.duration`. The policies come
-from the proto method options, so the contract and the check are one thing; a method without a policy is
-refused at server start, not at call time.
+The server span of `services.kit.telemetry.ServerTracing` wraps all of them, so every span and log line
+carries the trace, and records the RED metric `rpc.server.call.duration`. The policies come from the proto
+method options, so the contract and the check are one thing; a method without a policy is refused at server
+start, not at call time.
+
+Why one interceptor and not one per concern: grpc.aio runs every interceptor's `intercept_service` for every
+call and each builds a new handler around the next, so eight interceptors were eight awaits, eight handlers
+and eight nested coroutines per call — about twice the CPU of a small handler such as the directory's
+GetPatient. The order and the behaviour of each concern are unchanged; what does not depend on the call (the
+method's policy, whether it is audited, its token-binding check, its wrapped handler, its span's attributes)
+is worked out once per method.
 """
 
 from __future__ import annotations
 
-import abc
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -55,6 +62,8 @@ from services.kit.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.kit.pagination import PageTokens, reset_page_tokens, use_page_tokens
+from services.kit.telemetry import ServerTracing
 
 log = logging.getLogger(__name__)
 
@@ -128,49 +137,6 @@ def require_policies(service_names: Sequence[str]) -> None:
         raise RuntimeError("incomplete access policies: " + "; ".join(gaps))
 
 
-class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """Wraps the behaviour of unary-unary methods; Parcours exposes no streaming methods."""
-
-    def __init__(self) -> None:
-        self._infos: dict[str, MethodInfo] = {}
-
-    def _info(self, full_method: str) -> MethodInfo:
-        info = self._infos.get(full_method)
-        if info is None:
-            info = self._infos[full_method] = method_info(full_method)
-        return info
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        info = self._info(handler_call_details.method)
-        if info.open and not self.applies_to_open_services:
-            return handler
-        inner: Behavior = handler.unary_unary
-
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await self.around(info, request, context, inner)
-
-        return grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    applies_to_open_services = False
-
-    @abc.abstractmethod
-    async def around(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
-    ) -> Any:
-        """Run the call through this interceptor's concern."""
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 1. errors
 
@@ -201,30 +167,6 @@ def _internal_status() -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[info])
 
 
-class ErrorInterceptor(_UnaryInterceptor):
-    applies_to_open_services = False
-
-    async def around(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
-    ) -> Any:
-        try:
-            return await call_next(request, context)
-        except DomainError as error:
-            await context.abort_with_status(rpc_status.to_status(status_for(error)))
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            # A database failure the client can retry (services.kit.db): UNAVAILABLE or ABORTED, not INTERNAL.
-            retryable = retryable_error(error)
-            if retryable is not None:
-                log.warning("%s answered %s (%s)", info.full_method, retryable.reason, type(error).__name__)
-                await context.abort_with_status(rpc_status.to_status(status_for(retryable)))
-            else:
-                # Its text may quote request content: keep it in the server log, tied to the trace.
-                log.exception("unexpected error in %s", info.full_method)
-                await context.abort_with_status(rpc_status.to_status(_internal_status()))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 2. authentication
 
@@ -245,27 +187,6 @@ def _metadata(context: grpc.aio.ServicerContext) -> Mapping[str, str]:
     return found
 
 
-class AuthenticationInterceptor(_UnaryInterceptor):
-    def __init__(self, authenticator: Authenticator) -> None:
-        super().__init__()
-        self._authenticator = authenticator
-
-    async def around(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
-    ) -> Any:
-        principal = self._authenticator.authenticate(_common_name(context), _metadata(context))
-        span = trace.get_current_span()
-        # Roles and the establishment only: never the practitioner's or patient's identity in spans.
-        span.set_attribute("parcours.roles", principal.role_names())
-        if principal.establishment:
-            span.set_attribute("parcours.establishment", principal.establishment)
-        token = set_principal(principal)
-        try:
-            return await call_next(request, context)
-        finally:
-            reset_principal(token)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 3. audit
 
@@ -284,107 +205,48 @@ def _outcome(error: BaseException | None, context: grpc.aio.ServicerContext) -> 
     return "INTERNAL", "INTERNAL"
 
 
-class AuditInterceptor(_UnaryInterceptor):
-    def __init__(self, audit_log: audit.AuditLog) -> None:
-        super().__init__()
-        self._log = audit_log
-
-    async def around(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
-    ) -> Any:
-        if info.policy is None or not (info.policy.patient_data or info.policy.audited):
-            return await call_next(request, context)
-        target = audit.begin_call()
-        failure: BaseException | None = None
-        try:
-            return await call_next(request, context)
-        except BaseException as error:
-            failure = error
-            raise
-        finally:
-            await self._append(info, context, target, failure)
-
-    async def _append(
-        self,
-        info: MethodInfo,
-        context: grpc.aio.ServicerContext,
-        target: audit.AuditTarget,
-        failure: BaseException | None,
-    ) -> None:
-        principal: Principal = current_principal()
-        outcome, reason = _outcome(failure, context)
-        span_context = trace.get_current_span().get_span_context()
-        recorded_at = datetime.now(UTC)
-        # One record per patient the call named (a List: each patient it returned), appended together.
-        records = [
-            audit.AuditRecord(
-                recorded_at=recorded_at,
-                practitioner=principal.practitioner or principal.subject,
-                establishment=principal.establishment or (f"component/{principal.component}"),
-                roles=principal.role_names(),
-                action=_AUDIT_CODES.get(info.policy.audit_action if info.policy else 0, "E"),
-                method=info.full_method,
-                resource=target.resource,
-                patient=patient,
-                outcome=outcome,
-                outcome_reason=reason,
-                trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
-            )
-            for patient in target.patients or [""]
-        ]
-        try:
-            await self._log.append_all(records)
-        except Exception as exc:
-            # Fail closed: a read that cannot be audited is not answered. A database outage is one line per
-            # call, not a traceback each.
-            if retryable_error(exc) is None:
-                log.exception("audit append failed for %s", info.full_method)
-            else:
-                log.warning("audit append failed for %s: %s", info.full_method, type(exc).__name__)
-            raise Unavailable(
-                "AUDIT_UNAVAILABLE", "the audit log cannot record this call; retry later"
-            ) from exc
+async def _append_audit(
+    audit_log: audit.AuditLog,
+    info: MethodInfo,
+    context: grpc.aio.ServicerContext,
+    target: audit.AuditTarget,
+    failure: BaseException | None,
+) -> None:
+    principal: Principal = current_principal()
+    outcome, reason = _outcome(failure, context)
+    span_context = trace.get_current_span().get_span_context()
+    recorded_at = datetime.now(UTC)
+    # One record per patient the call named (a List: each patient it returned), appended together.
+    records = [
+        audit.AuditRecord(
+            recorded_at=recorded_at,
+            practitioner=principal.practitioner or principal.subject,
+            establishment=principal.establishment or (f"component/{principal.component}"),
+            roles=principal.role_names(),
+            action=_AUDIT_CODES.get(info.policy.audit_action if info.policy else 0, "E"),
+            method=info.full_method,
+            resource=target.resource,
+            patient=patient,
+            outcome=outcome,
+            outcome_reason=reason,
+            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
+        )
+        for patient in target.patients or [""]
+    ]
+    try:
+        await audit_log.append_all(records)
+    except Exception as exc:
+        # Fail closed: a read that cannot be audited is not answered. A database outage is one line per
+        # call, not a traceback each.
+        if retryable_error(exc) is None:
+            log.exception("audit append failed for %s", info.full_method)
+        else:
+            log.warning("audit append failed for %s: %s", info.full_method, type(exc).__name__)
+        raise Unavailable("AUDIT_UNAVAILABLE", "the audit log cannot record this call; retry later") from exc
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. authorization
-
-
-class AuthorizationInterceptor(_UnaryInterceptor):
-    async def around(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
-    ) -> Any:
-        if info.policy is None:
-            raise PermissionDenied("METHOD_HAS_NO_POLICY", "this method is not open to any caller")
-        allowed = list(info.policy.roles)
-        if allowed and not current_principal().has_any(allowed):
-            names = ", ".join(options_pb2.Role.Name(r) for r in allowed)
-            raise PermissionDenied("ROLE_REQUIRED", f"this method requires one of the roles: {names}")
-        return await call_next(request, context)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 5. token binding
-
-
-class PracticeInterceptor(_UnaryInterceptor):
-    """Runs the token-binding check of the services that declare one (by full service name)."""
-
-    def __init__(self, bindings: Mapping[str, PracticeBinding]) -> None:
-        super().__init__()
-        self._bindings = dict(bindings)
-
-    async def around(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
-    ) -> Any:
-        binding = self._bindings.get(info.service)
-        if binding is not None:
-            await binding.check(current_principal())
-        return await call_next(request, context)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 6. validation
+# 6. validation (4. authorisation and 5. the token binding are a few lines of `KitInterceptor._checked`)
 
 
 def _field_path(violation: protovalidate.Violation) -> str:
@@ -468,8 +330,24 @@ def time_range_violations(request: Message) -> list[FieldViolation]:
     return found
 
 
+@functools.lru_cache(maxsize=1024)
+def _holds_time(message_type: descriptor.Descriptor) -> bool:
+    """Whether a message of this type can hold a Timestamp or Duration anywhere (if not, the range check has
+    nothing to walk)."""
+    seen: set[str] = set()
+    pending = [message_type]
+    while pending:
+        current = pending.pop()
+        if current.full_name in (_TIMESTAMP, _DURATION):
+            return True
+        if current.full_name not in seen:
+            seen.add(current.full_name)
+            pending.extend(f.message_type for f in current.fields if f.message_type is not None)
+    return False
+
+
 def violations_of(request: Message) -> list[FieldViolation]:
-    out_of_range = time_range_violations(request)
+    out_of_range = time_range_violations(request) if _holds_time(request.DESCRIPTOR) else []
     if out_of_range:
         # protovalidate cannot evaluate a rule on such a value (it raises "Duration is out of range").
         return out_of_range
@@ -542,18 +420,162 @@ class _RateLimitedLog:
 UNDECODABLE_LOG_INTERVAL_SECONDS = 10.0
 
 
-class ValidationInterceptor(_UnaryInterceptor):
-    def __init__(self) -> None:
-        super().__init__()
+# ---------------------------------------------------------------------------------------------------------
+# the chain, as one interceptor
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What the chain decides about a method once, at its first call, rather than at every call."""
+
+    info: MethodInfo
+    audited: bool
+    practice: PracticeBinding | None
+
+
+class KitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """The kit's concerns 1-6 above, in that order, as one interceptor: one wrapper and one coroutine per
+    call instead of one of each per concern, and each method's policy, audit and binding looked up once.
+
+    Inside the call, outermost first: the server span (`tracing`, not for health and reflection), the error
+    mapping, authentication, the audit record, authorisation, the token binding, validation, then the
+    handler with the server's page-token signer current. Health and reflection get none of it (mTLS still
+    applies): they name no principal.
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        audit_log: audit.AuditLog,
+        practice: Mapping[str, PracticeBinding] | None = None,
+        *,
+        page_tokens: PageTokens | None = None,
+        tracing: ServerTracing | None = None,
+    ) -> None:
+        self._authenticator = authenticator
+        self._audit_log = audit_log
+        self._practice = dict(practice or {})
+        self._page_tokens = page_tokens
+        self._tracing = tracing
+        self._routes: dict[str, _Route] = {}
+        # method → (the handler grpc found, the handler wrapping it): registered handlers are found again
+        # and again, so their wrapper is built once.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._undecodable_log = _RateLimitedLog(UNDECODABLE_LOG_INTERVAL_SECONDS)
 
-    async def around(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call_next: Behavior
+    def _route(self, full_method: str) -> _Route:
+        route = self._routes.get(full_method)
+        if route is None:
+            info = method_info(full_method)
+            policy = info.policy
+            route = self._routes[full_method] = _Route(
+                info=info,
+                audited=policy is not None and (policy.patient_data or policy.audited),
+                practice=self._practice.get(info.service),
+            )
+        return route
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        route = self._route(method)
+        if route.info.open:
+            return handler
+        inner: Behavior = handler.unary_unary
+        traced = self._tracing.route(method) if self._tracing is not None else None
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self._call(route, request, context, inner)
+
+        async def spanned(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            assert traced is not None
+            return await traced.around(request, context, checked)
+
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            checked if traced is None else spanned,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    async def _call(
+        self, route: _Route, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
     ) -> Any:
+        # 1. errors
+        try:
+            # 2. authentication
+            principal = self._authenticator.authenticate(_common_name(context), _metadata(context))
+            span = trace.get_current_span()
+            # Roles and the establishment only: never the practitioner's or patient's identity in spans.
+            span.set_attribute("parcours.roles", principal.role_names())
+            if principal.establishment:
+                span.set_attribute("parcours.establishment", principal.establishment)
+            principal_token = set_principal(principal)
+            try:
+                if not route.audited:
+                    return await self._checked(route, request, context, inner, principal)
+                # 3. audit
+                target = audit.begin_call()
+                failure: BaseException | None = None
+                try:
+                    return await self._checked(route, request, context, inner, principal)
+                except BaseException as error:
+                    failure = error
+                    raise
+                finally:
+                    await _append_audit(self._audit_log, route.info, context, target, failure)
+            finally:
+                reset_principal(principal_token)
+        except DomainError as error:
+            await context.abort_with_status(rpc_status.to_status(status_for(error)))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            # A database failure the client can retry (services.kit.db): UNAVAILABLE or ABORTED, not INTERNAL.
+            retryable = retryable_error(error)
+            if retryable is not None:
+                log.warning(
+                    "%s answered %s (%s)", route.info.full_method, retryable.reason, type(error).__name__
+                )
+                await context.abort_with_status(rpc_status.to_status(status_for(retryable)))
+            else:
+                # Its text may quote request content: keep it in the server log, tied to the trace.
+                log.exception("unexpected error in %s", route.info.full_method)
+                await context.abort_with_status(rpc_status.to_status(_internal_status()))
+
+    async def _checked(
+        self,
+        route: _Route,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        inner: Behavior,
+        principal: Principal,
+    ) -> Any:
+        # 4. authorisation
+        policy = route.info.policy
+        if policy is None:
+            raise PermissionDenied("METHOD_HAS_NO_POLICY", "this method is not open to any caller")
+        if policy.roles and not principal.has_any(policy.roles):
+            names = ", ".join(options_pb2.Role.Name(r) for r in policy.roles)
+            raise PermissionDenied("ROLE_REQUIRED", f"this method requires one of the roles: {names}")
+        # 5. token binding
+        if route.practice is not None:
+            await route.practice.check(principal)
+        # 6. validation
         if isinstance(request, Undecodable):
             # No traceback and no body: a corrupt body is the client's fault and may be sent in a loop.
             self._undecodable_log.warning(
-                "undecodable request body for %s (%s)", info.full_method, request.error
+                "undecodable request body for %s (%s)", route.info.full_method, request.error
             )
             raise InvalidArgument(
                 [
@@ -568,21 +590,24 @@ class ValidationInterceptor(_UnaryInterceptor):
             found = violations_of(request)
             if found:
                 raise InvalidArgument(found)
-        return await call_next(request, context)
+        if self._page_tokens is None:
+            return await inner(request, context)
+        tokens = use_page_tokens(self._page_tokens)
+        try:
+            return await inner(request, context)
+        finally:
+            reset_page_tokens(tokens)
 
 
 def kit_interceptors(
     authenticator: Authenticator,
     audit_log: audit.AuditLog,
     practice: Mapping[str, PracticeBinding] | None = None,
+    *,
+    page_tokens: PageTokens | None = None,
+    tracing: ServerTracing | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The kit's interceptors in order (outermost first), after OpenTelemetry's; `practice` maps full
-    service names to the token-binding check their calls go through."""
-    return [
-        ErrorInterceptor(),
-        AuthenticationInterceptor(authenticator),
-        AuditInterceptor(audit_log),
-        AuthorizationInterceptor(),
-        PracticeInterceptor(practice or {}),
-        ValidationInterceptor(),
-    ]
+    """The kit's server interceptors: `KitInterceptor` (see it); `practice` maps full service names to the
+    token-binding check their calls go through, `tracing` gives every call but health and reflection its
+    server span, and `page_tokens` is the signer current in handlers."""
+    return [KitInterceptor(authenticator, audit_log, practice, page_tokens=page_tokens, tracing=tracing)]

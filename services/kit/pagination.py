@@ -6,7 +6,7 @@ service so a client may page through any of them). A token replayed with other f
 or forged is refused as INVALID_ARGUMENT on `page_token`, never INTERNAL: the key inside is only ever one
 this server wrote, so handlers parse it without defending against a client's inventions.
 
-The kit's server sets the signer for each call (`PageTokenInterceptor`), as it sets the principal; handlers
+The kit's server sets the signer for each call (`use_page_tokens`), as it sets the principal; handlers
 call `decode_token` / `next_page_token` without carrying the key around.
 """
 
@@ -18,10 +18,8 @@ import contextvars
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
-
-import grpc
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from services.kit.errors import InvalidArgument
 
@@ -110,8 +108,14 @@ def _tokens() -> PageTokens:
 
 
 def use_page_tokens(tokens: PageTokens) -> contextvars.Token[PageTokens | None]:
-    """Make `tokens` the signer of the calls run in the current context (tests of handler code)."""
+    """Make `tokens` the signer of the calls run in the current context (the kit's server, for each call;
+    tests of handler code)."""
     return _current.set(tokens)
+
+
+def reset_page_tokens(token: contextvars.Token[PageTokens | None]) -> None:
+    """Undo `use_page_tokens`."""
+    _current.reset(token)
 
 
 def encode_token(last_key: str, filters: Mapping[str, object]) -> str:
@@ -136,34 +140,3 @@ def split_page(rows: Sequence[T], size: int) -> tuple[Sequence[T], T | None]:
     if len(rows) > size:
         return rows[:size], rows[size - 1]
     return rows, None
-
-
-class PageTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """Makes the server's signer current for every unary call it serves."""
-
-    def __init__(self, tokens: PageTokens) -> None:
-        self._tokens = tokens
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        tokens = self._tokens
-
-        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            reset = _current.set(tokens)
-            try:
-                return await inner(request, context)
-            finally:
-                _current.reset(reset)
-
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )

@@ -36,7 +36,7 @@ from services.kit.auth import Authenticator
 from services.kit.db import connect, open_pool
 from services.kit.directory import PracticeBinding
 from services.kit.interceptors import kit_interceptors, require_policies, tolerant_handler
-from services.kit.pagination import PageTokenInterceptor, PageTokens
+from services.kit.pagination import PageTokens
 from services.kit.reflection import enable_reflection
 from services.kit.settings import KitSettings, page_token_key_bytes
 from services.kit.telemetry import ServerTracing, client_interceptors, configure_telemetry
@@ -233,9 +233,18 @@ class _TolerantRegistration:
 class _TolerantGenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, inner: grpc.GenericRpcHandler) -> None:
         self._inner = inner
+        # method → (the inner handler, its tolerant version): the same handler is found at every call, and
+        # an unchanged handler lets the kit's interceptor reuse its wrapper too.
+        self._tolerant: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        return tolerant_handler(self._inner.service(handler_call_details))
+        found = self._inner.service(handler_call_details)
+        if found is None:
+            return None
+        known = self._tolerant.get(handler_call_details.method)
+        if known is None or known[0] is not found:
+            known = self._tolerant[handler_call_details.method] = (found, tolerant_handler(found))
+        return known[1]
 
 
 def server_credentials(settings: KitSettings) -> grpc.ServerCredentials:
@@ -313,15 +322,13 @@ async def build_server(
     require_policies(names)
     keys = audit_keys(settings)
     audit_log = AuditLog(pool, settings.component, keys)
-    interceptors = [
-        ServerTracing(),
-        *kit_interceptors(
-            build_authenticator(settings),
-            audit_log,
-            {s.name: s.practice for s in services if s.practice is not None},
-        ),
-        PageTokenInterceptor(page_tokens(settings)),
-    ]
+    interceptors = kit_interceptors(
+        build_authenticator(settings),
+        audit_log,
+        {s.name: s.practice for s in services if s.practice is not None},
+        page_tokens=page_tokens(settings),
+        tracing=ServerTracing(),
+    )
     server = grpc.aio.server(interceptors=interceptors)
     for binding in services:
         binding.add(_TolerantRegistration(server))

@@ -47,7 +47,8 @@ import asyncpg
 import grpc
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor, _hydrate_span_from_args
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -270,6 +271,25 @@ class _DatabaseTracer(trace.Tracer):
     def __init__(self, inner: trace.Tracer, duration: Histogram) -> None:
         self._inner = inner
         self._duration = duration
+        # (name, attributes given) → the span's name, its attributes and the metric's: a process runs the
+        # same few statements against the same database, so each is described once, not at every query.
+        self._described: dict[tuple[Any, ...], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+
+    def _describe(self, name: str, attributes: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """`database_span` and the metric's attributes, remembered per statement (never mutated)."""
+        try:
+            key: tuple[Any, ...] | None = (name, *(attributes or {}).items())
+            found = self._described.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable attribute value: described every time
+            key, found = None, None
+        if found is None:
+            span_name, described = database_span(name, attributes)
+            found = (span_name, described, {k: described[k] for k in _METRIC_ATTRIBUTES if k in described})
+            if key is not None:
+                if len(self._described) >= _SQL_CACHE_SIZE:
+                    self._described.clear()
+                self._described[key] = found
+        return found
 
     def start_span(
         self,
@@ -282,7 +302,7 @@ class _DatabaseTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        name, attributes = database_span(name, attributes)
+        name, attributes, _ = self._describe(name, attributes)
         return self._inner.start_span(
             name,
             context,
@@ -308,8 +328,7 @@ class _DatabaseTracer(trace.Tracer):
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
-        name, attributes = database_span(name, attributes)
-        measured = {k: attributes[k] for k in _METRIC_ATTRIBUTES if k in attributes}
+        name, attributes, measured = self._describe(name, attributes)
         started = time.perf_counter()
         with self._inner.start_as_current_span(
             name,
@@ -326,12 +345,53 @@ class _DatabaseTracer(trace.Tracer):
                 yield span
             except BaseException as error:
                 sqlstate = _mark_failed(span, error)
-                measured["error.type"] = type(error).__qualname__
+                measured = {**measured, "error.type": type(error).__qualname__}
                 if sqlstate:
                     measured["db.response.status_code"] = sqlstate
                 raise
             finally:
                 self._duration.record(time.perf_counter() - started, measured)
+
+
+class StatementInstrumentor(AsyncPGInstrumentor):
+    """asyncpg's OpenTelemetry instrumentation, each statement's span name and attributes derived once per
+    statement and database rather than at every query (the instrumentation runs a regular expression over
+    the statement, splits all of it into words for its first one, and builds the attributes, each time).
+    Spans are otherwise exactly the instrumentation's (then `_DatabaseTracer`'s); parameters are never
+    captured."""
+
+    def __init__(self) -> None:
+        super().__init__(capture_parameters=False)
+        self._statements: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+
+    def _statement(self, connection: Any, query: Any) -> tuple[str, dict[str, Any]]:
+        params = getattr(connection, "_params", None)
+        address = getattr(connection, "_addr", None)
+        key = (query, getattr(params, "database", None), getattr(params, "user", None), address)
+        found = self._statements.get(key)
+        if found is None:
+            name = query if query else getattr(params, "database", "postgresql")
+            try:
+                name = self._leading_comment_remover.sub("", name).split()[0]
+            except IndexError:
+                name = ""
+            attributes = _hydrate_span_from_args(
+                connection, query, None, semconv_opt_in_mode=self._semconv_opt_in_mode
+            )
+            found = (name, attributes)
+            if len(self._statements) >= _SQL_CACHE_SIZE:
+                self._statements.clear()
+            self._statements[key] = found
+        return found
+
+    async def _do_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not is_instrumentation_enabled() or not args or not isinstance(args[0], str):
+            return await super()._do_execute(func, instance, args, kwargs)
+        name, attributes = self._statement(instance, args[0])
+        assert self._tracer is not None  # set by instrument()
+        # `_DatabaseTracer` marks a failed statement (its type and SQLSTATE only).
+        with self._tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
+            return await func(*args, **kwargs)
 
 
 class DatabaseTracerProvider(trace.TracerProvider):
@@ -389,6 +449,8 @@ def _rpc_attributes(method: str) -> dict[str, Any]:
     return {"rpc.system.name": "grpc", "rpc.method": method, "rpc.system": "grpc", "rpc.service": service}
 
 
+# A server sees the same few peers (its clients' connections) call after call; callers copy the mapping.
+@functools.lru_cache(maxsize=4096)
 def _peer(peer: str) -> dict[str, Any]:
     """`network.peer.*` of `ipv4:10.0.0.5:52314`, `ipv6:[::1]:52314`, `unix:/run/x.sock`."""
     kind, _, rest = peer.partition(":")
@@ -416,8 +478,10 @@ def target_address(target: str) -> dict[str, Any]:
 
 
 class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """A SERVER span and the `rpc.server.call.duration` metric for every unary call (outermost interceptor:
-    the span covers the kit's own interceptors, so their refusals and the audit append are in it)."""
+    """A SERVER span and the `rpc.server.call.duration` metric for every unary call. The kit's server runs
+    it inside its one interceptor (`services.kit.interceptors.KitInterceptor`, through `route`), outermost:
+    the span covers the kit's own checks, so their refusals and the audit append are in it. On its own it is
+    an interceptor like any other."""
 
     def __init__(
         self,
@@ -429,6 +493,15 @@ class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
         self._duration = meter.create_histogram(
             "rpc.server.call.duration", unit="s", description="Measures the duration of an incoming RPC."
         )
+        self._routes: dict[str, TracedMethod | None] = {}
+
+    def route(self, full_method: str) -> TracedMethod | None:
+        """How calls of `full_method` (`/pkg.Service/Method`) are traced; None for health and reflection."""
+        if full_method not in self._routes:
+            method = full_method.lstrip("/")
+            traced = method.partition("/")[0] not in UNTRACED_SERVICES
+            self._routes[full_method] = TracedMethod(self._tracer, self._duration, method) if traced else None
+        return self._routes[full_method]
 
     async def intercept_service(
         self,
@@ -439,53 +512,80 @@ class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
         # Streaming methods (health Watch, reflection) pass through untraced: Parcours' own APIs are unary.
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.lstrip("/")
-        if method.partition("/")[0] in UNTRACED_SERVICES:
+        traced = self.route(handler_call_details.method)
+        if traced is None:
             return handler
         inner = handler.unary_unary
-        attributes = _rpc_attributes(method)
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-            started = time.perf_counter()
-            with self._tracer.start_as_current_span(
-                method,
-                context=propagate.extract(carrier),
-                kind=trace.SpanKind.SERVER,
-                attributes={**attributes, **_peer(context.peer() or "")},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                code = grpc.StatusCode.OK
-                try:
-                    response = await inner(request, context)
-                    code = _status(context.code(), grpc.StatusCode.OK)
-                    return response
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except grpc.aio.AbortError:
-                    code = _status(context.code(), grpc.StatusCode.UNKNOWN)
-                    raise
-                except Exception:
-                    code = grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    outcome = {"rpc.response.status_code": code.name}
-                    if code in _SERVER_ERRORS:
-                        outcome["error.type"] = code.name
-                        span.set_status(trace.Status(trace.StatusCode.ERROR))
-                    span.set_attributes(outcome)
-                    self._duration.record(
-                        time.perf_counter() - started,
-                        {"rpc.system.name": "grpc", "rpc.method": method, **outcome},
-                    )
+            return await traced.around(request, context, inner)
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class TracedMethod:
+    """The server span and duration metric of one method's calls. What does not change from one call to the
+    next — the span's name and rpc attributes, the outcome attributes and the metric's attributes of each
+    status code — is built once; a peer's `network.peer.*` once per peer."""
+
+    def __init__(self, tracer: trace.Tracer, duration: Histogram, method: str) -> None:
+        self._tracer = tracer
+        self._duration = duration
+        self._method = method
+        self._attributes = _rpc_attributes(method)
+        self._outcomes: dict[grpc.StatusCode, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def _outcome(self, code: grpc.StatusCode) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The span's outcome attributes and the metric's attributes for a status code."""
+        known = self._outcomes.get(code)
+        if known is None:
+            outcome: dict[str, Any] = {"rpc.response.status_code": code.name}
+            if code in _SERVER_ERRORS:
+                outcome["error.type"] = code.name
+            known = (outcome, {"rpc.system.name": "grpc", "rpc.method": self._method, **outcome})
+            self._outcomes[code] = known
+        return known
+
+    async def around(
+        self,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        call_next: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+    ) -> Any:
+        carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            self._method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={**self._attributes, **_peer(context.peer() or "")},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            code = grpc.StatusCode.OK
+            try:
+                response = await call_next(request, context)
+                code = _status(context.code(), grpc.StatusCode.OK)
+                return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = _status(context.code(), grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                outcome, measured = self._outcome(code)
+                if code in _SERVER_ERRORS:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR))
+                span.set_attributes(outcome)
+                self._duration.record(time.perf_counter() - started, measured)
 
 
 def _status(value: Any, default: grpc.StatusCode) -> grpc.StatusCode:
@@ -497,13 +597,32 @@ class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
         self._address = target_address(target)
         self._tracer = tracer
         self._duration = duration
+        # Per method called (a channel calls a handful): its name, span attributes and, per status code,
+        # the outcome attributes and the metric's, built once.
+        self._methods: dict[Any, tuple[str, dict[str, Any]]] = {}
+        self._outcomes: dict[tuple[str, grpc.StatusCode], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def _method(self, given: Any) -> tuple[str, dict[str, Any]]:
+        known = self._methods.get(given)
+        if known is None:
+            method = (given.decode() if isinstance(given, bytes) else str(given)).lstrip("/")
+            known = self._methods[given] = (method, {**_rpc_attributes(method), **self._address})
+        return known
+
+    def _outcome(self, method: str, code: grpc.StatusCode) -> tuple[dict[str, Any], dict[str, Any]]:
+        known = self._outcomes.get((method, code))
+        if known is None:
+            outcome: dict[str, Any] = {"rpc.response.status_code": code.name}
+            if code is not grpc.StatusCode.OK:
+                outcome["error.type"] = code.name
+            measured = {"rpc.system.name": "grpc", "rpc.method": method, **self._address, **outcome}
+            known = self._outcomes[(method, code)] = (outcome, measured)
+        return known
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
-        method = client_call_details.method
-        method = (method.decode() if isinstance(method, bytes) else str(method)).lstrip("/")
-        attributes = {**_rpc_attributes(method), **self._address}
+        method, attributes = self._method(client_call_details.method)
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
             method,
@@ -536,15 +655,11 @@ class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
                 code = error.code()
                 raise
             finally:
-                outcome = {"rpc.response.status_code": code.name}
+                outcome, measured = self._outcome(method, code)
                 if code is not grpc.StatusCode.OK:
-                    outcome["error.type"] = code.name
                     span.set_status(trace.Status(trace.StatusCode.ERROR))
                 span.set_attributes(outcome)
-                self._duration.record(
-                    time.perf_counter() - started,
-                    {"rpc.system.name": "grpc", "rpc.method": method, **self._address, **outcome},
-                )
+                self._duration.record(time.perf_counter() - started, measured)
 
 
 def client_interceptors(target: str) -> list[grpc.aio.ClientInterceptor]:
@@ -630,6 +745,6 @@ def configure_telemetry(component: str, *, json_logs: bool = True) -> None:
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
-    AsyncPGInstrumentor().instrument(tracer_provider=DatabaseTracerProvider(tracer_provider))
+    StatementInstrumentor().instrument(tracer_provider=DatabaseTracerProvider(tracer_provider))
     if json_logs:
         configure_logging()

@@ -382,6 +382,23 @@ async def test_concurrent_appends_form_one_unbroken_chain(seeded_pool: asyncpg.P
     assert chain.intact and chain.rows == 200
 
 
+async def test_two_writers_of_one_chain_interleave_into_one_unbroken_chain(seeded_pool: asyncpg.Pool) -> None:
+    # Two replicas of one service share its chain: each appends on the head it last wrote (one round trip)
+    # until the database refuses it, then on the head it reads under lock.
+    first, second = (AuditLog(seeded_pool, "two-writers-probe", KEYS) for _ in range(2))
+    try:
+        seqs = []
+        for n in range(6):
+            seqs.append(await (first if n % 3 else second).append(record(n)))
+        seqs += await asyncio.gather(*(log.append(record(n)) for n in range(20) for log in (first, second)))
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(seqs) == list(range(1, 47))
+    chain = next(c for c in (await verify(seeded_pool, KEYS)).chains if c.chain == "two-writers-probe")
+    assert chain.intact and chain.rows == 46
+
+
 async def test_a_call_whose_record_cannot_be_written_is_told_so(database_url: str) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     log = AuditLog(pool, "closed-pool-probe", KEYS)

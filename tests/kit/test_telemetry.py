@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -113,3 +114,23 @@ async def test_a_logged_database_error_names_its_constraint_never_its_values(poo
     assert SECRET not in json.dumps(line)
     assert "UniqueViolationError (sqlstate 23505, constraint telemetry_keys_pkey" in line["exception"]
     assert "Traceback" in line["exception"]
+
+
+async def test_a_statement_run_again_is_described_the_same_and_its_failure_is_its_own(
+    spans: InMemorySpanExporter, pool: asyncpg.Pool
+) -> None:
+    # Span names and attributes are worked out once per statement (services/kit/telemetry.py): the second
+    # run of a statement, a failing run and the run after it are described as the first was.
+    statement = "SELECT 1 / $1::integer AS quotient FROM pg_catalog.pg_class LIMIT 1"
+    for divisor in (1, 2, 0, 3):
+        with contextlib.suppress(asyncpg.DivisionByZeroError):
+            await pool.fetchval(statement, divisor)
+    text = "SELECT ? / $1::integer AS quotient FROM pg_catalog.pg_class LIMIT ?"  # literals never recorded
+    runs = [s for s in spans.get_finished_spans() if (s.attributes or {}).get("db.query.text") == text]
+    assert [s.name for s in runs] == ["SELECT pg_catalog.pg_class"] * 4
+    first, second, failed, after = (dict(s.attributes or {}) for s in runs)
+    assert second == first == after, "the failure's attributes stay on the failed run's span"
+    assert failed.items() >= first.items()
+    assert failed["db.response.status_code"] == "22012"
+    unset, error = StatusCode.UNSET, StatusCode.ERROR
+    assert [s.status.status_code for s in runs] == [unset, unset, error, unset]
