@@ -139,7 +139,10 @@ async def test_reminders_join_window_start_completion_billing_and_report(
     assert described.typed_search_attributes.get(search_attributes.CASE_STATE) == "BILLED"
 
     # The scenario's golden history (replayed by tests/replay on every run).
-    await keep("teleconsultation-billed", stack.env.client.get_workflow_handle(case.appointment.workflow_id))
+    await keep(
+        "teleconsultation-billed-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
+    )
 
 
 async def test_a_billing_refusal_is_kept_on_the_appointment_with_its_reason(
@@ -167,7 +170,8 @@ async def test_a_billing_refusal_is_kept_on_the_appointment_with_its_reason(
     assert not final.billing.charges
     assert [n.kind for n in final.notifications].count(s.Notification.KIND_REPORT) == 1
     await keep(
-        "teleconsultation-billing-refused", stack.env.client.get_workflow_handle(case.appointment.workflow_id)
+        "teleconsultation-billing-refused-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
     )
 
 
@@ -210,7 +214,10 @@ async def test_not_started_within_the_grace_period_is_a_no_show(
     assert {n.label for n in final.notifications if n.kind == s.Notification.KIND_REMINDER} == {"P1D", "PT1H"}
     error = await call(start(stack, case))
     assert details(error)[0].reason == "INVALID_TRANSITION"  # type: ignore[union-attr]
-    await keep("teleconsultation-no-show", stack.env.client.get_workflow_handle(case.appointment.workflow_id))
+    await keep(
+        "teleconsultation-no-show-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
+    )
 
 
 async def test_a_cancellation_ends_the_workflow(
@@ -234,7 +241,8 @@ async def test_a_cancellation_ends_the_workflow(
     final = await get(stack, case)
     assert final.state == A.STATE_CANCELLED and not final.notifications
     await keep(
-        "teleconsultation-cancelled", stack.env.client.get_workflow_handle(case.appointment.workflow_id)
+        "teleconsultation-cancelled-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
     )
 
 
