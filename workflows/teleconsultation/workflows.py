@@ -122,7 +122,6 @@ class TeleconsultationWorkflow:
         self._completing = False
         self._completed = False
         self._delivers = False
-        self._local_writes = False
         self._deliveries: list[asyncio.Task[None]] = []
 
     # --- run -------------------------------------------------------------------------------------------
@@ -130,7 +129,8 @@ class TeleconsultationWorkflow:
     @workflow.run
     async def run(self, case: TeleconsultationInput) -> TeleconsultationOutcome:
         self._delivers = workflow.patched(NOTIFY_AND_RECORD_PATCH)
-        self._local_writes = workflow.patched(LOCAL_WRITES_PATCH)
+        # Asked here first, so that a case's marker is in its first workflow task (`_local_writes`).
+        self._local_writes()
         outcome = await self._run(case)
         # Every notification's delivery settles (delivered, or recorded as failed) before the case ends.
         await asyncio.gather(*self._deliveries)
@@ -215,7 +215,7 @@ class TeleconsultationWorkflow:
             outcome = TeleconsultationOutcome(
                 state=CaseState.BILLING_REFUSED, billing_state="STATE_REFUSED", billing_reason=recorded.reason
             )
-        if self._local_writes:
+        if self._local_writes():
             report_sent = await self._write(
                 TeleconsultationActivities.record_outcome_and_report,
                 OutcomeAndReportInput(outcome=recorded, report=self._notification()),
@@ -280,6 +280,13 @@ class TeleconsultationWorkflow:
 
     # --- the projection ----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _local_writes() -> bool:
+        """Whether the projection writes are local activities. Asked where a write is about to be made, not
+        only once in `run`: an Update delivered with the case's first workflow task (a start sent right after
+        the booking) is handled before `run` begins. The SDK keeps the answer for the rest of the run."""
+        return workflow.patched(LOCAL_WRITES_PATCH)
+
     async def _write(
         self,
         activity: Callable[[TeleconsultationActivities, RequestT], Awaitable[ResultT]],
@@ -289,7 +296,7 @@ class TeleconsultationWorkflow:
     ) -> ResultT:
         """A write of the appointment's projection (our own database only, idempotent, a few ms): a local
         activity since `LOCAL_WRITES_PATCH`, retried until the database answers; a regular one before."""
-        if self._local_writes:
+        if self._local_writes():
             return await workflow.execute_local_activity_method(
                 activity, request, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
             )
