@@ -310,6 +310,14 @@ class BillingOutcomeInput:
 
 
 @dataclass(kw_only=True)
+class OutcomeAndReportInput:
+    """Keep the billing outcome, then record the compte rendu's notifications: one write of the workflow."""
+
+    outcome: BillingOutcomeInput
+    report: NotificationInput
+
+
+@dataclass(kw_only=True)
 class DeliveryInput:
     """Deliver the notifications recorded for these recipients (kind and label as recorded)."""
 

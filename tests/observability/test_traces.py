@@ -171,8 +171,7 @@ async def test_booking_starting_and_completing_a_teleconsultation_are_one_trace_
             "RunActivity:record_completion",
             "RunActivity:record_billable_act",
             RECORD_ACT,
-            "RunActivity:record_billing_outcome",
-            "RunActivity:deliver_report",
+            "RunActivity:record_outcome_and_report",
         ],
     )
 
@@ -189,9 +188,9 @@ async def test_booking_starting_and_completing_a_teleconsultation_are_one_trace_
         # The outbox relay starts the workflow inside the booking's trace.
         assert booked.ancestors(booked.one("StartWorkflow:Teleconsultation"))[-1] == booked.root.name
         assert not {n for n in names(booked.spans) if "start" in n.lower() and "Update" in n}
-        assert "RunActivity:deliver_report" not in names(started.spans)
+        assert "RunActivity:record_outcome_and_report" not in names(started.spans)
         # Billing, and what follows it, belong to the completion.
-        for activity in ("RunActivity:record_billable_act", "RunActivity:deliver_report"):
+        for activity in ("RunActivity:record_billable_act", "RunActivity:record_outcome_and_report"):
             assert "HandleUpdate:complete" in completed.ancestors(completed.one(activity))
         assert completed.sql_below(RECORD_ACT)
 

@@ -2,11 +2,18 @@
 
 They were recorded once from real runs (real services, PostgreSQL and Temporal) and are committed: replaying
 them here fails when a change to a workflow's command sequence is not guarded by `workflow.patched(...)`.
+
+A patch that changes a scenario's commands keeps that scenario's history from before it (never re-recorded:
+it is what cases started by the older code replay) and records the new path beside it under a new name: the
+teleconsultation scenarios before `local-projection-writes` are `teleconsultation-<scenario>`, after it
+`teleconsultation-<scenario>-local-writes` (what the scenarios' tests keep now).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -19,6 +26,22 @@ from tests.support.golden import HISTORIES
 from workflows.teleconsultation.workflows import TeleconsultationWorkflow
 from workflows.teleexpertise.workflows import TeleexpertiseWorkflow
 
+TELECONSULTATION_SCENARIOS = (
+    "teleconsultation-billed",
+    "teleconsultation-billing-refused",
+    "teleconsultation-no-show",
+    "teleconsultation-cancelled",
+    "teleconsultation-consent-refused",
+    "teleconsultation-reminder-after-join",
+)
+# What still goes through the server as an activity task since `local-projection-writes`: the calls to other
+# services and the mail, which need their long retries.
+REGULAR_ACTIVITIES = {
+    "record_billable_act",
+    "publish_record",
+    "deliver_notifications",
+    "record_delivery_failure",
+}
 EXPECTED = {
     "teleconsultation-billed",
     "teleconsultation-billing-refused",
@@ -26,6 +49,7 @@ EXPECTED = {
     "teleconsultation-cancelled",
     "teleconsultation-consent-refused",
     "teleconsultation-reminder-after-join",
+    *(f"{scenario}-local-writes" for scenario in TELECONSULTATION_SCENARIOS),
     "teleexpertise-billed",
     "teleexpertise-escalated-breached-expired",
     "teleexpertise-paused-deadline",
@@ -47,3 +71,32 @@ async def test_a_golden_history_replays_with_todays_code(name: str) -> None:
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{name}: {result.replay_failure}"
+
+
+def _events(name: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = json.loads((HISTORIES / f"{name}.json").read_text())["history"]["events"]
+    return events
+
+
+def _scheduled(events: list[dict[str, Any]]) -> list[str]:
+    return [
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in events
+        if "activityTaskScheduledEventAttributes" in e
+    ]
+
+
+@pytest.mark.parametrize("scenario", TELECONSULTATION_SCENARIOS)
+def test_a_teleconsultation_writes_its_projection_without_activity_tasks(scenario: str) -> None:
+    """The same scenario before and after `local-projection-writes`: the projection writes no longer
+    schedule activity tasks, and the case takes no more workflow tasks (fewer as soon as it writes)."""
+    before, after = _events(scenario), _events(f"{scenario}-local-writes")
+    assert set(_scheduled(after)) <= REGULAR_ACTIVITIES
+    written = [a for a in _scheduled(before) if a not in REGULAR_ACTIVITIES]
+    # The older path scheduled each write as an activity (the comparison would prove nothing otherwise).
+    assert written or scenario == "teleconsultation-cancelled"
+
+    def tasks(events: list[dict[str, Any]]) -> int:
+        return Counter(e["eventType"] for e in events)["EVENT_TYPE_WORKFLOW_TASK_COMPLETED"]
+
+    assert tasks(after) <= tasks(before) - len(written)

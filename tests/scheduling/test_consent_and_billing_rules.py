@@ -153,7 +153,8 @@ async def test_a_refusal_blocks_the_start_and_ends_cancelled_with_nothing_billed
     act_id = f"teleconsultation-{appointment_id(final)}"
     assert await pool.fetchval("SELECT count(*) FROM billing.acts WHERE act_id = $1", act_id) == 0
     await keep(
-        "teleconsultation-consent-refused", stack.env.client.get_workflow_handle(case.appointment.workflow_id)
+        "teleconsultation-consent-refused-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
     )
 
 
@@ -444,6 +445,6 @@ async def test_an_early_completion_is_billed_without_waiting_for_a_later_reminde
     }
     assert (await outcome(stack, case)).state == "BILLED"
     await keep(
-        "teleconsultation-reminder-after-join",
+        "teleconsultation-reminder-after-join-local-writes",
         stack.env.client.get_workflow_handle(case.appointment.workflow_id),
     )

@@ -13,6 +13,7 @@ import asyncpg
 import grpc
 import pytest
 import temporalio.client
+import temporalio.common
 from parcours.billing.v1 import billing_pb2
 from parcours.directory.v1 import directory_pb2_grpc
 from parcours.scheduling.v1 import scheduling_pb2 as s
@@ -22,8 +23,11 @@ from services.kit import search_attributes
 from services.kit.cases import Relay
 from services.kit.pki import DevPki
 from services.scheduling.models import (
+    TASK_QUEUE,
     RecordedAct,
     RecordParticipant,
+    StartRequest,
+    TeleconsultationInput,
     TeleconsultationRecord,
 )
 from tests.conftest import Minter
@@ -49,6 +53,7 @@ from tests.scheduling.workflow import (
 from tests.support import bearer, request_id
 from tests.support.calls import call, details
 from tests.support.golden import keep
+from workflows.teleconsultation.workflows import TeleconsultationWorkflow
 
 A = s.Appointment
 
@@ -139,7 +144,10 @@ async def test_reminders_join_window_start_completion_billing_and_report(
     assert described.typed_search_attributes.get(search_attributes.CASE_STATE) == "BILLED"
 
     # The scenario's golden history (replayed by tests/replay on every run).
-    await keep("teleconsultation-billed", stack.env.client.get_workflow_handle(case.appointment.workflow_id))
+    await keep(
+        "teleconsultation-billed-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
+    )
 
 
 async def test_a_billing_refusal_is_kept_on_the_appointment_with_its_reason(
@@ -167,7 +175,8 @@ async def test_a_billing_refusal_is_kept_on_the_appointment_with_its_reason(
     assert not final.billing.charges
     assert [n.kind for n in final.notifications].count(s.Notification.KIND_REPORT) == 1
     await keep(
-        "teleconsultation-billing-refused", stack.env.client.get_workflow_handle(case.appointment.workflow_id)
+        "teleconsultation-billing-refused-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
     )
 
 
@@ -210,7 +219,10 @@ async def test_not_started_within_the_grace_period_is_a_no_show(
     assert {n.label for n in final.notifications if n.kind == s.Notification.KIND_REMINDER} == {"P1D", "PT1H"}
     error = await call(start(stack, case))
     assert details(error)[0].reason == "INVALID_TRANSITION"  # type: ignore[union-attr]
-    await keep("teleconsultation-no-show", stack.env.client.get_workflow_handle(case.appointment.workflow_id))
+    await keep(
+        "teleconsultation-no-show-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
+    )
 
 
 async def test_a_cancellation_ends_the_workflow(
@@ -234,7 +246,8 @@ async def test_a_cancellation_ends_the_workflow(
     final = await get(stack, case)
     assert final.state == A.STATE_CANCELLED and not final.notifications
     await keep(
-        "teleconsultation-cancelled", stack.env.client.get_workflow_handle(case.appointment.workflow_id)
+        "teleconsultation-cancelled-local-writes",
+        stack.env.client.get_workflow_handle(case.appointment.workflow_id),
     )
 
 
@@ -269,3 +282,56 @@ async def test_an_incomplete_record_is_refused_naming_what_is_missing(
         "actEndTime",
         "technicalIncidents",
     ]
+
+
+async def test_a_start_handled_in_the_first_workflow_task_writes_through_a_local_activity(
+    stack: Stack, directory: directory_pb2_grpc.DirectoryServiceStub, operator: Metadata, mint: Minter
+) -> None:
+    """A StartTeleconsultation sent while its case's start is still in the outbox reaches the workflow with
+    its start (update-with-start): the Update is handled before `run` begins, and its write is still a
+    local activity (the patch is asked where the write is made, not only at the top of `run`)."""
+    case = await booked_case(
+        stack, directory, operator, mint, consent=s.ConsentInput(method=s.CONSENT_METHOD_ORAL)
+    )
+    await skip_to_join_window(stack, case)
+    client = stack.env.client
+    relayed = client.get_workflow_handle(case.appointment.workflow_id)
+    started = (await relayed.fetch_history()).events[0].workflow_execution_started_event_attributes
+    [case_input] = await client.data_converter.decode(started.input.payloads, [TeleconsultationInput])
+    # The case again, as if its start had not been relayed yet: started with the Update, in one call.
+    await relayed.terminate("the case is started again with its first Update")
+    result = await client.execute_update_with_start_workflow(
+        TeleconsultationWorkflow.start,
+        StartRequest(request_id=request_id(), practitioner=f"practitioners/{case.rpps}"),
+        start_workflow_operation=temporalio.client.WithStartWorkflowOperation(
+            TeleconsultationWorkflow.run,
+            case_input,
+            id=case.appointment.workflow_id,
+            task_queue=TASK_QUEUE,
+            id_conflict_policy=temporalio.common.WorkflowIDConflictPolicy.FAIL,
+        ),
+    )
+    assert result.state == "arrived"
+    assert (await get(stack, case)).state == A.STATE_ARRIVED
+    handle = client.get_workflow_handle(case.appointment.workflow_id)
+    history = (await handle.fetch_history()).events
+    events = [e.WhichOneof("attributes") for e in history]
+    first_task_end = events.index("workflow_task_completed_event_attributes")
+    accepted = events.index("workflow_execution_update_accepted_event_attributes")
+    later = [
+        i
+        for i, e in enumerate(events)
+        if i > first_task_end and e == "workflow_task_scheduled_event_attributes"
+    ]
+    second_task = later[0] if later else len(events)
+    assert first_task_end < accepted < second_task  # the Update came with the start's workflow task
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    # The arrival written by a local activity in that task (its marker beside the two patches'), not as an
+    # activity task.
+    assert "mark_arrived" not in scheduled
+    assert events[:second_task].count("marker_recorded_event_attributes") >= 3
+    await handle.terminate("the scenario ends here")

@@ -56,6 +56,7 @@ from services.scheduling.models import (
     DeliveryResult,
     NotificationInput,
     NotificationResult,
+    OutcomeAndReportInput,
     PrescriptionRefusal,
     Reason,
     RecordInput,
@@ -374,6 +375,9 @@ class TeleconsultationActivities:
     @activity.defn(name="record_billing_outcome")
     @heartbeating
     async def record_billing_outcome(self, request: BillingOutcomeInput) -> None:
+        await self._record_billing_outcome(request)
+
+    async def _record_billing_outcome(self, request: BillingOutcomeInput) -> None:
         await store.record_billing(
             self._pool,
             uuid.UUID(request.appointment_id),
@@ -390,6 +394,16 @@ class TeleconsultationActivities:
     @activity.defn(name="deliver_report")
     @heartbeating
     async def deliver_report(self, request: NotificationInput) -> NotificationResult:
+        return await self._report(request)
+
+    @activity.defn(name="record_outcome_and_report")
+    async def record_outcome_and_report(self, request: OutcomeAndReportInput) -> NotificationResult:
+        """`record_billing_outcome` then `deliver_report` in one (local) activity: both only write our own
+        tables, both are idempotent, and the report always follows the outcome."""
+        await self._record_billing_outcome(request.outcome)
+        return await self._report(request.report)
+
+    async def _report(self, request: NotificationInput) -> NotificationResult:
         """The compte rendu goes to the médecin traitant and to the requesting doctor (§7 rule 9)."""
         row = await self._appointment(request.appointment_id)
         recipients: list[str] = []
@@ -543,6 +557,7 @@ class TeleconsultationActivities:
             self.record_billable_act,
             self.record_billing_outcome,
             self.deliver_report,
+            self.record_outcome_and_report,
         ]
 
 

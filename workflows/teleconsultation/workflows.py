@@ -13,6 +13,14 @@ relay or webhook never holds the case back, and the case ends only once each del
 report, the R.6316-4 record is kept as a FHIR document and handed to the DMP adapter (`publish_record`). Both
 came with the patch `notify-and-record`: histories recorded before it replay without them.
 
+Since the patch `local-projection-writes`, the steps that only write our own database (reminders and join
+link recorded, arrival, completion, no-show, the billing outcome and the report's notifications — those two
+in one write) are local activities, as the téléexpertise workflow writes its projection: run by this worker
+inside the workflow task, so a step costs one workflow task and no activity task through the server, and an
+Update answers in one round trip. They stay idempotent (conditional on the appointment's status,
+notifications keyed), so a worker killed mid-write only makes the next one write again. Billing, the record
+document and deliveries call other services or send mail with long retries: they stay regular activities.
+
 Every instant comes from the input (computed by the scheduling service from its settings, so tests shrink
 them); every wait is a durable timer or condition. The appointment's row in the scheduling database is the
 projection: each step is persisted by an activity, conditional on the appointment's current status, before the
@@ -26,8 +34,9 @@ only once no Update handler is still running. Its search attributes come from on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -40,7 +49,6 @@ with workflow.unsafe.imports_passed_through():
     from services.scheduling import appointments
     from services.scheduling.models import (
         WORKFLOW_TYPE,
-        AppointmentState,
         ArrivalInput,
         BillingInput,
         BillingOutcomeInput,
@@ -54,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         DeliveryInput,
         NotificationInput,
         NotificationResult,
+        OutcomeAndReportInput,
         RecordInput,
         RecordResult,
         StartRequest,
@@ -70,6 +79,9 @@ PROJECTION_TIMEOUT = timedelta(seconds=30)
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Deliveries and the record document came with this patch (older histories replay without them).
 NOTIFY_AND_RECORD_PATCH = "notify-and-record"
+# The projection writes run as local activities, the billing outcome and the report's notifications as one
+# (older histories replay with their regular activities).
+LOCAL_WRITES_PATCH = "local-projection-writes"
 # Reminders due after the join window opens are no longer waited for (histories before it waited, and replay
 # so: the patch is asked only where the timer differs).
 REMINDERS_UNTIL_JOIN_PATCH = "reminders-until-join"
@@ -80,6 +92,10 @@ BILLING_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=10),
     non_retryable_error_types=["BILLING_INVALID_ACT"],
 )
+
+
+RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
 
 
 def _refusal(reason: str, message: str) -> ApplicationError:
@@ -113,6 +129,8 @@ class TeleconsultationWorkflow:
     @workflow.run
     async def run(self, case: TeleconsultationInput) -> TeleconsultationOutcome:
         self._delivers = workflow.patched(NOTIFY_AND_RECORD_PATCH)
+        # Asked here first, so that a case's marker is in its first workflow task (`_local_writes`).
+        self._local_writes()
         outcome = await self._run(case)
         # Every notification's delivery settles (delivered, or recorded as failed) before the case ends.
         await asyncio.gather(*self._deliveries)
@@ -131,24 +149,14 @@ class TeleconsultationWorkflow:
                 return self._ended()
             if workflow.now() < case.join_open_time:
                 # A reminder whose moment passed while nothing could send it (a late start) is skipped.
-                recorded: NotificationResult = await workflow.execute_activity_method(
-                    TeleconsultationActivities.send_reminder,
-                    self._notification(label=reminder.label),
-                    start_to_close_timeout=PROJECTION_TIMEOUT,
-                    retry_policy=PROJECTION_RETRY,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                recorded = await self._write(
+                    TeleconsultationActivities.send_reminder, self._notification(label=reminder.label)
                 )
                 self._deliver("KIND_REMINDER", reminder.label, recorded)
                 self._set_state(CaseState.REMINDED)
         if await self._cancelled_before(case.join_open_time):
             return self._ended()
-        join_sent: NotificationResult = await workflow.execute_activity_method(
-            TeleconsultationActivities.send_join_link,
-            self._notification(),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-        )
+        join_sent = await self._write(TeleconsultationActivities.send_join_link, self._notification())
         self._deliver("KIND_JOIN_LINK", "join", join_sent)
         self._join_open = True
         self._set_state(CaseState.JOIN_OPEN)
@@ -160,13 +168,7 @@ class TeleconsultationWorkflow:
         if self._cancel is not None:
             return self._ended()
         if not self._arrived:
-            found: AppointmentState = await workflow.execute_activity_method(
-                TeleconsultationActivities.mark_no_show,
-                self._notification(),
-                start_to_close_timeout=PROJECTION_TIMEOUT,
-                retry_policy=PROJECTION_RETRY,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            )
+            found = await self._write(TeleconsultationActivities.mark_no_show, self._notification())
             if found.status == "noshow":
                 self._set_state(CaseState.NOSHOW)
                 return TeleconsultationOutcome(state=self._state)
@@ -213,21 +215,16 @@ class TeleconsultationWorkflow:
             outcome = TeleconsultationOutcome(
                 state=CaseState.BILLING_REFUSED, billing_state="STATE_REFUSED", billing_reason=recorded.reason
             )
-        await workflow.execute_activity_method(
-            TeleconsultationActivities.record_billing_outcome,
-            recorded,
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-        )
-        self._set_state(outcome.state)
-        report_sent: NotificationResult = await workflow.execute_activity_method(
-            TeleconsultationActivities.deliver_report,
-            self._notification(),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-        )
+        if self._local_writes():
+            report_sent = await self._write(
+                TeleconsultationActivities.record_outcome_and_report,
+                OutcomeAndReportInput(outcome=recorded, report=self._notification()),
+            )
+            self._set_state(outcome.state)
+        else:
+            await self._write(TeleconsultationActivities.record_billing_outcome, recorded)
+            self._set_state(outcome.state)
+            report_sent = await self._write(TeleconsultationActivities.deliver_report, self._notification())
         self._deliver("KIND_REPORT", "compte-rendu", report_sent)
         if self._delivers:
             outcome.record_document = await self._publish_record()
@@ -279,12 +276,37 @@ class TeleconsultationWorkflow:
             )
         except ActivityError:
             # The retries are spent: recorded as failed; the case goes on.
-            await workflow.execute_activity_method(
-                TeleconsultationActivities.record_delivery_failure,
-                request,
-                start_to_close_timeout=PROJECTION_TIMEOUT,
-                retry_policy=PROJECTION_RETRY,
+            await self._write(TeleconsultationActivities.record_delivery_failure, request, heartbeat=False)
+
+    # --- the projection ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _local_writes() -> bool:
+        """Whether the projection writes are local activities. Asked where a write is about to be made, not
+        only once in `run`: an Update delivered with the case's first workflow task (a start sent right after
+        the booking) is handled before `run` begins. The SDK keeps the answer for the rest of the run."""
+        return workflow.patched(LOCAL_WRITES_PATCH)
+
+    async def _write(
+        self,
+        activity: Callable[[TeleconsultationActivities, RequestT], Awaitable[ResultT]],
+        request: RequestT,
+        *,
+        heartbeat: bool = True,
+    ) -> ResultT:
+        """A write of the appointment's projection (our own database only, idempotent, a few ms): a local
+        activity since `LOCAL_WRITES_PATCH`, retried until the database answers; a regular one before."""
+        if self._local_writes():
+            return await workflow.execute_local_activity_method(
+                activity, request, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
             )
+        return await workflow.execute_activity_method(
+            activity,
+            request,
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT if heartbeat else None,
+        )
 
     # --- waiting ---------------------------------------------------------------------------------------
 
@@ -327,7 +349,7 @@ class TeleconsultationWorkflow:
     async def start(self, request: StartRequest) -> StartResult:
         self._arriving = True
         try:
-            found: AppointmentState = await workflow.execute_activity_method(
+            found = await self._write(
                 TeleconsultationActivities.mark_arrived,
                 ArrivalInput(
                     appointment_id=self._case.appointment_id,
@@ -336,9 +358,6 @@ class TeleconsultationWorkflow:
                     assistant=request.assistant,
                     assistance_setting=request.assistance_setting,
                 ),
-                start_to_close_timeout=PROJECTION_TIMEOUT,
-                retry_policy=PROJECTION_RETRY,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
         except ActivityError as error:
             if isinstance(error.cause, ApplicationError):
@@ -371,7 +390,7 @@ class TeleconsultationWorkflow:
     async def complete(self, request: CompletionRequest) -> CompletionResult:
         self._completing = True
         try:
-            await workflow.execute_activity_method(
+            await self._write(
                 TeleconsultationActivities.record_completion,
                 CompletionInput(
                     appointment_id=self._case.appointment_id,
@@ -381,9 +400,6 @@ class TeleconsultationWorkflow:
                     call=request.call,
                     performer_activity=request.performer_activity,
                 ),
-                start_to_close_timeout=PROJECTION_TIMEOUT,
-                retry_policy=PROJECTION_RETRY,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
         except ActivityError as error:
             if isinstance(error.cause, ApplicationError):
