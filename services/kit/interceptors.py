@@ -1,18 +1,17 @@
 """The kit's server interceptor (`KitInterceptor`): one interceptor running, outermost first,
 
-1. `ErrorInterceptor` — domain errors → canonical codes with google.rpc.Status details (BadRequest field
-   violations, ErrorInfo with a stable reason); anything unexpected → INTERNAL with no detail, logged with
-   its trace id.
-2. `AuthenticationInterceptor` — the client certificate and bearer token → `Principal`.
-3. `AuditInterceptor` — for methods whose policy says `patient_data` or `audited` (decisions on cases,
-   reads of professionals' personal data), appends an audit record with the outcome, including refusals.
-4. `AuthorizationInterceptor` — the method's roles (from its proto `access` option) → PERMISSION_DENIED.
-5. `PracticeInterceptor` — for services that declare it: a practitioner's token presented through an
-   establishment where they do not practise → PERMISSION_DENIED `PRACTITIONER_NOT_AT_ESTABLISHMENT`, for every
-   method (the binding is a property of the credentials, not of the method), before the request is looked at.
-6. `ValidationInterceptor` — a body that is not a valid message of its type, a Timestamp or Duration outside
-   the range protobuf defines, then the request's protovalidate rules → INVALID_ARGUMENT naming each field.
-   It runs after authentication: an unauthenticated caller learns nothing about how its body was read.
+1. errors — domain errors → canonical codes with google.rpc.Status details (BadRequest field violations,
+   ErrorInfo with a stable reason); anything unexpected → INTERNAL with no detail, logged with its trace id.
+2. authentication — the client certificate and bearer token → `Principal`.
+3. audit — for methods whose policy says `patient_data` or `audited` (decisions on cases, reads of
+   professionals' personal data), appends an audit record with the outcome, including refusals.
+4. authorisation — the method's roles (from its proto `access` option) → PERMISSION_DENIED.
+5. token binding — for services that declare it: a practitioner's token presented through an establishment
+   where they do not practise → PERMISSION_DENIED `PRACTITIONER_NOT_AT_ESTABLISHMENT`, for every method (the
+   binding is a property of the credentials, not of the method), before the request is looked at.
+6. validation — a body that is not a valid message of its type, a Timestamp or Duration outside the range
+   protobuf defines, then the request's protovalidate rules → INVALID_ARGUMENT naming each field. It runs
+   after authentication: an unauthenticated caller learns nothing about how its body was read.
 
 grpc.aio decodes a request before any interceptor sees it; the kit's server registers every service's
 handlers with a tolerant decoder (`tolerant_handler`) that hands an `Undecodable` on instead of raising, so a
