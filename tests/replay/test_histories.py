@@ -43,12 +43,7 @@ REGULAR_ACTIVITIES = {
     "record_delivery_failure",
 }
 EXPECTED = {
-    "teleconsultation-billed",
-    "teleconsultation-billing-refused",
-    "teleconsultation-no-show",
-    "teleconsultation-cancelled",
-    "teleconsultation-consent-refused",
-    "teleconsultation-reminder-after-join",
+    *TELECONSULTATION_SCENARIOS,
     *(f"{scenario}-local-writes" for scenario in TELECONSULTATION_SCENARIOS),
     "teleexpertise-billed",
     "teleexpertise-escalated-breached-expired",
