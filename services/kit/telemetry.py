@@ -477,11 +477,10 @@ def target_address(target: str) -> dict[str, Any]:
     return {"server.address": host.strip("[]"), "server.port": int(port)}
 
 
-class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """A SERVER span and the `rpc.server.call.duration` metric for every unary call. The kit's server runs
-    it inside its one interceptor (`services.kit.interceptors.KitInterceptor`, through `route`), outermost:
-    the span covers the kit's own checks, so their refusals and the audit append are in it. On its own it is
-    an interceptor like any other."""
+class ServerTracing:
+    """A SERVER span and the `rpc.server.call.duration` metric for every unary call, one `TracedMethod` per
+    method. The kit's one interceptor (`services.kit.interceptors.KitInterceptor`) runs it outermost: the
+    span covers the kit's own checks, so their refusals and the audit append are in it."""
 
     def __init__(
         self,
@@ -502,29 +501,6 @@ class ServerTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
             traced = method.partition("/")[0] not in UNTRACED_SERVICES
             self._routes[full_method] = TracedMethod(self._tracer, self._duration, method) if traced else None
         return self._routes[full_method]
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        # Streaming methods (health Watch, reflection) pass through untraced: Parcours' own APIs are unary.
-        if handler is None or handler.unary_unary is None:
-            return handler
-        traced = self.route(handler_call_details.method)
-        if traced is None:
-            return handler
-        inner = handler.unary_unary
-
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await traced.around(request, context, inner)
-
-        return grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
 
 class TracedMethod:
