@@ -517,7 +517,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         """The caller may quote or record this act, for this patient (see the module docstring)."""
         _may_act(principal, act)
         if act.patient and not _unrestricted(principal):
-            await self._directory.require_patient(act.patient, principal)
+            await self._directory.require_visible(act.patient, principal)
 
     async def _own_lines(self, principal: Principal, quote: rules.Quote) -> None:
         """Only the hub's workflows bill a line in the name of a practitioner who did not ask for it."""

@@ -16,13 +16,25 @@ shared systems). Otherwise every call is refused with PERMISSION_DENIED `PRACTIT
 `PracticeBinding` checks it; the kit's interceptor runs it for the services that declare it in their
 `ServiceBinding`, before any handler.
 
-Caching (one policy). Reference data — establishments, practitioners with their practice places, expertise
-offers — is read on almost every call and changes rarely: found answers are kept `cache_seconds` (default
-60 s). Misses are not kept, so a resource created a moment ago is usable at once. Consequence for the token
-binding: a practitioner removed from an establishment may keep acting through it, and one just added may be
-refused, for at most `cache_seconds`. Patient answers are never cached: visibility depends on the caller and
-changes the moment a local identifier is linked; the directory audits every patient read (a cache would
-skip the record of who read what); and a cached answer shared between callers would leak through timing.
+Caching (one policy: found answers are kept `cache_seconds`, default 60 s; misses are never kept, so a
+resource created or a patient linked a moment ago is usable at once).
+- Reference data — establishments, practitioners with their practice places, expertise offers — is read on
+  almost every call and changes rarely. Consequence for the token binding: a practitioner removed from an
+  establishment may keep acting through it, and one just added may be refused, for at most `cache_seconds`.
+- Patient visibility (`require_visible`, for the services that need to know only that the caller may act on
+  the patient, not the patient's data): a yes is kept for that one caller — the same establishment, token
+  subject and practitioner — and that one patient. Why it is safe:
+  * no caller is answered from another caller's read, so the cache tells nobody, not even through timing,
+    what anyone else looked at;
+  * visibility only grows: local identifiers are never removed. It shrinks only when an operator moves an
+    establishment (the caller's, or one that knows the patient) out of a GHT; a caller may then act on the
+    patient for at most `cache_seconds` more — the bound the token binding already has, and GHTs change
+    by decree, not by the minute;
+  * the directory records the first read (within `cache_seconds`); every call of the acting service is
+    audited there with the patient named (`audit_target`), so the record of who acted on which patient is
+    complete.
+- Patient data (`patient`, `require_patient`) is never cached: traits change (identity vigilance), and the
+  caller must get what the directory holds now.
 """
 
 from __future__ import annotations
@@ -243,6 +255,7 @@ class DirectoryClient:
         self._timeout = timeout
         self._reference = CachedReference(_GrpcReference(self._stub, timeout), cache_seconds)
         self._offers: TtlCache[list[directory_pb2.ExpertiseOffer]] = TtlCache(cache_seconds)
+        self._visible: TtlCache[bool] = TtlCache(cache_seconds)
         self.practice = PracticeBinding(self._reference)
 
     # --- reference data (cached) ---
@@ -311,7 +324,7 @@ class DirectoryClient:
         places = [await self.establishment(p.establishment) for p in found.practice_places]
         return practice_place(found, calling, [p for p in places if p is not None]) is not None
 
-    # --- patients (never cached) ---
+    # --- patients (their data never cached; a caller's visibility, see the module docstring) ---
 
     async def patient(self, name: str, principal: Principal) -> directory_pb2.Patient | None:
         """The patient as `principal` may see it, or None — for a hidden and a missing patient alike.
@@ -341,8 +354,27 @@ class DirectoryClient:
         """The patient, or the uniform refusal: PATIENT_NOT_VISIBLE (NOT_FOUND for unrestricted callers)."""
         found = await self.patient(name, principal)
         if found is None:
-            raise patient_not_found() if patient_scope(principal) is None else patient_not_visible()
+            raise _not_visible(principal)
         return found
+
+    async def require_visible(self, name: str, principal: Principal) -> None:
+        """That `principal` may act on the patient, or the uniform refusal (as `require_patient`).
+
+        A yes is kept `cache_seconds` for this caller and this patient only (see the module docstring); a no
+        is asked again every time.
+        """
+
+        async def ask() -> bool | None:
+            return True if await self.patient(name, principal) is not None else None
+
+        who = (principal.establishment, principal.subject, principal.practitioner, principal.unrestricted)
+        key = (*who, name)
+        if not await self._visible.get(key, ask):
+            raise _not_visible(principal)
+
+
+def _not_visible(principal: Principal) -> NotFound | PermissionDenied:
+    return patient_not_found() if patient_scope(principal) is None else patient_not_visible()
 
 
 async def practitioner_or_none(

@@ -263,7 +263,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServiceServicer):
         the caller (services/kit/directory.py); a hidden patient answers exactly like a missing one."""
         patient_id = names.PATIENT.parse_uuid(name, "patient")
         audit_target(patient=name)
-        await self._directory.require_patient(name, caller.principal)
+        await self._directory.require_visible(name, caller.principal)
         return patient_id
 
     async def _require_practitioner(self, name: str, field: str) -> str | None:

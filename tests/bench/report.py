@@ -259,7 +259,15 @@ def _measurements(doc: dict[str, Any]) -> list[str]:
                 for m in items
             ],
         )
-    for key in ("ratios", "booking_to_ceiling_ratio", "lag", "relay_backlog", "cpu_seconds"):
+    for key in (
+        "ratios",
+        "booking_to_ceiling_ratio",
+        "booking_another_patient_to_ceiling_ratio",
+        "lag",
+        "relay_backlog",
+        "cpu_seconds",
+        "cpu_ms_per_call",
+    ):
         if key in doc:
             lines += [f"- {key}: `{json.dumps(doc[key], ensure_ascii=False)}`"]
     return [*lines, ""]

@@ -1,6 +1,7 @@
 """The kit's directory client against the real directory: patients asked on behalf of a caller (hidden and
-missing alike are None, never cached), reference data cached for a while (misses never), delegation honoured
-only from a component certificate, and the token-binding rule."""
+missing alike are None; their data never cached, a caller's own yes kept for that caller only), reference
+data cached for a while (misses never), delegation honoured only from a component certificate, and the
+token-binding rule."""
 
 from __future__ import annotations
 
@@ -94,6 +95,72 @@ async def test_a_patient_is_asked_for_the_caller_and_hidden_is_missing(
     found = await client.patient(patient.name, dauphine)
     assert found is not None
     assert [li.establishment for li in found.local_identifiers] == [f"establishments/{DAUPHINE}"]
+
+
+async def _reads_recorded(pool: asyncpg.Pool, patient: str) -> list[tuple[str, str, str]]:
+    """The directory's audit of GetPatient for `patient`: (establishment, practitioner, outcome), oldest first."""
+    rows = await pool.fetch(
+        "SELECT establishment, practitioner, outcome FROM audit.events "
+        "WHERE chain = 'directory' AND patient = $1 AND method LIKE '%/GetPatient' ORDER BY seq",
+        patient,
+    )
+    return [(r["establishment"], r["practitioner"], r["outcome"]) for r in rows]
+
+
+async def test_a_callers_visibility_is_kept_for_that_caller_only(
+    pki: DevPki,
+    directory_address: str,
+    client: DirectoryClient,
+    directory: directory_pb2_grpc.DirectoryServiceStub,
+    operator: Metadata,
+    pool: asyncpg.Pool,
+) -> None:
+    patient = await register(directory, operator, LOIRE)
+    loire = _practitioner_at(LOIRE, GP_LOIRE)
+    colleague = _practitioner_at(LOIRE, "10000000201")
+    dauphine = _practitioner_at(DAUPHINE, GP_DAUPHINE)
+    loire_at = (f"establishments/{LOIRE}", loire.practitioner, "OK")
+
+    await client.require_visible(patient.name, loire)
+    await client.require_visible(patient.name, loire)
+    # The second yes came from this caller's own first one: the directory recorded one read.
+    assert await _reads_recorded(pool, patient.name) == [loire_at]
+
+    # Nobody else is answered from it: a colleague at the same establishment is asked for (and recorded)...
+    await client.require_visible(patient.name, colleague)
+    assert (await _reads_recorded(pool, patient.name))[1:] == [
+        (f"establishments/{LOIRE}", colleague.practitioner, "OK")
+    ]
+    # ...and another GHT's caller gets the one refusal, a hidden patient exactly like a missing one, every time
+    # (a no is never kept).
+    missing = "patients/00000000-0000-4000-8000-000000000000"
+    for name in (patient.name, missing, patient.name):
+        with pytest.raises(PermissionDenied) as refused:
+            await client.require_visible(name, dauphine)
+        assert (refused.value.reason, refused.value.message) == (
+            "PATIENT_NOT_VISIBLE",
+            "the patient is not known in the caller's GHT (or does not exist)",
+        )
+    refusals = [r for r in await _reads_recorded(pool, patient.name) if r[0] == f"establishments/{DAUPHINE}"]
+    assert [r[2] for r in refusals] == ["PERMISSION_DENIED", "PERMISSION_DENIED"]
+    with pytest.raises(NotFound):
+        await client.require_visible(missing, HUB)
+
+    # The moment Dauphiné knows the patient, Dauphiné's callers may act on them.
+    await directory.LinkLocalIdentifier(
+        directory_pb2.LinkLocalIdentifierRequest(
+            request_id=request_id(), name=patient.name, establishment=f"establishments/{DAUPHINE}", ipp=ipp()
+        ),
+        metadata=operator,
+    )
+    await client.require_visible(patient.name, dauphine)
+
+    # Without a cache, every call asks the directory.
+    fresh = DirectoryClient(component_channel(pki, directory_address, "billing"), cache_seconds=0)
+    before = len(await _reads_recorded(pool, patient.name))
+    await fresh.require_visible(patient.name, loire)
+    await fresh.require_visible(patient.name, loire)
+    assert (await _reads_recorded(pool, patient.name))[before:] == [loire_at, loire_at]
 
 
 async def test_a_delegated_read_is_audited_as_the_caller_it_was_made_for(
