@@ -86,15 +86,21 @@ async def test_a_patient_is_asked_for_the_caller_and_hidden_is_missing(
     with pytest.raises(NotFound):
         await client.require_patient(missing, HUB)
     # Never cached: the moment Dauphiné knows the patient, Dauphiné's callers see them.
-    await directory.LinkLocalIdentifier(
-        directory_pb2.LinkLocalIdentifierRequest(
-            request_id=request_id(), name=patient.name, establishment=f"establishments/{DAUPHINE}", ipp=ipp()
-        ),
-        metadata=operator,
-    )
+    await _link_at_dauphine(directory, operator, patient.name)
     found = await client.patient(patient.name, dauphine)
     assert found is not None
     assert [li.establishment for li in found.local_identifiers] == [f"establishments/{DAUPHINE}"]
+
+
+async def _link_at_dauphine(
+    directory: directory_pb2_grpc.DirectoryServiceStub, operator: Metadata, patient: str
+) -> None:
+    await directory.LinkLocalIdentifier(
+        directory_pb2.LinkLocalIdentifierRequest(
+            request_id=request_id(), name=patient, establishment=f"establishments/{DAUPHINE}", ipp=ipp()
+        ),
+        metadata=operator,
+    )
 
 
 async def _reads_recorded(pool: asyncpg.Pool, patient: str) -> list[tuple[str, str, str]]:
@@ -147,12 +153,7 @@ async def test_a_callers_visibility_is_kept_for_that_caller_only(
         await client.require_visible(missing, HUB)
 
     # The moment Dauphiné knows the patient, Dauphiné's callers may act on them.
-    await directory.LinkLocalIdentifier(
-        directory_pb2.LinkLocalIdentifierRequest(
-            request_id=request_id(), name=patient.name, establishment=f"establishments/{DAUPHINE}", ipp=ipp()
-        ),
-        metadata=operator,
-    )
+    await _link_at_dauphine(directory, operator, patient.name)
     await client.require_visible(patient.name, dauphine)
 
     # Without a cache, every call asks the directory.
