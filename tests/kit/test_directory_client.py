@@ -104,7 +104,7 @@ async def _link_at_dauphine(
 
 
 async def _reads_recorded(pool: asyncpg.Pool, patient: str) -> list[tuple[str, str, str]]:
-    """The directory's audit of GetPatient for `patient`: (establishment, practitioner, outcome), oldest first."""
+    """The directory's audit of GetPatient for `patient`: (establishment, practitioner, outcome), in order."""
     rows = await pool.fetch(
         "SELECT establishment, practitioner, outcome FROM audit.events "
         "WHERE chain = 'directory' AND patient = $1 AND method LIKE '%/GetPatient' ORDER BY seq",
@@ -137,8 +137,8 @@ async def test_a_callers_visibility_is_kept_for_that_caller_only(
     assert (await _reads_recorded(pool, patient.name))[1:] == [
         (f"establishments/{LOIRE}", colleague.practitioner, "OK")
     ]
-    # ...and another GHT's caller gets the one refusal, a hidden patient exactly like a missing one, every time
-    # (a no is never kept).
+    # ...and another GHT's caller gets the one refusal, a hidden patient exactly like a missing one, every
+    # time (a no is never kept).
     missing = "patients/00000000-0000-4000-8000-000000000000"
     for name in (patient.name, missing, patient.name):
         with pytest.raises(PermissionDenied) as refused:
