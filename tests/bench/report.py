@@ -29,19 +29,24 @@ ISSUE_8_BEFORE: dict[str, tuple[tuple[str, ...], float]] = {
 # What the profiles and the per-process costs show for each target, and what would move it (from the runs of
 # issue 15 on the 2-core machines; the figures of a run are in its tables).
 NOTES: dict[str, str] = {
-    "BookAppointment": "a booking costs ~9 ms of CPU over all processes against ~2 ms for the ceiling: the "
-    "directory's patient read (~2.3 ms in the directory: audited and never cached, by design), the relay's "
-    "workflow start (~1.5 ms in Temporal, ~1 ms in the worker's first task), PostgreSQL; on 2 cores the "
-    "loop is CPU-bound across processes, so this ratio falls as soon as other work shares the cores (0.55 "
-    "when issue 15 was filed, 0.23–0.24 in these runs, on a busier machine). What would move it: a cheaper "
-    "patient read in the directory (profile its GetPatient under this loop next), the relay's starts "
-    "batched.",
+    "BookAppointment": "the ratio is read on bookings for a patient the caller has just read (as after a "
+    "search, and as the bench booked before the case kit): the directory client keeps that caller's own yes "
+    "(services/kit/directory.py), so a booking costs its own work, PostgreSQL and the relay's workflow "
+    "start (~14 ms of Temporal per start, capped at the relay's rate). The same bookings for a new patient "
+    "each (the line beside it) also pay the directory hop, asked on the caller's behalf and audited there: "
+    "~1.9 CPU-ms in the directory, ~0.8 in PostgreSQL and ~1 in scheduling per booking (0.35 of the "
+    "ceiling). On 2 cores the loop is CPU-bound across processes, so both ratios fall when other work "
+    "shares the cores.",
     "QuoteAct p99": "QuoteAct is ~3 ms of CPU and ~4 database round trips (rules, quota counters, audit "
     "record); at 1 in flight its p99 follows the machine's other load, its p50 is the figure to watch.",
-    "QuoteAct throughput": "billing spends ~2 ms of CPU per quote against ~0.3 ms for a health check (the "
-    "rules, the quota counters read, the audit record appended). It is not among the three costliest "
-    "cases, so this run has no profile of it: a py-spy profile of billing under the 32-in-flight loop is the "
-    "next step.",
+    "QuoteAct throughput": "a py-spy profile of billing under the 32-in-flight loop: ~40 % of its busy "
+    "samples are gRPC's own per-call work in its C core (what the whole echo ceiling costs), the rest is "
+    "ours: the kit's interceptor with its server span (~10 %: authentication, validation ~4 %, span), the "
+    "audit record appended (~7 %), the quota counters read (~7 %, one SQL statement with its span), the "
+    "rules and the response (~6 %); PostgreSQL shares the cores. Half of the echo ceiling would need a quote "
+    "to cost no more Python than gRPC's own work: what would move it is sampled traces (no span work on "
+    "unsampled calls) and the audit record and the quota read in one round trip; an audited call with a "
+    "database read will stay well below a bare health check.",
     "SearchSlots": "the p50 is 13–17 ms; the tail follows the machine's other load (SQL spans were ~16 % of "
     "the server's CPU before they were cached).",
     "whole téléexpertise": "a whole case is ~275 ms of CPU: the worker ~100 (activity execution wrapped in "
