@@ -1,0 +1,142 @@
+"""Idle memory of the hub's service processes (issue 15: idle RSS ≤ 120 MB per service process), and what it
+is made of.
+
+`python -m tests.bench.rss` starts `make run`'s stack on free ports (tests/bench/hub.py), waits until every
+service serves and the demo data is loaded, lets the processes settle, and prints each service process's
+VmRSS (/proc/PID/status), as production sees it at rest.
+
+`python -m tests.bench.rss --imports [services.contracts ...]` says where that memory comes from without a
+hub: in a fresh interpreter per service it imports what `python -m services.<name>` imports before it serves
+(its `__main__` module) and charges each module's import with the resident memory it added itself (the
+growth of VmRSS while it loaded, less what the modules it imported in turn added), summed by top-level
+package. Figures are approximate (the allocator keeps freed pages, a page is charged to whoever touched it
+first), but they add up to the process's import cost and rank the packages reliably.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.bench.hub import SERVICE_PROCESSES, Processes, compile_bytecode, hub_roots, started_hub
+from tests.support import repo_root
+
+# How long the processes get after the demo data is loaded before they are measured (the bench's load
+# replay waits as long): late imports and caches of the first requests, first health checks.
+SETTLE_SECONDS = 5.0
+
+
+def vm_rss_mb(pid: int) -> float:
+    """VmRSS of a process in MB (MiB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"process {pid} has no VmRSS")
+
+
+def idle_rss() -> dict[str, list[float]]:
+    """VmRSS (MB) of every service process of a freshly started hub, once it serves and has settled."""
+    with tempfile.TemporaryDirectory(prefix="parcours-rss-") as scratch, started_hub(Path(scratch)) as hub:
+        processes = Processes(hub_roots(hub))
+        time.sleep(SETTLE_SECONDS)
+        return {g: [round(vm_rss_mb(pid), 1) for pid in processes.pids(g)] for g in SERVICE_PROCESSES}
+
+
+# Run in a fresh interpreter: charges every module's import with the VmRSS it added itself, then prints the
+# sums by top-level package as JSON. `_load_unlocked` is where importlib creates and executes a module (the
+# frozen bootstrap looks it up by name at each import, so replacing it sees every import).
+_IMPORT_PROBE = """
+import importlib, json, sys
+import _frozen_importlib as bootstrap
+
+def rss_kb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+charged, stack = {}, []
+load = bootstrap._load_unlocked
+
+def measured(spec):
+    stack.append(0)
+    before = rss_kb()
+    try:
+        return load(spec)
+    finally:
+        grown = rss_kb() - before
+        nested = stack.pop()
+        top = spec.name.partition(".")[0]
+        charged[top] = charged.get(top, 0) + grown - nested
+        if stack:
+            stack[-1] += grown
+
+bootstrap._load_unlocked = measured
+start = rss_kb()
+importlib.import_module(sys.argv[1])
+print(json.dumps({"start_kb": start, "end_kb": rss_kb(), "charged_kb": charged}))
+"""
+
+
+@dataclass(frozen=True)
+class ImportCosts:
+    """VmRSS (MB) of the bare interpreter and after the imports; the MB each top-level package added, largest
+    first (those under 0.25 MB left out)."""
+
+    interpreter_mb: float
+    after_imports_mb: float
+    packages_mb: dict[str, float]
+
+
+def import_costs(module: str) -> ImportCosts:
+    """What importing `module` costs, in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _IMPORT_PROBE, module],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    charged = sorted(found["charged_kb"].items(), key=lambda item: -item[1])
+    return ImportCosts(
+        interpreter_mb=round(found["start_kb"] / 1024, 1),
+        after_imports_mb=round(found["end_kb"] / 1024, 1),
+        packages_mb={name: round(kb / 1024, 1) for name, kb in charged if abs(kb) >= 256},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Idle RSS of the hub's service processes.")
+    parser.add_argument(
+        "--imports",
+        nargs="*",
+        metavar="MODULE",
+        help="instead, what importing each module costs by package (default: every service's __main__)",
+    )
+    args = parser.parse_args(argv)
+    compile_bytecode()  # as the image runs (compileall in the Dockerfile)
+    if args.imports is not None:
+        modules = args.imports or [f"services.{name}.__main__" for name in SERVICE_PROCESSES]
+        for module in modules:
+            costs = import_costs(module)
+            print(f"{module}: {costs.interpreter_mb} MB → {costs.after_imports_mb} MB after its imports")
+            print("  " + ", ".join(f"{name} {mb}" for name, mb in costs.packages_mb.items()))
+        return 0
+    measured = idle_rss()
+    for group, values in measured.items():
+        print(f"{group:<12} {', '.join(f'{v:.1f}' for v in values) or '-'} MB")
+    print(json.dumps({"idle_rss_mb": measured}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
