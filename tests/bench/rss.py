@@ -1,9 +1,11 @@
 """Idle memory of the hub's service processes (issue 15: idle RSS ≤ 120 MB per service process), and what it
 is made of.
 
-`python -m tests.bench.rss` starts `make run`'s stack on free ports (tests/bench/hub.py), waits until every
-service serves and the demo data is loaded, lets the processes settle, and prints each service process's
-VmRSS (/proc/PID/status), as production sees it at rest.
+`python -m tests.bench.rss` starts `make run`'s stack on free ports (tests/bench/hub.py) and prints each
+service process's VmRSS (/proc/PID/status) twice: once every service serves (what a freshly started replica
+holds at rest, before any request but the health checks), and after `make run` has loaded its demo data
+through the services' APIs and the processes have settled (what the load bench reports as `idle_rss_mb`: by
+then the contracts service has signed the demo contracts, one of its rare requests).
 
 `python -m tests.bench.rss --imports [services.contracts ...]` says where that memory comes from without a
 hub: in a fresh interpreter per service it imports what `python -m services.<name>` imports before it serves
@@ -25,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.devstack.__main__ import Stack
+from services.kit.pki import DevPki
 from tests.bench.hub import SERVICE_PROCESSES, Processes, compile_bytecode, hub_roots, started_hub
 from tests.support import repo_root
 
@@ -41,12 +45,38 @@ def vm_rss_mb(pid: int) -> float:
     raise LookupError(f"process {pid} has no VmRSS")
 
 
-def idle_rss() -> dict[str, list[float]]:
-    """VmRSS (MB) of every service process of a freshly started hub, once it serves and has settled."""
-    with tempfile.TemporaryDirectory(prefix="parcours-rss-") as scratch, started_hub(Path(scratch)) as hub:
-        processes = Processes(hub_roots(hub))
-        time.sleep(SETTLE_SECONDS)
-        return {g: [round(vm_rss_mb(pid), 1) for pid in processes.pids(g)] for g in SERVICE_PROCESSES}
+@dataclass(frozen=True)
+class IdleRss:
+    """VmRSS (MB) of each service process: once every service serves; after the demo data, settled."""
+
+    serving: dict[str, float]
+    after_demo: dict[str, float]
+
+
+def idle_rss() -> IdleRss:
+    """VmRSS of every service process of a freshly started hub."""
+    serving: dict[str, float] = {}
+    wait_ready = Stack._wait_ready
+
+    def measured(stack: Stack, pki: DevPki) -> None:
+        # make run loads its demo data right after every service is ready: measured in between.
+        wait_ready(stack, pki)
+        for child in stack.children:
+            if child.name in SERVICE_PROCESSES:
+                serving[child.name] = round(vm_rss_mb(child.process.pid), 1)
+
+    with tempfile.TemporaryDirectory(prefix="parcours-rss-") as scratch:
+        Stack._wait_ready = measured  # type: ignore[method-assign]
+        try:
+            with started_hub(Path(scratch)) as hub:
+                processes = Processes(hub_roots(hub))
+                time.sleep(SETTLE_SECONDS)
+                after_demo = {
+                    g: round(vm_rss_mb(pid), 1) for g in SERVICE_PROCESSES for pid in processes.pids(g)
+                }
+        finally:
+            Stack._wait_ready = wait_ready  # type: ignore[method-assign]
+    return IdleRss(serving=serving, after_demo=after_demo)
 
 
 # Run in a fresh interpreter: charges every module's import with the VmRSS it added itself, then prints the
@@ -132,9 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("  " + ", ".join(f"{name} {mb}" for name, mb in costs.packages_mb.items()))
         return 0
     measured = idle_rss()
-    for group, values in measured.items():
-        print(f"{group:<12} {', '.join(f'{v:.1f}' for v in values) or '-'} MB")
-    print(json.dumps({"idle_rss_mb": measured}))
+    print(f"{'VmRSS (MB)':<12} {'serving':>8} {'after demo':>11}")
+    for name in SERVICE_PROCESSES:
+        print(f"{name:<12} {measured.serving.get(name, 0):>8.1f} {measured.after_demo.get(name, 0):>11.1f}")
+    print(json.dumps({"serving_rss_mb": measured.serving, "idle_rss_mb": measured.after_demo}))
     return 0
 
 
