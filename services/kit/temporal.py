@@ -94,6 +94,33 @@ async def connect_client(
     return client
 
 
+class OnDemandClient:
+    """A Temporal client connected by the first call that needs one, for a process whose Temporal calls are
+    rare (the console's codec endpoint): an idle process then holds no connection, and none of the 8–9 MB
+    of resident memory Temporal's runtime and connection take (issue 15).
+
+    Concurrent first callers share one attempt. When Temporal cannot be reached (within `timeout` seconds)
+    the call answers None and logs it; the next call tries again.
+    """
+
+    def __init__(self, settings: TemporalSettings, *, timeout: float = 10.0) -> None:
+        self._settings = settings
+        self._timeout = timeout
+        self._client: temporalio.client.Client | None = None
+        self._connecting = asyncio.Lock()
+
+    async def __call__(self) -> temporalio.client.Client | None:
+        if self._client is not None:
+            return self._client
+        async with self._connecting:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.wait_for(connect_client(self._settings), self._timeout)
+                except (TimeoutError, RuntimeError, OSError) as error:
+                    logger.warning("Temporal unreachable (%s): try again later", type(error).__name__)
+            return self._client
+
+
 # Modules the workflow sandbox takes from outside instead of importing them again for every workflow instance:
 # deterministic and free of side effects (no I/O, no clock, no global state a workflow could change). The
 # generated protobuf modules (ours, buf.validate's, googleapis' common types) and the services' packages,

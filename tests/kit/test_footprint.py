@@ -13,8 +13,12 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
+from services.devstack import free_port
+from services.devstack.temporal import TemporalHandle
 from services.kit.reflection import enable_reflection
-from tests.support import repo_root
+from services.kit.settings import TemporalSettings
+from services.kit.temporal import OnDemandClient
+from tests.support import PAYLOAD_KEYS, repo_root
 
 ON_FIRST_USE = ("pyhanko", "pyhanko_certvalidator", "reportlab", "asn1crypto", "xlsxwriter")
 # Temporal's worker (its sandbox, its contrib tracing interceptor): only worker processes need it.
@@ -71,3 +75,23 @@ async def test_the_reflection_index_is_built_by_the_first_reflection_request() -
 def test_reflection_still_refuses_at_start_a_service_it_cannot_describe() -> None:
     with pytest.raises(ValueError, match=r"parcours\.nowhere\.v1\.NoService"):
         enable_reflection(grpc.aio.server(), ["parcours.nowhere.v1.NoService"])
+
+
+async def test_an_on_demand_client_connects_at_its_first_call_and_keeps_its_connection(
+    temporal: TemporalHandle,
+) -> None:
+    client = OnDemandClient(TemporalSettings(temporal_address=temporal.address, payload_keys=PAYLOAD_KEYS))
+
+    connected = await client()
+
+    assert connected is not None
+    assert (await connected.count_workflows("WorkflowType = 'NoSuchWorkflow'")).count == 0
+    assert await client() is connected
+
+
+async def test_an_on_demand_client_answers_none_while_temporal_is_unreachable() -> None:
+    nowhere = OnDemandClient(
+        TemporalSettings(temporal_address=f"127.0.0.1:{free_port()}", payload_keys=PAYLOAD_KEYS), timeout=5
+    )
+
+    assert await nowhere() is None
