@@ -53,8 +53,9 @@ class IdleRss:
     after_demo: dict[str, float]
 
 
-def idle_rss() -> IdleRss:
-    """VmRSS of every service process of a freshly started hub."""
+def idle_rss(settle: float = SETTLE_SECONDS) -> IdleRss:
+    """VmRSS of every service process of a freshly started hub; the second figure `settle` seconds after
+    the demo data."""
     serving: dict[str, float] = {}
     wait_ready = Stack._wait_ready
 
@@ -66,11 +67,11 @@ def idle_rss() -> IdleRss:
                 serving[child.name] = round(vm_rss_mb(child.process.pid), 1)
 
     with tempfile.TemporaryDirectory(prefix="parcours-rss-") as scratch:
-        Stack._wait_ready = measured  # type: ignore[method-assign]
+        Stack._wait_ready = measured  # type: ignore[method-assign,assignment]
         try:
             with started_hub(Path(scratch)) as hub:
                 processes = Processes(hub_roots(hub))
-                time.sleep(SETTLE_SECONDS)
+                time.sleep(settle)
                 after_demo = {
                     g: round(vm_rss_mb(pid), 1) for g in SERVICE_PROCESSES for pid in processes.pids(g)
                 }
@@ -152,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODULE",
         help="instead, what importing each module costs by package (default: every service's __main__)",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_SECONDS,
+        metavar="SECONDS",
+        help="how long after the demo data to take the second figure (asyncpg closes a pool's extra "
+        "connections after 300 s idle)",
+    )
     args = parser.parse_args(argv)
     compile_bytecode()  # as the image runs (compileall in the Dockerfile)
     if args.imports is not None:
@@ -161,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{module}: {costs.interpreter_mb} MB → {costs.after_imports_mb} MB after its imports")
             print("  " + ", ".join(f"{name} {mb}" for name, mb in costs.packages_mb.items()))
         return 0
-    measured = idle_rss()
+    measured = idle_rss(args.settle)
     print(f"{'VmRSS (MB)':<12} {'serving':>8} {'after demo':>11}")
     for name in SERVICE_PROCESSES:
         print(f"{name:<12} {measured.serving.get(name, 0):>8.1f} {measured.after_demo.get(name, 0):>11.1f}")
