@@ -8,8 +8,8 @@ the calls they make. Build workers with `build_worker(client, ...)` on a client 
 never pass tracing interceptors again (they would run twice).
 
 The services that only start workflows and send them Updates never import `temporalio.worker` (its sandbox
-and Temporal's contrib interceptor, which imports it, weigh about 10 MB of every process's resident memory,
-issue 15): this module imports them only when a worker is built; tests/kit/test_footprint.py keeps it so.
+and Temporal's contrib interceptor, which imports it, cost such a process 3–4 MB of resident memory, issue
+15): this module imports them only when a worker is built; tests/kit/test_footprint.py keeps it so.
 """
 
 from __future__ import annotations
