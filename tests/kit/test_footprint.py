@@ -72,7 +72,7 @@ async def test_the_reflection_index_is_built_by_the_first_reflection_request() -
     assert "index" in vars(servicer)
 
 
-def test_reflection_still_refuses_at_start_a_service_it_cannot_describe() -> None:
+async def test_reflection_still_refuses_at_start_a_service_it_cannot_describe() -> None:
     with pytest.raises(ValueError, match=r"parcours\.nowhere\.v1\.NoService"):
         enable_reflection(grpc.aio.server(), ["parcours.nowhere.v1.NoService"])
 
