@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import temporalio.client
 from authlib.integrations.starlette_client import OAuth, OAuthError
 from google.protobuf.timestamp_pb2 import Timestamp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -46,6 +45,7 @@ from services.console.security import (
 from services.console.settings import ConsoleSettings
 from services.console.store import EVENTS, Store
 from services.kit.codec import AesGcmPayloadCodec
+from services.kit.temporal import OnDemandClient
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -71,7 +71,8 @@ class Deps:
     hub: Hub
     exports: ExportWorker
     codec: AesGcmPayloadCodec | None = None
-    temporal: temporalio.client.Client | None = None
+    # Connected by the first page that needs Temporal (the codec, a case opened in Temporal's UI).
+    temporal: OnDemandClient | None = None
 
 
 class Page:
@@ -763,7 +764,8 @@ def build_app(deps: Deps) -> Starlette:
         )
 
     async def open_in_temporal(request: Request, officer: Officer) -> Response:
-        if deps.temporal is None or not settings.temporal_ui_url:
+        client = await deps.temporal() if deps.temporal is not None and settings.temporal_ui_url else None
+        if client is None:
             return page.render(
                 request,
                 "error.html",
@@ -775,7 +777,7 @@ def build_app(deps: Deps) -> Starlette:
             hub, officer, request.path_params["collection"], request.path_params["case_id"]
         )
         workflow_id = view.workflow_id
-        region = await codec_endpoint.workflow_region(deps.temporal, workflow_id)
+        region = await codec_endpoint.workflow_region(client, workflow_id)
         case_region = view.case.region.removeprefix("regions/") if hasattr(view.case, "region") else None
         if (
             region is None
@@ -789,7 +791,7 @@ def build_app(deps: Deps) -> Starlette:
                 title="Dossier introuvable",
                 message=french.REASONS["CASE_NOT_VISIBLE"],
             )
-        digests = await codec_endpoint.history_digests(deps.temporal, workflow_id)
+        digests = await codec_endpoint.history_digests(client, workflow_id)
         codec_endpoint.add_grant(
             session_state(request.scope).data,
             workflow_id,
@@ -833,7 +835,8 @@ def build_app(deps: Deps) -> Starlette:
         if len(body) > 16 * 1024 * 1024:
             return PlainTextResponse("body too large\n", status_code=413, headers=headers)
         try:
-            decoded = await codec_endpoint.decode(body, state.data, deps.codec, deps.temporal)
+            client = await deps.temporal() if deps.temporal is not None else None
+            decoded = await codec_endpoint.decode(body, state.data, deps.codec, client)
         except codec_endpoint.CodecRefused as refused:
             return PlainTextResponse(refused.message + "\n", status_code=refused.status, headers=headers)
         return Response(decoded, media_type="application/json", headers=headers)

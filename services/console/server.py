@@ -7,7 +7,6 @@ poller, and on SIGTERM a graceful stop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from services.kit.notify import SmtpTransport
 from services.kit.server import Periodic, settle_heap
 from services.kit.settings import TemporalSettings
 from services.kit.telemetry import configure_telemetry
-from services.kit.temporal import connect_client
+from services.kit.temporal import OnDemandClient
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +59,14 @@ async def build(settings: ConsoleSettings, pool: asyncpg.Pool) -> Console:
     if settings.payload_keys is not None:
         keys = settings.payload_keys.get_secret_value()
         codec = AesGcmPayloadCodec(Keyring.parse(keys))
-        try:
-            temporal = await asyncio.wait_for(
-                connect_client(
-                    TemporalSettings(
-                        temporal_address=settings.temporal_address,
-                        temporal_namespace=settings.temporal_namespace,
-                        payload_keys=keys,
-                    )
-                ),
-                10,
+        # Only the codec endpoint and "open in Temporal" call Temporal: connected by the first of them.
+        temporal = OnDemandClient(
+            TemporalSettings(
+                temporal_address=settings.temporal_address,
+                temporal_namespace=settings.temporal_namespace,
+                payload_keys=keys,
             )
-        except (TimeoutError, RuntimeError, OSError) as error:
-            logger.warning(
-                "Temporal unreachable (%s): the codec endpoint cannot open cases", type(error).__name__
-            )
+        )
     deps = Deps(settings=settings, store=store, hub=hub, exports=exports, codec=codec, temporal=temporal)
     deliveries = Deliveries(store, SmtpTransport(settings), settings.public_url)
     digest = DailyDigest(pool, store, hub, settings.digest_hour, deliveries)

@@ -1,11 +1,15 @@
 """Temporal client and worker construction shared by every Parcours component.
 
 Every client built here encrypts payloads (`services.kit.codec`) and carries the OpenTelemetry tracing
-interceptor (`CaseTracingInterceptor`), so each action on a case is one trace: from the gRPC handler that
-starts the workflow or sends it an Update, through the workflow, to the activities and the calls they make.
-Workers take their interceptors and data converter from the client they are built on: build workers with
-`build_worker(client, ...)` on a client from `connect_client` and never pass interceptors again (they would
-run twice).
+interceptor of the client side (`ClientTracingInterceptor`); a worker built on it with `build_worker` gets the
+worker side (`services.kit.case_tracing.CaseTracingInterceptor`), so each action on a case is one trace: from
+the gRPC handler that starts the workflow or sends it an Update, through the workflow, to the activities and
+the calls they make. Build workers with `build_worker(client, ...)` on a client from `connect_client` and
+never pass tracing interceptors again (they would run twice).
+
+The services that only start workflows and send them Updates never import `temporalio.worker` (its sandbox
+and Temporal's contrib interceptor, which imports it, cost such a process 3–4 MB of resident memory, issue
+15): this module imports them only when a worker is built; tests/kit/test_footprint.py keeps it so.
 """
 
 from __future__ import annotations
@@ -20,33 +24,25 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import opentelemetry.context
 import opentelemetry.trace
-import opentelemetry.util.types
 import temporalio.api.common.v1
 import temporalio.client
 import temporalio.common
+import temporalio.converter
 import temporalio.exceptions
-import temporalio.worker
-import temporalio.workflow
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from temporalio import activity
-from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
-
-# Temporal's tracing interceptor offers no public hook for a workflow's handlers or for the spans it makes
-# inside the sandbox: `CaseTracingInterceptor` builds on these internals (pinned with temporalio; the
-# observability tests fail if they move).
-from temporalio.contrib.opentelemetry._context import attached_context
-from temporalio.contrib.opentelemetry._interceptor import (
-    _CarrierDict,
-    _CompletedWorkflowSpanParams,
-    _TracingWorkflowOutboundInterceptor,
-)
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from services.kit.codec import Keyring, data_converter
 from services.kit.settings import TemporalSettings
+
+if TYPE_CHECKING:
+    import temporalio.worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +75,7 @@ async def connect_client(
     their own to capture spans. A malformed `payload_keys` raises ValueError naming the entry.
     """
     keyring = Keyring.parse(settings.payload_keys)
-    interceptors: list[temporalio.client.Interceptor] = [CaseTracingInterceptor(tracer)] if tracing else []
+    interceptors: list[temporalio.client.Interceptor] = [ClientTracingInterceptor(tracer)] if tracing else []
     client = await temporalio.client.Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
@@ -98,6 +94,33 @@ async def connect_client(
     return client
 
 
+class OnDemandClient:
+    """A Temporal client connected by the first call that needs one, for a process whose Temporal calls are
+    rare (the console's codec endpoint): an idle process then holds no connection, and none of the 8–9 MB
+    of resident memory Temporal's runtime and connection take (issue 15).
+
+    Concurrent first callers share one attempt. When Temporal cannot be reached (within `timeout` seconds)
+    the call answers None and logs it; the next call tries again.
+    """
+
+    def __init__(self, settings: TemporalSettings, *, timeout: float = 10.0) -> None:
+        self._settings = settings
+        self._timeout = timeout
+        self._client: temporalio.client.Client | None = None
+        self._connecting = asyncio.Lock()
+
+    async def __call__(self) -> temporalio.client.Client | None:
+        if self._client is not None:
+            return self._client
+        async with self._connecting:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.wait_for(connect_client(self._settings), self._timeout)
+                except (TimeoutError, RuntimeError, OSError) as error:
+                    logger.warning("Temporal unreachable (%s): try again later", type(error).__name__)
+            return self._client
+
+
 # Modules the workflow sandbox takes from outside instead of importing them again for every workflow instance:
 # deterministic and free of side effects (no I/O, no clock, no global state a workflow could change). The
 # generated protobuf modules (ours, buf.validate's, googleapis' common types) and the services' packages,
@@ -112,6 +135,8 @@ SANDBOX_PASSTHROUGH_MODULES = ("parcours", "buf", "google.api", "google.type", "
 
 def sandboxed_runner() -> SandboxedWorkflowRunner:
     """The workflow runner of every Parcours worker: Temporal's sandbox with `SANDBOX_PASSTHROUGH_MODULES`."""
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH_MODULES)
     )
@@ -127,15 +152,24 @@ def build_worker(
 ) -> temporalio.worker.Worker:
     """A worker on `client`'s connection, data converter and interceptors.
 
-    The client's interceptors that are also worker interceptors (the tracing interceptor is) are applied by
-    the SDK; do not pass `interceptors=` for them again. Other keyword arguments go to `Worker` unchanged
-    (`activity_executor` for sync activities, tuning, ...); `graceful_shutdown_timeout` defaults to
-    `DEFAULT_GRACEFUL_SHUTDOWN`, `sticky_queue_schedule_to_start_timeout` to `DEFAULT_STICKY_TIMEOUT` and
-    `workflow_runner` to `sandboxed_runner()`.
+    A client that traces (`connect_client`'s `ClientTracingInterceptor`) gets its worker side here: the
+    worker's workflows and activities continue the traces of the calls that reach them, with the client's
+    tracer (`services.kit.case_tracing.CaseTracingInterceptor`); do not pass a tracing interceptor again.
+    Other keyword arguments go to `Worker` unchanged (`activity_executor` for sync activities, tuning,
+    other `interceptors`, ...); `graceful_shutdown_timeout` defaults to `DEFAULT_GRACEFUL_SHUTDOWN`,
+    `sticky_queue_schedule_to_start_timeout` to `DEFAULT_STICKY_TIMEOUT` and `workflow_runner` to
+    `sandboxed_runner()`.
     """
+    import temporalio.worker
+
+    from services.kit.case_tracing import CaseTracingInterceptor
+
     kwargs.setdefault("graceful_shutdown_timeout", DEFAULT_GRACEFUL_SHUTDOWN)
     kwargs.setdefault("sticky_queue_schedule_to_start_timeout", DEFAULT_STICKY_TIMEOUT)
     kwargs.setdefault("workflow_runner", sandboxed_runner())
+    traced = [i for i in client.config()["interceptors"] if isinstance(i, ClientTracingInterceptor)]
+    if traced:
+        kwargs["interceptors"] = [*kwargs.get("interceptors", ()), CaseTracingInterceptor(traced[0].tracer)]
     return temporalio.worker.Worker(
         client,
         task_queue=task_queue,
@@ -251,7 +285,7 @@ def workflow_id(kind: str, opaque_id: str) -> str:
 
 
 S = TypeVar("S")
-WorkerBuilder = Callable[[S, temporalio.client.Client, Any, Mapping[str, Any]], temporalio.worker.Worker]
+WorkerBuilder = Callable[[S, temporalio.client.Client, Any, Mapping[str, Any]], "temporalio.worker.Worker"]
 
 
 async def run_worker(settings: S, build: WorkerBuilder[S], channels: Mapping[str, str]) -> None:
@@ -281,259 +315,118 @@ async def run_worker(settings: S, build: WorkerBuilder[S], channels: Mapping[str
         await pool.close()
 
 
-# --- tracing: one trace per action --------------------------------------------------------------------------
+# --- tracing, the client side -------------------------------------------------------------------------------
 
-# Set in the OpenTelemetry context of a workflow's handler while it carries out an action (the carrier of the
-# action's span): what it starts belongs to that action.
-_ACTION = opentelemetry.context.create_key("parcours_case_action")
-
-
-class CaseTracingInterceptor(TracingInterceptor):
-    """Temporal's tracing interceptor, with one trace per action on a case.
-
-    Temporal's own interceptor parents everything a workflow does on the span of the call that *started* it:
-    an Update sent by a later RPC (accept, report) becomes a link, and the Update's handling, the activities
-    it runs and the billing they call land in the case's creation trace, which then grows for the life of the
-    case. Here a workflow's work joins the trace of what caused it:
-
-    - the workflow's first task: the call that started it (the `RunWorkflow` span);
-    - an Update (or a Signal) carrying a trace context: the RPC that sent it — `ValidateUpdate` and
-      `HandleUpdate` are children of its `StartWorkflowUpdate` span, linked to the case's start, and the
-      activities the handler starts are children of `HandleUpdate`;
-    - what the workflow's main loop starts in the same workflow task as an action's last step (an Update's
-      handler returning, an activity of the action completing): that action — so the billing a report
-      unblocks, and what billing's result leads to, are in the report's trace;
-    - anything else (a timer fired: a reminder, a deadline, an escalation): a trace of its own, rooted at a
-      `FireTimer` span linked to the case's start.
-
-    Spans never carry an exception's text (it may quote patient data): a failure is an ERROR status with the
-    exception's type (`error.type`).
-    """
-
-    def workflow_interceptor_class(
-        self, input: temporalio.worker.WorkflowInterceptorClassInput
-    ) -> type[TracingWorkflowInboundInterceptor]:
-        super().workflow_interceptor_class(input)  # registers the extern function that makes the spans
-        return _CaseWorkflowTracing
-
-    @contextmanager
-    def _start_as_current_span(
-        self,
-        name: str,
-        *,
-        attributes: opentelemetry.util.types.Attributes,
-        input_with_headers: Any = None,
-        input_with_ctx: Any = None,
-        kind: opentelemetry.trace.SpanKind,
-        context: opentelemetry.context.Context | None = None,
-    ) -> Iterator[None]:
-        with super()._start_as_current_span(
-            name,
-            attributes=attributes,
-            input_with_headers=input_with_headers,
-            input_with_ctx=input_with_ctx,
-            kind=kind,
-            context=context,
-        ):
-            try:
-                yield None
-            except Exception as exc:
-                # The base class described the status with the exception's text: only its type here.
-                span = opentelemetry.trace.get_current_span()
-                span.set_status(opentelemetry.trace.Status(opentelemetry.trace.StatusCode.ERROR))
-                span.set_attribute("error.type", _error_type(exc))
-                raise
-
-    def _completed_workflow_span(self, params: _CompletedWorkflowSpanParams) -> _CarrierDict | None:
-        # As the base class does, but a failure is recorded by its type, never its text.
-        if params.parent_missing and not self._always_create_workflow_spans:
-            return None
-        context = self.text_map_propagator.extract(params.context)
-        links: list[opentelemetry.trace.Link] = []
-        if params.link_context:
-            linked = opentelemetry.trace.get_current_span(
-                self.text_map_propagator.extract(params.link_context)
-            )
-            if linked is not opentelemetry.trace.INVALID_SPAN:
-                links.append(opentelemetry.trace.Link(linked.get_span_context()))
-        attributes = dict(params.attributes or {})
-        if params.exception is not None:
-            attributes["error.type"] = _error_type(params.exception)
-        span = self.tracer.start_span(
-            params.name,
-            context,
-            attributes=attributes,
-            links=links,
-            start_time=params.time_ns,
-            kind=params.kind,
-        )
-        if params.exception is not None:
-            span.set_status(opentelemetry.trace.Status(opentelemetry.trace.StatusCode.ERROR))
-        # Started and ended at once: a long-lived span is not replay-safe (as in the base class).
-        span.end(end_time=params.time_ns)
-        carrier: _CarrierDict = {}
-        self.text_map_propagator.inject(carrier, opentelemetry.trace.set_span_in_context(span, context))
-        return carrier
+# Where a call to a workflow carries its trace context, and how: Temporal's contrib interceptor's header key,
+# propagator (W3C trace context and baggage) and payload format (the carrier as a JSON payload), so that a
+# worker's `CaseTracingInterceptor` (built on that interceptor) continues what a client here started.
+TRACE_HEADER = "_tracer-data"
+TRACE_PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
-def _error_type(error: BaseException) -> str:
+def error_type(error: BaseException) -> str:
+    """What a span says of a failure: an ApplicationError's type, else the exception's class (never its
+    text, which may quote patient data)."""
     if isinstance(error, temporalio.exceptions.ApplicationError) and error.type:
         return error.type
     return type(error).__qualname__
 
 
-class _CaseWorkflowTracing(TracingWorkflowInboundInterceptor):
-    """The workflow side of `CaseTracingInterceptor` (one instance per workflow run, inside the sandbox).
+class ClientTracingInterceptor(temporalio.client.Interceptor):
+    """The client side of Temporal's tracing: a CLIENT span for each call that reaches a workflow (start,
+    Update, update-with-start, signal, query; a standalone activity's start), named as Temporal's contrib
+    interceptor names it (`StartWorkflow:Teleconsultation`, `StartWorkflowUpdate:accept`, ...), its context
+    in the call's `TRACE_HEADER` header. A failed call's span is an ERROR with the exception's type
+    (`error.type`), never its text.
 
-    Deterministic: it issues no command and reads only the workflow's clock and history length; spans are made
-    outside the sandbox by the extern function, and none while replaying.
+    It is the contrib interceptor's client half without the contrib package, which imports `temporalio.worker`
+    (see the module's docstring); `build_worker` adds the worker half to a worker built on the client.
     """
 
-    def __init__(self, next: temporalio.worker.WorkflowInboundInterceptor) -> None:
-        super().__init__(next)
-        # The span of the action the workflow is carrying out, and the workflow task (history length) it was
-        # last active in.
-        self._action: _CarrierDict | None = None
-        self._action_task = -1
-        self._timer: tuple[int, _CarrierDict] | None = None
+    def __init__(self, tracer: opentelemetry.trace.Tracer | None = None) -> None:
+        self.tracer = tracer or opentelemetry.trace.get_tracer(__name__)
+        self._payloads = temporalio.converter.PayloadConverter.default
 
-    def init(self, outbound: temporalio.worker.WorkflowOutboundInterceptor) -> None:
-        temporalio.worker.WorkflowInboundInterceptor.init(self, _CaseWorkflowOutboundTracing(outbound, self))
+    def intercept_client(
+        self, next: temporalio.client.OutboundInterceptor
+    ) -> temporalio.client.OutboundInterceptor:
+        return _ClientTracing(next, self)
 
-    # --- the spans ----------------------------------------------------------------------------------------
-
-    def _span(
-        self,
-        name: str,
-        parent: _CarrierDict,
-        *,
-        link: _CarrierDict | None = None,
-        kind: opentelemetry.trace.SpanKind = opentelemetry.trace.SpanKind.SERVER,
-    ) -> _CarrierDict | None:
-        """A completed span (child of `parent`; a root when it is empty); its context as a carrier."""
-        if temporalio.workflow.unsafe.is_replaying():
-            return None
-        info = temporalio.workflow.info()
-        made: _CarrierDict | None = self._extern_functions["__temporal_opentelemetry_completed_span"](
-            _CompletedWorkflowSpanParams(
-                context=parent,
-                name=name,
-                attributes={"temporalWorkflowID": info.workflow_id, "temporalRunID": info.run_id},
-                time_ns=temporalio.workflow.time_ns(),
-                link_context=link,
-                exception=None,
-                kind=kind,
-                parent_missing=False,
-            )
-        )
-        return made
-
-    def _sender(self, headers: Mapping[str, temporalio.api.common.v1.Payload]) -> _CarrierDict | None:
-        payload = headers.get(self.header_key)
-        if not payload:
-            return None
-        carrier: _CarrierDict = self.payload_converter.from_payloads([payload])[0]
-        return carrier or None
-
-    # --- which action the workflow is carrying out ----------------------------------------------------------
-
-    @staticmethod
-    def _task() -> int:
-        return temporalio.workflow.info().get_current_history_length()
+    def headers(
+        self, headers: Mapping[str, temporalio.api.common.v1.Payload]
+    ) -> Mapping[str, temporalio.api.common.v1.Payload]:
+        """`headers` with the current trace context (unchanged when there is none)."""
+        carrier: dict[str, str] = {}
+        TRACE_PROPAGATOR.inject(carrier)
+        if not carrier:
+            return headers
+        return {**headers, TRACE_HEADER: self._payloads.to_payloads([carrier])[0]}
 
     @contextmanager
-    def acting(self, action: _CarrierDict) -> Iterator[None]:
-        """Run the block as `action`'s work: what it starts are children of the action's span."""
-        context = self._set_on_context(self.text_map_propagator.extract(action))
-        with attached_context(opentelemetry.context.set_value(_ACTION, action, context)):
-            yield
-
-    def acted(self, action: _CarrierDict) -> None:
-        """A step of `action` is done: what the main loop starts next in this workflow task follows from
-        it."""
-        self._action, self._action_task = action, self._task()
-
-    def current_action(self) -> _CarrierDict:
-        """The action the running code works for: its handler's, else the one whose step ended in this
-        workflow task, else (a timer fired) a trace of its own for this task."""
-        found = opentelemetry.context.get_value(_ACTION)
-        if isinstance(found, dict):
-            return found
-        task = self._task()
-        if self._action is not None and self._action_task == task:
-            return self._action
-        if self._timer is None or self._timer[0] != task:
-            timer = self._span(
-                f"FireTimer:{temporalio.workflow.info().workflow_type}",
-                {},
-                link=self._load_workflow_context_carrier(),
-                kind=opentelemetry.trace.SpanKind.INTERNAL,
-            )
-            self._timer = (task, timer or {})
-        return self._timer[1]
-
-    # --- inbound ------------------------------------------------------------------------------------------
-
-    async def execute_workflow(self, input: temporalio.worker.ExecuteWorkflowInput) -> Any:
-        with self._top_level_workflow_context(success_is_complete=True):
-            started = self._load_workflow_context_carrier() or {}
-            run = self._span(f"RunWorkflow:{temporalio.workflow.info().workflow_type}", started)
-            self.acted(run or started)
-            return await temporalio.worker.WorkflowInboundInterceptor.execute_workflow(self, input)
-
-    async def handle_signal(self, input: temporalio.worker.HandleSignalInput) -> None:
-        sender = self._sender(input.headers)
-        if sender is None:
-            return await super().handle_signal(input)
-        span = self._span(f"HandleSignal:{input.signal}", sender, link=self._load_workflow_context_carrier())
-        with self.acting(span or sender):
-            await temporalio.worker.WorkflowInboundInterceptor.handle_signal(self, input)
-        self.acted(span or sender)
-
-    def handle_update_validator(self, input: temporalio.worker.HandleUpdateInput) -> None:
-        sender = self._sender(input.headers)
-        if sender is None:
-            return super().handle_update_validator(input)
-        span = self._span(
-            f"ValidateUpdate:{input.update}", sender, link=self._load_workflow_context_carrier()
-        )
-        with self.acting(span or sender):
-            temporalio.worker.WorkflowInboundInterceptor.handle_update_validator(self, input)
-
-    async def handle_update_handler(self, input: temporalio.worker.HandleUpdateInput) -> Any:
-        sender = self._sender(input.headers)
-        if sender is None:
-            return await super().handle_update_handler(input)
-        span = self._span(f"HandleUpdate:{input.update}", sender, link=self._load_workflow_context_carrier())
-        with self.acting(span or sender):
-            result = await temporalio.worker.WorkflowInboundInterceptor.handle_update_handler(self, input)
-        self.acted(span or sender)
-        return result
+    def span(self, name: str, attributes: Mapping[str, str]) -> Iterator[None]:
+        with self.tracer.start_as_current_span(
+            name,
+            attributes=attributes,
+            kind=opentelemetry.trace.SpanKind.CLIENT,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield None
+            except Exception as exc:
+                span.set_status(opentelemetry.trace.Status(opentelemetry.trace.StatusCode.ERROR))
+                span.set_attribute("error.type", error_type(exc))
+                raise
 
 
-class _CaseWorkflowOutboundTracing(_TracingWorkflowOutboundInterceptor):
-    """Activities start inside the action they work for, and their completion continues that action."""
+class _ClientTracing(temporalio.client.OutboundInterceptor):
+    def __init__(self, next: temporalio.client.OutboundInterceptor, root: ClientTracingInterceptor) -> None:
+        super().__init__(next)
+        self.root = root
 
-    def __init__(
-        self, next: temporalio.worker.WorkflowOutboundInterceptor, root: _CaseWorkflowTracing
-    ) -> None:
-        super().__init__(next, root)
-        self.case = root
+    async def start_workflow(
+        self, input: temporalio.client.StartWorkflowInput
+    ) -> temporalio.client.WorkflowHandle[Any, Any]:
+        prefix = "SignalWithStartWorkflow" if input.start_signal else "StartWorkflow"
+        with self.root.span(f"{prefix}:{input.workflow}", {"temporalWorkflowID": input.id}):
+            input.headers = self.root.headers(input.headers)
+            return await super().start_workflow(input)
 
-    def start_activity(
-        self, input: temporalio.worker.StartActivityInput
-    ) -> temporalio.workflow.ActivityHandle[Any]:
-        action = self.case.current_action()
-        with self.case.acting(action):
-            handle = super().start_activity(input)
-        handle.add_done_callback(lambda _: self.case.acted(action))
-        return handle
+    async def query_workflow(self, input: temporalio.client.QueryWorkflowInput) -> Any:
+        with self.root.span(f"QueryWorkflow:{input.query}", {"temporalWorkflowID": input.id}):
+            input.headers = self.root.headers(input.headers)
+            return await super().query_workflow(input)
 
-    def start_local_activity(
-        self, input: temporalio.worker.StartLocalActivityInput
-    ) -> temporalio.workflow.ActivityHandle[Any]:
-        action = self.case.current_action()
-        with self.case.acting(action):
-            handle = super().start_local_activity(input)
-        handle.add_done_callback(lambda _: self.case.acted(action))
-        return handle
+    async def signal_workflow(self, input: temporalio.client.SignalWorkflowInput) -> None:
+        with self.root.span(f"SignalWorkflow:{input.signal}", {"temporalWorkflowID": input.id}):
+            input.headers = self.root.headers(input.headers)
+            return await super().signal_workflow(input)
+
+    async def start_workflow_update(
+        self, input: temporalio.client.StartWorkflowUpdateInput
+    ) -> temporalio.client.WorkflowUpdateHandle[Any]:
+        with self.root.span(f"StartWorkflowUpdate:{input.update}", {"temporalWorkflowID": input.id}):
+            input.headers = self.root.headers(input.headers)
+            return await super().start_workflow_update(input)
+
+    async def start_update_with_start_workflow(
+        self, input: temporalio.client.StartWorkflowUpdateWithStartInput
+    ) -> temporalio.client.WorkflowUpdateHandle[Any]:
+        start, update = input.start_workflow_input, input.update_workflow_input
+        attributes = {"temporalWorkflowID": start.id}
+        if update.update_id is not None:
+            attributes["temporalUpdateID"] = update.update_id
+        with self.root.span(f"StartUpdateWithStartWorkflow:{start.workflow}", attributes):
+            # The start and the Update carry the same context: the call's span.
+            start.headers = self.root.headers(start.headers)
+            if TRACE_HEADER in start.headers:
+                update.headers = {**update.headers, TRACE_HEADER: start.headers[TRACE_HEADER]}
+            return await super().start_update_with_start_workflow(input)
+
+    async def start_activity(
+        self, input: temporalio.client.StartActivityInput
+    ) -> temporalio.client.ActivityHandle[Any]:
+        attributes = {"temporalActivityID": input.id, "temporalActivityType": input.activity_type}
+        with self.root.span(f"StartActivity:{input.activity_type}", attributes):
+            input.headers = self.root.headers(input.headers)
+            return await super().start_activity(input)

@@ -54,13 +54,13 @@ NOTES: dict[str, str] = {
     "~25 each; the ceiling runs one activity, a case runs three Updates, five activities and a delivery "
     "activity per notification. What would move it: one delivery activity per step instead of one per "
     "recipient, sampled traces (a span per SQL statement in every activity).",
-    "idle RSS": "the contracts service is the largest (~160 MB): it loads pyHanko, reportlab and asn1crypto"
-    " to render and check signed decision documents at start; loading them on the first decision would "
-    "bring it near the others. The others are what a service imports: grpc ~18 MB, temporalio's "
-    "OpenTelemetry interceptor pulls the whole temporalio.worker package (~10 MB) into services that only "
-    "need the client, protovalidate ~12 MB, pydantic ~7 MB; the console adds Starlette, Authlib, Jinja2 and"
-    " XlsxWriter. aiohttp is no longer loaded by the services (-9 MB). What would move it: the client-side "
-    "tracing interceptor without the worker package, XlsxWriter loaded on the first export.",
+    "idle RSS": "measured after make run's demo data, whose cases get decision previews: the contracts "
+    "service then holds ReportLab and Pillow (~23 MB), loaded by its first PreviewCaseDecision; once every "
+    "service serves and before any request (`python -m tests.bench.rss`) every service process is at or "
+    "under ~118 MB (contracts ~116). The rest is what a service needs to serve: temporalio's client ~15 MB "
+    "plus ~9 MB for its runtime and connection, grpc ~10, protovalidate ~9 (+5 at the first validation), "
+    "cryptography ~9 (token signatures), pydantic ~7. What would move it: rendering decision documents in "
+    "the contracts worker (an activity) or a short-lived process instead of the service.",
     "errors at": "it keeps up at 10× (no error, sub-second lags) and bends at 30× (0.72 of the offered calls"
     " on a machine at load 8–10 that other work shared; it kept up at 30× in a run at load 3–5); Temporal's"
     " dev server saturates first, then the teleconsultation worker. At 30× and 100× some Updates wait past "
