@@ -583,22 +583,35 @@ async def main(env: BenchEnv) -> None:
         await pool.close()
 
 
+# The query shapes of search_latencies(), reported one by one as well (the tail of the mix is one of them or
+# the machine's other load; the per-shape figures say which).
+SEARCH_SHAPES = (
+    "region+specialty, horizon",
+    "region+specialty, a week",
+    "GHT+specialty, from day",
+    "practitioner's agenda",
+    "region+service type, from day",
+)
+
+
 async def search_latencies(
     stub: scheduling_pb2_grpc.SchedulingServiceStub, metadata: tuple[tuple[str, str], ...]
 ) -> list[Measurement]:
     """What front-ends ask, at random: a specialty in the region (this week or the whole horizon), in a GHT,
-    a practitioner's agenda, with a service type."""
+    a practitioner's agenda, with a service type. Each round is followed by its figures per query shape."""
     rng = random.Random(7)
     ghts = sorted({g for _, g in ESTABLISHMENTS})
 
-    def request() -> scheduling_pb2.SearchSlotsRequest:
+    def request() -> tuple[int, scheduling_pb2.SearchSlotsRequest]:
         kind = rng.randrange(5)
         specialty = practice_pb2.Specialty.Value(rng.choice(SPECIALTIES))
         start = rng.uniform(0, 21)
         if kind == 0:
-            return scheduling_pb2.SearchSlotsRequest(specialty=specialty, region="regions/84", page_size=20)
+            return kind, scheduling_pb2.SearchSlotsRequest(
+                specialty=specialty, region="regions/84", page_size=20
+            )
         if kind == 1:
-            return scheduling_pb2.SearchSlotsRequest(
+            return kind, scheduling_pb2.SearchSlotsRequest(
                 specialty=specialty,
                 region="regions/84",
                 start_time=stamp_in(start),
@@ -606,14 +619,14 @@ async def search_latencies(
                 page_size=20,
             )
         if kind == 2:
-            return scheduling_pb2.SearchSlotsRequest(
+            return kind, scheduling_pb2.SearchSlotsRequest(
                 specialty=specialty, ght=f"ghts/{rng.choice(ghts)}", start_time=stamp_in(start), page_size=20
             )
         if kind == 3:
-            return scheduling_pb2.SearchSlotsRequest(
+            return kind, scheduling_pb2.SearchSlotsRequest(
                 practitioner=f"practitioners/{50000000000 + rng.randint(1, PRACTITIONERS)}", page_size=20
             )
-        return scheduling_pb2.SearchSlotsRequest(
+        return kind, scheduling_pb2.SearchSlotsRequest(
             region="regions/84",
             service_type=scheduling_pb2.SERVICE_TYPE_FOLLOW_UP,
             start_time=stamp_in(start),
@@ -623,8 +636,9 @@ async def search_latencies(
     found: list[Measurement] = []
     for in_flight in (1, 8):
         for _ in range(20):  # warm-up
-            await stub.SearchSlots(request(), metadata=metadata)
-        found.append(await search_round(stub, metadata, [request() for _ in range(SEARCHES)], in_flight))
+            await stub.SearchSlots(request()[1], metadata=metadata)
+        overall, shapes = await search_round(stub, metadata, [request() for _ in range(SEARCHES)], in_flight)
+        found += [overall, *shapes]
     return found
 
 
@@ -662,16 +676,19 @@ async def drain_outbox(pool: asyncpg.Pool) -> dict[str, Any]:
 async def search_round(
     stub: scheduling_pb2_grpc.SchedulingServiceStub,
     metadata: tuple[tuple[str, str], ...],
-    queue: list[scheduling_pb2.SearchSlotsRequest],
+    queue: list[tuple[int, scheduling_pb2.SearchSlotsRequest]],
     in_flight: int,
-) -> Measurement:
+) -> tuple[Measurement, list[Measurement]]:
+    """The queue's searches, `in_flight` at a time: the round's figures, then the same calls per shape (their
+    calls/s is that shape's share of the round's rate)."""
     latencies: list[float] = []
+    by_shape: dict[int, list[float]] = {k: [] for k in range(len(SEARCH_SHAPES))}
     errors = 0
 
     async def worker() -> None:
         nonlocal errors
         while queue:
-            given = queue.pop()
+            kind, given = queue.pop()
             started = time.perf_counter()
             try:
                 reply = await stub.SearchSlots(given, metadata=metadata)
@@ -680,10 +697,16 @@ async def search_round(
                 errors += 1
                 continue
             latencies.append(time.perf_counter() - started)
+            by_shape[kind].append(latencies[-1])
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return summarise(f"SearchSlots, {in_flight} in flight", latencies, errors, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    shapes = [
+        summarise(f"  {SEARCH_SHAPES[k]} ({in_flight} in flight)", found, 0, elapsed)
+        for k, found in by_shape.items()
+    ]
+    return summarise(f"SearchSlots, {in_flight} in flight", latencies, errors, elapsed), shapes
 
 
 async def booking_lag(
