@@ -530,7 +530,7 @@ async def main(env: BenchEnv) -> None:
         drain["cpu_ms_per_start"] = per_start_ms(cpu_delta(drained_from, cpu_seconds(components)), drain)
         ceiling_again = await closed_loop("ceiling again (outbox drained)", ceiling)
 
-        search_m = await search_latencies(stub, metadata)
+        search_m, search_cpu_ms = await search_latencies(stub, metadata, components)
         lag = await booking_lag(stub, metadata, slots, patient, pool)
 
         # The ceiling is measured before and after the bookings (the outbox drained): the ratio is to their
@@ -561,6 +561,7 @@ async def main(env: BenchEnv) -> None:
                 "relay_backlog": drain,
                 "cpu_seconds": cpu,
                 "cpu_ms_per_call": cpu_ms,
+                "search_cpu_ms_per_call": search_cpu_ms,
                 "workflow_starts_during_booking_loop": starts_in_loop,
             },
         )
@@ -575,6 +576,8 @@ async def main(env: BenchEnv) -> None:
             )
         for phase, used in cpu_ms.items():
             print(f"CPU ms per {phase} call: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()))
+        for phase, used in search_cpu_ms.items():
+            print(f"CPU ms per search, {phase}: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()))
         print(f"workflow starts relayed during the booking loop: {starts_in_loop}")
         print(f"written to {path}")
     finally:
@@ -595,10 +598,14 @@ SEARCH_SHAPES = (
 
 
 async def search_latencies(
-    stub: scheduling_pb2_grpc.SchedulingServiceStub, metadata: tuple[tuple[str, str], ...]
-) -> list[Measurement]:
+    stub: scheduling_pb2_grpc.SchedulingServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    components: Components,
+) -> tuple[list[Measurement], dict[str, dict[str, float]]]:
     """What front-ends ask, at random: a specialty in the region (this week or the whole horizon), in a GHT,
-    a practitioner's agenda, with a service type. Each round is followed by its figures per query shape."""
+    a practitioner's agenda, with a service type. Each round is followed by its figures per query shape; and
+    what a search cost each process in each round (its CPU seconds in the round, warm-up excluded, over its
+    calls)."""
     rng = random.Random(7)
     ghts = sorted({g for _, g in ESTABLISHMENTS})
 
@@ -634,12 +641,19 @@ async def search_latencies(
         )
 
     found: list[Measurement] = []
+    cpu_ms: dict[str, dict[str, float]] = {}
     for in_flight in (1, 8):
         for _ in range(20):  # warm-up
             await stub.SearchSlots(request()[1], metadata=metadata)
-        overall, shapes = await search_round(stub, metadata, [request() for _ in range(SEARCHES)], in_flight)
+        queue = [request() for _ in range(SEARCHES)]
+        before = cpu_seconds(components)
+        overall, shapes = await search_round(stub, metadata, queue, in_flight)
+        used = cpu_delta(before, cpu_seconds(components))
+        cpu_ms[f"{in_flight} in flight"] = {
+            k: round(v * 1000 / overall.calls, 2) if overall.calls else 0.0 for k, v in used.items()
+        }
         found += [overall, *shapes]
-    return found
+    return found, cpu_ms
 
 
 def per_call_ms(used: dict[str, float], loop: Measurement) -> dict[str, float]:
