@@ -215,23 +215,55 @@ def exception_resource(row: Any) -> scheduling_pb2.AvailabilityException:
     return found
 
 
+# A search answers up to 500 slots per call (issue 15: SearchSlots at 8 in flight), so a slot is built from
+# what is computed once per process: the names' constant prefixes (each name has one id), the enums' numbers,
+# and the instants' fields set in place straight from the datetimes (what Timestamp.FromDatetime and
+# local_datetime give, without their time tuples and intermediate messages): ~4 times cheaper per slot.
+_SLOT = names.SLOT.format("")
+_SCHEDULE = names.SCHEDULE.format("")
+_PRACTITIONER = names.PRACTITIONER.format("")
+_ESTABLISHMENT = names.ESTABLISHMENT.format("")
+_GHT = names.GHT.format("")
+_REGION = names.REGION.format("")
+_SPECIALTIES: Mapping[str, practice_pb2.Specialty.ValueType] = dict(practice_pb2.Specialty.items())
+_SERVICE_TYPES: Mapping[str, scheduling_pb2.ServiceType.ValueType] = dict(scheduling_pb2.ServiceType.items())
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def _set_instant(stamp: Timestamp, instant: datetime) -> None:
+    """As Timestamp.FromDatetime: whole seconds since the epoch (floored) and the microseconds as nanos."""
+    seconds, rest = divmod(instant - _EPOCH, _SECOND)
+    stamp.seconds = seconds
+    stamp.nanos = rest.microseconds * 1000
+
+
 def slot_resource(
     row: Any, state: scheduling_pb2.Slot.State.ValueType = scheduling_pb2.Slot.STATE_FREE
 ) -> scheduling_pb2.Slot:
-    return scheduling_pb2.Slot(
-        name=names.SLOT.format(row["slot_id"]),
-        schedule=names.SCHEDULE.format(row["schedule_id"]),
-        practitioner=practitioner_name(row["rpps"]),
-        establishment=establishment_name(row["finess"]),
-        ght=ght_name(row["ght_id"]),
-        region=names.REGION.format(row["region_code"]),
-        specialty=practice_pb2.Specialty.Value(row["specialty"]),
-        service_type=scheduling_pb2.ServiceType.Value(row["service_type"]),
-        start_time=timestamp(row["start_time"]),
-        end_time=timestamp(row["end_time"]),
-        local_start=local_datetime(row["start_time"], row["time_zone"]),
+    ght_id = row["ght_id"]
+    slot = scheduling_pb2.Slot(
+        name=_SLOT + str(row["slot_id"]),
+        schedule=_SCHEDULE + str(row["schedule_id"]),
+        practitioner=_PRACTITIONER + row["rpps"],
+        establishment=_ESTABLISHMENT + row["finess"],
+        ght=_GHT + ght_id if ght_id else "",
+        region=_REGION + row["region_code"],
+        specialty=_SPECIALTIES[row["specialty"]],
+        service_type=_SERVICE_TYPES[row["service_type"]],
         state=state,
     )
+    start: datetime = row["start_time"]
+    _set_instant(slot.start_time, start)
+    _set_instant(slot.end_time, row["end_time"])
+    # As local_datetime: the wall clock in the schedule's zone, carrying the zone's id.
+    zone: str = row["time_zone"]
+    local = start.astimezone(ZoneInfo(zone))
+    wall = slot.local_start
+    wall.year, wall.month, wall.day = local.year, local.month, local.day
+    wall.hours, wall.minutes, wall.seconds = local.hour, local.minute, local.second
+    wall.time_zone.id = zone
+    return slot
 
 
 def _json(value: Any) -> Any:

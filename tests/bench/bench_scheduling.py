@@ -584,7 +584,7 @@ async def main(env: BenchEnv) -> None:
         await drain_outbox(pool)
         ceiling_again = await closed_loop("ceiling again (outbox drained)", ceiling)
 
-        search_m = await search_latencies(stub, metadata)
+        search_m, search_cpu_ms = await search_latencies(stub, metadata, components)
         lag = await booking_lag(stub, metadata, slots, patient, pool)
 
         # The ceiling is measured before and after the bookings (the outbox drained): the ratio is to their
@@ -626,6 +626,7 @@ async def main(env: BenchEnv) -> None:
                 "relay_backlog": drain,
                 "cpu_seconds": cpu,
                 "cpu_ms_per_call": cpu_ms,
+                "search_cpu_ms_per_call": search_cpu_ms,
                 "workflow_starts_during_booking_loop": starts_in_loop,
             },
         )
@@ -640,6 +641,8 @@ async def main(env: BenchEnv) -> None:
             )
         for phase, used in cpu_ms.items():
             print(f"CPU ms per {phase} call: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()))
+        for phase, used in search_cpu_ms.items():
+            print(f"CPU ms per search, {phase}: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()))
         print(f"workflow starts relayed during the booking loop: {starts_in_loop}")
         print(f"written to {path}")
     finally:
@@ -648,22 +651,39 @@ async def main(env: BenchEnv) -> None:
         await pool.close()
 
 
+# The query shapes of search_latencies(), reported one by one as well (the tail of the mix is one of them or
+# the machine's other load; the per-shape figures say which).
+SEARCH_SHAPES = (
+    "region+specialty, horizon",
+    "region+specialty, a week",
+    "GHT+specialty, from day",
+    "practitioner's agenda",
+    "region+service type, from day",
+)
+
+
 async def search_latencies(
-    stub: scheduling_pb2_grpc.SchedulingServiceStub, metadata: tuple[tuple[str, str], ...]
-) -> list[Measurement]:
+    stub: scheduling_pb2_grpc.SchedulingServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    components: Components,
+) -> tuple[list[Measurement], dict[str, dict[str, float]]]:
     """What front-ends ask, at random: a specialty in the region (this week or the whole horizon), in a GHT,
-    a practitioner's agenda, with a service type."""
+    a practitioner's agenda, with a service type. Each round is followed by its figures per query shape; and
+    what a search cost each process in each round (its CPU seconds in the round, warm-up excluded, over its
+    calls)."""
     rng = random.Random(7)
     ghts = sorted({g for _, g in ESTABLISHMENTS})
 
-    def request() -> scheduling_pb2.SearchSlotsRequest:
+    def request() -> tuple[int, scheduling_pb2.SearchSlotsRequest]:
         kind = rng.randrange(5)
         specialty = practice_pb2.Specialty.Value(rng.choice(SPECIALTIES))
         start = rng.uniform(0, 21)
         if kind == 0:
-            return scheduling_pb2.SearchSlotsRequest(specialty=specialty, region="regions/84", page_size=20)
+            return kind, scheduling_pb2.SearchSlotsRequest(
+                specialty=specialty, region="regions/84", page_size=20
+            )
         if kind == 1:
-            return scheduling_pb2.SearchSlotsRequest(
+            return kind, scheduling_pb2.SearchSlotsRequest(
                 specialty=specialty,
                 region="regions/84",
                 start_time=stamp_in(start),
@@ -671,14 +691,14 @@ async def search_latencies(
                 page_size=20,
             )
         if kind == 2:
-            return scheduling_pb2.SearchSlotsRequest(
+            return kind, scheduling_pb2.SearchSlotsRequest(
                 specialty=specialty, ght=f"ghts/{rng.choice(ghts)}", start_time=stamp_in(start), page_size=20
             )
         if kind == 3:
-            return scheduling_pb2.SearchSlotsRequest(
+            return kind, scheduling_pb2.SearchSlotsRequest(
                 practitioner=f"practitioners/{50000000000 + rng.randint(1, PRACTITIONERS)}", page_size=20
             )
-        return scheduling_pb2.SearchSlotsRequest(
+        return kind, scheduling_pb2.SearchSlotsRequest(
             region="regions/84",
             service_type=scheduling_pb2.SERVICE_TYPE_FOLLOW_UP,
             start_time=stamp_in(start),
@@ -686,11 +706,19 @@ async def search_latencies(
         )
 
     found: list[Measurement] = []
+    cpu_ms: dict[str, dict[str, float]] = {}
     for in_flight in (1, 8):
         for _ in range(20):  # warm-up
-            await stub.SearchSlots(request(), metadata=metadata)
-        found.append(await search_round(stub, metadata, [request() for _ in range(SEARCHES)], in_flight))
-    return found
+            await stub.SearchSlots(request()[1], metadata=metadata)
+        queue = [request() for _ in range(SEARCHES)]
+        before = cpu_seconds(components)
+        overall, shapes = await search_round(stub, metadata, queue, in_flight)
+        used = cpu_delta(before, cpu_seconds(components))
+        cpu_ms[f"{in_flight} in flight"] = {
+            k: round(v * 1000 / overall.calls, 2) if overall.calls else 0.0 for k, v in used.items()
+        }
+        found += [overall, *shapes]
+    return found, cpu_ms
 
 
 def per_call_ms(used: dict[str, float], loop: Measurement) -> dict[str, float]:
@@ -727,16 +755,19 @@ async def drain_outbox(pool: asyncpg.Pool) -> dict[str, Any]:
 async def search_round(
     stub: scheduling_pb2_grpc.SchedulingServiceStub,
     metadata: tuple[tuple[str, str], ...],
-    queue: list[scheduling_pb2.SearchSlotsRequest],
+    queue: list[tuple[int, scheduling_pb2.SearchSlotsRequest]],
     in_flight: int,
-) -> Measurement:
+) -> tuple[Measurement, list[Measurement]]:
+    """The queue's searches, `in_flight` at a time: the round's figures, then the same calls per shape (their
+    calls/s is that shape's share of the round's rate)."""
     latencies: list[float] = []
+    by_shape: dict[int, list[float]] = {k: [] for k in range(len(SEARCH_SHAPES))}
     errors = 0
 
     async def worker() -> None:
         nonlocal errors
         while queue:
-            given = queue.pop()
+            kind, given = queue.pop()
             started = time.perf_counter()
             try:
                 reply = await stub.SearchSlots(given, metadata=metadata)
@@ -745,10 +776,16 @@ async def search_round(
                 errors += 1
                 continue
             latencies.append(time.perf_counter() - started)
+            by_shape[kind].append(latencies[-1])
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return summarise(f"SearchSlots, {in_flight} in flight", latencies, errors, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    shapes = [
+        summarise(f"  {SEARCH_SHAPES[k]} ({in_flight} in flight)", found, 0, elapsed)
+        for k, found in by_shape.items()
+    ]
+    return summarise(f"SearchSlots, {in_flight} in flight", latencies, errors, elapsed), shapes
 
 
 async def booking_lag(

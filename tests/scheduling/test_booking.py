@@ -5,6 +5,7 @@ places, cancel and reschedule rules, consent, entered-in-error, who sees what, a
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -29,6 +30,7 @@ from tests.scheduling.helpers import (
     duration,
     every_day,
     first_free,
+    local,
     new_practitioner,
     new_schedule,
     search,
@@ -261,6 +263,56 @@ async def test_buffers_and_service_types_of_one_practitioner_never_overlap(
     assert not {x.name for x in overlapping} & left
     error = await call(book(loire, front_desk, overlapping[0].name, PATIENT_LOIRE))
     assert details(error)[0].reason == "SLOT_ALREADY_BOOKED"  # type: ignore[union-attr]
+
+
+async def test_the_longest_slot_and_buffer_keep_every_overlapping_slot_out_of_search(
+    loire: Stub, directory: Directory, operator: Metadata, front_desk: Metadata, pool: asyncpg.Pool
+) -> None:
+    """A 4-hour visit and a 2-hour buffer, the longest a schedule allows, occupy 6 hours: the short slots
+    that start in their last minutes, or whose buffer runs into the visit, are not offered; those that only
+    touch them are."""
+    rpps = await new_practitioner(directory, operator, LOIRE)
+    schedule = await new_schedule(
+        loire, operator, rpps, LOIRE, durations={FOLLOW_UP: 10, FIRST_VISIT: 240}, buffer=timedelta(hours=2)
+    )
+    # First visits at 00:00, 06:00, 12:00 and 18:00; one short slot at 09:50, 10:00, 17:50 and 18:00.
+    shorts = {(9, 50): (10, 0), (10, 0): (10, 10), (17, 50): (18, 0), (18, 0): (18, 10)}
+    await add_rules(
+        loire,
+        operator,
+        schedule.name,
+        [
+            *every_day(service_type=FIRST_VISIT),
+            *(r for start, end in shorts.items() for r in every_day(start, end)),
+        ],
+    )
+    slots = await search(loire, front_desk, practitioner=f"practitioners/{rpps}")
+    noon = next(
+        x
+        for x in slots
+        if x.service_type == FIRST_VISIT and local(x).hour == 12 and when(x.start_time) > datetime.now(UTC)
+    )
+    day = local(noon).date()
+    around = {
+        (local(x).hour, local(x).minute): x.name
+        for x in slots
+        if x.service_type == FOLLOW_UP and local(x).date() == day
+    }
+    assert set(around) == set(shorts)
+    booked = await book(loire, front_desk, noon.name, PATIENT_LOIRE)
+    assert when(booked.end_time) - when(booked.start_time) == timedelta(hours=4)
+    left = {x.name for x in await search(loire, front_desk, practitioner=f"practitioners/{rpps}")}
+    # 10:00-12:10 (buffer included) and 17:50 (5 h 50 after noon) overlap noon-18:00; 09:50-12:00 and 18:00
+    # only touch it.
+    assert {k for k, name in around.items() if name in left} == {(9, 50), (18, 0)}
+    # What the search relies on, held by the database: no appointment occupies more than 6 hours.
+    with pytest.raises(asyncpg.CheckViolationError, match="appointments_occupied_bounded"):
+        await pool.execute(
+            "UPDATE scheduling.appointments SET occupied = tstzrange(start_time, start_time + $2::interval)"
+            " WHERE appointment_id = $1",
+            uuid.UUID(booked.name.removeprefix("appointments/")),
+            timedelta(hours=7),
+        )
 
 
 async def test_one_practitioner_at_two_places_is_never_booked_twice_at_once(

@@ -1,0 +1,2 @@
+DROP INDEX scheduling.appointments_live_rpps_start_idx;
+ALTER TABLE scheduling.appointments DROP CONSTRAINT appointments_occupied_bounded;
