@@ -47,8 +47,13 @@ NOTES: dict[str, str] = {
     "to cost no more Python than gRPC's own work: what would move it is sampled traces (no span work on "
     "unsampled calls) and the audit record and the quota read in one round trip; an audited call with a "
     "database read will stay well below a bare health check.",
-    "SearchSlots": "the p50 is 13–17 ms; the tail follows the machine's other load (SQL spans were ~16 % of "
-    "the server's CPU before they were cached).",
+    "SearchSlots": "each query shape's p50/p99 is in the scheduling table: the tail is no one shape's, it is "
+    "the machine's load times the server's cost per call (8 in flight wait on one event loop). A search is "
+    "one SQL statement; its freeness check reads a btree range (migration 0010), not the exclusion "
+    "constraint's GiST index per slot, which was ~90 % of its database time. Of the scheduling server's "
+    "time, ~52 % is gRPC and asyncio's own machinery, ~10 % the span per SQL statement, ~11 % the rest of "
+    "the kit's interceptor, ~25 % the handler. What would move it: sampled traces, and a generic plan for "
+    "the region + service type search, which PostgreSQL re-plans on every call (~0.3 ms).",
     "whole téléexpertise": "a whole case is ~275 ms of CPU: the worker ~100 (activity execution wrapped in "
     "tracing interceptors, sandbox activations, the payload codec), Temporal ~85, expertise and directory "
     "~25 each; the ceiling runs one activity, a case runs three Updates, five activities and a delivery "
