@@ -309,18 +309,19 @@ async def seed_region(pool: asyncpg.Pool) -> dict[str, float]:
 
 
 async def seed_patients(pool: asyncpg.Pool, finess: str, count: int) -> list[str]:
-    """`count` patients known at `finess` (a local IPP each), with valid test NIRs; their resource names."""
+    """`count` patients known at `finess` (a local IPP each), with valid temporary (NIA-style, 7…) numbers
+    that no other bench uses, since `make bench` runs every bench on one database; their resource names."""
     rows = await pool.fetch(
         """
         WITH numbered AS (
-            SELECT i, '18001' || '42' || lpad((1 + (i - 1) / 999)::text, 3, '0')
+            SELECT i, '78001' || '42' || lpad((1 + (i - 1) / 999)::text, 3, '0')
                        || lpad((1 + (i - 1) % 999)::text, 3, '0') AS first13
             FROM generate_series(1, $2::integer) AS i
         ), created AS (
             INSERT INTO directory.patients (
                 patient_id, matricule, oid, birth_family_name, birth_given_names, birth_date, sex,
                 birth_place_code, identity_status)
-            SELECT md5('bench-patient-' || i)::uuid,
+            SELECT gen_random_uuid(),
                    first13 || lpad((97 - first13::bigint % 97)::text, 2, '0'),
                    '1.2.250.1.213.1.4.8', 'BENCH', 'PATIENT', date '1980-01-15', 'SEX_MALE',
                    '42' || substr(first13, 8, 3), 'IDENTITY_STATUS_PROVISIONAL'
@@ -328,7 +329,7 @@ async def seed_patients(pool: asyncpg.Pool, finess: str, count: int) -> list[str
             RETURNING patient_id
         ), linked AS (
             INSERT INTO directory.patient_local_ids (finess, ipp, patient_id)
-            SELECT $1, 'BENCH-' || row_number() OVER (ORDER BY patient_id), patient_id FROM created
+            SELECT $1, 'SCHED-BENCH-' || row_number() OVER (ORDER BY patient_id), patient_id FROM created
             RETURNING patient_id
         )
         SELECT patient_id FROM linked

@@ -66,19 +66,18 @@ NOTES: dict[str, str] = {
     "plus ~9 MB for its runtime and connection, grpc ~10, protovalidate ~9 (+5 at the first validation), "
     "cryptography ~9 (token signatures), pydantic ~7. What would move it: rendering decision documents in "
     "the contracts worker (an activity) or a short-lived process instead of the service.",
-    "errors at": "it keeps up at 10× (no error, sub-second lags) and bends at 30× (0.72 of the offered calls"
-    " on a machine at load 8–10 that other work shared; it kept up at 30× in a run at load 3–5); Temporal's"
-    " dev server saturates first, then the teleconsultation worker. At 30× and 100× some Updates wait past "
-    "their 20 s bound (UNAVAILABLE, which a caller sends again with the same request id: counted here as "
-    "errors). The arithmetic: a complete teleconsultation is ~290 ms of CPU (Temporal ~125, worker ~100, "
-    "scheduling ~20, directory ~20, PostgreSQL ~15) and 100× a region's peak hour brings ~15.5 of them a "
-    "second beside ~17 bookings and ~50 slot searches: ~5 CPU-seconds a second, so 2 cores cannot hold 100×"
-    " however the rest is tuned (about 40× at most with nothing else on the cores). What would move it: "
-    "Temporal on its own cluster as in production (ARCHITECTURE §7), the teleconsultation's projection "
-    "writes as local activities as the téléexpertise workflow does (most of Temporal's work per case is its"
-    " ~10 regular activities), sampled traces. The sandbox's per-instance compile of the workflow module is"
-    " gone (the hub runs from bytecode, as the image does): creating instances fell from ~12 % of the "
-    "teleconsultation worker's busy samples to ~2 %.",
+    "errors at": "it keeps up at 10× and at 30× (no error; 30× bent in earlier runs on a loaded machine) and "
+    "not at 100×; Temporal's dev server saturates first (two thirds of a core at 100×), then the "
+    "teleconsultation worker. At 100× some Start/CompleteTeleconsultation Updates wait past their 20 s bound "
+    "(UNAVAILABLE, which a caller sends again with the same request id: counted here as errors). The "
+    "arithmetic: a complete teleconsultation is ~220 ms of CPU under load (worker ~90, Temporal ~80, "
+    "scheduling ~17, directory ~14, PostgreSQL ~15), and 100× a region's peak hour brings ~15.5 of them a "
+    "second beside ~17 bookings and ~50 slot searches: ~4 CPU-seconds a second, so 2 cores cannot hold 100× "
+    "however the rest is tuned (about 40–45× at most with nothing else on the cores). Temporal's share "
+    "alone, ~1.3 cores at 100×, leaves too little for the workers. What would move it: Temporal on its own "
+    "cluster as in production (ARCHITECTURE §7), sampled traces; the teleconsultation already writes its "
+    "projection through local activities (6 workflow tasks and ~4 activities per complete case, from 10.5 "
+    "and 9).",
     "achieved": "see the errors above: the same saturation.",
 }
 
