@@ -50,6 +50,8 @@ class ResourceName:
     shape: str = ""
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _variables: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # The literal text around the variables (one more than them), joined with the ids by `format`.
+    _literals: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         variables = tuple(_SEGMENT.findall(self.pattern))
@@ -61,6 +63,7 @@ class ResourceName:
             if part
         )
         object.__setattr__(self, "_variables", variables)
+        object.__setattr__(self, "_literals", tuple(_SEGMENT.split(self.pattern)[::2]))
         object.__setattr__(self, "_regex", re.compile(regex))
 
     @property
@@ -104,8 +107,13 @@ class ResourceName:
         """The name of the resource with these ids (in the pattern's order)."""
         if len(ids) != len(self._variables):
             raise ValueError(f"{self.pattern} takes {len(self._variables)} ids")
-        values = iter(str(i) for i in ids)
-        return _SEGMENT.sub(lambda _: next(values), self.pattern)
+        literals = self._literals
+        if len(ids) == 1:  # most names: no generator, no join
+            return f"{literals[0]}{ids[0]}{literals[1]}"
+        found = [literals[0]]
+        for value, literal in zip(ids, literals[1:], strict=True):
+            found += (str(value), literal)
+        return "".join(found)
 
     def format_optional(self, value: object | None) -> str:
         """'' for None (an unset optional reference), else `format`."""

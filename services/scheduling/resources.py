@@ -63,11 +63,23 @@ def patient_name(patient_id: uuid.UUID | None) -> str:
 # --- values ---------------------------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def set_instant(stamp: Timestamp, instant: datetime) -> None:
+    """Set `stamp` to an aware instant, as Timestamp.FromDatetime does (whole seconds since the epoch,
+    floored, and the microseconds as nanos) without its time tuples: SearchSlots sets two per slot."""
+    seconds, rest = divmod(instant - _EPOCH, _SECOND)
+    stamp.seconds = seconds
+    stamp.nanos = rest.microseconds * 1000
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
+    set_instant(stamp, value.astimezone(UTC))
     return stamp
 
 
@@ -123,18 +135,20 @@ def to_time(value: timeofday_pb2.TimeOfDay) -> time:
     return time(value.hours, value.minutes)
 
 
-def local_datetime(instant: datetime, zone_name: str) -> datetime_pb2.DateTime:
-    """A wall-clock DateTime in a zone, carrying the zone's id (the UTC offset of that day follows)."""
+def set_local_datetime(wall: datetime_pb2.DateTime, instant: datetime, zone_name: str) -> None:
+    """Set `wall` to the wall clock of `instant` in a zone, carrying the zone's id (the UTC offset of that day
+    follows)."""
     local = instant.astimezone(ZoneInfo(zone_name))
-    return datetime_pb2.DateTime(
-        year=local.year,
-        month=local.month,
-        day=local.day,
-        hours=local.hour,
-        minutes=local.minute,
-        seconds=local.second,
-        time_zone=datetime_pb2.TimeZone(id=zone_name),
-    )
+    wall.year, wall.month, wall.day = local.year, local.month, local.day
+    wall.hours, wall.minutes, wall.seconds = local.hour, local.minute, local.second
+    wall.time_zone.id = zone_name
+
+
+def local_datetime(instant: datetime, zone_name: str) -> datetime_pb2.DateTime:
+    """A wall-clock DateTime in a zone (see `set_local_datetime`)."""
+    wall = datetime_pb2.DateTime()
+    set_local_datetime(wall, instant, zone_name)
+    return wall
 
 
 def _instant(value: str | datetime) -> datetime:
@@ -215,54 +229,25 @@ def exception_resource(row: Any) -> scheduling_pb2.AvailabilityException:
     return found
 
 
-# A search answers up to 500 slots per call (issue 15: SearchSlots at 8 in flight), so a slot is built from
-# what is computed once per process: the names' constant prefixes (each name has one id), the enums' numbers,
-# and the instants' fields set in place straight from the datetimes (what Timestamp.FromDatetime and
-# local_datetime give, without their time tuples and intermediate messages): ~4 times cheaper per slot.
-_SLOT = names.SLOT.format("")
-_SCHEDULE = names.SCHEDULE.format("")
-_PRACTITIONER = names.PRACTITIONER.format("")
-_ESTABLISHMENT = names.ESTABLISHMENT.format("")
-_GHT = names.GHT.format("")
-_REGION = names.REGION.format("")
-_SPECIALTIES: Mapping[str, practice_pb2.Specialty.ValueType] = dict(practice_pb2.Specialty.items())
-_SERVICE_TYPES: Mapping[str, scheduling_pb2.ServiceType.ValueType] = dict(scheduling_pb2.ServiceType.items())
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND = timedelta(seconds=1)
-
-
-def _set_instant(stamp: Timestamp, instant: datetime) -> None:
-    """As Timestamp.FromDatetime: whole seconds since the epoch (floored) and the microseconds as nanos."""
-    seconds, rest = divmod(instant - _EPOCH, _SECOND)
-    stamp.seconds = seconds
-    stamp.nanos = rest.microseconds * 1000
-
-
 def slot_resource(
     row: Any, state: scheduling_pb2.Slot.State.ValueType = scheduling_pb2.Slot.STATE_FREE
 ) -> scheduling_pb2.Slot:
-    ght_id = row["ght_id"]
+    # A search answers up to 500 slots per call (issue 15: SearchSlots at 8 in flight): the instants are set
+    # in place rather than built as messages and copied in.
     slot = scheduling_pb2.Slot(
-        name=_SLOT + str(row["slot_id"]),
-        schedule=_SCHEDULE + str(row["schedule_id"]),
-        practitioner=_PRACTITIONER + row["rpps"],
-        establishment=_ESTABLISHMENT + row["finess"],
-        ght=_GHT + ght_id if ght_id else "",
-        region=_REGION + row["region_code"],
-        specialty=_SPECIALTIES[row["specialty"]],
-        service_type=_SERVICE_TYPES[row["service_type"]],
+        name=names.SLOT.format(row["slot_id"]),
+        schedule=names.SCHEDULE.format(row["schedule_id"]),
+        practitioner=practitioner_name(row["rpps"]),
+        establishment=establishment_name(row["finess"]),
+        ght=ght_name(row["ght_id"]),
+        region=names.REGION.format(row["region_code"]),
+        specialty=practice_pb2.Specialty.Value(row["specialty"]),
+        service_type=scheduling_pb2.ServiceType.Value(row["service_type"]),
         state=state,
     )
-    start: datetime = row["start_time"]
-    _set_instant(slot.start_time, start)
-    _set_instant(slot.end_time, row["end_time"])
-    # As local_datetime: the wall clock in the schedule's zone, carrying the zone's id.
-    zone: str = row["time_zone"]
-    local = start.astimezone(ZoneInfo(zone))
-    wall = slot.local_start
-    wall.year, wall.month, wall.day = local.year, local.month, local.day
-    wall.hours, wall.minutes, wall.seconds = local.hour, local.minute, local.second
-    wall.time_zone.id = zone
+    set_instant(slot.start_time, row["start_time"])
+    set_instant(slot.end_time, row["end_time"])
+    set_local_datetime(slot.local_start, row["start_time"], row["time_zone"])
     return slot
 
 
