@@ -10,8 +10,9 @@ in development `ensure_dev_signing_identity` issues one under the hub's developm
 Nothing here holds patient data: a decision names a case, its promoter and its activity.
 
 ReportLab, pyHanko and asn1crypto (about 35 MB of a process) are imported by the functions that use them, on
-the first decision rendered, signed or verified: a contracts process that has not handled one yet stays the
-size of the other services (issue 15's idle RSS).
+the first decision rendered, signed or verified. The contracts service never calls them itself: it renders
+and verifies in its document process (`services.contracts.document_process`), so that it stays the size of
+the other services (issue 15's idle RSS); the contracts worker signs.
 """
 
 from __future__ import annotations

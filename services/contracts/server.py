@@ -1,5 +1,6 @@
 """Build and serve the contracts service: its gRPC server and its background tasks — the outbox relay that
-starts every saved case's workflow, and the purge of old idempotency entries.
+starts every saved case's workflow, the purge of old idempotency entries, and the child process that renders
+and verifies decisions (ended with the service).
 
 SERVING once the pool answers, the directory channel is connected and the relay has drained what earlier
 processes left (the kit's `serve`).
@@ -14,6 +15,7 @@ import grpc
 from parcours.contracts.v1 import contracts_pb2_grpc
 from temporalio.client import Client
 
+from services.contracts.document_process import DocumentProcess
 from services.contracts.models import KINDS
 from services.contracts.relay import CasePlan
 from services.contracts.servicer import SERVICE_NAME, ContractsServicer, Regions
@@ -59,6 +61,10 @@ def _parts(
         if settings.decision_trust_roots_file is not None
         else []
     )
+    document_process = DocumentProcess(
+        idle_seconds=settings.document_process_idle_seconds,
+        timeout_seconds=settings.document_process_timeout_seconds,
+    )
     servicer = ContractsServicer(
         settings,
         store,
@@ -68,6 +74,7 @@ def _parts(
         client,
         Regions(directory, settings.directory_cache_seconds),
         trust_roots,
+        document_process,
     )
     purge = Periodic(
         "idempotency-purge",
@@ -82,7 +89,7 @@ def _parts(
             practice=client.practice,
         )
     ]
-    return bindings, [relay, purge]
+    return bindings, [relay, purge, document_process]
 
 
 async def build(

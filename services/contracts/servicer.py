@@ -20,7 +20,6 @@ the kit audits every call of the methods the proto marks `audited`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from services.contracts import clock, coverage, decisions, policy, views
+from services.contracts.document_process import DocumentProcess, DocumentProcessFailed
 from services.contracts.models import (
     KINDS,
     AcknowledgeInput,
@@ -325,6 +325,10 @@ def _activity(given: c.Activity) -> policy.Activity:
     )
 
 
+# The document store, or the process that renders and verifies decisions, did not answer: retry.
+DOCUMENT_UNAVAILABLE = "DOCUMENT_UNAVAILABLE"
+
+
 def _bulk_request_id(request_id: str, name: str) -> str:
     return str(uuid.uuid5(_BULK, f"{request_id}/{name}"))
 
@@ -340,6 +344,7 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
         directory: DirectoryClient,
         regions: Regions,
         trust_roots: Sequence[bytes],
+        document_process: DocumentProcess,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -349,6 +354,8 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
         self._directory = directory
         self._regions = regions
         self._trust_roots = list(trust_roots)
+        # Decisions are rendered and verified there, with their libraries (ReportLab, pyHanko), not here.
+        self._document_process = document_process
         self._timeline = settings.timeline()
         # Staff as this process last recorded them (their row is written when it changes).
         self._staff_seen: dict[str, StaffMember] = {}
@@ -1932,7 +1939,7 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
             raise NotFound(Reason.DOCUMENT_NOT_FOUND, "the case has no such document (or version)")
         content = await self._documents.get(str(row["sha256"]))
         if content is None:
-            raise Unavailable("DOCUMENT_UNAVAILABLE", "the document's content cannot be read right now")
+            raise Unavailable(DOCUMENT_UNAVAILABLE, "the document's content cannot be read right now")
         await self._view(principal, scope, f"{request.name} v{row['version']}")
         return c.GetCaseDocumentResponse(document=views.document(scope.name, row, content))
 
@@ -2067,9 +2074,11 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
             reference = await self._store.next_reference(prefix, _today().year)
             content = await self._decision_content(scope, row, kind, request.motivation, reference)
             try:
-                preview = await asyncio.to_thread(decisions.render, content)
+                preview = await self._document_process.render(content)
             except decisions.DecisionError as bad:
                 raise InvalidArgument.one("motivation", str(bad)) from None
+            except DocumentProcessFailed:
+                raise Unavailable(DOCUMENT_UNAVAILABLE, "the decision cannot be rendered right now") from None
             digest = await self._documents.put(preview)
             decision_id = await self._store.create_decision(
                 decision_id=uuid.uuid4(),
@@ -2092,11 +2101,14 @@ class ContractsServicer(contracts_pb2_grpc.ContractServiceServicer):
         signed = row["signed_sha256"] is not None
         content = await self._documents.get(str(row["signed_sha256"] if signed else row["preview_sha256"]))
         if content is None:
-            raise Unavailable("DOCUMENT_UNAVAILABLE", "the decision's content cannot be read right now")
+            raise Unavailable(DOCUMENT_UNAVAILABLE, "the decision's content cannot be read right now")
         if not signed:
             return views.decision(scope.name, row, content)
-        # pyHanko's synchronous API runs its own event loop: in a thread, beside this one.
-        verified = await asyncio.to_thread(decisions.verify, content, self._trust_roots)
+        try:
+            verified = await self._document_process.verify(content, self._trust_roots)
+        except DocumentProcessFailed:
+            problem = "the decision's signature cannot be checked right now"
+            raise Unavailable(DOCUMENT_UNAVAILABLE, problem) from None
         return views.decision(
             scope.name,
             row,

@@ -42,6 +42,12 @@ class ContractsSettings(KitSettings, TemporalSettings):
     # development, the State's (or the ARS's) in production.
     decision_trust_roots_file: Path | None = None
 
+    # Decisions are rendered and verified in a child process (services/contracts/document_process.py), which
+    # ends once idle this long; the next decision starts another (about half a second). A child that has not
+    # answered within the timeout is killed, and the call answered UNAVAILABLE.
+    document_process_idle_seconds: float = Field(default=60.0, gt=0)
+    document_process_timeout_seconds: float = Field(default=60.0, gt=0)
+
     # Documents: the largest one the hub stores.
     document_max_bytes: int = Field(default=DEFAULT_DOCUMENT_MAX_BYTES, ge=1, le=DEFAULT_DOCUMENT_MAX_BYTES)
 

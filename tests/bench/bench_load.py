@@ -68,6 +68,7 @@ from services.kit.temporal import connect_client
 from services.kit.tokens import mint_token, staff_subject
 from tests.bench import BenchEnv
 from tests.bench.hub import (
+    HELPER_PROCESSES,
     SERVICE_PROCESSES,
     Hub,
     Processes,
@@ -1504,6 +1505,10 @@ async def measure(env: BenchEnv, hub: Hub) -> None:
             g: [round(v, 1) for v in processes.rss_per_process_mb(g)] for g in SERVICE_PROCESSES
         }
         print(f"bench load: idle RSS (MB): {results['idle_rss_mb']}", flush=True)
+        # A service's child for rare work (decision documents), while it runs: not a service process.
+        results["helper_rss_mb"] = {
+            g: [round(v, 1) for v in processes.rss_per_process_mb(g)] for g in HELPER_PROCESSES
+        }
         print(f"bench load: seeding {PRACTITIONERS} practitioners' agendas and patients ...", flush=True)
         results["seed"] = await seed(region, PRACTITIONERS)
         print(f"  seeded in {results['seed']['seconds']} s", flush=True)

@@ -38,6 +38,8 @@ GROUPS = (
     ("expertise", "services.expertise"),
     ("billing", "services.billing"),
     ("contracts", "services.contracts"),
+    # The contracts service's child that renders and verifies decisions, while it runs.
+    ("contracts-documents", "services.contracts.document_process"),
     ("console", "services.console"),
     ("workflows-teleconsultation", "workflows.teleconsultation"),
     ("workflows-teleexpertise", "workflows.teleexpertise"),
@@ -45,6 +47,8 @@ GROUPS = (
     ("mail-sink", "services.devstack.mailsink"),
 )
 SERVICE_PROCESSES = ("directory", "scheduling", "expertise", "billing", "contracts", "console")
+# Children a service starts for rare work, and ends when idle.
+HELPER_PROCESSES = ("contracts-documents",)
 
 
 @dataclass

@@ -360,6 +360,13 @@ def _load_section(load: dict[str, Any], plots: list[Path]) -> list[str]:
     idle = load.get("idle_rss_mb", {})
     if idle:
         lines += ["Idle RSS per service process (MB): " + ", ".join(f"{k} {v}" for k, v in idle.items()), ""]
+    helpers = {k: v for k, v in load.get("helper_rss_mb", {}).items() if v}
+    if helpers:
+        lines += [
+            "A service's child for rare work, while it runs (MB): "
+            + ", ".join(f"{k} {v}" for k, v in helpers.items()),
+            "",
+        ]
     per_case = load.get("per_case", {})
     if per_case:
         lines += ["### Cost per case (measured alone, idle use subtracted)", ""]

@@ -5,7 +5,8 @@ is made of.
 service process's VmRSS (/proc/PID/status) twice: once every service serves (what a freshly started replica
 holds at rest, before any request but the health checks), and after `make run` has loaded its demo data
 through the services' APIs and the processes have settled (what the load bench reports as `idle_rss_mb`: by
-then the contracts service has signed the demo contracts, one of its rare requests).
+then the demo contracts have had their decisions previewed and signed, rare requests whose libraries load in
+the contracts service's document process, reported beside the services while it runs).
 
 `python -m tests.bench.rss --imports [services.contracts ...]` says where that memory comes from without a
 hub: in a fresh interpreter per service it imports what `python -m services.<name>` imports before it serves
@@ -29,7 +30,14 @@ from pathlib import Path
 
 from services.devstack.__main__ import Stack
 from services.kit.pki import DevPki
-from tests.bench.hub import SERVICE_PROCESSES, Processes, compile_bytecode, hub_roots, started_hub
+from tests.bench.hub import (
+    HELPER_PROCESSES,
+    SERVICE_PROCESSES,
+    Processes,
+    compile_bytecode,
+    hub_roots,
+    started_hub,
+)
 from tests.support import repo_root
 
 # How long the processes get after the demo data is loaded before they are measured (the bench's load
@@ -73,7 +81,9 @@ def idle_rss(settle: float = SETTLE_SECONDS) -> IdleRss:
                 processes = Processes(hub_roots(hub))
                 time.sleep(settle)
                 after_demo = {
-                    g: round(vm_rss_mb(pid), 1) for g in SERVICE_PROCESSES for pid in processes.pids(g)
+                    g: round(vm_rss_mb(pid), 1)
+                    for g in (*SERVICE_PROCESSES, *HELPER_PROCESSES)
+                    for pid in processes.pids(g)
                 }
         finally:
             Stack._wait_ready = wait_ready  # type: ignore[method-assign]
@@ -174,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'VmRSS (MB)':<12} {'serving':>8} {'after demo':>11}")
     for name in SERVICE_PROCESSES:
         print(f"{name:<12} {measured.serving.get(name, 0):>8.1f} {measured.after_demo.get(name, 0):>11.1f}")
+    for name in HELPER_PROCESSES:
+        if name in measured.after_demo:
+            print(f"{name} (a service's child while it runs): {measured.after_demo[name]:.1f}")
     print(json.dumps({"serving_rss_mb": measured.serving, "idle_rss_mb": measured.after_demo}))
     return 0
 

@@ -36,6 +36,7 @@ from services.contracts.server import build
 from services.contracts.settings import ContractsSettings
 from services.kit import search_attributes
 from services.kit.pki import DevPki
+from services.kit.server import Runtime
 from services.kit.tokens import mint_token, staff_subject
 from tests.support import AUDIENCE, ISSUER, LOIRE
 from tests.support.stack import CaseService, CaseStackFactory
@@ -87,13 +88,21 @@ class Hub:
     """One test's contracts service, as each kind of caller reaches it."""
 
     def __init__(
-        self, pki: DevPki, address: str, settings: ContractsSettings, client: Client, pool: asyncpg.Pool
+        self,
+        pki: DevPki,
+        address: str,
+        settings: ContractsSettings,
+        client: Client,
+        pool: asyncpg.Pool,
+        runtime: Runtime,
     ):
         self.pki = pki
         self.address = address
         self.settings = settings
         self.client = client
         self.pool = pool
+        # The service's background tasks (its relay, its document process).
+        self.runtime = runtime
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, certificate: str) -> grpc.aio.Channel:
@@ -193,7 +202,7 @@ async def make_hub(case_stack: CaseStackFactory, pki: DevPki) -> AsyncIterator[H
                 "decision_signing_key_file": key,
             },
         )
-        hubs.append(Hub(pki, stack.address, stack.settings, stack.client, stack.pool))
+        hubs.append(Hub(pki, stack.address, stack.settings, stack.client, stack.pool, stack.runtime))
         return hubs[-1]
 
     try:
