@@ -5,11 +5,8 @@ child that dies costs one UNAVAILABLE answer, never a lost or half-written decis
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -29,9 +26,8 @@ from services.contracts.document_process import DocumentProcess, DocumentProcess
 from services.kit.pki import DevPki
 from tests.contracts.conftest import ALICE, DG, PROMOTER, HubFactory, new_contract, rid
 from tests.contracts.test_decisions import APPROVAL
-from tests.kit.test_footprint import ON_FIRST_USE
-from tests.support import repo_root
 from tests.support.calls import call, details
+from tests.support.footprint import ON_FIRST_USE, probe, which_loaded
 
 TODAY = datetime.now(UTC).date()
 
@@ -80,7 +76,7 @@ async def test_the_process_renders_and_verifies_what_the_library_does(pki: DevPk
 
 def test_the_service_side_never_loads_the_document_libraries() -> None:
     # A fresh interpreter renders and verifies through the process: the libraries load in the child only.
-    probe = (
+    code = (
         "import asyncio, json, sys\n"
         "from services.contracts.document_process import DocumentProcess\n"
         "import datetime\n"
@@ -93,17 +89,9 @@ def test_the_service_side_never_loads_the_document_libraries() -> None:
         "    await process.stop()\n"
         "    return pdf[:5].decode(), checked.problem\n"
         "made = asyncio.run(main())\n"
-        f"print(json.dumps([made, sorted(m for m in {ON_FIRST_USE!r} if m in sys.modules)]))\n"
+        f"print(json.dumps([made, {which_loaded(ON_FIRST_USE)}]))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", probe],
-        cwd=repo_root(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    (start, problem), loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    (start, problem), loaded = probe(code)
     assert start == "%PDF-" and "0 signatures found" in problem
     assert loaded == []
 

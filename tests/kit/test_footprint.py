@@ -5,10 +5,6 @@ worker side. `python -m tests.bench.rss` measures the figures."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
@@ -18,9 +14,9 @@ from services.devstack.temporal import TemporalHandle
 from services.kit.reflection import enable_reflection
 from services.kit.settings import TemporalSettings
 from services.kit.temporal import OnDemandClient
-from tests.support import PAYLOAD_KEYS, repo_root
+from tests.support import PAYLOAD_KEYS
+from tests.support.footprint import ON_FIRST_USE, probe, which_loaded
 
-ON_FIRST_USE = ("pyhanko", "pyhanko_certvalidator", "reportlab", "asn1crypto", "xlsxwriter")
 # Temporal's worker (its sandbox, its contrib tracing interceptor): only worker processes need it.
 WORKER_SIDE = ("temporalio.worker", "temporalio.contrib.opentelemetry", "services.kit.case_tracing")
 # Services that start workflows and send them Updates, without running any.
@@ -29,19 +25,9 @@ CLIENT_ONLY = ("scheduling", "expertise", "contracts", "console")
 
 def loaded(module: str, candidates: tuple[str, ...]) -> list[str]:
     """Which of `candidates` a fresh interpreter has loaded once it imported `module`."""
-    probe = (
-        f"import json, sys; import {module}; "
-        f"print(json.dumps(sorted(m for m in {candidates!r} if m in sys.modules)))"
+    found: list[str] = probe(
+        f"import json, sys; import {module}; print(json.dumps({which_loaded(candidates)}))"
     )
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", probe],
-        cwd=repo_root(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    found: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
     return found
 
 
