@@ -37,8 +37,9 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -264,32 +265,31 @@ def _mark_failed(span: trace.Span, error: BaseException) -> str | None:
 _METRIC_ATTRIBUTES = ("db.system.name", "db.namespace", "db.query.summary", "server.address", "server.port")
 
 
+@dataclass(frozen=True)
+class Statement:
+    """A statement's span as the conventions want it: its name, its attributes and the metric's (never
+    mutated: shared by every execution of the statement)."""
+
+    name: str
+    attributes: dict[str, Any]
+    measured: dict[str, Any]
+
+    @classmethod
+    def of(cls, name: str, attributes: Any) -> Statement:
+        span_name, described = database_span(name, attributes)
+        return cls(span_name, described, {k: described[k] for k in _METRIC_ATTRIBUTES if k in described})
+
+
 class _DatabaseTracer(trace.Tracer):
     """The asyncpg instrumentation's tracer: spans named and attributed by the conventions, the
-    `db.client.operation.duration` metric, and never an exception's text (only its type and SQLSTATE)."""
+    `db.client.operation.duration` metric, and never an exception's text (only its type and SQLSTATE).
+
+    `StatementInstrumentor` describes each statement once and opens its span with `statement_span`; the
+    instrumentation's other calls (`start_span`, `start_as_current_span`) are described each time."""
 
     def __init__(self, inner: trace.Tracer, duration: Histogram) -> None:
         self._inner = inner
         self._duration = duration
-        # (name, attributes given) → the span's name, its attributes and the metric's: a process runs the
-        # same few statements against the same database, so each is described once, not at every query.
-        self._described: dict[tuple[Any, ...], tuple[str, dict[str, Any], dict[str, Any]]] = {}
-
-    def _describe(self, name: str, attributes: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """`database_span` and the metric's attributes, remembered per statement (never mutated)."""
-        try:
-            key: tuple[Any, ...] | None = (name, *(attributes or {}).items())
-            found = self._described.get(key)  # type: ignore[arg-type]
-        except TypeError:  # an unhashable attribute value: described every time
-            key, found = None, None
-        if found is None:
-            span_name, described = database_span(name, attributes)
-            found = (span_name, described, {k: described[k] for k in _METRIC_ATTRIBUTES if k in described})
-            if key is not None:
-                if len(self._described) >= _SQL_CACHE_SIZE:
-                    self._described.clear()
-                self._described[key] = found
-        return found
 
     def start_span(
         self,
@@ -302,12 +302,12 @@ class _DatabaseTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        name, attributes, _ = self._describe(name, attributes)
+        statement = Statement.of(name, attributes)
         return self._inner.start_span(
-            name,
+            statement.name,
             context,
             kind,
-            attributes,
+            statement.attributes,
             links,
             start_time,
             record_exception=False,
@@ -328,13 +328,29 @@ class _DatabaseTracer(trace.Tracer):
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
-        name, attributes, measured = self._describe(name, attributes)
+        with self.statement_span(
+            Statement.of(name, attributes), context, kind, links, start_time, end_on_exit
+        ) as span:
+            yield span
+
+    @contextmanager
+    def statement_span(
+        self,
+        statement: Statement,
+        context: Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.CLIENT,
+        links: Any = None,
+        start_time: int | None = None,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        """The current span of one execution of `statement`, and its duration recorded."""
         started = time.perf_counter()
+        measured = statement.measured
         with self._inner.start_as_current_span(
-            name,
+            statement.name,
             context,
             kind,
-            attributes,
+            statement.attributes,
             links,
             start_time,
             record_exception=False,
@@ -354,17 +370,17 @@ class _DatabaseTracer(trace.Tracer):
 
 
 class StatementInstrumentor(AsyncPGInstrumentor):
-    """asyncpg's OpenTelemetry instrumentation, each statement's span name and attributes derived once per
-    statement and database rather than at every query (the instrumentation runs a regular expression over
-    the statement, splits all of it into words for its first one, and builds the attributes, each time).
-    Spans are otherwise exactly the instrumentation's (then `_DatabaseTracer`'s); parameters are never
-    captured."""
+    """asyncpg's OpenTelemetry instrumentation, each statement described once per statement and database
+    rather than at every query (the instrumentation runs a regular expression over the statement, splits all
+    of it into words for its first one, and builds the attributes, each time; the conventions' name, the
+    sanitised text and the metric's attributes are then derived from those). Spans are otherwise exactly the
+    instrumentation's, through `_DatabaseTracer`; parameters are never captured."""
 
     def __init__(self) -> None:
         super().__init__(capture_parameters=False)
-        self._statements: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+        self._statements: dict[tuple[Any, ...], Statement] = {}
 
-    def _statement(self, connection: Any, query: Any) -> tuple[str, dict[str, Any]]:
+    def _statement(self, connection: Any, query: str) -> Statement:
         params = getattr(connection, "_params", None)
         address = getattr(connection, "_addr", None)
         key = (query, getattr(params, "database", None), getattr(params, "user", None), address)
@@ -378,19 +394,23 @@ class StatementInstrumentor(AsyncPGInstrumentor):
             attributes = _hydrate_span_from_args(
                 connection, query, None, semconv_opt_in_mode=self._semconv_opt_in_mode
             )
-            found = (name, attributes)
+            found = Statement.of(name, attributes)
             if len(self._statements) >= _SQL_CACHE_SIZE:
                 self._statements.clear()
             self._statements[key] = found
         return found
 
     async def _do_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if not is_instrumentation_enabled() or not args or not isinstance(args[0], str):
+        tracer = self._tracer
+        if (
+            not is_instrumentation_enabled()
+            or not args
+            or not isinstance(args[0], str)
+            or not isinstance(tracer, _DatabaseTracer)
+        ):
             return await super()._do_execute(func, instance, args, kwargs)
-        name, attributes = self._statement(instance, args[0])
-        assert self._tracer is not None  # set by instrument()
         # `_DatabaseTracer` marks a failed statement (its type and SQLSTATE only).
-        with self._tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
+        with tracer.statement_span(self._statement(instance, args[0])):
             return await func(*args, **kwargs)
 
 
@@ -442,6 +462,7 @@ _SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
+_CLIENT_ERRORS = frozenset(code for code in grpc.StatusCode if code is not grpc.StatusCode.OK)
 
 
 def _rpc_attributes(method: str) -> dict[str, Any]:
@@ -475,6 +496,31 @@ def target_address(target: str) -> dict[str, Any]:
     if not host or not port.isdigit():
         return {"server.address": rest}
     return {"server.address": host.strip("[]"), "server.port": int(port)}
+
+
+class _Outcomes:
+    """How a call of one method ends, per status code: the outcome attributes on its span, the error status
+    when the code is a failure, and the duration metric's attributes (`measured` and the outcome), each
+    built once per code."""
+
+    def __init__(self, measured: dict[str, Any], failures: Collection[grpc.StatusCode]) -> None:
+        self._measured = measured
+        self._failures = failures
+        self._known: dict[grpc.StatusCode, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def end(self, span: trace.Span, code: grpc.StatusCode, duration: Histogram, started: float) -> None:
+        """Say on `span` how the call ended, and record its duration since `started` (perf_counter)."""
+        known = self._known.get(code)
+        if known is None:
+            outcome: dict[str, Any] = {"rpc.response.status_code": code.name}
+            if code in self._failures:
+                outcome["error.type"] = code.name
+            known = self._known[code] = (outcome, {**self._measured, **outcome})
+        outcome, measured = known
+        if code in self._failures:
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
+        span.set_attributes(outcome)
+        duration.record(time.perf_counter() - started, measured)
 
 
 class ServerTracing:
@@ -513,18 +559,7 @@ class TracedMethod:
         self._duration = duration
         self._method = method
         self._attributes = _rpc_attributes(method)
-        self._outcomes: dict[grpc.StatusCode, tuple[dict[str, Any], dict[str, Any]]] = {}
-
-    def _outcome(self, code: grpc.StatusCode) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The span's outcome attributes and the metric's attributes for a status code."""
-        known = self._outcomes.get(code)
-        if known is None:
-            outcome: dict[str, Any] = {"rpc.response.status_code": code.name}
-            if code in _SERVER_ERRORS:
-                outcome["error.type"] = code.name
-            known = (outcome, {"rpc.system.name": "grpc", "rpc.method": self._method, **outcome})
-            self._outcomes[code] = known
-        return known
+        self._outcomes = _Outcomes({"rpc.system.name": "grpc", "rpc.method": method}, _SERVER_ERRORS)
 
     async def around(
         self,
@@ -557,11 +592,7 @@ class TracedMethod:
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                outcome, measured = self._outcome(code)
-                if code in _SERVER_ERRORS:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR))
-                span.set_attributes(outcome)
-                self._duration.record(time.perf_counter() - started, measured)
+                self._outcomes.end(span, code, self._duration, started)
 
 
 def _status(value: Any, default: grpc.StatusCode) -> grpc.StatusCode:
@@ -573,32 +604,25 @@ class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
         self._address = target_address(target)
         self._tracer = tracer
         self._duration = duration
-        # Per method called (a channel calls a handful): its name, span attributes and, per status code,
-        # the outcome attributes and the metric's, built once.
-        self._methods: dict[Any, tuple[str, dict[str, Any]]] = {}
-        self._outcomes: dict[tuple[str, grpc.StatusCode], tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Per method called (a channel calls a handful): its name, span attributes and how its calls end.
+        self._methods: dict[Any, tuple[str, dict[str, Any], _Outcomes]] = {}
 
-    def _method(self, given: Any) -> tuple[str, dict[str, Any]]:
+    def _method(self, given: Any) -> tuple[str, dict[str, Any], _Outcomes]:
         known = self._methods.get(given)
         if known is None:
             method = (given.decode() if isinstance(given, bytes) else str(given)).lstrip("/")
-            known = self._methods[given] = (method, {**_rpc_attributes(method), **self._address})
-        return known
-
-    def _outcome(self, method: str, code: grpc.StatusCode) -> tuple[dict[str, Any], dict[str, Any]]:
-        known = self._outcomes.get((method, code))
-        if known is None:
-            outcome: dict[str, Any] = {"rpc.response.status_code": code.name}
-            if code is not grpc.StatusCode.OK:
-                outcome["error.type"] = code.name
-            measured = {"rpc.system.name": "grpc", "rpc.method": method, **self._address, **outcome}
-            known = self._outcomes[(method, code)] = (outcome, measured)
+            measured = {"rpc.system.name": "grpc", "rpc.method": method, **self._address}
+            known = self._methods[given] = (
+                method,
+                {**_rpc_attributes(method), **self._address},
+                _Outcomes(measured, _CLIENT_ERRORS),
+            )
         return known
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
-        method, attributes = self._method(client_call_details.method)
+        method, attributes, outcomes = self._method(client_call_details.method)
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
             method,
@@ -631,11 +655,7 @@ class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
                 code = error.code()
                 raise
             finally:
-                outcome, measured = self._outcome(method, code)
-                if code is not grpc.StatusCode.OK:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR))
-                span.set_attributes(outcome)
-                self._duration.record(time.perf_counter() - started, measured)
+                outcomes.end(span, code, self._duration, started)
 
 
 def client_interceptors(target: str) -> list[grpc.aio.ClientInterceptor]:
