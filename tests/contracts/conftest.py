@@ -94,14 +94,14 @@ class Hub:
         settings: ContractsSettings,
         client: Client,
         pool: asyncpg.Pool,
-        runtime: Runtime,
+        runtime: Runtime | None = None,
     ):
         self.pki = pki
         self.address = address
         self.settings = settings
         self.client = client
         self.pool = pool
-        # The service's background tasks (its relay, its document process).
+        # The service's background tasks (its relay, its document process), when the test started it.
         self.runtime = runtime
         self._channels: dict[str, grpc.aio.Channel] = {}
 

@@ -166,6 +166,7 @@ async def test_a_preview_while_the_process_hangs_is_unavailable_and_its_retry_ma
     ).decision
 
     # The document process hangs: the next preview is refused as retryable...
+    assert hub.runtime is not None
     pid = hub.runtime.task(DocumentProcess).pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
