@@ -136,6 +136,7 @@ class DocumentProcess:
                 MODULE,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env=child_environment(),
             )
             log.info("document process %s started", self._child.pid)
         return self._child
@@ -203,6 +204,15 @@ class DocumentProcess:
         if child is not None and child.returncode is None:
             await self._end(child)
         await self.retired()
+
+
+def child_environment() -> dict[str, str]:
+    """The service's environment without its settings (`PARCOURS_*`: the database's address and password,
+    keys) and telemetry exporter's, which the child has no use for; its log level is kept."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("PARCOURS_", "OTEL_"))}
+    if "PARCOURS_LOG_LEVEL" in os.environ:
+        kept["PARCOURS_LOG_LEVEL"] = os.environ["PARCOURS_LOG_LEVEL"]
+    return kept
 
 
 # --- the messages ------------------------------------------------------------------------------------------

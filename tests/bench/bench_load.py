@@ -83,9 +83,9 @@ from tests.bench.load import HOUR, Day, Step, peak_hour_rate, region_day
 from tests.billing.builders import paris, teleexpertise
 from tests.support import DAUPHINE, LOIRE, VAL_RHONE, bearer, component_channel, establishment_channel
 
-SPEEDS = tuple(int(v) for v in os.environ.get("PARCOURS_BENCH_SPEEDS", "1,10,30,100").split(","))
+SPEEDS = tuple(int(v) for v in os.environ.get("PARCOURS_BENCH_SPEEDS", "1,10,30,50,100").split(","))
 PHASE_SECONDS = tuple(
-    float(v) for v in os.environ.get("PARCOURS_BENCH_PHASE_SECONDS", "90,60,45,20").split(",")
+    float(v) for v in os.environ.get("PARCOURS_BENCH_PHASE_SECONDS", "90,60,45,35,20").split(",")
 )
 PRACTITIONERS = int(os.environ.get("PARCOURS_BENCH_PRACTITIONERS", "600"))
 PROFILE = os.environ.get("PARCOURS_BENCH_PROFILE", "1") != "0"

@@ -43,10 +43,13 @@ NOTES: dict[str, str] = {
     "samples are gRPC's own per-call work in its C core (what the whole echo ceiling costs), the rest is "
     "ours: the kit's interceptor with its server span (~10 %: authentication, validation ~4 %, span), the "
     "audit record appended (~7 %), the quota counters read (~7 %, one SQL statement with its span), the "
-    "rules and the response (~6 %); PostgreSQL shares the cores. Half of the echo ceiling would need a quote "
-    "to cost no more Python than gRPC's own work: what would move it is sampled traces (no span work on "
-    "unsampled calls) and the audit record and the quota read in one round trip; an audited call with a "
-    "database read will stay well below a bare health check.",
+    "rules and the response (~6 %); PostgreSQL shares the cores. Tracing is not what holds it: with "
+    "OTEL_TRACES_SAMPLER=always_off, alternated on a quiet machine, quotes went 627 → 769 and 654 → 706 a "
+    "second, but the echo rose as much, and the ratio 0.151 → 0.153 and 0.160 → 0.163. By the arithmetic, "
+    "0.5 of a ~4,500/s echo is ~2,250 quotes a second, ~0.9 ms of CPU per quote for the client, billing "
+    "and PostgreSQL together on 2 cores, where billing alone spends ~1.5 ms on gRPC, the interceptor, a "
+    "database read and an audit record: an audited call with a database read stays well below a bare "
+    "health check in Python's gRPC. Its latency target (p99 at 1 in flight) is met.",
     "SearchSlots": "each query shape's p50/p99 is in the scheduling table: the tail is no one shape's, it is "
     "the machine's load times the server's cost per call (8 in flight wait on one event loop). A search is "
     "one SQL statement; its freeness check reads a btree range (migration 0010), not the exclusion "
@@ -54,30 +57,39 @@ NOTES: dict[str, str] = {
     "time, ~52 % is gRPC and asyncio's own machinery, ~10 % the span per SQL statement, ~11 % the rest of "
     "the kit's interceptor, ~25 % the handler. What would move it: sampled traces, and a generic plan for "
     "the region + service type search, which PostgreSQL re-plans on every call (~0.3 ms).",
-    "whole téléexpertise": "a whole case is ~275 ms of CPU: the worker ~100 (activity execution wrapped in "
-    "tracing interceptors, sandbox activations, the payload codec), Temporal ~85, expertise and directory "
-    "~25 each; the ceiling runs one activity, a case runs three Updates, five activities and a delivery "
-    "activity per notification. What would move it: one delivery activity per step instead of one per "
-    "recipient, sampled traces (a span per SQL statement in every activity).",
-    "idle RSS": "measured after make run's demo data, whose cases get decision previews: the contracts "
-    "service then holds ReportLab and Pillow (~23 MB), loaded by its first PreviewCaseDecision; once every "
-    "service serves and before any request (`python -m tests.bench.rss`) every service process is at or "
-    "under ~118 MB (contracts ~116). The rest is what a service needs to serve: temporalio's client ~15 MB "
-    "plus ~9 MB for its runtime and connection, grpc ~10, protovalidate ~9 (+5 at the first validation), "
-    "cryptography ~9 (token signatures), pydantic ~7. What would move it: rendering decision documents in "
-    "the contracts worker (an activity) or a short-lived process instead of the service.",
-    "errors at": "it keeps up at 10× and at 30× (no error; 30× bent in earlier runs on a loaded machine) and "
-    "not at 100×; Temporal's dev server saturates first (two thirds of a core at 100×), then the "
-    "teleconsultation worker. At 100× some Start/CompleteTeleconsultation Updates wait past their 20 s bound "
-    "(UNAVAILABLE, which a caller sends again with the same request id: counted here as errors). The "
-    "arithmetic: a complete teleconsultation is ~220 ms of CPU under load (worker ~90, Temporal ~80, "
-    "scheduling ~17, directory ~14, PostgreSQL ~15), and 100× a region's peak hour brings ~15.5 of them a "
-    "second beside ~17 bookings and ~50 slot searches: ~4 CPU-seconds a second, so 2 cores cannot hold 100× "
-    "however the rest is tuned (about 40–45× at most with nothing else on the cores). Temporal's share "
-    "alone, ~1.3 cores at 100×, leaves too little for the workers. What would move it: Temporal on its own "
-    "cluster as in production (ARCHITECTURE §7), sampled traces; the teleconsultation already writes its "
-    "projection through local activities (6 workflow tasks and ~4 activities per complete case, from 10.5 "
-    "and 9).",
+    "whole téléexpertise": "a whole case is ~225–275 ms of CPU: the worker ~85–100 (activity execution "
+    "wrapped in tracing interceptors, sandbox activations, the payload codec), Temporal ~70–85, expertise, "
+    "directory and PostgreSQL ~15–25 each. The ceiling is two workflow tasks and one activity task; a case "
+    "is about nine workflow tasks and five activity tasks: its creation and three Updates (each a workflow "
+    "task, its projection written by a local activity inside it), one delivery activity per change that "
+    "notifies someone (routed, accepted, reported, each then a workflow task), the billing activity and the "
+    "record's publication. The ratio is that count more than our Python: 0.30 in a loaded run, 0.15–0.17 on "
+    "a quiet machine, where the ceiling gains more than a case does. What would move it: fewer Temporal "
+    "tasks per case (billing and the record's publication in one activity), not faster code.",
+    "idle RSS": "measured after make run's demo data, whose contracts get decisions previewed and signed. "
+    "The contracts service renders and verifies them in its document process (a child of ~41 MB, ended "
+    "after a minute idle), so it no longer keeps ReportLab, Pillow and pyHanko (135 MB after the demo "
+    "before, ~127 now); once every service serves and before any request (`python -m tests.bench.rss`) "
+    "every service process is at or under ~116 MB. What the services grow by after their first requests "
+    "(~4–14 MB) is native: protovalidate's first validation (~3–5 MB, once), the Temporal client's and "
+    "asyncpg's buffers; malloc_trim and MALLOC_ARENA_MAX do not give it back. The rest is what a service "
+    "needs to serve: temporalio's client ~15 MB plus ~9 MB for its runtime and connection, grpc ~10, "
+    "protovalidate ~8, cryptography ~9 (token signatures), pydantic with its settings ~8. What would move "
+    "it: fewer of those libraries in a service process (a lighter settings loader than pydantic), not "
+    "less of our own code.",
+    "errors at": "the table above says where it stops keeping up. Replayed at 30, 40, 50 and 65× on the same "
+    "quiet machine (2026-11-29 15:54 UTC, PARCOURS_BENCH_SPEEDS): it keeps up to 50× with no error (51.3 of "
+    "51.9 calls/s; its lags grow: booking → workflow started p99 0.65 s, 1-hour reminders p99 2.9 s behind, "
+    "completion → case closed p99 4 s) and not at 65× (48 of 68 calls/s, 2 errors). The teleconsultation "
+    "worker and Temporal's dev server saturate together (two thirds of a core each at 50× and at 65×); the "
+    "errors are Start/CompleteTeleconsultation Updates waiting past their 20 s bound (UNAVAILABLE, which a "
+    "caller sends again with the same request id: counted here as errors). 100× cannot be held on 2 cores: "
+    "a complete teleconsultation is ~220–300 ms of CPU (its worker ~90–130, Temporal ~80–115, scheduling "
+    "and directory ~17 each), and 100× a region's peak hour brings ~15.5 of them a second beside ~17 "
+    "bookings and ~50 slot searches, about twice what the two cores give. What would move it: Temporal on "
+    "its own cluster as in production (ARCHITECTURE §7), and fewer Temporal tasks per case (the "
+    "teleconsultation already writes its projection through local activities: 6 workflow tasks and ~4 "
+    "activities per complete case, from 10.5 and 9).",
     "achieved": "see the errors above: the same saturation.",
 }
 
@@ -282,6 +294,31 @@ def _measurements(doc: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def keeps_up(phase: dict[str, Any]) -> bool:
+    """A speed the hub holds: no error, and at least 95 % of the offered calls made in the phase's time."""
+    offered = phase["offered_per_second"]
+    return phase["errors"] == 0 and bool(offered) and phase["achieved_per_second"] / offered >= 0.95
+
+
+def _knee(phases: list[dict[str, Any]]) -> list[str]:
+    """Where the hub stops keeping up: the fastest speed it held, and the first it did not hold."""
+    ordered = sorted(phases, key=lambda p: p["speed"])
+    held = [p for p in ordered if keeps_up(p)]
+    missed = [p for p in ordered if not keeps_up(p)]
+    if not ordered:
+        return []
+    if not missed:
+        return [f"It keeps up at every speed replayed, up to {ordered[-1]['speed']}×.", ""]
+    first = missed[0]
+    kept = f"up to {held[-1]['speed']}×" if held and held[-1]["speed"] < first["speed"] else "at no speed"
+    return [
+        f"It keeps up {kept} (no error, ≥ 95 % of the offered calls made) and not from {first['speed']}× "
+        f"({first['achieved_per_second']} of {first['offered_per_second']} calls/s, "
+        f"{first['errors']} errors; busiest: {_busiest(first)}).",
+        "",
+    ]
+
+
 def _load_section(load: dict[str, Any], plots: list[Path]) -> list[str]:
     model = load.get("model", {})
     phases = load.get("phases", [])
@@ -328,6 +365,7 @@ def _load_section(load: dict[str, Any], plots: list[Path]) -> list[str]:
             ],
         ),
     ]
+    lines += _knee(phases)
     for failure in load.get("phase_failures", []):
         what = f"at {failure['speed']}×" if "speed" in failure else f"({failure.get('case')})"
         lines += [f"Not measured {what}: {failure['reason']}", ""]

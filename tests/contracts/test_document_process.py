@@ -96,6 +96,21 @@ def test_the_service_side_never_loads_the_document_libraries() -> None:
     assert loaded == []
 
 
+async def test_the_process_gets_none_of_the_service_s_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARCOURS_DATABASE_URL", "postgresql://contracts:secret@db/parcours")
+    monkeypatch.setenv("PARCOURS_LOG_LEVEL", "WARNING")
+    process = DocumentProcess()
+    try:
+        await process.render(APPROVAL)
+        assert process.pid is not None
+        with open(f"/proc/{process.pid}/environ", "rb") as environ:
+            names = {entry.partition(b"=")[0].decode() for entry in environ.read().split(b"\0") if entry}
+    finally:
+        await process.stop()
+    assert "PARCOURS_DATABASE_URL" not in names
+    assert "PARCOURS_LOG_LEVEL" in names
+
+
 async def test_an_idle_process_ends_and_the_next_decision_starts_another() -> None:
     process = DocumentProcess(idle_seconds=0.2)
     try:
