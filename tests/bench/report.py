@@ -310,9 +310,10 @@ def _knee(phases: list[dict[str, Any]]) -> list[str]:
     if not missed:
         return [f"It keeps up at every speed replayed, up to {ordered[-1]['speed']}×.", ""]
     first = missed[0]
-    kept = f"up to {held[-1]['speed']}×" if held and held[-1]["speed"] < first["speed"] else "at no speed"
+    below = [p for p in held if p["speed"] < first["speed"]]
+    kept = f"at every speed replayed up to {below[-1]['speed']}×" if below else "at no speed replayed"
     return [
-        f"It keeps up {kept} (no error, ≥ 95 % of the offered calls made) and not from {first['speed']}× "
+        f"It keeps up {kept} (no error, ≥ 95 % of the offered calls made) and not at {first['speed']}× "
         f"({first['achieved_per_second']} of {first['offered_per_second']} calls/s, "
         f"{first['errors']} errors; busiest: {_busiest(first)}).",
         "",
@@ -482,36 +483,52 @@ def draw(load: dict[str, Any], out: Path) -> list[Path]:
 
     speeds = [p["speed"] for p in phases]
     written: list[Path] = []
-    figure, axis = plt.subplots(figsize=(8, 5))
-    for op in sorted({op for p in phases for op in p.get("rpc", {})}):
+    # One colour per line or bar (the default cycle has ten, and there are more RPCs and processes).
+    colours = plt.get_cmap("tab20").colors
+    figure, axis = plt.subplots(figsize=(10, 5))
+    for index, op in enumerate(sorted({op for p in phases for op in p.get("rpc", {})})):
         values = [p["rpc"].get(op, {}).get("p99_ms") for p in phases]
         points = [(s, v) for s, v in zip(speeds, values, strict=True) if v]
         if points:
-            axis.plot([s for s, _ in points], [v for _, v in points], marker="o", label=op)
+            axis.plot(
+                [s for s, _ in points],
+                [v for _, v in points],
+                marker="o",
+                label=op,
+                color=colours[index % len(colours)],
+            )
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("load factor (× a region's peak)")
     axis.set_ylabel("p99 latency (ms)")
     axis.set_title("p99 per RPC against the load factor")
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path = out / "load-p99.png"
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     written.append(path)
 
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, axis = plt.subplots(figsize=(10, 5))
     groups = sorted({g for p in phases for g in p.get("cpu_seconds", {}) if g != "bench client"})
     bottom = [0.0] * len(phases)
-    for group in groups:
+    for index, group in enumerate(groups):
         values = [1000 * p["cpu_seconds"].get(group, 0.0) / max(1, p["cases"]) for p in phases]
-        axis.bar([str(s) + "×" for s in speeds], values, bottom=bottom, label=group)
+        axis.bar(
+            [str(s) + "×" for s in speeds],
+            values,
+            bottom=bottom,
+            label=group,
+            color=colours[index % len(colours)],
+        )
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     axis.set_xlabel("load factor (× a region's peak)")
     axis.set_ylabel("hub CPU-ms per case")
     axis.set_title("CPU per case against the load factor, by process")
-    axis.legend(fontsize=7)
+    # Beside the bars, not over them; the top of the stack first, as the bars read.
+    handles, labels = axis.get_legend_handles_labels()
+    axis.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path = out / "load-cpu-per-case.png"
     figure.tight_layout()
     figure.savefig(path, dpi=100)
