@@ -58,11 +58,14 @@ RUN python -m pip uninstall --yes pip setuptools wheel \
       --shell /usr/sbin/nologin parcours
 COPY --from=build /opt/parcours /opt/parcours
 COPY --from=build /app /app
+# glibc's allocator gives large freed blocks back (services/kit/server.py: ALLOCATOR_ENVIRONMENT).
 ENV PATH=/opt/parcours/bin:$PATH \
     PYTHONPATH=/app:/app/gen \
     PARCOURS_CONSOLE_ASSETS_DIR=/app/console-assets \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_MMAP_THRESHOLD_=131072 \
+    MALLOC_TRIM_THRESHOLD_=131072 \
     HOME=/tmp
 WORKDIR /app
 LABEL org.opencontainers.image.title="parcours" \

@@ -54,6 +54,7 @@ from services.devstack.postgres import DatabaseRoles, PostgresHandle, provision_
 from services.devstack.temporal import TemporalHandle, start_temporal
 from services.kit.pki import DEFAULT_COMPONENTS, DevPki, ensure_dev_pki
 from services.kit.roles import AUDITOR, OWNER, component_role, service_role
+from services.kit.server import ALLOCATOR_ENVIRONMENT
 
 logger = logging.getLogger("services.devstack")
 
@@ -394,6 +395,8 @@ class Stack:
                 "PARCOURS_TLS_CA_FILE": str(pki.ca_file),
                 # Logs reach the files as they are written, not when a buffer fills.
                 "PYTHONUNBUFFERED": "1",
+                # The allocator's settings of the image (services/kit/server.py).
+                **ALLOCATOR_ENVIRONMENT,
             }
         )
         for service, port in self.ports.grpc.items():

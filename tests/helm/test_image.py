@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from services.kit.server import ALLOCATOR_ENVIRONMENT
 from tests.helm.conftest import ROOT, Rendered
 
 
@@ -101,6 +102,13 @@ def test_read_only_root_friendly(dockerfile: list[Stage]) -> None:
     assert env["PYTHONPATH"] == "/app:/app/gen"
     # Bytecode compiled at build time and valid whatever the files' mtimes.
     assert "compileall -q --invalidation-mode unchecked-hash /app" in " ".join(dockerfile[0].all("RUN"))
+
+
+def test_every_process_of_the_image_runs_with_the_allocator_settings_of_make_run(
+    dockerfile: list[Stage],
+) -> None:
+    env = env_of(dockerfile[-1])
+    assert {key: env.get(key) for key in ALLOCATOR_ENVIRONMENT} == ALLOCATOR_ENVIRONMENT
 
 
 def test_generated_code_is_baked_in(dockerfile: list[Stage]) -> None:
