@@ -80,6 +80,11 @@ class DocumentProcess:
         """The running child's process id, if one runs."""
         return self._child.pid if self._child is not None and self._child.returncode is None else None
 
+    @property
+    def busy(self) -> bool:
+        """Whether a call is under way (the child serves one at a time)."""
+        return self._lock.locked()
+
     async def render(self, content: decisions.DecisionContent) -> bytes:
         """`decisions.render(content)`, in the child."""
         _, pdf = await self._call({"operation": RENDER, "content": _content_out(content)}, b"")
@@ -118,6 +123,14 @@ class DocumentProcess:
             try:
                 child = await self._running()
                 return await asyncio.wait_for(self._exchange(child, request, blob), self._timeout_seconds)
+            except asyncio.CancelledError:
+                # The caller gave up (its deadline, its client gone) with the request maybe sent: the child's
+                # answer would reach the next call as its own. That child is never read again.
+                if child is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.kill()
+                    self._child = None
+                raise
             except (OSError, asyncio.IncompleteReadError, TimeoutError, _Garbled) as failure:
                 if child is not None:
                     await self._kill(child)
@@ -160,7 +173,7 @@ class DocumentProcess:
     def _retire(self) -> None:
         """Idle long enough: the child ends (its stdin closes, it exits), unless a call is under way."""
         self._idle = None
-        if self._lock.locked() or self._child is None:
+        if self.busy or self._child is None:
             return
         child, self._child = self._child, None
         task = asyncio.get_running_loop().create_task(self._end(child))

@@ -5,6 +5,7 @@ child that dies costs one UNAVAILABLE answer, never a lost or half-written decis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from datetime import UTC, datetime, timedelta
@@ -156,6 +157,31 @@ async def test_a_process_that_does_not_answer_is_killed_and_the_next_call_starts
         await exited(pid)  # killed, not left behind
 
         assert await process.render(APPROVAL) == first
+        assert process.pid not in (None, pid)
+    finally:
+        await process.stop()
+
+
+async def test_a_call_given_up_midway_never_hands_its_answer_to_the_next_call() -> None:
+    process = DocumentProcess()
+    other = DecisionContent(**{**APPROVAL.__dict__, "reference": "ARS84-2026-000002"})
+    try:
+        await process.render(APPROVAL)
+        pid = process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # it will answer, but only once the caller has given up
+        given_up = asyncio.create_task(process.render(APPROVAL))
+        for _ in range(5):  # the request written to the pipe (a write, a drain that does not wait), then read
+            await asyncio.sleep(0)
+        assert process.busy
+        given_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+        # The next call gets its own document, not the one the first call gave up on.
+        assert await process.render(other) == render(other)
         assert process.pid not in (None, pid)
     finally:
         await process.stop()
