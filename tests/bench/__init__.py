@@ -21,6 +21,12 @@ from tests.support import repo_root
 RESULTS_DIR = Path(os.environ.get("PARCOURS_BENCH_RESULTS_DIR") or repo_root() / "build" / "bench")
 
 
+def shown(path: Path) -> str:
+    """A results path as a run prints it: from the repository's root when under it (the default), else whole
+    (PARCOURS_BENCH_RESULTS_DIR may point anywhere)."""
+    return str(path.relative_to(repo_root())) if path.is_relative_to(repo_root()) else str(path)
+
+
 @dataclass(frozen=True)
 class BenchEnv:
     """What a benchmark gets: its own database, Temporal, PKI and a scratch folder."""

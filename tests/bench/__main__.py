@@ -33,7 +33,7 @@ from services.devstack.temporal import start_temporal
 from services.kit.migrate import apply_all
 from services.kit.pki import ensure_dev_pki
 from services.kit.roles import OWNER, provision
-from tests.bench import RESULTS_DIR, BenchEnv
+from tests.bench import RESULTS_DIR, BenchEnv, shown
 from tests.bench.hub import compile_bytecode
 from tests.bench.report import write_report
 from tests.support import COMPONENTS, DB_PASSWORDS, TEST_ESTABLISHMENTS, role_url
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(names)
     written = write_report(RESULTS_DIR)
     print(
-        f"bench: report in {', '.join(str(p.relative_to(RESULTS_DIR.parents[1])) for p in written)}",
+        f"bench: report in {', '.join(shown(p) for p in written)}",
         flush=True,
     )
     return 0

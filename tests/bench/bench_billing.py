@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from parcours.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from services.devstack import free_port, log_tail
-from tests.bench import BenchEnv
+from tests.bench import BenchEnv, shown
 from tests.billing.builders import paris, teleconsultation, teleexpertise
 from tests.support import PAYLOAD_KEYS, component_channel, process_env, repo_root
 
@@ -260,4 +260,4 @@ async def main(env: BenchEnv) -> None:
             "ratios": ratios,
         },
     )
-    print(f"\nresults: {path.relative_to(repo_root())}")
+    print(f"\nresults: {shown(path)}")

@@ -36,13 +36,13 @@ from services.console.dashboards import last_months
 from services.devstack import free_port
 from services.devstack.oidc import CONSOLE_CLIENT_ID, RelyingParty, start_oidc_provider
 from services.directory.seed import seed_demo
-from tests.bench import BenchEnv
+from tests.bench import BenchEnv, shown
 from tests.bench.bench_billing import start_contracts, start_process, wait_serving
 from tests.billing.builders import teleconsultation, teleexpertise
 from tests.console.conftest import CLIENT_SECRET, console_settings, run_console
 from tests.console.support import csrf_of, sign_in
 from tests.expertise.test_activity_report import request as expertise_request
-from tests.support import PAYLOAD_KEYS, component_channel, repo_root
+from tests.support import PAYLOAD_KEYS, component_channel
 
 ACTS = 3000
 TELEEXPERTISES = 1200
@@ -310,4 +310,4 @@ async def main(env: BenchEnv) -> None:
             "export": export,
         },
     )
-    print(f"\nresults: {path.relative_to(repo_root())}")
+    print(f"\nresults: {shown(path)}")

@@ -32,7 +32,7 @@ from parcours.type.v1 import practice_pb2
 from services.contracts import clock
 from services.contracts.decisions import ensure_dev_signing_identity
 from services.kit.tokens import mint_token, staff_subject
-from tests.bench import BenchEnv
+from tests.bench import BenchEnv, shown
 from tests.bench.bench_billing import (
     IN_FLIGHT,
     MEASURE_SECONDS,
@@ -279,7 +279,7 @@ async def main(env: BenchEnv) -> None:
             "quote_within_allowed_drop": within,
         },
     )
-    print(f"\nresults: {path.relative_to(repo_root())}")
+    print(f"\nresults: {shown(path)}")
     if not within:
         raise SystemExit(
             "QuoteAct with the gRPC contract policy dropped more than 20 % below the table policy"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.bench import shown
 from tests.bench.bench_load import Calls, summarise_stacks
 from tests.bench.load import (
     ARS_CONTRACTS_PER_WEEKDAY,
@@ -20,6 +21,7 @@ from tests.bench.load import (
     region_day,
 )
 from tests.bench.report import write_report
+from tests.support import repo_root
 
 
 def test_a_regions_weekday_has_the_domains_volumes() -> None:
@@ -188,3 +190,11 @@ def test_the_report_of_a_tiny_run(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "report.json").read_text())
     assert document["results"]["load"]["phases"][1]["errors"] == 2
     assert [t["met"] for t in document["targets"] if t["source"] == "load"] == [False, False, False]
+
+
+def test_a_run_written_outside_the_repository_names_its_files_whole() -> None:
+    # PARCOURS_BENCH_RESULTS_DIR may point anywhere: a run written to /tmp used to end in a ValueError
+    # after its measurements, when it printed where its results went.
+    assert shown(repo_root() / "build" / "bench" / "billing.json") == "build/bench/billing.json"
+    elsewhere = repo_root().parent / "before-after" / "billing.json"
+    assert shown(elsewhere) == str(elsewhere)
