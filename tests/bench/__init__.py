@@ -45,6 +45,8 @@ class BenchEnv:
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": {
                 "cpus": os.cpu_count(),
+                # What this run could use (`taskset -c 0 make bench` measures the hub on one core).
+                "cpus_usable": len(os.sched_getaffinity(0)),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 # Other work on the machine (other engineers' suites) moves absolute figures: said with them.

@@ -23,8 +23,9 @@ time whatever the others are doing; the steps of one case follow each other).
 4. Profiles: the three costliest cases again under py-spy (sampling, non-blocking), attached to the two
    processes that spend the most on each; collapsed stacks and a summary in build/bench/profiles/.
 
-Environment: PARCOURS_BENCH_SPEEDS (default "1,10,30,100"), PARCOURS_BENCH_PHASE_SECONDS ("90,60,45,20"),
-PARCOURS_BENCH_PRACTITIONERS (600), PARCOURS_BENCH_PROFILE (1; 0 skips the profiles).
+Environment: PARCOURS_BENCH_SPEEDS (default "1,10,30,50,100"), PARCOURS_BENCH_PHASE_SECONDS
+("90,60,45,35,20"), PARCOURS_BENCH_PRACTITIONERS (600), PARCOURS_BENCH_PROFILE (1; 0 skips the profiles),
+PARCOURS_BENCH_HUB (a deployment's data folder: replay against it instead of starting one).
 """
 
 from __future__ import annotations

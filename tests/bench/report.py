@@ -201,6 +201,12 @@ def _verdict(met: bool | None) -> str:
     return "missing" if met is None else ("met" if met else "**missed**")
 
 
+def _cpus(host: dict[str, Any]) -> str:
+    """`2 CPUs`, or `2 CPUs, 1 of them usable by this run` when it was pinned (taskset)."""
+    cpus, usable = host.get("cpus", "?"), host.get("cpus_usable")
+    return f"{cpus} CPUs" + (f", {usable} of them usable by this run" if usable not in (None, cpus) else "")
+
+
 def markdown(results: dict[str, dict[str, Any]], found: list[Target], plots: list[Path]) -> str:
     host = next((r.get("host") for r in results.values() if r.get("host")), {}) or {}
     dates = sorted(r.get("measured_at", "") for r in results.values())
@@ -218,7 +224,7 @@ def markdown(results: dict[str, dict[str, Any]], found: list[Target], plots: lis
     lines = [
         "# Parcours benchmarks",
         "",
-        f"Machine: {host.get('cpus', '?')} CPUs, {host.get('platform', '?')}, "
+        f"Machine: {_cpus(host)}, {host.get('platform', '?')}, "
         f"Python {host.get('python', '?')}. Measured {dates[0] if dates else '?'} to "
         f"{dates[-1] if dates else '?'} (UTC). Client, hub, PostgreSQL and Temporal share the machine's "
         "cores: ratios to a ceiling measured in the same run are the figures to compare; absolute times are "

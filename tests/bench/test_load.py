@@ -140,7 +140,8 @@ def test_the_report_of_a_tiny_run(tmp_path: Path) -> None:
     load = {
         "benchmark": "load",
         "measured_at": "2026-11-29T06:00:00+00:00",
-        "host": {"cpus": 2, "python": "3.11", "platform": "Linux"},
+        # Pinned to one core (taskset): the report says so.
+        "host": {"cpus": 2, "cpus_usable": 1, "python": "3.11", "platform": "Linux"},
         "hub": "a tiny hub",
         "model": {"cases_per_weekday": {"teleconsultation": 4}, "peak_hour_calls_per_second": 1.1},
         "idle_rss_mb": {"scheduling": [135.0], "billing": [92.0]},
@@ -170,6 +171,7 @@ def test_the_report_of_a_tiny_run(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 0 for p in written)
     assert (tmp_path / "load-p99.png").read_bytes()[:4] == b"\x89PNG"
     report = (tmp_path / "report.md").read_text()
+    assert "Machine: 2 CPUs, 1 of them usable by this run, Linux" in report
     # The targets say what was met, what was missed and what was not measured.
     assert "| QuoteAct p99 at 1 in flight (ms) | ≤ 10 | 8.5 | met | billing |" in report
     assert (
