@@ -102,7 +102,10 @@ NOTES: dict[str, str] = {
     "51.9): at today's cost per case, 100× needs about four cores. Temporal's worker cache (1,000 workflows) "
     "fills during the replay (~1,200 evictions by the 50× phase), but what it evicts are cases waiting for "
     "reminders that fall after the slice: none of them is replayed, and a 10,000-workflow cache changed "
-    "nothing. What would move it: Temporal on "
+    "nothing. Temporal's workflow sandbox is a quarter of the teleconsultation worker's CPU (a lab run with "
+    "the unsandboxed runner, 18:48 UTC: 22–26 ms of worker CPU per case against 29–32 sandboxed, the hub's "
+    "~7 % less; 65× then made 62 of 68 calls/s with no error): not enough for 100×, and not worth the "
+    "determinism checks the sandbox buys, so it stays. What would move it: Temporal on "
     "its own cluster as in production (ARCHITECTURE §7), and fewer Temporal tasks per case (the "
     "teleconsultation already writes its projection through local activities: 6 workflow tasks and ~4 "
     "activities per complete case, from 10.5 and 9).",
